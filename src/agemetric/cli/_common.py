@@ -1,0 +1,96 @@
+"""What the commands share: error handling, the progress bar, result tables."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from agemetric.errors import AgemetricError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, never wrapped (so it can be grepped and read in logs)."""
+    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def guarded(fn):
+    """Turn :class:`AgemetricError` into a one-line message and its exit code (2 for usage errors).
+
+    With ``agemetric --debug`` the traceback is shown instead. Ctrl-C exits with 130.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AgemetricError as exc:
+            if state.debug:
+                raise
+            print_error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if state.debug:
+                raise
+            err_console.print("[yellow]Interrupted.[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def make_progress() -> Progress:
+    """Bars with the loss, images/s and time left (on stderr, so stdout stays clean)."""
+    return Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:>8.3f}"),
+        TextColumn("{task.fields[ips]:>6.0f} img/s"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=False,
+    )
+
+
+def metrics_table(metrics: dict, title: str) -> Table:
+    """MAE, the mean predictor, CS(T) and MAE per age bucket in one table."""
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("MAE (years)", f"{metrics['mae']:.2f}")
+    table.add_row("mean predictor MAE", f"{metrics['mean_predictor_mae']:.2f}")
+    for t in (0, 1, 3, 5, 10):
+        cs = metrics["cs"].get(t, metrics["cs"].get(str(t)))
+        table.add_row(f"CS({t}) %", f"{cs:.1f}")
+    if "gender_accuracy_from_age_embedding" in metrics:
+        table.add_row("gender from age embedding %", f"{metrics['gender_accuracy_from_age_embedding']:.1f}")
+    table.add_row("test images", str(metrics["n_test"]))
+    return table
+
+
+def bucket_table(metrics: dict) -> Table:
+    table = Table(title="MAE per age bucket", header_style="bold")
+    table.add_column("ages")
+    table.add_column("images", justify="right")
+    table.add_column("MAE", justify="right")
+    for bucket, row in metrics["mae_by_age"].items():
+        table.add_row(bucket, str(row["n"]), f"{row['mae']:.2f}")
+    return table

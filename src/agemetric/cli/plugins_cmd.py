@@ -1,0 +1,34 @@
+"""``agemetric plugins``: what is installed and what it registered."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agemetric.cli._common import console, err_console, guarded
+
+
+@guarded
+def plugins(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List each plugin with its version, the hooks it implements and the names it registered."""
+    from agemetric import plugins as registry
+
+    infos = registry.plugin_info()
+    if as_json:
+        console.print_json(json.dumps([asdict(i) for i in infos]))
+    else:
+        table = Table(title="agemetric plugins", header_style="bold")
+        for col in ("plugin", "version", "hooks", "registered"):
+            table.add_column(col)
+        for info in infos:
+            names = "\n".join(f"{kind}: {', '.join(n)}" for kind, n in info.registered.items())
+            table.add_row(info.name, info.version or "-", "\n".join(info.hooks), names or "-")
+        console.print(table)
+    for name, error in registry.load_errors:
+        err_console.print(f"[red]plugin {name!r} failed to load:[/] {error}", highlight=False)

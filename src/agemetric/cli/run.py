@@ -1,0 +1,113 @@
+"""``agemetric run``: train and evaluate, write a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agemetric.cli._common import bucket_table, console, guarded, make_progress, metrics_table
+
+_MODEL = "Model"
+_DATA = "Data"
+_TRAIN = "Training"
+_CONF = "Configuration"
+
+
+@guarded
+def run(
+    backbone: Annotated[
+        str | None, typer.Option(help="Backbone plugin, e.g. inception_v3 or small_cnn.", rich_help_panel=_MODEL)
+    ] = None,
+    loss: Annotated[
+        str | None, typer.Option(help="Loss plugin, e.g. revised-contrastive.", rich_help_panel=_MODEL)
+    ] = None,
+    miner: Annotated[str | None, typer.Option(help="Miner plugin, e.g. all-pairs.", rich_help_panel=_MODEL)] = None,
+    retriever: Annotated[
+        str | None, typer.Option(help="Retriever plugin, e.g. l1-knn.", rich_help_panel=_MODEL)
+    ] = None,
+    weights: Annotated[
+        str | None, typer.Option(help="Backbone weights: none, imagenet, or a state-dict file.", rich_help_panel=_MODEL)
+    ] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="Ages closer than this (years) count as the same.", rich_help_panel=_MODEL)
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="Nearest gallery faces averaged for a prediction.", rich_help_panel=_MODEL)
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset plugin: synthetic (embedded), utkface, csv.", rich_help_panel=_DATA)
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="The dataset's folder (or CSV file).", rich_help_panel=_DATA)
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Use a random subset of this many images.", rich_help_panel=_DATA)
+    ] = None,
+    image_size: Annotated[
+        int | None, typer.Option(help="Input side in pixels (paper: 227).", rich_help_panel=_DATA)
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", rich_help_panel=_TRAIN)] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Images per batch; all pairs are compared.", rich_help_panel=_TRAIN)
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed for split, initialisation and batch order.", rich_help_panel=_TRAIN)
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Run folder (default: runs/<time>-<dataset>-<backbone>).", rich_help_panel=_TRAIN),
+    ] = None,
+    preset: Annotated[
+        str | None,
+        typer.Option(help="quick (embedded data, minutes on a CPU; the default) or paper.", rich_help_panel=_CONF),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="A TOML file of settings (see config.toml in any run folder).", rich_help_panel=_CONF
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="Override any setting: --set lr=0.5 --set loss_options.q=50.", rich_help_panel=_CONF
+        ),
+    ] = None,
+) -> None:
+    """Train the model on a dataset's training split and evaluate it on the test split.
+
+    With no options: the quick preset (embedded synthetic faces, small CNN, a few minutes on a
+    laptop CPU). The paper's setting: --preset paper --dataset utkface --data-dir PATH.
+    Every setting is listed in the config.toml written into the run folder.
+    """
+    from agemetric import config as cfg
+    from agemetric.experiment import run as run_experiment
+
+    options = {
+        "backbone": backbone,
+        "loss": loss,
+        "miner": miner,
+        "retriever": retriever,
+        "weights": weights,
+        "margin": margin,
+        "k": k,
+        "dataset": dataset,
+        "data_dir": None if data_dir is None else str(data_dir),
+        "limit": limit,
+        "image_size": image_size,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "seed": seed,
+        "out": None if out is None else str(out),
+    }
+    resolved = cfg.resolve(preset, config, options, set_)
+    with make_progress() as progress:
+        result = run_experiment(resolved, progress=progress, console=console)
+    m = result.metrics
+    split = m["split"]
+    title = f"{m['dataset']} - {split['protocol']} split, {split['n_train']} train / {split['n_test']} test"
+    console.print(metrics_table(m, title))
+    console.print(bucket_table(m))
+    console.print(f"Run folder: [bold]{result.run_dir}[/] (metrics.json, predictions.csv, model.pt, config.toml)")

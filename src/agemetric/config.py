@@ -1,0 +1,256 @@
+"""One frozen dataclass describes a run; presets, TOML files and ``--set`` overrides build it.
+
+Resolution order (later wins): the ``RunConfig`` defaults < the preset < the ``--config`` file <
+explicit command-line options < ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agemetric.errors import AgemetricError
+
+CHOICES = {
+    "multitask": ("auto", "on", "off"),
+    "bf16": ("auto", "on", "off"),
+    "optimizer": ("adadelta", "adam", "sgd"),
+    "split": ("random",),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run. The defaults are the paper's method (see METHOD.md).
+
+    Attributes:
+        backbone: backbone plugin name.
+        weights: ``"none"``, ``"imagenet"`` or a state-dict path.
+        embedding_dim: N_a (paper: 70).
+        gender_dim: N_g (paper: 10).
+        loss: loss plugin name.
+        margin: age tolerance in years; Z = 1 iff ``|a_i - a_j| < margin`` (paper: 4).
+        miner: miner plugin name.
+        retriever: retriever plugin name.
+        k: neighbours averaged for a prediction (paper: M = 20).
+        dataset: dataset plugin name.
+        data_dir: the dataset's folder or file (``None`` for the synthetic default).
+        limit: use at most this many images (a random subset drawn with ``seed``), or ``None``.
+        split: split protocol (``"random"``, the paper's).
+        test_fraction: share of images held out for testing.
+        image_size: input side in pixels (paper: 227).
+        epochs: passes over the training split.
+        batch_size: images per batch; all pairs of a batch are compared (paper: 128).
+        optimizer: ``"adadelta"`` (paper), ``"adam"`` or ``"sgd"``.
+        lr: learning rate (Adadelta's is a scale factor; 1.0 is its usual value).
+        weight_decay: L2 penalty.
+        multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
+        augment: random flip, shift and zoom during training.
+        bf16: bfloat16 autocast: ``"auto"`` (on where the CPU supports it), ``"on"``, ``"off"``.
+        channels_last: NHWC memory format (faster convolutions on CPU).
+        seed: seeds the split, the initialisation and the batch order.
+        threads: torch CPU threads (``None`` = torch's default).
+        out: the run folder (``None``: a new folder under ``runs/`` named by time, dataset and backbone).
+        backbone_options / loss_options / miner_options / retriever_options / dataset_options:
+            extra keyword arguments for the plugin factories.
+    """
+
+    backbone: str = "inception_v3"
+    weights: str = "imagenet"
+    embedding_dim: int = 70
+    gender_dim: int = 10
+    loss: str = "revised-contrastive"
+    margin: float = 4.0
+    miner: str = "all-pairs"
+    retriever: str = "l1-knn"
+    k: int = 20
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    limit: int | None = None
+    split: str = "random"
+    test_fraction: float = 0.2
+    image_size: int = 227
+    epochs: int = 275
+    batch_size: int = 128
+    optimizer: str = "adadelta"
+    lr: float = 1.0
+    weight_decay: float = 0.0
+    multitask: str = "auto"
+    augment: bool = True
+    bf16: str = "auto"
+    channels_last: bool = True
+    seed: int = 0
+    threads: int | None = None
+    out: str | None = None
+    backbone_options: dict = field(default_factory=dict)
+    loss_options: dict = field(default_factory=dict)
+    miner_options: dict = field(default_factory=dict)
+    retriever_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = ("embedding_dim", "k", "image_size", "epochs", "batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
+        for name in ("gender_dim", "margin", "weight_decay"):
+            if getattr(self, name) < 0:
+                raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise AgemetricError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.test_fraction < 1:
+            raise AgemetricError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if self.limit is not None and self.limit < 2:
+            raise AgemetricError(f"limit must be >= 2 images, got {self.limit}")
+        if self.threads is not None and self.threads < 1:
+            raise AgemetricError(f"threads must be >= 1, got {self.threads}")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, ``None`` values dropped (TOML has no null)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+#: Named starting points. ``quick`` is what ``agemetric run`` does with no options.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        # The embedded synthetic faces and a small CNN: a few minutes on 2 CPU cores.
+        "backbone": "small_cnn",
+        "weights": "none",
+        "dataset": "synthetic",
+        "image_size": 64,
+        "epochs": 12,
+        "batch_size": 128,
+    },
+    "paper": {
+        # Jeong et al. (2018): Inception V3 (ImageNet), 227 px, batch 128, Adadelta, 275 epochs.
+    },
+}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(RunConfig)
+
+
+def coerce(key: str, value: Any) -> Any:
+    """Convert ``value`` (a string from ``--set`` or a TOML value) to the type of field ``key``."""
+    types_ = _field_types()
+    if key not in types_:
+        raise AgemetricError(f"unknown setting {key!r}; known: {', '.join(sorted(types_))}")
+    hint = types_[key]
+    args = typing.get_args(hint)
+    optional = isinstance(hint, types.UnionType) and type(None) in args
+    base = next((a for a in args if a is not type(None)), hint) if optional else hint
+    if isinstance(value, str):
+        text = value.strip()
+        if optional and text.lower() in ("none", "null", ""):
+            return None
+        if base is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise AgemetricError(f"{key} expects true or false, got {value!r}")
+        if base in (int, float):
+            try:
+                return base(text)
+            except ValueError:
+                raise AgemetricError(f"{key} expects {base.__name__}, got {value!r}") from None
+        if base is dict:
+            raise AgemetricError(f"{key} is a table: set one entry with {key}.NAME=VALUE")
+        return text
+    if value is None and optional:
+        return None
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, base) or (base is int and isinstance(value, bool)):
+        raise AgemetricError(f"{key} expects {base.__name__}, got {value!r}")
+    return value
+
+
+def _parse_literal(text: str) -> Any:
+    """A ``--set`` value for a plugin option: a TOML literal (number, bool, string, list) or text."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["epochs=3", "loss_options.q=50"]`` -> overrides (nested for ``*_options``)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise AgemetricError(f"--set expects KEY=VALUE, got {item!r}")
+        if "." in key:
+            table, _, sub = key.partition(".")
+            if not (table.endswith("_options") and table in _field_types()):
+                tables = ", ".join(k for k in sorted(_field_types()) if k.endswith("_options"))
+                raise AgemetricError(f"--set {key}: dotted keys go into a table ({tables})")
+            out.setdefault(table, {})[sub] = _parse_literal(value)
+        else:
+            out[key] = coerce(key, value)
+    return out
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file: top-level keys are :class:`RunConfig` fields (plus ``preset``)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise AgemetricError(f"--config: no such file {str(path)!r}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AgemetricError(f"--config: {path} is not valid TOML: {exc}") from None
+    preset = data.pop("preset", None)
+    out = {key: coerce(key, value) for key, value in data.items()}
+    if preset is not None:
+        out["preset"] = preset
+    return out
+
+
+def resolve(
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> RunConfig:
+    """Build the run's config: defaults < preset < file < ``options`` < ``sets``.
+
+    Args:
+        preset: ``"quick"`` (default when neither argument nor file names one) or ``"paper"``.
+        config_file: a TOML file.
+        options: explicit values (e.g. from CLI flags); ``None`` values are ignored.
+        sets: ``KEY=VALUE`` strings.
+    """
+    from_file = load_toml(config_file) if config_file else {}
+    name = preset or from_file.pop("preset", None) or "quick"
+    from_file.pop("preset", None)
+    if name not in PRESETS:
+        raise AgemetricError(f"--preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    merged: dict[str, Any] = {}
+    for layer in (
+        PRESETS[name],
+        from_file,
+        {k: v for k, v in (options or {}).items() if v is not None},
+        parse_set(sets or []),
+    ):
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    for key in merged:
+        coerce(key, merged[key])  # type check every layer's values
+    return RunConfig(**merged)

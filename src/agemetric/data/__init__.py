@@ -1,0 +1,6 @@
+"""Datasets, decoding into uint8 arrays, splits and tensor transforms."""
+
+from agemetric.data.arrays import FaceArrays, decode
+from agemetric.data.splits import random_split
+
+__all__ = ["FaceArrays", "decode", "random_split"]

@@ -1,0 +1,87 @@
+"""A generic CSV dataset: ``path,age[,gender][,subject]``."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+from PIL import Image
+
+from agemetric.errors import AgemetricError
+from agemetric.interfaces import FaceDataset, FaceRecord
+
+_GENDERS = {"0": 0, "m": 0, "male": 0, "1": 1, "f": 1, "female": 1, "": -1, "-1": -1}
+
+
+def parse_gender(value: str) -> int:
+    """0 = male, 1 = female, -1 = unknown; accepts 0/1, m/f, male/female (any case)."""
+    key = value.strip().lower()
+    if key not in _GENDERS:
+        raise ValueError(f"gender {value!r} is not one of 0/1/m/f/male/female or empty")
+    return _GENDERS[key]
+
+
+def parse_age(value: str) -> float:
+    """A finite, non-negative age in years."""
+    try:
+        age = float(value)
+    except ValueError:
+        raise ValueError(f"age {value!r} is not a number") from None
+    if not math.isfinite(age) or age < 0:
+        raise ValueError(f"age {value!r} is not a finite number >= 0")
+    return age
+
+
+class CSVFaces(FaceDataset):
+    """Images listed in a CSV file with a header ``path,age[,gender][,subject]``.
+
+    ``path`` is relative to the CSV's folder (or absolute). ``root`` is the CSV file, or a
+    folder holding ``labels.csv``. Rows with a bad age or gender, or a missing image, are
+    skipped and reported.
+    """
+
+    def __init__(self, root=None, filename: str = "labels.csv"):
+        super().__init__(root)
+        if self.root is None:
+            raise AgemetricError("--data-dir: the csv dataset needs a CSV file or a folder holding labels.csv")
+        self.csv_path = self.root / filename if self.root.is_dir() else self.root
+        if not self.csv_path.is_file():
+            raise AgemetricError(f"--data-dir: no CSV file at {str(self.csv_path)!r}")
+        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+            header = next(csv.reader(f), [])
+        self.columns = [c.strip().lower() for c in header]
+        missing = {"path", "age"} - set(self.columns)
+        if missing:
+            raise AgemetricError(
+                f"{self.csv_path}: missing column(s) {', '.join(sorted(missing))}; expected a header "
+                f"'path,age[,gender][,subject]', got {','.join(header) or '(empty file)'!r}"
+            )
+        self.has_gender = "gender" in self.columns
+
+    def records(self) -> list[FaceRecord]:
+        base = self.csv_path.parent
+        out = []
+        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f, fieldnames=self.columns)
+            next(reader)  # header
+            for row_number, row in enumerate(reader, start=2):
+                path = (row.get("path") or "").strip()
+                where = f"row {row_number}"
+                try:
+                    if not path:
+                        raise ValueError("empty path")
+                    age = parse_age(row.get("age") or "")
+                    gender = parse_gender(row.get("gender") or "")
+                except ValueError as exc:
+                    self.skipped.add(where, str(exc))
+                    continue
+                if not (base / path).is_file():
+                    self.skipped.add(where, f"no image file {path!r}")
+                    continue
+                subject = (row.get("subject") or "").strip() or None
+                out.append(FaceRecord(key=path, age=age, gender=gender, subject=subject))
+        return out
+
+    def load_image(self, record: FaceRecord) -> Image.Image:
+        with Image.open(self.csv_path.parent / record.key) as img:
+            return img.convert("RGB")

@@ -1,0 +1,44 @@
+"""Tensor-side preprocessing and augmentation (no per-image Python work)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)`` scaled to [0, 1] then standardised."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - m) / s
+
+
+def augment(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    flip: bool = True,
+    max_shift: float = 0.06,
+    scale: tuple[float, float] = (0.92, 1.08),
+) -> torch.Tensor:
+    """Random horizontal flip, shift and zoom per image, in one ``grid_sample`` call.
+
+    Args:
+        images: float ``(B, 3, H, W)``.
+        generator: the training loop's generator (keeps runs reproducible).
+        flip: mirror half of the images.
+        max_shift: largest shift as a fraction of the side (each axis).
+        scale: range of the zoom factor.
+
+    Returns:
+        float ``(B, 3, H, W)``.
+    """
+    b = images.shape[0]
+    zoom = torch.empty(b).uniform_(*scale, generator=generator)  # (B,)
+    sign = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    shift = torch.empty(b, 2).uniform_(-2 * max_shift, 2 * max_shift, generator=generator)  # (B, 2)
+    theta = torch.zeros(b, 2, 3)  # (B, 2, 3) affine maps from output to input coordinates
+    theta[:, 0, 0] = sign / zoom
+    theta[:, 1, 1] = 1.0 / zoom
+    theta[:, :, 2] = shift
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
+    return F.grid_sample(images, grid.to(images.dtype), padding_mode="border", align_corners=False)

@@ -1,0 +1,44 @@
+"""UTKFace "Aligned & Cropped Faces": labels in the file names."""
+
+from __future__ import annotations
+
+import re
+
+from PIL import Image
+
+from agemetric.errors import AgemetricError
+from agemetric.interfaces import FaceDataset, FaceRecord
+
+#: ``{age}_{gender}_{race}_{datetime}.jpg.chip.jpg``; gender 0 = male, 1 = female.
+NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<time>\d+)\.jpg\.chip\.jpg$")
+
+
+class UTKFace(FaceDataset):
+    """The UTKFace folder; files whose names do not follow the pattern are skipped and reported.
+
+    Known flaw of the real copy, left to the split protocol: some images are byte-identical
+    copies carrying different labels.
+    """
+
+    has_gender = True
+
+    def __init__(self, root=None):
+        super().__init__(root)
+        if self.root is None or not self.root.is_dir():
+            raise AgemetricError(f"--data-dir: UTKFace folder {str(self.root)!r} does not exist")
+
+    def records(self) -> list[FaceRecord]:
+        out = []
+        for path in sorted(p for p in self.root.iterdir() if p.is_file()):
+            m = NAME.match(path.name)
+            if m is None:
+                self.skipped.add(path.name, "name is not {age}_{gender}_{race}_{datetime}.jpg.chip.jpg")
+                continue
+            out.append(FaceRecord(key=path.name, age=float(m["age"]), gender=int(m["gender"])))
+        if not out:
+            raise AgemetricError(f"--data-dir: no UTKFace images in {str(self.root)!r}")
+        return out
+
+    def load_image(self, record: FaceRecord) -> Image.Image:
+        with Image.open(self.root / record.key) as img:
+            return img.convert("RGB")

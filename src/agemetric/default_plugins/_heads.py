@@ -1,0 +1,67 @@
+"""Shared pieces of the backbone plugins: the embedding heads and weight loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from agemetric.errors import AgemetricError
+from agemetric.types import Embeddings
+
+
+class EmbeddingHeads(nn.Module):
+    """Dropout + linear age head (N_a) and optional dropout + linear gender head (N_g).
+
+    The paper places dropout p = 0.5 before the fully connected embedding layer.
+
+    Args:
+        in_features: F, the size of the trunk's pooled features.
+        embedding_dim: N_a.
+        gender_dim: N_g (0 = no gender head).
+        dropout: p of the dropout before each head.
+    """
+
+    def __init__(self, in_features: int, embedding_dim: int, gender_dim: int, dropout: float = 0.5):
+        super().__init__()
+        self.age = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, embedding_dim))
+        self.gender = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, gender_dim)) if gender_dim else None
+
+    def forward(self, features: torch.Tensor) -> Embeddings:
+        """``features`` ``(B, F)`` -> ``Embeddings(age (B, N_a), gender (B, N_g) | None)``."""
+        gender = None if self.gender is None else self.gender(features)
+        return Embeddings(self.age(features), gender)
+
+
+def load_weights_file(backbone: nn.Module, path: str | Path, classifier_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state-dict file into a backbone that has a ``trunk`` and ``heads``.
+
+    The file may hold this backbone's own state (keys ``trunk.*`` and ``heads.*``, e.g. saved by
+    agemetric) or a torchvision model's state, which is loaded into the trunk with the
+    classifier keys (``classifier_prefixes``) ignored. A bare state dict or one stored under
+    ``"state_dict"`` / ``"backbone"`` both work.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AgemetricError(f"--weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise AgemetricError(f"--weights: cannot read {str(path)!r} as a PyTorch state dict: {exc}") from exc
+    for key in ("backbone", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise AgemetricError(f"--weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+    own = any(str(k).startswith("trunk.") for k in state)
+    target = backbone if own else backbone.trunk
+    if not own:
+        state = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes)}
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise AgemetricError(
+            f"--weights: {str(path)!r} does not fit {type(backbone).__name__}: "
+            f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+        )

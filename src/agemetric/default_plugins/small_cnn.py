@@ -1,0 +1,62 @@
+"""A small, fast CNN for quick runs on a laptop CPU (the ``quick`` preset's backbone)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
+from agemetric.hookspecs import hookimpl
+from agemetric.interfaces import Backbone
+from agemetric.types import Embeddings
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class SmallCNN(Backbone):
+    """Four conv blocks (32-64-128-256 channels, each two 3x3 convs + max-pool), global average
+    pooling, then the same dropout + linear heads as the paper's backbone.
+
+    Not in the paper: it exists so that the embedded default trains in minutes on 2 CPU cores.
+    ``weights`` is ``None``/``"none"`` or a state-dict file (there are no pretrained weights).
+    """
+
+    min_size = 32
+    default_size = 64
+
+    def __init__(
+        self,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = None,
+        dropout: float = 0.5,
+        width: int = 32,
+    ):
+        super().__init__(embedding_dim, gender_dim, weights)
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        layers, c_in = [], 3
+        for c in widths:
+            layers.append(_block(c_in, c))
+            c_in = c
+        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.heads = EmbeddingHeads(c_in, embedding_dim, gender_dim, dropout)
+        if (weights or "none").lower() != "none":
+            load_weights_file(self, weights)
+
+    def embed(self, images: torch.Tensor) -> Embeddings:
+        return self.heads(self.trunk(images))  # (B, 8 * width) -> heads
+
+
+@hookimpl
+def register_backbones(register):
+    register("small_cnn", SmallCNN)

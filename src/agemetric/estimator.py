@@ -1,0 +1,221 @@
+"""AgeEstimator: a backbone, a miner, a loss and a retriever, checked to fit together."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from agemetric import plugins
+from agemetric.config import RunConfig
+from agemetric.data.arrays import FaceArrays
+from agemetric.data.transforms import augment, normalise
+from agemetric.errors import AgemetricError, PluginError
+from agemetric.interfaces import Backbone, Loss, Miner, Retriever
+
+#: The gender task's margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
+#: (the paper's "margin 0" under its <= reading).
+GENDER_MARGIN = 0.5
+
+CHECKPOINT_FORMAT = 1
+
+
+def bf16_supported() -> bool:
+    """True when this CPU runs bfloat16 matrix maths natively (AVX512-BF16 or AMX)."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((check and check()) or (amx and amx()))
+
+
+class AgeEstimator(nn.Module):
+    """The paper's model: one network embeds faces; ages come from the nearest gallery faces.
+
+    Args:
+        backbone: images -> embeddings.
+        miner: chooses the pairs (or triplets) of a batch.
+        loss: scores them; its ``accepts`` must equal the miner's ``produces``.
+        retriever: the gallery and the age estimate.
+        gender_loss: the multi-task gender loss (same form, margin 0), or ``None``.
+        image_size: the input side in pixels.
+        config: the run's config, stored in checkpoints so :meth:`load` can rebuild the parts.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        miner: Miner,
+        loss: Loss,
+        retriever: Retriever,
+        gender_loss: Loss | None = None,
+        image_size: int = 227,
+        config: RunConfig | None = None,
+    ):
+        super().__init__()
+        if miner.produces is not loss.accepts:
+            raise PluginError(
+                f"miner {type(miner).__name__} produces {miner.produces.__name__} but loss "
+                f"{type(loss).__name__} accepts {loss.accepts.__name__}; choose a matching pair"
+            )
+        if gender_loss is not None and backbone.gender_dim == 0:
+            raise PluginError("the gender task needs a backbone with gender_dim > 0")
+        if image_size < backbone.min_size:
+            raise AgemetricError(
+                f"image_size must be >= {backbone.min_size} for {type(backbone).__name__}, got {image_size}"
+            )
+        self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
+        self.retriever = retriever
+        self.image_size = image_size
+        self.config = config or RunConfig(image_size=image_size)
+        self.channels_last = self.config.channels_last
+        self.bf16 = {"on": True, "off": False, "auto": bf16_supported()}[self.config.bf16]
+
+    @classmethod
+    def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
+        """Create every part by name from ``config``.
+
+        Args:
+            config: the run's config.
+            multitask: whether to train the gender head; ``None`` reads ``config.multitask``
+                (``"auto"`` counts as off here: :func:`agemetric.training.run` decides it from the data).
+        """
+        if multitask is None:
+            multitask = config.multitask == "on"
+        gender_dim = config.gender_dim if multitask else 0
+        backbone = plugins.create(
+            "backbone",
+            config.backbone,
+            embedding_dim=config.embedding_dim,
+            gender_dim=gender_dim,
+            weights=config.weights,
+            **config.backbone_options,
+        )
+        miner = plugins.create("miner", config.miner, margin=config.margin, **config.miner_options)
+        loss = plugins.create("loss", config.loss, margin=config.margin, **config.loss_options)
+        gender_loss = (
+            plugins.create("loss", config.loss, margin=GENDER_MARGIN, **config.loss_options) if multitask else None
+        )
+        retriever = plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options)
+        return cls(backbone, miner, loss, retriever, gender_loss, config.image_size, config)
+
+    # -- training -----------------------------------------------------------------------
+
+    def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 ``(B, 3, S, S)`` -> normalised float in the backbone's memory format.
+
+        With a ``generator``, the batch is also augmented (random flip, shift, zoom).
+        """
+        x = normalise(images, self.backbone.mean, self.backbone.std)  # (B, 3, S, S)
+        if generator is not None:
+            x = augment(x, generator)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def autocast(self):
+        """bfloat16 autocast on CPU when enabled (a no-op context otherwise)."""
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def training_loss(self, x: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> dict:
+        """The multi-task loss of one prepared batch.
+
+        Args:
+            x: ``(B, 3, S, S)`` float, from :meth:`prepare` (and augmentation).
+            ages: ``(B,)`` float.
+            genders: ``(B,)`` int64, -1 unknown (those rows sit out the gender task).
+
+        Returns:
+            ``{"loss": total, "age": ..., "gender": ...}`` 0-d tensors (``gender`` only when on).
+        """
+        with self.autocast():
+            emb = self.backbone(x)
+        age_emb = emb.age.float()  # (B, N_a); the loss runs in float32
+        age_loss = self.loss(age_emb, ages, self.miner(age_emb, ages))
+        out = {"loss": age_loss, "age": age_loss.detach()}
+        if self.gender_loss is not None:
+            known = genders >= 0  # (B,)
+            g_emb, g = emb.gender.float()[known], genders[known]  # (B', N_g), (B',)
+            g_loss = self.gender_loss(g_emb, g.float(), self.miner(g_emb, g.float()))
+            out["loss"] = age_loss + g_loss
+            out["gender"] = g_loss.detach()
+        return out
+
+    # -- estimation ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(
+        self, images: torch.Tensor, batch_size: int = 256, progress: Callable[[int], None] | None = None
+    ) -> torch.Tensor:
+        """Age embeddings of uint8 ``(N, 3, S, S)`` images -> ``(N, N_a)`` float32, in eval mode."""
+        was_training = self.training
+        self.eval()
+        out = []
+        try:
+            for start in range(0, images.shape[0], batch_size):
+                batch = images[start : start + batch_size]
+                with self.autocast():
+                    out.append(self.backbone(self.prepare(batch)).age.float())
+                if progress is not None:
+                    progress(batch.shape[0])
+        finally:
+            self.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, self.backbone.embedding_dim)
+
+    def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""
+        emb = self.embed(data.images, progress=progress)
+        self.retriever.fit(emb, data.ages, data.genders)
+        return emb
+
+    def predict(self, images: torch.Tensor, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Predicted ages ``(N,)`` of uint8 ``(N, 3, S, S)`` images."""
+        if len(self.retriever) == 0:
+            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+        return self.retriever.predict(self.embed(images, progress=progress))
+
+    # -- persistence --------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write the weights, the gallery and the config to ``path`` atomically."""
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "multitask": self.gender_loss is not None,
+            "backbone": self.backbone.state_dict(),
+            "retriever": self.retriever.state_dict(),
+        }
+        atomic_torch_save(state, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> AgeEstimator:
+        """Rebuild an estimator (parts by name, weights, gallery) from :meth:`save`'s file."""
+        path = Path(path)
+        if not path.is_file():
+            raise AgemetricError(f"no checkpoint at {str(path)!r}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise AgemetricError(f"{path}: not a readable agemetric checkpoint ({exc})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise AgemetricError(f"{path}: not an agemetric checkpoint (format {CHECKPOINT_FORMAT})")
+        config = RunConfig(**{**state["config"], "weights": "none"})
+        est = cls.from_config(config, multitask=state["multitask"])
+        est.backbone.load_state_dict(state["backbone"])
+        if state["retriever"]["embeddings"] is not None:
+            est.retriever.load_state_dict(state["retriever"])
+        est.eval()
+        return est
+
+
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

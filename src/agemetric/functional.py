@@ -1,0 +1,137 @@
+"""Pure tensor maths behind the default plugins.
+
+Each function is stateless and documented with its shapes; the plugin classes in
+:mod:`agemetric.default_plugins` are thin ``nn.Module`` wrappers over them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from agemetric.types import Pairs
+
+#: Q in eq. 2-4 of Jeong et al. (2018): the upper bound of the L1 distance.
+Q_DEFAULT = 100.0
+#: The constant in L_minus; chosen in the paper so that L_minus and L_plus meet near D = Q / 2.
+_DECAY = 2.77
+
+
+def all_pairs(n: int, device: torch.device | str | None = None) -> Pairs:
+    """Every unordered pair ``i < j`` of a batch of ``n`` items.
+
+    Args:
+        n: batch size B.
+        device: where the index tensors live.
+
+    Returns:
+        ``Pairs`` of ``B (B - 1) / 2`` int64 indices, in row-major order of the upper triangle.
+
+    Example:
+        >>> p = all_pairs(3)
+        >>> p.first.tolist(), p.second.tolist()
+        ([0, 0, 1], [1, 2, 2])
+    """
+    idx = torch.triu_indices(n, n, offset=1, device=device)  # (2, B(B-1)/2)
+    return Pairs(idx[0], idx[1])
+
+
+def pair_l1_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """L1 distance between rows ``first[p]`` and ``second[p]`` of ``x``.
+
+    Args:
+        x: ``(B, D)`` embeddings.
+        first: ``(P,)`` int64 row indices.
+        second: ``(P,)`` int64 row indices.
+
+    Returns:
+        ``(P,)`` distances ``||x[first] - x[second]||_1``.
+
+    Example:
+        >>> x = torch.tensor([[0.0, 0.0], [1.0, -2.0]])
+        >>> pair_l1_distances(x, torch.tensor([0]), torch.tensor([1]))
+        tensor([3.])
+    """
+    return (x[first] - x[second]).abs().sum(dim=1)  # (P, D) -> (P,)
+
+
+def margin_similarity(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.Tensor:
+    """Z of the paper: 1 where two labels count as "the same class".
+
+    **Decision** (METHOD.md): ``Z = 1`` iff ``|a_i - a_j| < margin``, following Section 3
+    ("if the difference between age is smaller than 4, two ages are considered to be in the
+    same class", margin 4). The paper's Section 2.4 reads ``|a_i - a_j| <= m`` instead; on
+    integer ages that reading with margin ``m`` equals this one with margin ``m + 1``.
+    Margin 0.5 on integer labels means exact equality (the gender task's "margin 0").
+
+    Args:
+        labels: ``(B,)`` ages (or any numeric labels).
+        first: ``(P,)`` int64.
+        second: ``(P,)`` int64.
+        margin: tolerance in label units.
+
+    Returns:
+        ``(P,)`` float tensor of 0s and 1s.
+
+    Example:
+        >>> ages = torch.tensor([20.0, 23.0, 24.0])
+        >>> margin_similarity(ages, torch.tensor([0, 0]), torch.tensor([1, 2]), 4)
+        tensor([1., 0.])
+    """
+    gap = (labels[first].double() - labels[second].double()).abs()  # (P,), float64: exact for any margin
+    return (gap < margin).to(torch.float32)
+
+
+def revised_contrastive_loss(
+    distances: torch.Tensor,
+    similar: torch.Tensor,
+    q: float = Q_DEFAULT,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """The revised contrastive loss of Jeong et al. (2018), eq. 2-4.
+
+    ``loss = (1 - Z) * L_minus(D) + Z * L_plus(D)`` with
+    ``L_minus(D) = 2 Q exp(-2.77 D / Q)`` (pushes different ages apart) and
+    ``L_plus(D) = (2 / Q) D^2`` (pulls similar ages together).
+
+    **Decision** (METHOD.md): the batch loss is the *mean* over all pairs (``reduction="mean"``),
+    not pytorch-metric-learning's separate averaging of positive and negative pairs.
+    An empty set of pairs gives a zero that keeps the graph.
+
+    Args:
+        distances: ``(P,)`` non-negative distances D.
+        similar: ``(P,)`` Z in {0, 1}.
+        q: Q, the upper bound of D.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A 0-d tensor, or ``(P,)`` for ``reduction="none"``.
+
+    Example:
+        >>> d = torch.tensor([0.0, 0.0])
+        >>> revised_contrastive_loss(d, torch.tensor([1.0, 0.0]), reduction="none")
+        tensor([  0., 200.])
+    """
+    distances = distances.float()
+    l_minus = 2.0 * q * torch.exp(-_DECAY * distances / q)  # (P,), in (0, 2Q] since D >= 0
+    l_plus = (2.0 / q) * distances.square()  # (P,)
+    # (1 - Z) L- + Z L+ for binary Z; `where` keeps an inf in the unused branch from making NaN
+    per_pair = torch.where(similar > 0.5, l_plus, l_minus)  # (P,)
+    if reduction == "none":
+        return per_pair
+    if reduction == "sum":
+        return per_pair.sum()
+    if reduction == "mean":
+        return per_pair.mean() if per_pair.numel() else distances.sum() * 0.0
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def knn_mean_age(neighbour_ages: torch.Tensor) -> torch.Tensor:
+    """The paper's estimate: the mean age of the k nearest gallery faces.
+
+    Args:
+        neighbour_ages: ``(M, k)`` ages of each query's neighbours.
+
+    Returns:
+        ``(M,)`` predicted ages.
+    """
+    return neighbour_ages.float().mean(dim=1)

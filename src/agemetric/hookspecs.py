@@ -1,0 +1,45 @@
+"""The hooks a plugin can implement. Each receives a ``register`` callback; none touches a global.
+
+Example plugin module::
+
+    from agemetric import hookimpl
+
+    @hookimpl
+    def register_losses(register):
+        register("my-loss", MyLoss)
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("agemetric")
+hookimpl = pluggy.HookimplMarker("agemetric")
+
+
+@hookspec
+def register_backbones(register):
+    """Register backbone factories: ``register(name, factory)``, factory -> :class:`Backbone`."""
+
+
+@hookspec
+def register_losses(register):
+    """Register loss factories: ``register(name, factory)``, factory -> :class:`Loss`."""
+
+
+@hookspec
+def register_miners(register):
+    """Register miner factories: ``register(name, factory)``, factory -> :class:`Miner`."""
+
+
+@hookspec
+def register_retrievers(register):
+    """Register retriever factories: ``register(name, factory)``, factory -> :class:`Retriever`."""
+
+
+@hookspec
+def register_datasets(register):
+    """Register dataset factories: ``register(name, factory)``, factory -> :class:`FaceDataset`."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add commands to the ``agemetric`` typer app ``cli`` (``@cli.command()``)."""

@@ -1,0 +1,14 @@
+"""The interfaces every plugin implements: small base classes that check, then delegate.
+
+The public method (``forward``, ``search``, ...) validates its inputs and outputs and names
+what it expected; the subclass implements one abstract method (``embed``, ``mine``,
+``compute``, ``_search``, ``records``).
+"""
+
+from agemetric.interfaces.backbone import Backbone
+from agemetric.interfaces.dataset import FaceDataset, FaceRecord
+from agemetric.interfaces.loss import Loss
+from agemetric.interfaces.miner import Miner
+from agemetric.interfaces.retriever import Retriever
+
+__all__ = ["Backbone", "FaceDataset", "FaceRecord", "Loss", "Miner", "Retriever"]

@@ -1,0 +1,78 @@
+"""FaceDataset: a labelled collection of face images."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One labelled image.
+
+    Attributes:
+        key: a unique, stable id (a path relative to the data folder, or a synthetic id).
+        age: age in years.
+        gender: 0 = male, 1 = female, -1 = unknown.
+        subject: the person's id where the dataset has one, else ``None``.
+    """
+
+    key: str
+    age: float
+    gender: int = -1
+    subject: str | None = None
+
+
+@dataclass
+class Skipped:
+    """Rows a dataset could not use, with the reason, reported to the user (never fatal)."""
+
+    items: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, name: str, reason: str) -> None:
+        self.items.append((name, reason))
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def summary(self, first: int = 3) -> str:
+        """``"12 skipped: a.jpg (bad name), ..."``, or an empty string."""
+        if not self.items:
+            return ""
+        shown = ", ".join(f"{n} ({r})" for n, r in self.items[:first])
+        more = f", and {len(self.items) - first} more" if len(self.items) > first else ""
+        return f"{len(self.items)} skipped: {shown}{more}"
+
+
+class FaceDataset(abc.ABC):
+    """A dataset plugin: lists labelled records and loads one image.
+
+    Factories registered through ``register_datasets`` are called as
+    ``factory(root=..., **dataset_options)``; ``root`` is the ``--data-dir`` (``None`` for
+    datasets that need no files, such as the embedded synthetic one).
+
+    Subclasses implement :meth:`records` and :meth:`load_image`; problems with single rows are
+    recorded in ``self.skipped`` instead of raised.
+    """
+
+    #: Whether records carry gender labels (turns the multi-task gender head on by default).
+    has_gender: bool = False
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = None if root is None else Path(root)
+        self.skipped = Skipped()
+
+    @abc.abstractmethod
+    def records(self) -> list[FaceRecord]:
+        """All usable records, in a stable order."""
+
+    @abc.abstractmethod
+    def load_image(self, record: FaceRecord) -> Image.Image:
+        """The image of ``record`` as an RGB PIL image (may raise on a corrupt file)."""
+
+    def describe(self) -> str:
+        """A short name for reports, e.g. ``"utkface (/data/UTKFace)"``."""
+        return type(self).__name__ if self.root is None else f"{type(self).__name__} ({self.root})"

@@ -1,0 +1,62 @@
+"""Loss: turns embeddings, labels and mined indices into one number to minimise."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from agemetric.errors import PluginError
+from agemetric.interfaces._checks import check_rows, check_tensor
+from agemetric.interfaces.miner import check_indices
+from agemetric.types import Indices, Pairs
+
+
+class Loss(nn.Module, abc.ABC):
+    """A metric-learning loss over mined pairs or triplets.
+
+    Factories registered through ``register_losses`` are called as
+    ``factory(margin=..., **loss_options)``; ``margin`` is the age tolerance in years under
+    which two labels count as the same (the gender task uses 0.5: exact equality).
+
+    Class attributes:
+        accepts: :class:`~agemetric.types.Pairs` or :class:`~agemetric.types.Triplets`.
+    """
+
+    accepts: ClassVar[type] = Pairs
+
+    def __init__(self, margin: float = 4.0):
+        super().__init__()
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0 years, got {margin}")
+        self.margin = float(margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            embeddings: ``(B, D)`` float.
+            labels: ``(B,)`` ages (or gender labels).
+            indices: what the miner produced, of type ``accepts``.
+
+        Returns:
+            A 0-d float tensor connected to ``embeddings`` (a zero when there are no pairs).
+        """
+        who = type(self).__name__
+        check_tensor(who, "embeddings", embeddings, 2, floating=True)
+        check_tensor(who, "labels", labels, 1)
+        check_rows(who, "labels", labels, embeddings.shape[0])
+        check_indices(who, indices, self.accepts, embeddings.shape[0])
+        if len(indices) == 0:
+            return embeddings.sum() * 0.0
+        out = self.compute(embeddings, labels, indices)
+        if not isinstance(out, torch.Tensor) or out.ndim != 0:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise PluginError(f"{who}.compute must return a 0-d tensor, got {shape}")
+        return out
+
+    @abc.abstractmethod
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:
+        """Compute the loss for checked, non-empty indices."""

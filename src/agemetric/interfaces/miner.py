@@ -1,0 +1,73 @@
+"""Miner: chooses which pairs (or triplets) of a batch the loss compares."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from agemetric.errors import PluginError
+from agemetric.interfaces._checks import check_index_range, check_rows, check_tensor
+from agemetric.types import Indices, Pairs, Triplets
+
+
+class Miner(nn.Module, abc.ABC):
+    """Selects index pairs or triplets from a batch, without gradients.
+
+    Factories registered through ``register_miners`` are called as
+    ``factory(margin=..., **miner_options)``; ``margin`` (years) is there for miners that
+    decide "same age" (e.g. a triplet miner); miners that ignore it still accept it.
+
+    Class attributes:
+        produces: :class:`~agemetric.types.Pairs` or :class:`~agemetric.types.Triplets`;
+            the estimator checks that the loss ``accepts`` the same type.
+    """
+
+    produces: ClassVar[type] = Pairs
+
+    def __init__(self, margin: float = 4.0):
+        super().__init__()
+        self.margin = float(margin)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
+        """Mine a batch.
+
+        Args:
+            embeddings: ``(B, D)`` float.
+            labels: ``(B,)`` ages (or gender labels for the gender task).
+
+        Returns:
+            ``Pairs`` (each field ``(P,)`` int64) or ``Triplets`` (each ``(T,)`` int64), with
+            every index in ``[0, B)``.
+        """
+        who = type(self).__name__
+        check_tensor(who, "embeddings", embeddings, 2, floating=True)
+        check_tensor(who, "labels", labels, 1)
+        check_rows(who, "labels", labels, embeddings.shape[0])
+        with torch.no_grad():
+            out = self.mine(embeddings, labels)
+        check_indices(who, out, self.produces, embeddings.shape[0])
+        return out
+
+    @abc.abstractmethod
+    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
+        """Return the indices for a checked batch (called under ``torch.no_grad``)."""
+
+
+_FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative")}
+
+
+def check_indices(who: str, indices: object, expected: type, batch_size: int) -> None:
+    """Raise :class:`PluginError` unless ``indices`` is a well-formed ``expected`` for a batch."""
+    if not isinstance(indices, expected):
+        raise PluginError(f"{who}: expected {expected.__name__}, got {type(indices).__name__}")
+    fields = _FIELDS[expected]
+    n = None
+    for field in fields:
+        t = check_tensor(who, field, getattr(indices, field), 1, floating=False)
+        if n is not None and t.numel() != n:
+            raise PluginError(f"{who}: index tensors must have equal lengths, got {t.numel()} != {n}")
+        n = t.numel()
+        check_index_range(who, field, t, batch_size)

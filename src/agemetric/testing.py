@@ -1,0 +1,101 @@
+"""Contract checks for plugins, reused by agemetric's own tests and by plugin packages' tests.
+
+Each ``check_*`` function builds the component by its registered name (so it is exactly what
+``agemetric run`` would build), exercises it on small random data and raises ``AssertionError``
+with a message naming the plugin when a contract is broken.
+
+Example (in a plugin package's tests)::
+
+    from agemetric.testing import check_loss
+
+    def test_my_loss_contract():
+        check_loss("my-loss")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from agemetric import plugins
+from agemetric.types import Pairs, Triplets
+
+
+def _batch(b: int = 12, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(b, d, generator=g)  # (B, D)
+    ages = torch.randint(1, 80, (b,), generator=g).float()  # (B,)
+    return emb, ages
+
+
+def check_backbone(name: str, embedding_dim: int = 6, gender_dim: int = 3) -> None:
+    """Shapes and dtypes of the embeddings, with and without a gender head, and gradients."""
+    for g_dim in (gender_dim, 0):
+        backbone = plugins.create("backbone", name, embedding_dim=embedding_dim, gender_dim=g_dim, weights="none")
+        backbone.train()
+        side = max(backbone.min_size, 32)
+        out = backbone(torch.randn(2, 3, side, side))
+        assert out.age.shape == (2, embedding_dim), f"backbone {name}: age embedding {tuple(out.age.shape)}"
+        assert out.age.dtype == torch.float32, f"backbone {name}: age embedding dtype {out.age.dtype}"
+        if g_dim:
+            assert out.gender is not None and out.gender.shape == (2, g_dim), f"backbone {name}: gender head"
+        else:
+            assert out.gender is None, f"backbone {name}: gender_dim=0 must give gender=None"
+        out.age.sum().backward()
+        assert any(p.grad is not None for p in backbone.parameters()), f"backbone {name}: no gradients"
+
+
+def check_miner(name: str, margin: float = 4.0) -> None:
+    """Output type is ``produces``, int64 1-d index tensors of equal length inside the batch."""
+    miner = plugins.create("miner", name, margin=margin)
+    assert miner.produces in (Pairs, Triplets), f"miner {name}: produces must be Pairs or Triplets"
+    for b in (2, 12):
+        emb, ages = _batch(b)
+        out = miner(emb, ages)  # the base class checks types, lengths and ranges
+        assert isinstance(out, miner.produces)
+        for t in vars(out).values():
+            assert t.dtype == torch.int64 and t.ndim == 1, f"miner {name}: indices must be (P,) int64"
+            assert t.numel() == 0 or (0 <= int(t.min()) and int(t.max()) < b), f"miner {name}: index range"
+
+
+def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None:
+    """Finite 0-d loss with a gradient reaching the embeddings; zero (with graph) for no pairs."""
+    loss = plugins.create("loss", name, margin=margin)
+    miner_name = miner or next(
+        e.name for e in plugins.registry("miner").values() if plugins.create("miner", e.name).produces is loss.accepts
+    )
+    mined = plugins.create("miner", miner_name, margin=margin)
+    emb, ages = _batch()
+    emb.requires_grad_(True)
+    value = loss(emb, ages, mined(emb, ages))
+    assert value.ndim == 0 and torch.isfinite(value), f"loss {name}: must be a finite 0-d tensor, got {value}"
+    value.backward()
+    assert emb.grad is not None and torch.isfinite(emb.grad).all(), f"loss {name}: no finite gradient"
+    empty_idx = torch.empty(0, dtype=torch.int64)
+    empty = Pairs(empty_idx, empty_idx) if loss.accepts is Pairs else Triplets(empty_idx, empty_idx, empty_idx)
+    emb2 = emb.detach().clone().requires_grad_(True)
+    zero = loss(emb2, ages, empty)
+    assert float(zero.detach()) == 0.0 and zero.requires_grad, f"loss {name}: empty indices must give a zero with graph"
+
+
+def check_retriever(name: str, k: int = 5) -> None:
+    """Nearest-first order, self-exclusion, predictions within the gallery's ages, save/load."""
+    retriever = plugins.create("retriever", name, k=k)
+    emb, ages = _batch(b=40, d=6, seed=1)
+    retriever.fit(emb, ages)
+    dist, idx = retriever.search(emb[:7])
+    assert dist.shape == (7, k) and idx.shape == (7, k) and idx.dtype == torch.int64, f"retriever {name}: shapes"
+    assert (dist[:, 1:] >= dist[:, :-1] - 1e-5).all(), f"retriever {name}: results must be nearest first"
+    _, idx_ex = retriever.search(emb[:7], exclude=torch.arange(7))
+    assert not (idx_ex == torch.arange(7).view(-1, 1)).any(), f"retriever {name}: returned the excluded item"
+    pred = retriever.predict(emb[:7])
+    assert pred.shape == (7,) and (pred >= ages.min() - 1e-4).all() and (pred <= ages.max() + 1e-4).all(), (
+        f"retriever {name}: predictions outside the gallery's age range"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "r.pt"
+        torch.save(retriever.state_dict(), path)
+        again = plugins.create("retriever", name, k=k).load_state_dict(torch.load(path, weights_only=True))
+    assert torch.allclose(again.predict(emb[:7]), pred), f"retriever {name}: save/load changed predictions"

@@ -1,0 +1,104 @@
+"""One plain, readable training loop (no framework)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from agemetric.config import RunConfig
+from agemetric.data.arrays import FaceArrays
+from agemetric.errors import AgemetricError
+from agemetric.estimator import AgeEstimator
+
+
+class TrainingDiverged(AgemetricError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 1
+
+
+def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
+    """Adadelta (the paper's), Adam or SGD with momentum 0.9."""
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """A shuffled epoch of index batches; a last batch of one image (no pairs) is dropped."""
+    order = torch.randperm(n, generator=generator)  # (N,)
+    chunks = list(order.split(batch_size))
+    return [c for c in chunks if c.numel() >= 2]
+
+
+def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress=None) -> list[dict]:
+    """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
+
+    Args:
+        estimator: the model (its parameters are updated in place).
+        data: the training split.
+        config: epochs, batch size, optimiser, seed, augmentation.
+        progress: a ``rich.progress.Progress`` to show a bar on (with ``loss`` and ``ips``
+            fields), or ``None``.
+
+    Returns:
+        One dict per epoch: ``epoch``, mean ``loss`` (and ``age``/``gender`` parts), ``images``
+        seen, ``seconds``, ``images_per_second``.
+
+    Raises:
+        TrainingDiverged: on a NaN or infinite loss.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    optimizer = make_optimizer(estimator.parameters(), config)
+    if estimator.channels_last:
+        estimator.to(memory_format=torch.channels_last)
+    estimator.train()
+    n = len(data)
+    per_epoch = sum(len(b) for b in batches(n, config.batch_size, torch.Generator().manual_seed(0)))
+    task = None
+    if progress is not None:
+        task = progress.add_task("train", total=per_epoch * config.epochs, loss=math.nan, ips=0.0)
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        sums: dict[str, float] = {}
+        seen, steps, start = 0, 0, time.perf_counter()
+        for index in batches(n, config.batch_size, generator):
+            x = estimator.prepare(data.images[index], generator if config.augment else None)
+            parts = estimator.training_loss(x, data.ages[index], data.genders[index])
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged at epoch {epoch}, step {steps + 1}: loss is {float(loss)}; "
+                    "try a smaller lr or --bf16 off"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            seen += index.numel()
+            steps += 1
+            if task is not None:
+                ips = seen / max(time.perf_counter() - start, 1e-9)
+                progress.update(
+                    task,
+                    advance=index.numel(),
+                    loss=float(loss.detach()),
+                    ips=ips,
+                    description=f"epoch {epoch}/{config.epochs}",
+                )
+        seconds = time.perf_counter() - start
+        history.append(
+            {
+                "epoch": epoch,
+                **{key: value / max(steps, 1) for key, value in sums.items()},
+                "images": seen,
+                "seconds": seconds,
+                "images_per_second": seen / max(seconds, 1e-9),
+            }
+        )
+    return history

@@ -1,0 +1,106 @@
+"""The command line, end to end on tiny synthetic data."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from agemetric.cli import app
+
+runner = CliRunner()
+TINY = [
+    "--set",
+    "dataset_options.n=90",
+    "--epochs",
+    "1",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--k",
+    "5",
+    "--set",
+    "backbone_options.width=8",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    result = runner.invoke(app, ["run", *TINY, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_run_writes_a_complete_run_folder(trained_run):
+    out, result = trained_run
+    for name in ("config.toml", "metrics.json", "predictions.csv", "model.pt", "split.csv", "history.json"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["cs"]) == {str(t) for t in range(11)}
+    assert metrics["n_test"] == 18 and metrics["split"]["protocol"] == "random"
+    assert metrics["split"]["n_train"] == 72
+    assert metrics["mae"] > 0 and metrics["mean_predictor_mae"] > 0
+    assert "MAE (years)" in result.output and "mean predictor MAE" in result.output
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "key,age,predicted,abs_error" and len(lines) == 19
+
+
+def test_evaluate_and_predict_use_the_run(trained_run, tmp_path):
+    out, _ = trained_run
+    result = runner.invoke(
+        app, ["evaluate", str(out), "--dataset", "synthetic", "--limit", "20", "--output", str(tmp_path / "m.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "m.json").read_text())["n_test"] == 20
+    face = tmp_path / "face.png"
+    Image.fromarray(np.full((50, 40, 3), 128, np.uint8)).save(face)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    result = runner.invoke(app, ["predict", str(out), str(face), str(bad)])
+    assert result.exit_code == 1
+    assert "face.png" in result.output and "bad.jpg: cannot read image" in result.output
+
+
+def test_unknown_plugin_exits_2_with_the_known_names(tmp_path):
+    result = runner.invoke(app, ["run", "--loss", "nope", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "unknown loss 'nope'; known: revised-contrastive" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_set_value_exits_2(tmp_path):
+    result = runner.invoke(app, ["run", "--set", "epochs=lots", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "epochs expects int, got 'lots'" in result.output
+
+
+def test_existing_run_is_not_overwritten(trained_run):
+    out, _ = trained_run
+    before = (out / "metrics.json").read_bytes()
+    result = runner.invoke(app, ["run", *TINY, "--out", str(out)])
+    assert result.exit_code == 2 and "already holds a run" in result.output
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["run", *TINY, "--out", str(blocker / "run")])
+    assert result.exit_code == 2 and "cannot write" in result.output
+
+
+def test_missing_data_folder(tmp_path):
+    result = runner.invoke(
+        app, ["run", "--dataset", "utkface", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_plugins_command_lists_defaults():
+    result = runner.invoke(app, ["plugins", "--json"])
+    assert result.exit_code == 0
+    infos = json.loads(result.output)
+    names = {n for i in infos for ns in i["registered"].values() for n in ns}
+    assert {"inception_v3", "revised-contrastive", "all-pairs", "l1-knn", "synthetic"} <= names

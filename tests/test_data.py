@@ -1,0 +1,76 @@
+"""Dataset plugins, decoding, splits and the synthetic generator."""
+
+import numpy as np
+import pytest
+import torch
+
+from agemetric import plugins
+from agemetric.data import synthetic
+from agemetric.data.arrays import decode
+from agemetric.data.splits import random_split
+from agemetric.errors import AgemetricError
+
+
+def test_utkface_parses_names_and_skips_broken_files(utk_dir):
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    records = ds.records()
+    assert len(records) == 8  # 6 good + corrupt + zero-byte (these fail only when decoded)
+    assert len(ds.skipped) == 1 and "61_1_20170109142408075" in ds.skipped.summary()
+    by_age = {r.age: r.gender for r in records}
+    assert by_age[25.0] == 1 and by_age[1.0] == 0
+    arrays = decode(ds, records, size=32)
+    assert arrays.images.shape == (6, 3, 32, 32) and arrays.images.dtype == torch.uint8
+    assert len(ds.skipped) == 3
+    assert "unreadable image" in ds.skipped.summary(first=5)
+
+
+def test_utkface_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(AgemetricError, match="does not exist"):
+        plugins.create("dataset", "utkface", root=tmp_path / "nope")
+
+
+def test_csv_skips_bad_rows_with_reasons(csv_dir):
+    ds = plugins.create("dataset", "csv", root=csv_dir)
+    records = ds.records()
+    assert [r.key for r in records] == ["img/0.jpg", "img/1.jpg", "img/2.jpg"]
+    assert [r.gender for r in records] == [0, 1, -1]
+    assert records[0].subject == "s1"
+    reasons = dict(ds.skipped.items)
+    assert "finite number >= 0" in reasons["row 5"]
+    assert "not a number" in reasons["row 6"]
+    assert "finite number" in reasons["row 7"]
+    assert "no image file" in reasons["row 8"]
+    assert "gender 'x'" in reasons["row 9"]
+
+
+def test_csv_missing_columns_names_the_file(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("file,years\na.jpg,3\n")
+    with pytest.raises(AgemetricError, match=r"labels.csv: missing column\(s\) age, path"):
+        plugins.create("dataset", "csv", root=path)
+
+
+def test_synthetic_is_deterministic_and_order_free():
+    a = synthetic.render(5, 40, 1, seed=3, size=48)
+    b = synthetic.render(5, 40, 1, seed=3, size=48)
+    c = synthetic.render(6, 40, 1, seed=3, size=48)
+    assert a.shape == (48, 48, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    ages, genders = synthetic.sample_labels(500, seed=0)
+    lo, hi = synthetic.AGE_RANGE
+    assert ages.min() >= lo and ages.max() <= hi and set(np.unique(genders)) == {0, 1}
+    assert np.array_equal(ages, synthetic.sample_labels(500, seed=0)[0])
+
+
+def test_synthetic_dataset_decodes():
+    ds = plugins.create("dataset", "synthetic", n=10, seed=1, size=64)
+    arrays = decode(ds, ds.records(), size=32)
+    assert arrays.images.shape == (10, 3, 32, 32) and arrays.has_gender and len(ds.skipped) == 0
+
+
+def test_random_split_is_a_seeded_partition():
+    train, test = random_split(101, 0.2, seed=7)
+    assert len(test) == 20 and len(train) == 81
+    assert sorted(torch.cat([train, test]).tolist()) == list(range(101))
+    assert torch.equal(test, random_split(101, 0.2, seed=7)[1])
+    assert not torch.equal(test, random_split(101, 0.2, seed=8)[1])

@@ -1,0 +1,74 @@
+"""The estimator: compatibility check, multi-task loss, save/load."""
+
+import pytest
+import torch
+
+from agemetric import hookimpl, plugins
+from agemetric.config import resolve
+from agemetric.data.arrays import FaceArrays
+from agemetric.errors import PluginError
+from agemetric.estimator import AgeEstimator
+from agemetric.interfaces import Miner
+from agemetric.types import Triplets
+
+TINY = ["image_size=32", "embedding_dim=8", "gender_dim=4", "backbone_options.width=8", "k=3"]
+
+
+def tiny_arrays(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return FaceArrays(
+        images=torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+        ages=torch.randint(1, 80, (n,), generator=g).float(),
+        genders=torch.randint(0, 2, (n,), generator=g),
+        keys=[str(i) for i in range(n)],
+    )
+
+
+class TripletMiner(Miner):
+    produces = Triplets
+
+    def mine(self, embeddings, labels):
+        i = torch.zeros(1, dtype=torch.int64)
+        return Triplets(i, i + 1, i + 2)
+
+
+def test_incompatible_miner_and_loss_fail_at_construction():
+    mod = type("M", (), {"register_miners": staticmethod(hookimpl(lambda register: register("trip", TripletMiner)))})
+    plugins.load_plugins().register(mod, name="trip_plugin")
+    plugins.reset()
+    try:
+        with pytest.raises(PluginError, match="produces Triplets but loss RevisedContrastiveLoss accepts Pairs"):
+            AgeEstimator.from_config(resolve("quick", sets=[*TINY, "miner=trip"]))
+    finally:
+        plugins.pm.unregister(mod)
+        plugins.reset()
+
+
+def test_multitask_loss_has_both_parts_and_ignores_unknown_genders():
+    torch.manual_seed(0)
+    est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=True)
+    data = tiny_arrays()
+    genders = data.genders.clone()
+    genders[:5] = -1
+    parts = est.training_loss(est.prepare(data.images), data.ages, genders)
+    assert set(parts) == {"loss", "age", "gender"}
+    assert torch.allclose(parts["loss"].detach(), parts["age"] + parts["gender"])
+    parts["loss"].backward()
+    assert est.backbone.heads.gender[1].weight.grad is not None
+
+
+def test_single_task_has_no_gender_head():
+    est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False)
+    assert est.backbone.gender_dim == 0 and est.gender_loss is None
+
+
+def test_save_and_load_give_the_same_predictions(tmp_path):
+    torch.manual_seed(0)
+    est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=True)
+    data = tiny_arrays()
+    est.fit_gallery(data)
+    before = est.predict(data.images[:6])
+    est.save(tmp_path / "model.pt")
+    again = AgeEstimator.load(tmp_path / "model.pt")
+    assert torch.allclose(again.predict(data.images[:6]), before)
+    assert again.config == est.config.__class__(**{**est.config.to_dict(), "weights": "none"})

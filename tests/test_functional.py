@@ -1,0 +1,107 @@
+"""The maths of the default plugins against slow, obvious reference versions."""
+
+import math
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agemetric import functional as F
+from agemetric.default_plugins.all_pairs import AllPairsMiner
+from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+
+def reference_loss(emb, ages, margin, q=100.0):
+    """Eq. 2-4 of Jeong et al., one pair at a time, in float64."""
+    total, count = 0.0, 0
+    n = emb.shape[0]
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = sum(abs(float(a) - float(b)) for a, b in zip(emb[i], emb[j], strict=True))
+            z = 1.0 if abs(float(ages[i]) - float(ages[j])) < margin else 0.0
+            l_minus = 2 * q * math.exp(-2.77 * d / q)
+            l_plus = (2 / q) * d * d
+            total += (1 - z) * l_minus + z * l_plus
+            count += 1
+    return total / count
+
+
+def test_loss_matches_per_pair_loop():
+    g = torch.Generator().manual_seed(0)
+    for b, d, scale in [(2, 3, 1.0), (9, 70, 2.0), (17, 10, 20.0)]:
+        emb = torch.randn(b, d, generator=g, dtype=torch.float64) * scale
+        ages = torch.randint(1, 80, (b,), generator=g).double()
+        for margin in (0.5, 4.0, 10.0):
+            got = RevisedContrastiveLoss(margin=margin)(emb.float(), ages, F.all_pairs(b))
+            want = reference_loss(emb.float().double(), ages, margin)
+            assert abs(float(got) - want) <= 1e-5 * max(1.0, abs(want)), (b, d, margin, float(got), want)
+
+
+@given(st.integers(min_value=0, max_value=60))
+def test_all_pairs_count_and_range(b):
+    pairs = F.all_pairs(b)
+    assert len(pairs) == b * (b - 1) // 2
+    if b >= 2:
+        assert int(pairs.first.min()) >= 0 and int(pairs.second.max()) <= b - 1
+        assert bool((pairs.first < pairs.second).all())
+        # every unordered pair exactly once
+        assert len({(int(i), int(j)) for i, j in zip(pairs.first, pairs.second, strict=True)}) == len(pairs)
+
+
+batches = st.integers(min_value=2, max_value=24).flatmap(
+    lambda b: st.tuples(
+        st.lists(st.floats(-50, 50, allow_nan=False, width=32), min_size=b * 4, max_size=b * 4),
+        st.lists(st.integers(1, 90), min_size=b, max_size=b),
+        st.randoms(use_true_random=False),
+    )
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches, st.floats(0, 12))
+def test_loss_nonnegative_and_permutation_invariant(batch, margin):
+    values, ages, rnd = batch
+    b = len(ages)
+    emb = torch.tensor(values).view(b, 4)
+    ages = torch.tensor(ages, dtype=torch.float32)
+    loss = RevisedContrastiveLoss(margin=margin)
+    miner = AllPairsMiner()
+    value = loss(emb, ages, miner(emb, ages))
+    assert float(value) >= 0
+    perm = list(range(b))
+    rnd.shuffle(perm)
+    perm = torch.tensor(perm)
+    permuted = loss(emb[perm], ages[perm], miner(emb[perm], ages[perm]))
+    assert torch.allclose(value, permuted, rtol=1e-5, atol=1e-4)
+
+
+@given(st.integers(1, 90), st.integers(0, 30), st.floats(0, 20))
+def test_margin_semantics(age, gap, margin):
+    ages = torch.tensor([float(age), float(age + gap)])
+    z = F.margin_similarity(ages, torch.tensor([0]), torch.tensor([1]), margin)
+    assert float(z) == (1.0 if gap < margin else 0.0)
+
+
+def test_similar_pairs_pull_and_different_pairs_push():
+    # Z = 1: loss grows with distance; Z = 0: loss shrinks with distance.
+    d = torch.tensor([0.0, 10.0, 50.0])
+    same = F.revised_contrastive_loss(d, torch.ones(3), reduction="none")
+    diff = F.revised_contrastive_loss(d, torch.zeros(3), reduction="none")
+    assert bool((same[1:] > same[:-1]).all()) and bool((diff[1:] < diff[:-1]).all())
+    assert float(same[0]) == 0.0 and float(diff[0]) == 200.0
+
+
+def test_loss_is_finite_for_huge_distances():
+    d = torch.tensor([1e30, 1e6])
+    diff = F.revised_contrastive_loss(d, torch.zeros(2), reduction="none")
+    assert torch.isfinite(diff).all() and float(diff.max()) < 1e-3
+
+
+def test_sum_reduction_and_empty_pairs():
+    emb = torch.randn(5, 3, requires_grad=True)
+    ages = torch.arange(5).float() * 10
+    loss_sum = RevisedContrastiveLoss(margin=4, reduction="sum")(emb, ages, F.all_pairs(5))
+    loss_mean = RevisedContrastiveLoss(margin=4)(emb, ages, F.all_pairs(5))
+    assert torch.allclose(loss_sum, loss_mean * 10)
+    zero = RevisedContrastiveLoss()(emb, ages, F.all_pairs(1))
+    assert float(zero.detach()) == 0.0 and zero.requires_grad

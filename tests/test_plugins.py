@@ -1,0 +1,141 @@
+"""Plugin discovery, names, duplicates, inline and entry-point plugins."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+
+from agemetric import hookimpl, plugins
+from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+from agemetric.errors import PluginError
+
+
+def test_canonical_names_are_interchangeable():
+    a = plugins.get_entry("backbone", "inception_v3")
+    assert plugins.get_entry("backbone", "Inception-V3") is a
+    assert plugins.get_entry("loss", "revised_contrastive").name == "revised-contrastive"
+
+
+def test_unknown_name_lists_known_ones():
+    with pytest.raises(PluginError) as info:
+        plugins.create("loss", "no-such-loss")
+    assert "unknown loss 'no-such-loss'" in str(info.value)
+    assert "revised-contrastive" in str(info.value)
+
+
+def test_default_plugins_are_registered():
+    assert "inception_v3" in plugins.list_names("backbone")
+    assert plugins.list_names("miner") == ["all-pairs"]
+    assert "l1-knn" in plugins.list_names("retriever")
+    assert {"synthetic", "csv", "utkface"} <= set(plugins.list_names("dataset"))
+
+
+def _inline(name, **hooks):
+    module = types.ModuleType(name)
+    for hook, fn in hooks.items():
+        setattr(module, hook, hookimpl(fn))
+    return module
+
+
+@pytest.fixture
+def register_inline():
+    """Register inline plugin modules for one test; always unregistered afterwards."""
+    added = []
+
+    def add(module):
+        plugins.load_plugins().register(module, name=module.__name__)
+        plugins.reset()
+        added.append(module)
+
+    yield add
+    for module in added:
+        plugins.pm.unregister(module)
+    plugins.reset()
+
+
+def test_inline_plugin_registers_a_loss(register_inline):
+    class Halved(RevisedContrastiveLoss):
+        pass
+
+    register_inline(_inline("halved_plugin", register_losses=lambda register: register("halved", Halved)))
+    assert isinstance(plugins.create("loss", "halved", margin=2), Halved)
+    infos = {i.name: i for i in plugins.plugin_info()}
+    assert infos["halved_plugin"].registered == {"loss": ["halved"]}
+
+
+def test_duplicate_name_names_both_plugins(register_inline):
+    register_inline(_inline("copycat", register_losses=lambda register: register("Revised_Contrastive", object)))
+    with pytest.raises(PluginError) as info:
+        plugins.registry("loss")
+    message = str(info.value)
+    assert "registered twice" in message
+    assert "agemetric.default_plugins.revised_contrastive" in message and "copycat" in message
+
+
+def test_hook_raising_names_the_plugin(register_inline):
+    def broken(register):
+        raise RuntimeError("boom")
+
+    register_inline(_inline("broken_plugin", register_miners=broken))
+    with pytest.raises(PluginError, match="broken_plugin.*boom"):
+        plugins.registry("miner")
+
+
+ENTRY_PLUGIN = textwrap.dedent("""
+    from agemetric import hookimpl
+    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+    class EntryLoss(RevisedContrastiveLoss):
+        pass
+
+    @hookimpl
+    def register_losses(register):
+        register("entry-loss", EntryLoss)
+""")
+
+
+@pytest.fixture
+def entry_point_dir(tmp_path):
+    """A package with an ``agemetric`` entry point, installed as a dist-info folder on a path."""
+    (tmp_path / "agemetric_entrytest.py").write_text(ENTRY_PLUGIN)
+    dist = tmp_path / "agemetric_entrytest-1.2.3.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: agemetric-entrytest\nVersion: 1.2.3\n")
+    (dist / "entry_points.txt").write_text("[agemetric]\nentrytest = agemetric_entrytest\n")
+    (tmp_path / "broken.py").write_text("raise ImportError('missing dependency xyz')\n")
+    (dist.parent / "agemetric_broken-0.1.dist-info").mkdir()
+    (dist.parent / "agemetric_broken-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: agemetric-broken\nVersion: 0.1\n"
+    )
+    (dist.parent / "agemetric_broken-0.1.dist-info" / "entry_points.txt").write_text("[agemetric]\nbroken = broken\n")
+    return tmp_path
+
+
+def _cli(args, path, **env):
+    full_env = {**os.environ, "PYTHONPATH": str(path), **env}
+    full_env.pop("AGEMETRIC_LOAD_PLUGINS", None) if "AGEMETRIC_LOAD_PLUGINS" not in env else None
+    code = "import sys; from agemetric.cli import main; sys.argv = ['agemetric', *sys.argv[1:]]; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**full_env, "COLUMNS": "200"},
+        timeout=120,
+    )
+
+
+def test_entry_point_plugin_is_discovered_and_broken_one_reported(entry_point_dir):
+    result = _cli(["plugins", "--json"], entry_point_dir)
+    assert result.returncode == 0, result.stderr
+    assert '"entrytest"' in result.stdout and '"1.2.3"' in result.stdout and "entry-loss" in result.stdout
+    assert "broken" in result.stderr and "missing dependency xyz" in result.stderr
+
+
+def test_agemetric_load_plugins_narrows_loading(entry_point_dir):
+    result = _cli(["plugins", "--json"], entry_point_dir, AGEMETRIC_LOAD_PLUGINS="")
+    assert result.returncode == 0, result.stderr
+    assert "entry-loss" not in result.stdout and "revised-contrastive" in result.stdout
+    assert "broken" not in result.stderr
