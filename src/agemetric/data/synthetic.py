@@ -7,7 +7,7 @@ needed and any image can be rebuilt alone from ``(seed, index)``.
 Age cues (each continuous in age, each with per-person noise, so the network
 has to combine several of them):
     * Face shape: children have round faces (height/width ~1.04 rising to
-      ~1.30 by ~19), big eyes set low on the head (large forehead), a small
+      ~1.30 by 21), big eyes set low on the head (large forehead), a small
       nose and rosy cheeks; adults have longer faces and a shaded, more
       defined jaw line.
     * Wrinkles: forehead lines and crow's feet appear from ~30-40 and grow
@@ -17,7 +17,8 @@ has to combine several of them):
       babies have thin hair.
     * Skin: blotchy texture and brown age spots increase after ~40; sagging
       shows as under-eye bags, nasolabial folds, wider jowls, thinner lips.
-    * Head size in the frame grows slightly with maturity (heavily jittered).
+    * Body: head size in the frame grows slightly with maturity (heavily
+      jittered); shoulders are narrow relative to the head in children.
 Gender cues (independent of the age cues): long hair (most females, few
 males), narrow tapered jaw vs wide square jaw, thin vs thick eyebrows,
 saturated vs skin-coloured lips, stubble or beard for some males past ~16.
@@ -137,7 +138,7 @@ def render_face(age: float, gender: int, rng: np.random.Generator, size: int = 1
     age = float(min(max(age, AGE_RANGE[0]), AGE_RANGE[1]))
     male = int(gender) == 0
     u, n = rng.uniform, rng.normal
-    mat = _smooth(age, 1.0, 19.0)  # physical maturity, 0 (baby) .. 1 (adult)
+    mat = min((age - 1.0) / 20.0, 1.0)  # physical maturity: 0 (baby) .. 1 (adult, 21+)
     old = max(age - 30.0, 0.0) / 50.0
     # Per-person age cue levels: each noisy so that no cue alone is exact.
     wr = float(np.clip((age - 30 + n(0, 5)) / 42 * math.exp(n(0, .3)), 0, 1.2))
@@ -176,10 +177,10 @@ def render_face(age: float, gender: int, rng: np.random.Generator, size: int = 1
         xs, ys = np.abs(X / (1.22 * W * u(.95, 1.1))), np.abs(Y - (top + bot) / 2) / ((bot - top) / 2)
         r = _pow(_pow(xs, 3) + _pow(ys, 3), 1 / 3)
         _paint(img, full, np.clip(0.5 - (r - 1) * W / pix, 0, 1) * thick, hcol)
-    # Neck and shirt.
+    # Neck and shirt; shoulders are narrow (relative to the head) in children.
     nw = W * (0.40 if male else 0.34) * (0.8 + 0.2 * mat)
     _paint(img, full, np.clip(0.5 - (np.abs(X) - nw) / pix, 0, 1) * (Y > 0), skin * 0.8)
-    _paint(img, full, _ellipse(X, Y, 0, H + 0.5, 1.5 * W * u(.9, 1.2), 0.45, pix), _rgb(u(0, 1, 3)))
+    _paint(img, full, _ellipse(X, Y, 0, H + 0.5, W * (1.0 + 0.6 * mat) * u(.9, 1.15), 0.45, pix), _rgb(u(0, 1, 3)))
     # Ears.
     for side in (-1, 1):
         sl, x, y = cv.win(side * W, eye_y + 0.05 * H, 0.3 * W)
