@@ -128,7 +128,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "weights": "none",
         "dataset": "synthetic",
         "image_size": 64,
-        "epochs": 12,
+        "epochs": 15,
         "batch_size": 128,
     },
     "paper": {
