@@ -94,3 +94,9 @@ def test_bad_config_files(tmp_path):
         resolve(config_file=wrong)
     with pytest.raises(AgemetricError, match="unknown preset 'fast'"):
         resolve("fast")
+
+
+def test_preset_image_size_is_raised_to_the_backbones_minimum_but_explicit_is_kept():
+    assert resolve("quick", options={"backbone": "inception_v3"}).image_size == 75
+    assert resolve("quick", options={"backbone": "inception_v3", "image_size": 64}).image_size == 64
+    assert resolve("quick").image_size == 64

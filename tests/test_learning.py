@@ -13,8 +13,15 @@ from agemetric.experiment import load_data
 from agemetric.metrics import mae
 from agemetric.training import train
 
-SETTINGS = ["dataset_options.n=1000", "image_size=48", "backbone_options.width=16", "epochs=30",
-            "batch_size=64", "optimizer=adam", "lr=0.001"]
+SETTINGS = [
+    "dataset_options.n=1000",
+    "image_size=48",
+    "backbone_options.width=16",
+    "epochs=30",
+    "batch_size=64",
+    "optimizer=adam",
+    "lr=0.001",
+]
 
 
 def test_trained_model_beats_mean_predictor_and_untrained_does_not():

@@ -115,15 +115,12 @@ def entry_point_dir(tmp_path):
 
 
 def _cli(args, path, **env):
-    full_env = {**os.environ, "PYTHONPATH": str(path), **env}
-    full_env.pop("AGEMETRIC_LOAD_PLUGINS", None) if "AGEMETRIC_LOAD_PLUGINS" not in env else None
-    code = "import sys; from agemetric.cli import main; sys.argv = ['agemetric', *sys.argv[1:]]; main()"
+    """Run the real console entry point in a subprocess with ``path`` importable."""
+    full_env = {k: v for k, v in os.environ.items() if k != "AGEMETRIC_LOAD_PLUGINS"}
+    full_env.update(PYTHONPATH=str(path), COLUMNS="200", **env)
+    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
     return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        capture_output=True,
-        text=True,
-        env={**full_env, "COLUMNS": "200"},
-        timeout=120,
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, timeout=120
     )
 
 

@@ -1,7 +1,9 @@
 """One frozen dataclass describes a run; presets, TOML files and ``--set`` overrides build it.
 
 Resolution order (later wins): the ``RunConfig`` defaults < the preset < the ``--config`` file <
-explicit command-line options < ``--set key=value``.
+explicit command-line options < ``--set key=value``. A preset's image size that is too small for
+the chosen backbone (``--backbone inception_v3`` under the quick preset) is raised to the
+backbone's minimum; an explicit one is never changed (too small is an error).
 """
 
 from __future__ import annotations
@@ -253,4 +255,16 @@ def resolve(
                 merged[key] = value
     for key in merged:
         coerce(key, merged[key])  # type check every layer's values
+    explicit = set(from_file) | {k for k, v in (options or {}).items() if v is not None} | set(parse_set(sets or []))
+    if "image_size" not in explicit:
+        merged["image_size"] = _fit_image_size(merged.get("backbone", RunConfig.backbone), merged.get("image_size"))
     return RunConfig(**merged)
+
+
+def _fit_image_size(backbone: str, size: int | None) -> int:
+    """A preset's image size, raised to the backbone's minimum (e.g. 75 for Inception V3)."""
+    from agemetric import plugins
+
+    size = size or RunConfig.image_size
+    factory = plugins.get_entry("backbone", backbone).factory
+    return max(size, int(getattr(factory, "min_size", 1)))

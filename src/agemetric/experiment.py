@@ -69,13 +69,7 @@ def load_data(config: RunConfig, progress=None, console=None) -> tuple[FaceDatas
             f"--dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
             + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
         )
-    task = progress.add_task("decode", total=len(records), loss=float("nan"), ips=0.0) if progress else None
-    arrays = decode(
-        dataset,
-        records,
-        config.image_size,
-        progress=(lambda n: progress.advance(task, n)) if task is not None else None,
-    )
+    arrays = decode(dataset, records, config.image_size, progress=add_bar(progress, "decode", len(records)))
     if len(arrays) < 2:
         raise AgemetricError(
             f"--dataset {config.dataset}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
@@ -132,8 +126,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
     _write_json(run_dir / "history.json", history)
     t2 = time.perf_counter()
 
-    task = progress.add_task("gallery", total=len(data), loss=float("nan"), ips=0.0) if progress else None
-    advance = (lambda n: progress.advance(task, n)) if task is not None else None
+    advance = add_bar(progress, "embed", len(data))
     estimator.fit_gallery(train_data, progress=advance)
     estimator.save(run_dir / "model.pt")
     test_emb = estimator.embed(test_data.images, progress=advance)
@@ -164,11 +157,16 @@ def evaluate(
     estimator: AgeEstimator, data: FaceArrays, train_ages: torch.Tensor, progress=None
 ) -> tuple[dict, torch.Tensor]:
     """Metrics of ``estimator`` on ``data`` (its gallery must be fitted); returns (metrics, predictions)."""
-    task = progress.add_task("predict", total=len(data), loss=float("nan"), ips=0.0) if progress else None
-    predicted = estimator.predict(
-        data.images, progress=(lambda n: progress.advance(task, n)) if task is not None else None
-    )
+    predicted = estimator.predict(data.images, progress=add_bar(progress, "predict", len(data)))
     return summarise(predicted, data.ages, train_ages), predicted
+
+
+def add_bar(progress, description: str, total: int):
+    """A new bar on ``progress`` and a callback advancing it by n; ``None`` without a progress."""
+    if progress is None:
+        return None
+    task = progress.add_task(description, total=total, loss="", ips="")
+    return lambda n: progress.advance(task, n)
 
 
 def machine() -> dict:

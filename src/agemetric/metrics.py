@@ -19,7 +19,7 @@ def mae(predicted: torch.Tensor, true: torch.Tensor) -> float:
         >>> mae(torch.tensor([10.0, 20.0]), torch.tensor([12.0, 20.0]))
         1.0
     """
-    return float((predicted.float() - true.float()).abs().mean())
+    return float((predicted.double() - true.double()).abs().mean())
 
 
 def cumulative_score(predicted: torch.Tensor, true: torch.Tensor, thresholds=CS_THRESHOLDS) -> dict[int, float]:
@@ -37,8 +37,8 @@ def cumulative_score(predicted: torch.Tensor, true: torch.Tensor, thresholds=CS_
         >>> cumulative_score(torch.tensor([10.0, 25.0]), torch.tensor([11.0, 20.0]), [0, 1, 5])
         {0: 0.0, 1: 50.0, 5: 100.0}
     """
-    errors = (predicted.float() - true.float()).abs()  # (N,)
-    return {int(t): 100.0 * float((errors <= t).float().mean()) for t in thresholds}
+    errors = (predicted.double() - true.double()).abs()  # (N,)
+    return {int(t): 100.0 * float((errors <= t).double().mean()) for t in thresholds}
 
 
 def mae_by_bucket(predicted: torch.Tensor, true: torch.Tensor, width: int = 10) -> dict[str, dict]:
@@ -51,7 +51,7 @@ def mae_by_bucket(predicted: torch.Tensor, true: torch.Tensor, width: int = 10) 
         >>> mae_by_bucket(torch.tensor([5.0, 15.0, 17.0]), torch.tensor([4.0, 12.0, 18.0]))
         {'0-9': {'mae': 1.0, 'n': 1}, '10-19': {'mae': 2.0, 'n': 2}}
     """
-    errors = (predicted.float() - true.float()).abs()  # (N,)
+    errors = (predicted.double() - true.double()).abs()  # (N,)
     bucket = torch.div(true.float(), width, rounding_mode="floor").long()  # (N,)
     out = {}
     for b in torch.unique(bucket).tolist():

@@ -43,6 +43,7 @@ pm = pluggy.PluginManager("agemetric")
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
+_versions: dict[str, str] = {}  # entry-point name -> its distribution's version
 _registries: dict[str, dict[str, Entry]] = {}
 #: Plugins that failed to import: (name, error message); reported by ``agemetric plugins``.
 load_errors: list[tuple[str, str]] = []
@@ -106,13 +107,10 @@ def load_plugins() -> pluggy.PluginManager:
     return pm
 
 
-_versions: dict[str, str] = {}
-
-
 def _build(kind: str) -> dict[str, Entry]:
     registry: dict[str, Entry] = {}
     caller = getattr(load_plugins().hook, KINDS[kind])
-    for impl in reversed(caller.get_hookimpls()):  # registration order
+    for impl in caller.get_hookimpls():  # registration order: default plugins first
 
         def register(name: str, factory: Callable, _plugin: str = impl.plugin_name) -> None:
             if not isinstance(name, str) or not name.strip():

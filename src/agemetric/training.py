@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -42,8 +41,8 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
         estimator: the model (its parameters are updated in place).
         data: the training split.
         config: epochs, batch size, optimiser, seed, augmentation.
-        progress: a ``rich.progress.Progress`` to show a bar on (with ``loss`` and ``ips``
-            fields), or ``None``.
+        progress: a ``rich.progress.Progress`` to show a bar on (its ``loss`` and ``ips`` text
+            fields are filled in), or ``None``.
 
     Returns:
         One dict per epoch: ``epoch``, mean ``loss`` (and ``age``/``gender`` parts), ``images``
@@ -61,7 +60,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
     per_epoch = sum(len(b) for b in batches(n, config.batch_size, torch.Generator().manual_seed(0)))
     task = None
     if progress is not None:
-        task = progress.add_task("train", total=per_epoch * config.epochs, loss=math.nan, ips=0.0)
+        task = progress.add_task("train", total=per_epoch * config.epochs, loss="", ips="")
     history = []
     for epoch in range(1, config.epochs + 1):
         sums: dict[str, float] = {}
@@ -87,8 +86,8 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
                 progress.update(
                     task,
                     advance=index.numel(),
-                    loss=float(loss.detach()),
-                    ips=ips,
+                    loss=f"loss {float(loss.detach()):9.3f}",
+                    ips=f"{ips:5.0f} img/s",
                     description=f"epoch {epoch}/{config.epochs}",
                 )
         seconds = time.perf_counter() - start
