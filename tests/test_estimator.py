@@ -72,3 +72,45 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     again = AgeEstimator.load(tmp_path / "model.pt")
     assert torch.allclose(again.predict(data.images[:6]), before)
     assert again.config == est.config.__class__(**{**est.config.to_dict(), "weights": "none"})
+
+
+def test_weights_file_round_trip(tmp_path):
+    """--weights PATH loads a backbone saved by agemetric (trunk + heads)."""
+    torch.manual_seed(0)
+    first = plugins.create("backbone", "small_cnn", embedding_dim=8, gender_dim=0, width=8)
+    torch.save(first.state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(1)
+    second = plugins.create(
+        "backbone", "small_cnn", embedding_dim=8, gender_dim=0, width=8, weights=str(tmp_path / "w.pt")
+    )
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_bad_weights_files_are_clear_errors(tmp_path):
+    from agemetric.errors import AgemetricError
+
+    with pytest.raises(AgemetricError, match="no such file"):
+        plugins.create("backbone", "small_cnn", weights=str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(AgemetricError, match="cannot read"):
+        plugins.create("backbone", "small_cnn", weights=str(tmp_path / "junk.pt"))
+    torch.save({"trunk.0.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(AgemetricError, match="does not fit SmallCNN"):
+        plugins.create("backbone", "small_cnn", weights=str(tmp_path / "other.pt"))
+
+
+def test_inception_imagenet_weights_load_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    """The real torchvision loading path, fed from a local cache file (no network)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    filename = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[1]
+    torch.save(reference.state_dict(), cache / filename)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    backbone = plugins.create("backbone", "inception_v3", embedding_dim=8, gender_dim=0, weights="imagenet")
+    assert torch.equal(backbone.trunk.Conv2d_1a_3x3.conv.weight, reference.Conv2d_1a_3x3.conv.weight)
+    assert backbone.trunk.transform_input  # torchvision's setting for these weights

@@ -55,6 +55,14 @@ def run(
     seed: Annotated[
         int | None, typer.Option(help="Seed for split, initialisation and batch order.", rich_help_panel=_TRAIN)
     ] = None,
+    multitask: Annotated[
+        str | None,
+        typer.Option(help="Gender task: auto (on when the data has gender labels), on, off.", rich_help_panel=_TRAIN),
+    ] = None,
+    bf16: Annotated[
+        str | None,
+        typer.Option(help="bfloat16 autocast: auto (where the CPU supports it), on, off.", rich_help_panel=_TRAIN),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(help="Run folder (default: runs/<time>-<dataset>-<backbone>).", rich_help_panel=_TRAIN),
@@ -100,6 +108,8 @@ def run(
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
+        "multitask": multitask,
+        "bf16": bf16,
         "out": None if out is None else str(out),
     }
     resolved = cfg.resolve(preset, config, options, set_)

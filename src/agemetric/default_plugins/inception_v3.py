@@ -29,7 +29,6 @@ class InceptionV3(Backbone):
     """
 
     min_size = 75
-    default_size = 227
 
     def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None, dropout: float = 0.5):
         super().__init__(embedding_dim, gender_dim, weights)
@@ -37,7 +36,7 @@ class InceptionV3(Backbone):
         if choice == "imagenet":
             tv_weights = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1
             try:
-                trunk = torchvision.models.inception_v3(weights=tv_weights, aux_logits=False)
+                trunk = torchvision.models.inception_v3(weights=tv_weights)  # needs aux_logits=True
             except Exception as exc:  # no network and no cached file
                 raise AgemetricError(
                     f"--weights imagenet: cannot load torchvision's Inception V3 weights ({exc}); "
@@ -45,6 +44,7 @@ class InceptionV3(Backbone):
                 ) from exc
         else:
             trunk = torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
+        trunk.aux_logits, trunk.AuxLogits = False, None  # the auxiliary classifier is not used
         trunk.fc = nn.Identity()
         self.trunk = trunk
         self.heads = EmbeddingHeads(2048, embedding_dim, gender_dim, dropout)

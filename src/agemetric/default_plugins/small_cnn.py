@@ -32,7 +32,6 @@ class SmallCNN(Backbone):
     """
 
     min_size = 32
-    default_size = 64
 
     def __init__(
         self,

@@ -31,13 +31,11 @@ class Backbone(nn.Module, abc.ABC):
     Class attributes:
         mean, std: per-channel normalisation the backbone expects, applied by the estimator.
         min_size: the smallest input side the architecture accepts.
-        default_size: a sensible input side.
     """
 
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
     std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     min_size: ClassVar[int] = 32
-    default_size: ClassVar[int] = 224
 
     def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None):
         super().__init__()
