@@ -1,7 +1,10 @@
 """agemetric: age estimation from frontal face photos by deep metric learning.
 
-The public API; nothing heavy is imported until used.
+The public API. Plugins are discovered, and torchvision, faiss and the training code imported,
+only when first used.
 """
+
+__version__ = "0.1.0"  # the single source of the version (pyproject reads it)
 
 from agemetric.config import RunConfig, resolve
 from agemetric.errors import AgemetricError, PluginError
@@ -9,8 +12,6 @@ from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone, FaceDataset, FaceRecord, Loss, Miner, Retriever
 from agemetric.plugins import create, list_names
 from agemetric.types import Embeddings, Pairs, Triplets
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str):

@@ -16,7 +16,7 @@ from importlib import metadata
 
 import pluggy
 
-from agemetric import hookspecs
+from agemetric import __version__, hookspecs
 from agemetric.errors import PluginError
 
 ENTRY_POINT_GROUP = "agemetric"
@@ -184,19 +184,9 @@ def plugin_info() -> list[PluginInfo]:
     infos = {}
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        version = _versions.get(name)
-        if version is None and name.startswith("agemetric."):
-            version = metadata.version("agemetric") if _installed() else None
+        version = __version__ if name in DEFAULT_PLUGINS else _versions.get(name)
         infos[name] = PluginInfo(name, version, hooks)
     for kind in KINDS:
         for entry in registry(kind).values():
             infos[entry.plugin].registered.setdefault(kind, []).append(entry.name)
     return list(infos.values())
-
-
-def _installed() -> bool:
-    try:
-        metadata.version("agemetric")
-    except metadata.PackageNotFoundError:
-        return False
-    return True

@@ -91,6 +91,11 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
                     description=f"epoch {epoch}/{config.epochs}",
                 )
         seconds = time.perf_counter() - start
+        if progress is not None:  # one line per epoch: readable in logs where bars do not refresh
+            progress.console.print(
+                f"epoch {epoch}/{config.epochs}: loss {sums.get('loss', 0.0) / max(steps, 1):.3f}, "
+                f"{seen / max(seconds, 1e-9):.0f} images/s"
+            )
         history.append(
             {
                 "epoch": epoch,

@@ -18,12 +18,15 @@ class FaceRecord:
         age: age in years.
         gender: 0 = male, 1 = female, -1 = unknown.
         subject: the person's id where the dataset has one, else ``None``.
+        split: ``"train"`` or ``"test"`` where the dataset fixes the split (an official
+            protocol or a ``split`` column), else ``None``.
     """
 
     key: str
     age: float
     gender: int = -1
     subject: str | None = None
+    split: str | None = None
 
 
 @dataclass
