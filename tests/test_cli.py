@@ -48,7 +48,7 @@ def test_run_writes_a_complete_run_folder(trained_run):
     assert lines[0] == "key,age,predicted,abs_error" and len(lines) == 19
 
 
-def test_evaluate_and_predict_use_the_run(trained_run, tmp_path):
+def test_evaluate_and_predict_use_the_run(trained_run, tmp_path, monkeypatch):
     out, _ = trained_run
     result = runner.invoke(
         app, ["evaluate", str(out), "--dataset", "synthetic", "--limit", "20", "--output", str(tmp_path / "m.json")]
@@ -59,7 +59,8 @@ def test_evaluate_and_predict_use_the_run(trained_run, tmp_path):
     Image.fromarray(np.full((50, 40, 3), 128, np.uint8)).save(face)
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"garbage")
-    result = runner.invoke(app, ["predict", str(out), str(face), str(bad)])
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict", str(out), "face.png", "bad.jpg"])
     assert result.exit_code == 1
     assert "face.png" in result.output and "bad.jpg: cannot read image" in result.output
 
@@ -104,3 +105,17 @@ def test_plugins_command_lists_defaults():
     infos = json.loads(result.output)
     names = {n for i in infos for ns in i["registered"].values() for n in ns}
     assert {"inception_v3", "revised-contrastive", "all-pairs", "l1-knn", "synthetic"} <= names
+
+
+def test_split_file_is_reused(trained_run, tmp_path):
+    out, _ = trained_run
+    again = tmp_path / "again"
+    result = runner.invoke(app, ["run", *TINY, "--split-file", str(out / "split.csv"), "--out", str(again)])
+    assert result.exit_code == 0, result.output
+    assert (again / "split.csv").read_text() == (out / "split.csv").read_text()
+    assert json.loads((again / "metrics.json").read_text())["split"]["protocol"] == "file:split.csv"
+
+
+def test_subject_split_without_subjects_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["run", *TINY, "--split", "subject", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "no subject ids" in result.output

@@ -114,3 +114,26 @@ def test_inception_imagenet_weights_load_from_the_torch_hub_cache(tmp_path, monk
     backbone = plugins.create("backbone", "inception_v3", embedding_dim=8, gender_dim=0, weights="imagenet")
     assert torch.equal(backbone.trunk.Conv2d_1a_3x3.conv.weight, reference.Conv2d_1a_3x3.conv.weight)
     assert backbone.trunk.transform_input  # torchvision's setting for these weights
+
+
+@pytest.mark.parametrize("name, arch", [("mobilenet_v2", "mobilenet_v2"), ("resnet18", "resnet18")])
+def test_torchvision_imagenet_weights_load_from_the_torch_hub_cache(tmp_path, monkeypatch, name, arch):
+    import torchvision
+
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(arch, weights=None)
+    weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    torch.save(reference.state_dict(), cache / weights.url.rsplit("/", 1)[1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    backbone = plugins.create("backbone", name, embedding_dim=8, gender_dim=0, weights="imagenet")
+    trunk_state = backbone.trunk.state_dict()
+    for key, value in reference.state_dict().items():
+        if key in trunk_state:
+            assert torch.equal(trunk_state[key], value), key
+    # the same torchvision file given as a path loads into the trunk too
+    by_path = plugins.create(
+        "backbone", name, embedding_dim=8, gender_dim=0, weights=str(cache / weights.url.rsplit("/", 1)[1])
+    )
+    assert all(torch.equal(by_path.trunk.state_dict()[k], v) for k, v in trunk_state.items())

@@ -22,7 +22,7 @@ CHOICES = {
     "multitask": ("auto", "on", "off"),
     "bf16": ("auto", "on", "off"),
     "optimizer": ("adadelta", "adam", "sgd"),
-    "split": ("random",),
+    "split": ("random", "subject", "hash"),
 }
 
 
@@ -43,7 +43,10 @@ class RunConfig:
         dataset: dataset plugin name.
         data_dir: the dataset's folder or file (``None`` for the synthetic default).
         limit: use at most this many images (a random subset drawn with ``seed``), or ``None``.
-        split: split protocol (``"random"``, the paper's).
+        split: split protocol: ``"random"`` (the paper's), ``"subject"`` (no person on both sides) or
+            ``"hash"`` (test iff ``int(md5[:8], 16) % round(1 / test_fraction) == 0``); identical
+            images always share a side (see :mod:`agemetric.data.splits`).
+        split_file: reuse a ``split.csv`` from an earlier run (overrides ``split``).
         test_fraction: share of images held out for testing.
         image_size: input side in pixels (paper: 227).
         epochs: passes over the training split.
@@ -75,6 +78,7 @@ class RunConfig:
     data_dir: str | None = None
     limit: int | None = None
     split: str = "random"
+    split_file: str | None = None
     test_fraction: float = 0.2
     image_size: int = 227
     epochs: int = 275

@@ -19,10 +19,10 @@ import torch
 from agemetric import plugins
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays, decode
-from agemetric.data.splits import random_split
+from agemetric.data.splits import Split, make_split, read_split, write_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
-from agemetric.interfaces import FaceDataset
+from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
 from agemetric.training import train
 
@@ -56,8 +56,8 @@ def prepare_run_dir(config: RunConfig) -> Path:
     return run_dir
 
 
-def load_data(config: RunConfig, progress=None, console=None) -> tuple[FaceDataset, FaceArrays]:
-    """Create the dataset plugin, pick ``limit`` records and decode them at ``image_size``."""
+def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
+    """Create the dataset plugin and list its records (a seeded random ``limit`` of them)."""
     dataset = plugins.create("dataset", config.dataset, root=config.data_dir, **config.dataset_options)
     records = dataset.records()
     if config.limit is not None and config.limit < len(records):
@@ -69,12 +69,36 @@ def load_data(config: RunConfig, progress=None, console=None) -> tuple[FaceDatas
             f"--dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
             + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
         )
-    arrays = decode(dataset, records, config.image_size, progress=add_bar(progress, "decode", len(records)))
+    return dataset, records
+
+
+def decode_records(dataset: FaceDataset, records: list[FaceRecord], size: int, progress=None) -> FaceArrays:
+    """Decode ``records`` at ``size`` px; fewer than 2 readable images is an error."""
+    arrays = decode(dataset, records, size, progress=add_bar(progress, "decode", len(records)))
     if len(arrays) < 2:
         raise AgemetricError(
-            f"--dataset {config.dataset}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
+            f"{dataset.describe()}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
         )
-    return dataset, arrays
+    return arrays
+
+
+def load_data(config: RunConfig, progress=None) -> tuple[FaceDataset, FaceArrays]:
+    """:func:`select_records` then :func:`decode_records`: the whole (limited) dataset as arrays."""
+    dataset, records = select_records(config)
+    return dataset, decode_records(dataset, records, config.image_size, progress)
+
+
+def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> Split:
+    """The run's split: ``config.split_file`` when given, else ``config.split`` over content hashes."""
+    if config.split_file:
+        return read_split(config.split_file, records)
+    advance = add_bar(progress, "fingerprint", len(records))
+    fingerprints = []
+    for record in records:
+        fingerprints.append(dataset.fingerprint(record))
+        if advance is not None:
+            advance(1)
+    return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
 
 
 def run(config: RunConfig, progress=None, console=None) -> RunResult:
@@ -96,19 +120,23 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
         torch.set_num_threads(config.threads)
 
     t0 = time.perf_counter()
-    dataset, data = load_data(config, progress)
+    dataset, records = select_records(config)
+    split = split_records(dataset, records, config, progress)
+    records = [r for r in records if r.key in split.side]
+    write_split(run_dir / "split.csv", split, [r.key for r in records])
+    data = decode_records(dataset, records, config.image_size, progress)
     if len(dataset.skipped):
         say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()}[/]")
-    train_idx, test_idx = random_split(len(data), config.test_fraction, config.seed)
-    train_data, test_data = data.subset(train_idx), data.subset(test_idx)
-    _write_split(run_dir / "split.csv", train_data.keys, test_data.keys)
-    split = {
-        "protocol": config.split,
-        "test_fraction": config.test_fraction,
-        "seed": config.seed,
-        "n_train": len(train_data),
-        "n_test": len(test_data),
-    }
+    is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
+    train_data, test_data = (
+        data.subset(torch.nonzero(~is_test).flatten()),
+        data.subset(torch.nonzero(is_test).flatten()),
+    )
+    if len(train_data) < 2 or len(test_data) < 1:
+        raise AgemetricError(
+            f"after decoding, {len(train_data)} train / {len(test_data)} test images remain; need >= 2 / >= 1"
+        )
+    split_info = {**split.info, "n_train": len(train_data), "n_test": len(test_data)}
 
     multitask = {"on": True, "off": False, "auto": train_data.has_gender}[config.multitask]
     if multitask and not train_data.has_gender:
@@ -117,7 +145,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
     estimator = AgeEstimator.from_config(config, multitask=multitask)
     say(
         f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
-        f"({config.split} split), {config.image_size} px, backbone {config.backbone}, loss {config.loss}, "
+        f"({split_info['protocol']} split), {config.image_size} px, backbone {config.backbone}, loss {config.loss}, "
         f"multi-task {'on' if multitask else 'off'}, bf16 {'on' if estimator.bf16 else 'off'}"
     )
 
@@ -135,7 +163,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
 
     metrics = {
         **summarise(predicted, test_data.ages, train_data.ages),
-        "split": split,
+        "split": split_info,
         "dataset": dataset.describe(),
         "multitask": multitask,
         "training_images_seen": sum(h["images"] for h in history),
@@ -181,14 +209,6 @@ def machine() -> dict:
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def _write_split(path: Path, train_keys: list[str], test_keys: list[str]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["key", "side"])
-        w.writerows([k, "train"] for k in train_keys)
-        w.writerows([k, "test"] for k in test_keys)
 
 
 def _write_predictions(path: Path, data: FaceArrays, predicted: torch.Tensor) -> None:

@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "agemetric"
 DEFAULT_PLUGINS = (
     "agemetric.default_plugins.inception_v3",
     "agemetric.default_plugins.small_cnn",
+    "agemetric.default_plugins.torchvision_backbones",
     "agemetric.default_plugins.revised_contrastive",
     "agemetric.default_plugins.all_pairs",
     "agemetric.default_plugins.l1_knn",

@@ -36,7 +36,7 @@ def predict(
     if arrays:
         ages = estimator.predict(torch.stack(arrays))  # (N,)
         table = Table(header_style="bold")
-        table.add_column("image")
+        table.add_column("image", overflow="fold")
         table.add_column("age", justify="right")
         for name, age in zip(names, ages.tolist(), strict=True):
             table.add_row(name, f"{age:.1f}")

@@ -45,6 +45,15 @@ def run(
     limit: Annotated[
         int | None, typer.Option(help="Use a random subset of this many images.", rich_help_panel=_DATA)
     ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Split protocol: random (paper), subject (no person on both sides), hash.", rich_help_panel=_DATA
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="Reuse the split.csv of an earlier run.", rich_help_panel=_DATA)
+    ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Input side in pixels (paper: 227).", rich_help_panel=_DATA)
     ] = None,
@@ -108,6 +117,8 @@ def run(
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
+        "split": split,
+        "split_file": None if split_file is None else str(split_file),
         "multitask": multitask,
         "bf16": bf16,
         "out": None if out is None else str(out),

@@ -1,4 +1,4 @@
-"""A generic CSV dataset: ``path,age[,gender][,subject]``."""
+"""A generic CSV dataset: ``path,age[,gender][,subject][,split]``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
 _GENDERS = {"0": 0, "m": 0, "male": 0, "1": 1, "f": 1, "female": 1, "": -1, "-1": -1}
+_SPLITS = {"train": "train", "test": "test", "": None}
 
 
 def parse_gender(value: str) -> int:
@@ -19,6 +20,14 @@ def parse_gender(value: str) -> int:
     if key not in _GENDERS:
         raise ValueError(f"gender {value!r} is not one of 0/1/m/f/male/female or empty")
     return _GENDERS[key]
+
+
+def parse_split(value: str) -> str | None:
+    """``"train"``, ``"test"`` (any case, surrounding spaces ignored) or ``None`` for an empty value."""
+    key = value.strip().lower()
+    if key not in _SPLITS:
+        raise ValueError(f"split {value!r} is not train, test or empty")
+    return _SPLITS[key]
 
 
 def parse_age(value: str) -> float:
@@ -33,11 +42,12 @@ def parse_age(value: str) -> float:
 
 
 class CSVFaces(FaceDataset):
-    """Images listed in a CSV file with a header ``path,age[,gender][,subject]``.
+    """Images listed in a CSV file with a header ``path,age[,gender][,subject][,split]``.
 
     ``path`` is relative to the CSV's folder (or absolute). ``root`` is the CSV file, or a
-    folder holding ``labels.csv``. Rows with a bad age or gender, or a missing image, are
-    skipped and reported.
+    folder holding ``labels.csv``. The optional ``split`` column fixes a record's split:
+    ``train`` or ``test`` (any case), empty for none. Rows with a bad age, gender or split, or
+    a missing image, are skipped and reported.
     """
 
     def __init__(self, root=None, filename: str = "labels.csv"):
@@ -54,7 +64,7 @@ class CSVFaces(FaceDataset):
         if missing:
             raise AgemetricError(
                 f"{self.csv_path}: missing column(s) {', '.join(sorted(missing))}; expected a header "
-                f"'path,age[,gender][,subject]', got {','.join(header) or '(empty file)'!r}"
+                f"'path,age[,gender][,subject][,split]', got {','.join(header) or '(empty file)'!r}"
             )
         self.has_gender = "gender" in self.columns
 
@@ -72,6 +82,7 @@ class CSVFaces(FaceDataset):
                         raise ValueError("empty path")
                     age = parse_age(row.get("age") or "")
                     gender = parse_gender(row.get("gender") or "")
+                    split = parse_split(row.get("split") or "")
                 except ValueError as exc:
                     self.skipped.add(where, str(exc))
                     continue
@@ -79,7 +90,7 @@ class CSVFaces(FaceDataset):
                     self.skipped.add(where, f"no image file {path!r}")
                     continue
                 subject = (row.get("subject") or "").strip() or None
-                out.append(FaceRecord(key=path, age=age, gender=gender, subject=subject))
+                out.append(FaceRecord(key=path, age=age, gender=gender, subject=subject, split=split))
         return out
 
     def load_image(self, record: FaceRecord) -> Image.Image:

@@ -1,17 +1,183 @@
-"""Train/test split protocols."""
+"""Train/test split protocols.
+
+Whatever the protocol, byte-identical images (same md5) always land on the same side, and records
+whose dataset fixes their side (an official split or a ``split`` column) keep it.
+
+- ``random``: the paper's protocol: images (groups of identical images) drawn at random.
+- ``subject``: no person on both sides (needs subject ids; records without one count as their own person).
+- ``hash``: a group is a test group when ``int(md5[:8], 16) % round(1 / test_fraction) == 0``, so
+  anyone can recompute the split from the files alone (with 0.2: ``% 5 == 0``).
+"""
 
 from __future__ import annotations
 
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import torch
+
+from agemetric.errors import AgemetricError
+from agemetric.interfaces import FaceRecord
+
+PROTOCOLS = ("random", "subject", "hash")
+
+
+@dataclass
+class Split:
+    """Which records train and which test.
+
+    Attributes:
+        side: record key -> ``"train"`` or ``"test"``.
+        info: the protocol and its counts, written to ``metrics.json``.
+    """
+
+    side: dict[str, str]
+    info: dict = field(default_factory=dict)
+
+
+class _Groups:
+    """Union-find over record indices."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union_by(self, labels: Sequence[str | None]) -> None:
+        first: dict[str, int] = {}
+        for i, label in enumerate(labels):
+            if label is None:
+                continue
+            if label in first:
+                self.parent[self.find(i)] = self.find(first[label])
+            else:
+                first[label] = i
+
+
+def make_split(
+    records: Sequence[FaceRecord], fingerprints: Sequence[str], protocol: str, test_fraction: float, seed: int
+) -> Split:
+    """Assign every record to train or test.
+
+    Args:
+        records: the dataset's records (keys unique).
+        fingerprints: md5 of each record's image (``FaceDataset.fingerprint``).
+        protocol: ``"random"``, ``"subject"`` or ``"hash"``.
+        test_fraction: the share of images to hold out (for ``hash``: 1 / the modulus).
+        seed: the seed for ``random`` and ``subject``.
+
+    Example:
+        >>> recs = [FaceRecord(str(i), 20.0 + i, subject=str(i // 2)) for i in range(10)]
+        >>> s = make_split(recs, [r.key for r in recs], "subject", 0.2, seed=0)
+        >>> sorted(s.side.values()).count("test"), s.info["protocol"]
+        (2, 'subject')
+    """
+    if protocol not in PROTOCOLS:
+        raise AgemetricError(f"split must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+    n = len(records)
+    groups = _Groups(n)
+    groups.union_by(fingerprints)
+    if protocol == "subject":
+        if not any(r.subject for r in records):
+            raise AgemetricError("--set split=subject: this dataset has no subject ids; use split=random or hash")
+        groups.union_by([r.subject for r in records])
+    members: dict[int, list[int]] = {}
+    for i in range(n):
+        members.setdefault(groups.find(i), []).append(i)
+
+    fixed, free = {}, []
+    for root, idx in members.items():
+        sides = {records[i].split for i in idx if records[i].split}
+        if sides:
+            fixed[root] = "test" if "test" in sides else "train"  # identical images across a fixed split: test
+        else:
+            free.append(root)
+    if protocol == "hash":
+        modulus = max(2, round(1 / test_fraction))
+        test_groups = {r for r in free if min(int(fingerprints[i][:8], 16) for i in members[r]) % modulus == 0}
+    else:
+        order = torch.randperm(len(free), generator=torch.Generator().manual_seed(seed)).tolist()
+        target = round(sum(len(members[r]) for r in free) * test_fraction)
+        test_groups, count = set(), 0
+        for j in order:
+            if count >= target:
+                break
+            test_groups.add(free[j])
+            count += len(members[free[j]])
+    side = {}
+    for root, idx in members.items():
+        s = fixed.get(root) or ("test" if root in test_groups else "train")
+        for i in idx:
+            side[records[i].key] = s
+    duplicates = sum(1 for idx in members.values() if len({fingerprints[i] for i in idx}) < len(idx))
+    conflicting = sum(
+        1
+        for idx in members.values()
+        if len({fingerprints[i] for i in idx}) < len(idx) and len({records[i].age for i in idx}) > 1
+    )
+    n_test = sum(1 for s in side.values() if s == "test")
+    if n_test == 0 or n_test == n:
+        raise AgemetricError(
+            f"split {protocol!r} put {n_test} of {n} images in the test set; need images on both sides "
+            "(more images, another test_fraction, or another protocol)"
+        )
+    info = {
+        "protocol": protocol,
+        "test_fraction": test_fraction,
+        "seed": seed,
+        "n_train": n - n_test,
+        "n_test": n_test,
+        "fixed_by_dataset": sum(len(members[r]) for r in fixed),
+        "groups_with_identical_images": duplicates,
+        "of_which_with_different_labels": conflicting,
+    }
+    return Split(side, info)
+
+
+def write_split(path: Path, split: Split, keys: Sequence[str]) -> None:
+    """``split.csv``: one ``key,side`` row per record, in ``keys`` order."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["key", "side"])
+        writer.writerows([k, split.side[k]] for k in keys)
+
+
+def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
+    """Reuse a ``split.csv``: its records keep their side; records it does not list are left out."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise AgemetricError(f"--split-file: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    if not rows or [c.strip().lower() for c in rows[0][:2]] != ["key", "side"]:
+        raise AgemetricError(f"--split-file: {path} must start with the header 'key,side'")
+    given = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) < 2 or row[1].strip().lower() not in ("train", "test"):
+            raise AgemetricError(f"--split-file: {path} row {number}: expected 'key,train' or 'key,test', got {row}")
+        given[row[0]] = row[1].strip().lower()
+    side = {r.key: given[r.key] for r in records if r.key in given}
+    n_test = sum(1 for s in side.values() if s == "test")
+    if n_test == 0 or n_test == len(side):
+        raise AgemetricError(f"--split-file: {path} leaves {n_test} test and {len(side) - n_test} train images here")
+    info = {
+        "protocol": f"file:{path.name}",
+        "n_train": len(side) - n_test,
+        "n_test": n_test,
+        "left_out": len(records) - len(side),
+    }
+    return Split(side, info)
 
 
 def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's protocol: test images drawn at random (one person may sit on both sides).
-
-    Args:
-        n: number of images.
-        test_fraction: share of images in the test split, in (0, 1).
-        seed: the split's seed.
+    """Indices of a plain random split of ``n`` items (no grouping), for arrays without records.
 
     Returns:
         ``(train (N_train,), test (N_test,))`` sorted int64 indices; both non-empty.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
@@ -32,6 +31,8 @@ class InceptionV3(Backbone):
 
     def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None, dropout: float = 0.5):
         super().__init__(embedding_dim, gender_dim, weights)
+        import torchvision  # heavy: imported on first use
+
         choice = (weights or "none").lower()
         if choice == "imagenet":
             tv_weights = torchvision.models.Inception_V3_Weights.IMAGENET1K_V1

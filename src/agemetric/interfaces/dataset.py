@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +76,24 @@ class FaceDataset(abc.ABC):
     @abc.abstractmethod
     def load_image(self, record: FaceRecord) -> Image.Image:
         """The image of ``record`` as an RGB PIL image (may raise on a corrupt file)."""
+
+    def file(self, record: FaceRecord) -> Path | None:
+        """The image file of ``record`` (``root / key``, or beside a CSV root), or ``None`` when the
+        dataset has no files (synthetic)."""
+        if self.root is None:
+            return None
+        return (self.root if self.root.is_dir() else self.root.parent) / record.key
+
+    def fingerprint(self, record: FaceRecord) -> str:
+        """The md5 of the image file's bytes (the key when there is no file): byte-identical copies
+        share it, so a split can keep them on one side."""
+        path = self.file(record)
+        if path is None:
+            return hashlib.md5(record.key.encode()).hexdigest()
+        try:
+            return hashlib.md5(path.read_bytes()).hexdigest()
+        except OSError:
+            return hashlib.md5(record.key.encode()).hexdigest()  # decode() reports the file
 
     def describe(self) -> str:
         """A short name for reports, e.g. ``"utkface (/data/UTKFace)"``."""

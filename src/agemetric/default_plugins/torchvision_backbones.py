@@ -1,0 +1,113 @@
+"""ImageNet backbones from torchvision: MobileNetV2, ResNet-18, ResNet-50.
+
+Each keeps torchvision's trunk, drops its classifier and adds agemetric's embedding heads
+(dropout + linear age head, optional gender head), exactly like the paper's Inception V3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
+from agemetric.errors import AgemetricError
+from agemetric.hookspecs import hookimpl
+from agemetric.interfaces import Backbone
+from agemetric.types import Embeddings
+
+
+def _torchvision_weights(arch: str, choice: str):
+    """``"imagenet"`` -> the architecture's ``IMAGENET1K_V1``; a member name (``"IMAGENET1K_V2"``)
+    -> that member; anything else -> ``None`` (a file path)."""
+    import torchvision  # heavy: imported on first use
+
+    enum = torchvision.models.get_model_weights(arch)
+    name = "IMAGENET1K_V1" if choice.lower() == "imagenet" else choice.upper()
+    return enum.__members__.get(name)
+
+
+def build_trunk(arch: str, weights: str | None) -> nn.Module:
+    """torchvision's ``arch`` with ImageNet weights when asked (from the torch hub cache or the
+    network), random weights otherwise; the caller removes the classifier."""
+    import torchvision
+
+    choice = weights or "none"
+    tv_weights = None if choice.lower() == "none" else _torchvision_weights(arch, choice)
+    if tv_weights is None:
+        return torchvision.models.get_model(arch, weights=None)
+    try:
+        return torchvision.models.get_model(arch, weights=tv_weights)
+    except Exception as exc:  # no network and no cached file
+        filename = tv_weights.url.rsplit("/", 1)[1]
+        raise AgemetricError(
+            f"--weights {choice}: cannot load torchvision's {arch} weights ({type(exc).__name__}: {exc}); "
+            f"put {filename} in $TORCH_HOME/hub/checkpoints, or pass the file's path, or use --weights none"
+        ) from exc
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision classification network whose classifier is replaced by embedding heads.
+
+    Subclasses set ``arch`` (the torchvision model name), ``features`` (pooled feature size) and
+    ``classifier`` (the attribute holding the classifier, replaced by ``nn.Identity``).
+
+    Args:
+        embedding_dim: N_a.
+        gender_dim: N_g (0 = no gender head).
+        weights: ``"none"``, ``"imagenet"`` (torchvision's ``IMAGENET1K_V1``, read from
+            ``$TORCH_HOME/hub/checkpoints`` when there, else downloaded), a torchvision weights
+            name such as ``"IMAGENET1K_V2"``, or a state-dict file (of this backbone, or of the
+            torchvision model).
+        dropout: p before the heads.
+    """
+
+    arch: str
+    features: int
+    classifier: str
+    min_size = 32
+
+    def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None, dropout: float = 0.5):
+        super().__init__(embedding_dim, gender_dim, weights)
+        named = weights is None or weights.lower() == "none" or _torchvision_weights(self.arch, weights) is not None
+        self.trunk = build_trunk(self.arch, weights if named else None)
+        setattr(self.trunk, self.classifier, nn.Identity())
+        self.heads = EmbeddingHeads(self.features, embedding_dim, gender_dim, dropout)
+        if not named:
+            load_weights_file(self, Path(weights), classifier_prefixes=(f"{self.classifier}.",))
+
+    def embed(self, images: torch.Tensor) -> Embeddings:
+        return self.heads(self.trunk(images))  # (B, features) -> heads
+
+
+class MobileNetV2(TorchvisionBackbone):
+    """MobileNetV2 (1280 pooled features); fast on a CPU."""
+
+    arch, features, classifier = "mobilenet_v2", 1280, "classifier"
+
+
+class ResNet18(TorchvisionBackbone):
+    """ResNet-18 (512 pooled features)."""
+
+    arch, features, classifier = "resnet18", 512, "fc"
+
+
+class ResNet50(TorchvisionBackbone):
+    """ResNet-50 (2048 pooled features)."""
+
+    arch, features, classifier = "resnet50", 2048, "fc"
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "mobilenet_v2": MobileNetV2,
+    "resnet18": ResNet18,
+    "resnet50": ResNet50,
+}
+
+
+@hookimpl
+def register_backbones(register):
+    for name, factory in BACKBONES.items():
+        register(name, factory)
