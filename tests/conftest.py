@@ -13,6 +13,12 @@ def write_face(path, seed: int, size: int = 40) -> None:
     Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path, "JPEG")
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Tests never read or write the user's image cache."""
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(tmp_path_factory.getbasetemp() / "agemetric-cache"))
+
+
 @pytest.fixture
 def utk_dir(tmp_path):
     """A UTKFace-style folder: 6 good files, one badly named, one corrupt, one zero-byte."""

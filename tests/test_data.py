@@ -1,5 +1,7 @@
 """Dataset plugins, decoding, splits and the synthetic generator."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,26 @@ def test_random_split_is_a_seeded_partition():
     assert sorted(torch.cat([train, test]).tolist()) == list(range(101))
     assert torch.equal(test, random_split(101, 0.2, seed=7)[1])
     assert not torch.equal(test, random_split(101, 0.2, seed=8)[1])
+
+
+def test_decode_cache_hit_skips_decoding_and_a_changed_file_misses(utk_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(tmp_path / "cache"))
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    records = ds.records()
+    first = decode(ds, records, size=24, cache=True)
+    calls = []
+    again_ds = plugins.create("dataset", "utkface", root=utk_dir)
+    original = type(again_ds).load_image
+    monkeypatch.setattr(type(again_ds), "load_image", lambda self, r: calls.append(r) or original(self, r))
+    second = decode(again_ds, again_ds.records(), size=24, cache=True)
+    assert calls == []  # served from the cache
+    assert torch.equal(first.images, second.images) and first.keys == second.keys
+    assert len(again_ds.skipped) == len(ds.skipped)  # unreadable files are still reported
+    # another size, or a changed file, is a miss
+    decode(again_ds, again_ds.records(), size=20, cache=True)
+    assert len(calls) == len(records)
+    calls.clear()
+    target = utk_dir / records[0].key
+    os.utime(target, ns=(1, 1))
+    decode(again_ds, again_ds.records(), size=24, cache=True)
+    assert len(calls) == len(records)

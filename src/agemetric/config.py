@@ -56,6 +56,7 @@ class RunConfig:
         weight_decay: L2 penalty.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         augment: random flip, shift and zoom during training.
+        cache: keep decoded images in the disk cache (``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``).
         bf16: bfloat16 autocast: ``"auto"`` (on where the CPU supports it), ``"on"``, ``"off"``.
         channels_last: NHWC memory format (faster convolutions on CPU).
         seed: seeds the split, the initialisation and the batch order.
@@ -88,6 +89,7 @@ class RunConfig:
     weight_decay: float = 0.0
     multitask: str = "auto"
     augment: bool = True
+    cache: bool = True
     bf16: str = "auto"
     channels_last: bool = True
     seed: int = 0

@@ -72,9 +72,11 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     return dataset, records
 
 
-def decode_records(dataset: FaceDataset, records: list[FaceRecord], size: int, progress=None) -> FaceArrays:
-    """Decode ``records`` at ``size`` px; fewer than 2 readable images is an error."""
-    arrays = decode(dataset, records, size, progress=add_bar(progress, "decode", len(records)))
+def decode_records(
+    dataset: FaceDataset, records: list[FaceRecord], size: int, progress=None, cache: bool = True
+) -> FaceArrays:
+    """Decode ``records`` at ``size`` px (through the disk cache); fewer than 2 readable images is an error."""
+    arrays = decode(dataset, records, size, progress=add_bar(progress, "decode", len(records)), cache=cache)
     if len(arrays) < 2:
         raise AgemetricError(
             f"{dataset.describe()}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
@@ -85,7 +87,7 @@ def decode_records(dataset: FaceDataset, records: list[FaceRecord], size: int, p
 def load_data(config: RunConfig, progress=None) -> tuple[FaceDataset, FaceArrays]:
     """:func:`select_records` then :func:`decode_records`: the whole (limited) dataset as arrays."""
     dataset, records = select_records(config)
-    return dataset, decode_records(dataset, records, config.image_size, progress)
+    return dataset, decode_records(dataset, records, config.image_size, progress, config.cache)
 
 
 def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> Split:
@@ -124,7 +126,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
     write_split(run_dir / "split.csv", split, [r.key for r in records])
-    data = decode_records(dataset, records, config.image_size, progress)
+    data = decode_records(dataset, records, config.image_size, progress, config.cache)
     if len(dataset.skipped):
         say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()}[/]")
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from agemetric.data import cache as image_cache
 from agemetric.interfaces import FaceDataset, FaceRecord
 
 
@@ -56,6 +57,7 @@ def decode(
     size: int,
     progress: Callable[[int], None] | None = None,
     workers: int = 2,
+    cache: bool = False,
 ) -> FaceArrays:
     """Decode ``records`` into a :class:`FaceArrays` of ``size`` x ``size`` images.
 
@@ -67,7 +69,32 @@ def decode(
         size: output side S in pixels.
         progress: called with the number of images finished since the last call.
         workers: decoding threads (PIL releases the GIL while decoding).
+        cache: read and write the decoded pixels in the disk cache (:mod:`agemetric.data.cache`).
     """
+    key = image_cache.cache_key(dataset, records, size) if cache else None
+    hit = image_cache.load(key, len(records), size) if key else None
+    if hit is not None:
+        images, ok, reasons = hit
+        if progress is not None:
+            progress(len(records))
+    else:
+        images, ok, reasons = _decode_all(dataset, records, size, progress, workers)
+        if key:
+            image_cache.store(key, images, ok, reasons)
+    for record, reason in zip(records, reasons, strict=True):
+        if reason is not None:
+            dataset.skipped.add(record.key, f"unreadable image: {reason}")
+    kept = [r for r, good in zip(records, ok, strict=True) if good]
+    return FaceArrays(
+        images=torch.from_numpy(images[ok] if not ok.all() else np.ascontiguousarray(images)),  # (N, 3, S, S)
+        ages=torch.tensor([r.age for r in kept], dtype=torch.float32),
+        genders=torch.tensor([r.gender for r in kept], dtype=torch.int64),
+        keys=[r.key for r in kept],
+    )
+
+
+def _decode_all(dataset, records, size, progress, workers) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """Decode every record with a thread pool -> ``(images (N, 3, S, S), ok (N,), reasons)``."""
 
     def load(record: FaceRecord) -> np.ndarray | str:
         try:
@@ -75,22 +102,16 @@ def decode(
         except Exception as exc:  # a corrupt file must not stop the run
             return f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
 
-    images = np.empty((len(records), size, size, 3), dtype=np.uint8)
+    images = np.zeros((len(records), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(records), dtype=bool)
+    reasons: list[str | None] = [None] * len(records)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, (record, result) in enumerate(zip(records, pool.map(load, records), strict=True)):
+        for i, result in enumerate(pool.map(load, records)):
             if isinstance(result, str):
-                dataset.skipped.add(record.key, f"unreadable image: {result}")
+                reasons[i] = result
             else:
-                images[i] = result
+                images[i] = result.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
                 ok[i] = True
             if progress is not None:
                 progress(1)
-    kept = [r for r, good in zip(records, ok, strict=True) if good]
-    tensor = torch.from_numpy(images[ok]).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
-    return FaceArrays(
-        images=tensor,
-        ages=torch.tensor([r.age for r in kept], dtype=torch.float32),
-        genders=torch.tensor([r.gender for r in kept], dtype=torch.int64),
-        keys=[r.key for r in kept],
-    )
+    return images, ok, reasons
