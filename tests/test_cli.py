@@ -119,3 +119,28 @@ def test_split_file_is_reused(trained_run, tmp_path):
 def test_subject_split_without_subjects_is_a_usage_error(tmp_path):
     result = runner.invoke(app, ["run", *TINY, "--split", "subject", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "no subject ids" in result.output
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        ["--loss", "l1-regression", "--miner", "batch", "--retriever", "direct", "--set", "embedding_dim=1"],
+        ["--loss", "dex", "--miner", "batch", "--retriever", "expectation", "--set", "embedding_dim=101"],
+        ["--epochs", "0", "--retriever", "ridge", "--set", "backbone_options.head=none"],
+    ],
+    ids=["regression", "dex", "linear-probe"],
+)
+def test_baselines_run_end_to_end(tmp_path, method):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", *TINY, *method, "--out", str(out)])  # a repeated option: the last wins
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_test"] == 18 and metrics["mae"] >= 0
+
+
+def test_time_budget_stops_training(tmp_path):
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", *TINY, "--epochs", "50", "--set", "time_budget=0.5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) < 50 and "time budget of 0.5 s reached" in result.output

@@ -49,7 +49,8 @@ class RunConfig:
         split_file: reuse a ``split.csv`` from an earlier run (overrides ``split``).
         test_fraction: share of images held out for testing.
         image_size: input side in pixels (paper: 227).
-        epochs: passes over the training split.
+        epochs: passes over the training split (0: no training, e.g. for a linear probe).
+        time_budget: stop training after this many seconds (checked before each step), or ``None``.
         batch_size: images per batch; all pairs of a batch are compared (paper: 128).
         optimizer: ``"adadelta"`` (paper), ``"adam"`` or ``"sgd"``.
         lr: learning rate (Adadelta's is a scale factor; 1.0 is its usual value).
@@ -83,6 +84,7 @@ class RunConfig:
     test_fraction: float = 0.2
     image_size: int = 227
     epochs: int = 275
+    time_budget: float | None = None
     batch_size: int = 128
     optimizer: str = "adadelta"
     lr: float = 1.0
@@ -102,15 +104,17 @@ class RunConfig:
     dataset_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        positive = ("embedding_dim", "k", "image_size", "epochs", "batch_size")
+        positive = ("embedding_dim", "k", "image_size", "batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
-        for name in ("gender_dim", "margin", "weight_decay"):
+        for name in ("gender_dim", "margin", "weight_decay", "epochs"):
             if getattr(self, name) < 0:
                 raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise AgemetricError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         if self.lr <= 0:
             raise AgemetricError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.test_fraction < 1:

@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "agemetric.default_plugins.revised_contrastive",
     "agemetric.default_plugins.all_pairs",
     "agemetric.default_plugins.l1_knn",
+    "agemetric.default_plugins.baselines",
     "agemetric.default_plugins.datasets",
 )
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from agemetric import plugins
-from agemetric.types import Pairs, Triplets
+from agemetric.interfaces.miner import FIELDS
 
 
 def _batch(b: int = 12, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +50,7 @@ def check_backbone(name: str, embedding_dim: int = 6, gender_dim: int = 3) -> No
 def check_miner(name: str, margin: float = 4.0) -> None:
     """Output type is ``produces``, int64 1-d index tensors of equal length inside the batch."""
     miner = plugins.create("miner", name, margin=margin)
-    assert miner.produces in (Pairs, Triplets), f"miner {name}: produces must be Pairs or Triplets"
+    assert miner.produces in FIELDS, f"miner {name}: produces must be one of {[t.__name__ for t in FIELDS]}"
     for b in (2, 12):
         emb, ages = _batch(b)
         out = miner(emb, ages)  # the base class checks types, lengths and ranges
@@ -74,7 +74,7 @@ def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None
     value.backward()
     assert emb.grad is not None and torch.isfinite(emb.grad).all(), f"loss {name}: no finite gradient"
     empty_idx = torch.empty(0, dtype=torch.int64)
-    empty = Pairs(empty_idx, empty_idx) if loss.accepts is Pairs else Triplets(empty_idx, empty_idx, empty_idx)
+    empty = loss.accepts(*[empty_idx] * len(FIELDS[loss.accepts]))
     emb2 = emb.detach().clone().requires_grad_(True)
     zero = loss(emb2, ages, empty)
     assert float(zero.detach()) == 0.0 and zero.requires_grad, f"loss {name}: empty indices must give a zero with graph"

@@ -44,8 +44,11 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
         progress: a ``rich.progress.Progress`` to show a bar on (its ``loss`` and ``ips`` text
             fields are filled in), or ``None``.
 
+    Training stops early, between two steps, once ``config.time_budget`` seconds have passed.
+
     Returns:
-        One dict per epoch: ``epoch``, mean ``loss`` (and ``age``/``gender`` parts), ``images``
+        One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
+        ``age``/``gender`` parts), ``images``
         seen, ``seconds``, ``images_per_second``.
 
     Raises:
@@ -62,10 +65,15 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
     if progress is not None:
         task = progress.add_task("train", total=per_epoch * config.epochs, loss="", ips="")
     history = []
+    began = time.perf_counter()
+    out_of_time = False
     for epoch in range(1, config.epochs + 1):
         sums: dict[str, float] = {}
         seen, steps, start = 0, 0, time.perf_counter()
         for index in batches(n, config.batch_size, generator):
+            if config.time_budget is not None and time.perf_counter() - began >= config.time_budget:
+                out_of_time = True
+                break
             x = estimator.prepare(data.images[index], generator if config.augment else None)
             parts = estimator.training_loss(x, data.ages[index], data.genders[index])
             loss = parts["loss"]
@@ -105,4 +113,8 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
                 "images_per_second": seen / max(seconds, 1e-9),
             }
         )
+        if out_of_time:
+            if progress is not None:
+                progress.console.print(f"time budget of {config.time_budget:g} s reached in epoch {epoch}")
+            break
     return history

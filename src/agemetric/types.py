@@ -59,5 +59,19 @@ class Triplets:
         return int(self.anchor.numel())
 
 
-Indices = Pairs | Triplets
+@dataclass(frozen=True)
+class Samples:
+    """Single items of a batch, for losses that score each image on its own (regression, DEX).
+
+    Attributes:
+        index: ``(S,)`` int64.
+    """
+
+    index: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.index.numel())
+
+
+Indices = Pairs | Triplets | Samples
 """What a miner hands to a loss."""

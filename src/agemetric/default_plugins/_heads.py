@@ -14,24 +14,42 @@ from agemetric.types import Embeddings
 class EmbeddingHeads(nn.Module):
     """Dropout + linear age head (N_a) and optional dropout + linear gender head (N_g).
 
-    The paper places dropout p = 0.5 before the fully connected embedding layer.
+    The paper places dropout p = 0.5 before the fully connected embedding layer. With
+    ``head="none"`` the pooled trunk features themselves are the age embedding (N_a = F): the
+    frozen-feature baselines (a linear probe) use that.
 
     Args:
         in_features: F, the size of the trunk's pooled features.
-        embedding_dim: N_a.
+        embedding_dim: N_a (ignored for ``head="none"``).
         gender_dim: N_g (0 = no gender head).
         dropout: p of the dropout before each head.
+        head: ``"linear"`` or ``"none"``.
     """
 
-    def __init__(self, in_features: int, embedding_dim: int, gender_dim: int, dropout: float = 0.5):
+    def __init__(
+        self, in_features: int, embedding_dim: int, gender_dim: int, dropout: float = 0.5, head: str = "linear"
+    ):
         super().__init__()
-        self.age = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, embedding_dim))
+        if head not in ("linear", "none"):
+            raise ValueError(f"head must be 'linear' or 'none', got {head!r}")
+        self.age = (
+            nn.Identity()
+            if head == "none"
+            else nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, embedding_dim))
+        )
         self.gender = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_features, gender_dim)) if gender_dim else None
 
     def forward(self, features: torch.Tensor) -> Embeddings:
         """``features`` ``(B, F)`` -> ``Embeddings(age (B, N_a), gender (B, N_g) | None)``."""
         gender = None if self.gender is None else self.gender(features)
         return Embeddings(self.age(features), gender)
+
+
+def attach_heads(backbone, features: int, dropout: float, head: str) -> None:
+    """Give ``backbone`` its :class:`EmbeddingHeads`; with ``head="none"`` its N_a becomes F."""
+    backbone.heads = EmbeddingHeads(features, backbone.embedding_dim, backbone.gender_dim, dropout, head)
+    if head == "none":
+        backbone.embedding_dim = features
 
 
 def load_weights_file(backbone: nn.Module, path: str | Path, classifier_prefixes: tuple[str, ...] = ()) -> None:

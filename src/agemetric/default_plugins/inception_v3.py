@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
+from agemetric.default_plugins._heads import attach_heads, load_weights_file
 from agemetric.errors import AgemetricError
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone
@@ -25,11 +25,20 @@ class InceptionV3(Backbone):
             ``IMAGENET1K_V1``, downloaded on first use or read from the torch hub cache), or a
             path to a state dict (of this backbone, or of a torchvision Inception V3 trunk).
         dropout: p before the heads.
+        head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the pooled features are the
+            embedding, for frozen-feature baselines).
     """
 
     min_size = 75
 
-    def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None, dropout: float = 0.5):
+    def __init__(
+        self,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = None,
+        dropout: float = 0.5,
+        head: str = "linear",
+    ):
         super().__init__(embedding_dim, gender_dim, weights)
         import torchvision  # heavy: imported on first use
 
@@ -48,7 +57,7 @@ class InceptionV3(Backbone):
         trunk.aux_logits, trunk.AuxLogits = False, None  # the auxiliary classifier is not used
         trunk.fc = nn.Identity()
         self.trunk = trunk
-        self.heads = EmbeddingHeads(2048, embedding_dim, gender_dim, dropout)
+        attach_heads(self, 2048, dropout, head)
         if choice not in ("none", "imagenet"):
             load_weights_file(self, weights, classifier_prefixes=("fc.", "AuxLogits."))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
+from agemetric.default_plugins._heads import attach_heads, load_weights_file
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone
 from agemetric.types import Embeddings
@@ -39,6 +39,7 @@ class SmallCNN(Backbone):
         gender_dim: int = 10,
         weights: str | None = None,
         dropout: float = 0.5,
+        head: str = "linear",
         width: int = 32,
     ):
         super().__init__(embedding_dim, gender_dim, weights)
@@ -48,7 +49,7 @@ class SmallCNN(Backbone):
             layers.append(_block(c_in, c))
             c_in = c
         self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.heads = EmbeddingHeads(c_in, embedding_dim, gender_dim, dropout)
+        attach_heads(self, c_in, dropout, head)
         if (weights or "none").lower() != "none":
             load_weights_file(self, weights)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agemetric.default_plugins._heads import EmbeddingHeads, load_weights_file
+from agemetric.default_plugins._heads import attach_heads, load_weights_file
 from agemetric.errors import AgemetricError
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone
@@ -62,6 +62,8 @@ class TorchvisionBackbone(Backbone):
             name such as ``"IMAGENET1K_V2"``, or a state-dict file (of this backbone, or of the
             torchvision model).
         dropout: p before the heads.
+        head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the pooled features are the
+            embedding, for frozen-feature baselines).
     """
 
     arch: str
@@ -69,12 +71,19 @@ class TorchvisionBackbone(Backbone):
     classifier: str
     min_size = 32
 
-    def __init__(self, embedding_dim: int = 70, gender_dim: int = 10, weights: str | None = None, dropout: float = 0.5):
+    def __init__(
+        self,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = None,
+        dropout: float = 0.5,
+        head: str = "linear",
+    ):
         super().__init__(embedding_dim, gender_dim, weights)
         named = weights is None or weights.lower() == "none" or _torchvision_weights(self.arch, weights) is not None
         self.trunk = build_trunk(self.arch, weights if named else None)
         setattr(self.trunk, self.classifier, nn.Identity())
-        self.heads = EmbeddingHeads(self.features, embedding_dim, gender_dim, dropout)
+        attach_heads(self, self.features, dropout, head)
         if not named:
             load_weights_file(self, Path(weights), classifier_prefixes=(f"{self.classifier}.",))
 

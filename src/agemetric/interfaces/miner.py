@@ -10,7 +10,7 @@ from torch import nn
 
 from agemetric.errors import PluginError
 from agemetric.interfaces._checks import check_index_range, check_rows, check_tensor
-from agemetric.types import Indices, Pairs, Triplets
+from agemetric.types import Indices, Pairs, Samples, Triplets
 
 
 class Miner(nn.Module, abc.ABC):
@@ -21,8 +21,8 @@ class Miner(nn.Module, abc.ABC):
     decide "same age" (e.g. a triplet miner); miners that ignore it still accept it.
 
     Class attributes:
-        produces: :class:`~agemetric.types.Pairs` or :class:`~agemetric.types.Triplets`;
-            the estimator checks that the loss ``accepts`` the same type.
+        produces: :class:`~agemetric.types.Pairs`, :class:`~agemetric.types.Triplets` or
+            :class:`~agemetric.types.Samples`; the estimator checks that the loss ``accepts`` it.
     """
 
     produces: ClassVar[type] = Pairs
@@ -56,14 +56,15 @@ class Miner(nn.Module, abc.ABC):
         """Return the indices for a checked batch (called under ``torch.no_grad``)."""
 
 
-_FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative")}
+#: The index fields of each hand-over type.
+FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative"), Samples: ("index",)}
 
 
 def check_indices(who: str, indices: object, expected: type, batch_size: int) -> None:
     """Raise :class:`PluginError` unless ``indices`` is a well-formed ``expected`` for a batch."""
     if not isinstance(indices, expected):
         raise PluginError(f"{who}: expected {expected.__name__}, got {type(indices).__name__}")
-    fields = _FIELDS[expected]
+    fields = FIELDS[expected]
     n = None
     for field in fields:
         t = check_tensor(who, field, getattr(indices, field), 1, floating=False)

@@ -1,0 +1,142 @@
+"""Baselines that share agemetric's backbones, data and budget, so that comparisons are fair.
+
+- ``batch`` miner: every image on its own (:class:`~agemetric.types.Samples`).
+- ``l1-regression`` loss with the ``direct`` retriever: the age embedding's first value *is* the
+  age (use ``embedding_dim = 1``); trained with L1 or smooth-L1 (direct regression).
+- ``dex`` loss with the ``expectation`` retriever: DEX (Rothe et al. 2015): one logit per age
+  0..C-1 (``embedding_dim = C``, e.g. 101), cross-entropy on the rounded age, and the estimate is
+  the softmax-weighted expected age.
+- ``ridge`` retriever: ridge regression (``sklearn`` ``RidgeCV`` on standardised features) from the
+  embedding to the age. With ``--epochs 0 --set backbone_options.head=none`` on an ImageNet
+  backbone it is a *linear probe* on the frozen ImageNet features.
+
+The retrievers here still index the gallery (exact L1), so neighbour search and the gender vote
+work as for ``l1-knn``; only the age estimate differs. Estimates are clipped to the gallery's
+age range, like a kNN estimate.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from agemetric.default_plugins.l1_knn import L1KNN
+from agemetric.hookspecs import hookimpl
+from agemetric.interfaces import Loss, Miner
+from agemetric.types import Samples
+
+
+class BatchMiner(Miner):
+    """Every image of the batch, on its own: ``Samples(arange(B))``."""
+
+    produces = Samples
+
+    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Samples:
+        return Samples(torch.arange(embeddings.shape[0], device=embeddings.device))
+
+
+class L1RegressionLoss(Loss):
+    """Direct regression: ``|e_0 - age|`` (or smooth-L1 with ``beta``), mean over images.
+
+    Args:
+        margin: unused (kept for the common factory signature).
+        kind: ``"l1"`` or ``"smooth-l1"``.
+        beta: smooth-L1's transition point in years.
+    """
+
+    accepts = Samples
+
+    def __init__(self, margin: float = 4.0, kind: str = "l1", beta: float = 1.0):
+        super().__init__(margin)
+        if kind not in ("l1", "smooth-l1"):
+            raise ValueError(f"kind must be 'l1' or 'smooth-l1', got {kind!r}")
+        self.kind, self.beta = kind, float(beta)
+
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Samples) -> torch.Tensor:
+        predicted = embeddings[indices.index, 0].float()  # (S,)
+        target = labels[indices.index].float()  # (S,)
+        if self.kind == "l1":
+            return F.l1_loss(predicted, target)
+        return F.smooth_l1_loss(predicted, target, beta=self.beta)
+
+
+class DEXLoss(Loss):
+    """DEX: cross-entropy over age classes 0..C-1, C = the embedding size (ages are rounded and clipped).
+
+    Args:
+        margin: unused (kept for the common factory signature).
+    """
+
+    accepts = Samples
+
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Samples) -> torch.Tensor:
+        logits = embeddings[indices.index].float()  # (S, C)
+        target = labels[indices.index].round().long().clamp(0, logits.shape[1] - 1)  # (S,)
+        return F.cross_entropy(logits, target)
+
+
+class _Decoder(L1KNN):
+    def clip(self, ages: torch.Tensor) -> torch.Tensor:
+        """``(M,)`` ages clipped to the gallery's range."""
+        return ages.clamp(float(self.ages.min()), float(self.ages.max()))
+
+
+class DirectAge(_Decoder):
+    """The estimate is the embedding's first value (for ``l1-regression``)."""
+
+    def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        return self.clip(queries.detach().float()[:, 0].cpu())
+
+
+class ExpectedAge(_Decoder):
+    """The estimate is ``sum_c softmax(e)_c * c`` (for ``dex``)."""
+
+    def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        probs = queries.detach().float().cpu().softmax(dim=1)  # (M, C)
+        return self.clip(probs @ torch.arange(probs.shape[1], dtype=torch.float32))  # (M,)
+
+
+class RidgeAge(_Decoder):
+    """Ridge regression from the embedding to the age, fitted on the gallery.
+
+    The penalty is chosen by efficient leave-one-out cross-validation over ``alphas`` on
+    standardised features (``sklearn``'s ``StandardScaler`` + ``RidgeCV``).
+
+    Args:
+        k: neighbours for :meth:`search` and the gender vote.
+        alphas: candidate penalties.
+    """
+
+    def __init__(self, k: int = 20, alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)):
+        super().__init__(k)
+        self.alphas = tuple(float(a) for a in alphas)
+
+    def _build(self, embeddings: torch.Tensor) -> None:
+        from sklearn.linear_model import RidgeCV
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        super()._build(embeddings)
+        self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=self.alphas))
+        self.model.fit(embeddings.double().numpy(), self.ages.double().numpy())
+
+    def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        return self.clip(torch.from_numpy(self.model.predict(queries.detach().double().cpu().numpy())).float())
+
+
+@hookimpl
+def register_miners(register):
+    register("batch", BatchMiner)
+
+
+@hookimpl
+def register_losses(register):
+    register("l1-regression", L1RegressionLoss)
+    register("dex", DEXLoss)
+
+
+@hookimpl
+def register_retrievers(register):
+    register("direct", DirectAge)
+    register("expectation", ExpectedAge)
+    register("ridge", RidgeAge)
