@@ -137,3 +137,12 @@ def test_torchvision_imagenet_weights_load_from_the_torch_hub_cache(tmp_path, mo
         "backbone", name, embedding_dim=8, gender_dim=0, weights=str(cache / weights.url.rsplit("/", 1)[1])
     )
     assert all(torch.equal(by_path.trunk.state_dict()[k], v) for k, v in trunk_state.items())
+
+
+def test_head_none_makes_the_pooled_features_the_embedding():
+    backbone = plugins.create("backbone", "small_cnn", gender_dim=0, width=8, head="none")
+    assert backbone.embedding_dim == 64  # 8 * width
+    out = backbone(torch.randn(2, 3, 32, 32))
+    assert out.age.shape == (2, 64)
+    with pytest.raises(PluginError, match="head must be 'linear' or 'none'"):
+        plugins.create("backbone", "small_cnn", head="mlp")

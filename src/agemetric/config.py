@@ -57,6 +57,8 @@ class RunConfig:
         weight_decay: L2 penalty.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         augment: random flip, shift and zoom during training.
+        bn_recalibration: after training, recompute BatchNorm statistics over this many training
+            batches (0: keep the running averages); see :func:`agemetric.training.recalibrate_batchnorm`.
         cache: keep decoded images in the disk cache (``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``).
         bf16: bfloat16 autocast: ``"auto"`` (on where the CPU supports it), ``"on"``, ``"off"``.
         channels_last: NHWC memory format (faster convolutions on CPU).
@@ -91,6 +93,7 @@ class RunConfig:
     weight_decay: float = 0.0
     multitask: str = "auto"
     augment: bool = True
+    bn_recalibration: int = 20
     cache: bool = True
     bf16: str = "auto"
     channels_last: bool = True
@@ -110,7 +113,7 @@ class RunConfig:
                 raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
-        for name in ("gender_dim", "margin", "weight_decay", "epochs"):
+        for name in ("gender_dim", "margin", "weight_decay", "epochs", "bn_recalibration"):
             if getattr(self, name) < 0:
                 raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.time_budget is not None and self.time_budget <= 0:

@@ -80,6 +80,11 @@ def canonical(name: str) -> str:
     return name.strip().lower().replace("-", "_")
 
 
+def default_name(module_name: str) -> str:
+    """The plugin name of a default plugin module: ``agemetric.<module>``."""
+    return "agemetric." + module_name.rsplit(".", 1)[1]
+
+
 def load_plugins() -> pluggy.PluginManager:
     """Register the default plugins and the installed third-party ones (once)."""
     global _loaded
@@ -89,7 +94,7 @@ def load_plugins() -> pluggy.PluginManager:
     for module_name in DEFAULT_PLUGINS:
         module = importlib.import_module(module_name)
         if not pm.is_registered(module):
-            pm.register(module, name=module_name)
+            pm.register(module, name=default_name(module_name))
     wanted = os.environ.get("AGEMETRIC_LOAD_PLUGINS")
     allowed = None if wanted is None else {canonical(n) for n in wanted.split(",") if n.strip()}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -186,7 +191,7 @@ def plugin_info() -> list[PluginInfo]:
     infos = {}
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        version = __version__ if name in DEFAULT_PLUGINS else _versions.get(name)
+        version = __version__ if name in {default_name(m) for m in DEFAULT_PLUGINS} else _versions.get(name)
         infos[name] = PluginInfo(name, version, hooks)
     for kind in KINDS:
         for entry in registry(kind).values():

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from agemetric_pml import LOSSES
 
 from agemetric import plugins
 from agemetric.functional import all_pairs
 from agemetric.testing import check_loss
-from agemetric_pml import LOSSES
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))

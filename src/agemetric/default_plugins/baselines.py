@@ -35,8 +35,14 @@ class BatchMiner(Miner):
         return Samples(torch.arange(embeddings.shape[0], device=embeddings.device))
 
 
+#: Direct regression works on standardised ages, ``(age - AGE_CENTER) / AGE_SCALE``, so that the
+#: head starts near its target (an un-normalised head must first grow its bias to ~35 years, which
+#: takes Adadelta thousands of steps). ``direct`` undoes the same transform.
+AGE_CENTER, AGE_SCALE = 40.0, 20.0
+
+
 class L1RegressionLoss(Loss):
-    """Direct regression: ``|e_0 - age|`` (or smooth-L1 with ``beta``), mean over images.
+    """Direct regression: ``|e_0 - (age - 40) / 20|`` (or smooth-L1 with ``beta``, in years), mean over images.
 
     Args:
         margin: unused (kept for the common factory signature).
@@ -53,11 +59,11 @@ class L1RegressionLoss(Loss):
         self.kind, self.beta = kind, float(beta)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Samples) -> torch.Tensor:
-        predicted = embeddings[indices.index, 0].float()  # (S,)
-        target = labels[indices.index].float()  # (S,)
+        predicted = embeddings[indices.index, 0].float()  # (S,), standardised
+        target = (labels[indices.index].float() - AGE_CENTER) / AGE_SCALE  # (S,)
         if self.kind == "l1":
             return F.l1_loss(predicted, target)
-        return F.smooth_l1_loss(predicted, target, beta=self.beta)
+        return F.smooth_l1_loss(predicted, target, beta=self.beta / AGE_SCALE)
 
 
 class DEXLoss(Loss):
@@ -82,10 +88,10 @@ class _Decoder(L1KNN):
 
 
 class DirectAge(_Decoder):
-    """The estimate is the embedding's first value (for ``l1-regression``)."""
+    """The estimate is the embedding's first value, in years (``e_0 * 20 + 40``, for ``l1-regression``)."""
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        return self.clip(queries.detach().float()[:, 0].cpu())
+        return self.clip(queries.detach().float()[:, 0].cpu() * AGE_SCALE + AGE_CENTER)
 
 
 class ExpectedAge(_Decoder):
