@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import torch
 from torch import nn
 
 from agemetric import plugins
+from agemetric._io import atomic_torch_save, load_torch
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment, normalise
@@ -191,12 +190,7 @@ class AgeEstimator(nn.Module):
     def load(cls, path: str | Path) -> AgeEstimator:
         """Rebuild an estimator (parts by name, weights, gallery) from :meth:`save`'s file."""
         path = Path(path)
-        if not path.is_file():
-            raise AgemetricError(f"no checkpoint at {str(path)!r}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise AgemetricError(f"{path}: not a readable agemetric checkpoint ({exc})") from None
+        state = load_torch(path, "checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise AgemetricError(f"{path}: not an agemetric checkpoint (format {CHECKPOINT_FORMAT})")
         config = RunConfig(**{**state["config"], "weights": "none"})
@@ -206,16 +200,3 @@ class AgeEstimator(nn.Module):
             est.retriever.load_state_dict(state["retriever"])
         est.eval()
         return est
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

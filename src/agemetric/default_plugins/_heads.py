@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from agemetric._io import load_torch
 from agemetric.errors import AgemetricError
 from agemetric.types import Embeddings
 
@@ -63,10 +64,7 @@ def load_weights_file(backbone: nn.Module, path: str | Path, classifier_prefixes
     path = Path(path)
     if not path.is_file():
         raise AgemetricError(f"--weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise AgemetricError(f"--weights: cannot read {str(path)!r} as a PyTorch state dict: {exc}") from exc
+    state = load_torch(path, "--weights")
     for key in ("backbone", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
