@@ -22,7 +22,6 @@ from agemetric.errors import PluginError
 ENTRY_POINT_GROUP = "agemetric"
 
 DEFAULT_PLUGINS = (
-    "agemetric.default_plugins.inception_v3",
     "agemetric.default_plugins.small_cnn",
     "agemetric.default_plugins.torchvision_backbones",
     "agemetric.default_plugins.revised_contrastive",

@@ -1,7 +1,8 @@
-"""ImageNet backbones from torchvision: MobileNetV2, ResNet-18, ResNet-50.
+"""Backbones from torchvision: the paper's Inception V3, and MobileNetV2, ResNet-18, ResNet-50.
 
 Each keeps torchvision's trunk, drops its classifier and adds agemetric's embedding heads
-(dropout + linear age head, optional gender head), exactly like the paper's Inception V3.
+(dropout 0.5 + linear age head of N_a = 70, optional gender head of N_g = 10), as the paper does
+with Inception V3.
 """
 
 from __future__ import annotations
@@ -29,15 +30,16 @@ def _torchvision_weights(arch: str, choice: str):
     return enum.__members__.get(name)
 
 
-def build_trunk(arch: str, weights: str | None) -> nn.Module:
+def build_trunk(arch: str, weights: str | None, **random_init_kwargs) -> nn.Module:
     """torchvision's ``arch`` with ImageNet weights when asked (from the torch hub cache or the
-    network), random weights otherwise; the caller removes the classifier."""
+    network), random weights (built with ``random_init_kwargs``) otherwise; the caller removes
+    the classifier."""
     import torchvision
 
     choice = weights or "none"
     tv_weights = None if choice.lower() == "none" else _torchvision_weights(arch, choice)
     if tv_weights is None:
-        return torchvision.models.get_model(arch, weights=None)
+        return torchvision.models.get_model(arch, weights=None, **random_init_kwargs)
     try:
         return torchvision.models.get_model(arch, weights=tv_weights)
     except Exception as exc:  # no network and no cached file
@@ -69,6 +71,10 @@ class TorchvisionBackbone(Backbone):
     arch: str
     features: int
     classifier: str
+    #: keyword arguments for the randomly initialised model (torchvision's pretrained ones are fixed)
+    random_init_kwargs: dict = {}
+    #: state-dict prefixes of parts the trunk drops, ignored when loading a torchvision file
+    dropped_prefixes: tuple[str, ...] = ()
     min_size = 32
 
     def __init__(
@@ -81,11 +87,15 @@ class TorchvisionBackbone(Backbone):
     ):
         super().__init__(embedding_dim, gender_dim, weights)
         named = weights is None or weights.lower() == "none" or _torchvision_weights(self.arch, weights) is not None
-        self.trunk = build_trunk(self.arch, weights if named else None)
-        setattr(self.trunk, self.classifier, nn.Identity())
+        self.trunk = build_trunk(self.arch, weights if named else None, **self.random_init_kwargs)
+        self.strip(self.trunk)
         attach_heads(self, self.features, dropout, head)
         if not named:
-            load_weights_file(self, Path(weights), classifier_prefixes=(f"{self.classifier}.",))
+            load_weights_file(self, Path(weights), classifier_prefixes=(f"{self.classifier}.", *self.dropped_prefixes))
+
+    def strip(self, trunk: nn.Module) -> None:
+        """Remove the classifier (and any other part the embedding does not use)."""
+        setattr(trunk, self.classifier, nn.Identity())
 
     def embed(self, images: torch.Tensor) -> Embeddings:
         return self.heads(self.trunk(images))  # (B, features) -> heads
@@ -109,7 +119,23 @@ class ResNet50(TorchvisionBackbone):
     arch, features, classifier = "resnet50", 2048, "fc"
 
 
+class InceptionV3(TorchvisionBackbone):
+    """The paper's backbone: Inception V3 (2048 pooled features), input 227 x 227 in the paper
+    (any side >= 75 works); the auxiliary classifier is dropped. Pretrained weights are
+    torchvision's ``IMAGENET1K_V1``, file ``inception_v3_google-0cc3c7bd.pth``."""
+
+    arch, features, classifier = "inception_v3", 2048, "fc"
+    random_init_kwargs = {"aux_logits": False, "init_weights": True}
+    dropped_prefixes = ("AuxLogits.",)
+    min_size = 75
+
+    def strip(self, trunk: nn.Module) -> None:
+        super().strip(trunk)
+        trunk.aux_logits, trunk.AuxLogits = False, None  # torchvision builds it with pretrained weights
+
+
 BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "inception_v3": InceptionV3,
     "mobilenet_v2": MobileNetV2,
     "resnet18": ResNet18,
     "resnet50": ResNet50,
