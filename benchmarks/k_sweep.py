@@ -32,7 +32,7 @@ def main() -> None:
         test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
     dataset, records = select_records(replace(estimator.config, limit=None))
     records = [r for r in records if r.key in test_keys]
-    data = decode_records(dataset, records, estimator.image_size)
+    data = decode_records(dataset, records, estimator.config)
     queries = estimator.embed(data.images)
     gallery = estimator.retriever
     print(f"{args.run_dir}: {len(data)} test images, gallery {len(gallery)}")

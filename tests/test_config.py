@@ -70,7 +70,7 @@ def test_bad_set_values_are_named(items, message):
     "sets, message",
     [
         (["epochs=-1"], "epochs must be >= 0"),
-    (["image_size=0"], "image_size must be >= 1"),
+        (["image_size=0"], "image_size must be >= 1"),
         (["batch_size=1"], "batch_size must be >= 2"),
         (["margin=-1"], "margin must be >= 0"),
         (["test_fraction=1.5"], "test_fraction must be between 0 and 1"),

@@ -23,3 +23,8 @@ def test_loss_contract(name):
 @pytest.mark.parametrize("name", plugins.list_names("retriever"))
 def test_retriever_contract(name):
     testing.check_retriever(name)
+
+
+@pytest.mark.parametrize("name", plugins.list_names("framer"))
+def test_framer_contract(name):
+    testing.check_framer(name)

@@ -99,3 +99,27 @@ def test_decode_cache_hit_skips_decoding_and_a_changed_file_misses(utk_dir, tmp_
     os.utime(target, ns=(1, 1))
     decode(again_ds, again_ds.records(), size=24, cache=True)
     assert len(calls) == len(records)
+
+
+def test_box_framer_crops_the_box_and_center_keeps_the_image():
+    from PIL import Image
+
+    img = Image.new("RGB", (100, 200), (0, 0, 0))
+    img.paste((255, 255, 255), (20, 0, 80, 100))  # a white "face" in the top middle
+    box = plugins.create("framer", "box", box=(0.2, 0.0, 0.8, 0.5))
+    framed = box(img)
+    assert framed.size == (60, 100) and framed.getextrema() == ((255, 255),) * 3
+    grown = plugins.create("framer", "box", box=(0.2, 0.0, 0.8, 0.5), margin=0.5)(img)
+    assert grown.size == (100, 150)  # 30 px more on each side, clipped to the image
+    assert plugins.create("framer", "center")(img).size == (100, 200)
+    with pytest.raises(Exception, match="box must be"):
+        plugins.create("framer", "box", box=(0.8, 0.0, 0.2, 0.5))
+
+
+def test_framing_changes_the_decoded_pixels_and_the_cache_key(utk_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(tmp_path / "cache"))
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    records = ds.records()
+    whole = decode(ds, records, size=16, cache=True)
+    boxed = decode(ds, records, size=16, cache=True, framer=plugins.create("framer", "box", box=(0, 0, 0.5, 0.5)))
+    assert whole.images.shape == boxed.images.shape and not torch.equal(whole.images, boxed.images)

@@ -49,6 +49,8 @@ class RunConfig:
         split_file: reuse a ``split.csv`` from an earlier run (overrides ``split``).
         test_fraction: share of images held out for testing.
         image_size: input side in pixels (paper: 227).
+        framing: face framing plugin applied before resizing: ``"center"`` (the whole image, for
+            cropped faces) or ``"box"`` (a crop box, for uncropped mug-shots; ``framing_options``).
         epochs: passes over the training split (0: no training, e.g. for a linear probe).
         time_budget: stop training after this many seconds (checked before each step), or ``None``.
         batch_size: images per batch; all pairs of a batch are compared (paper: 128).
@@ -65,7 +67,7 @@ class RunConfig:
         seed: seeds the split, the initialisation and the batch order.
         threads: torch CPU threads (``None`` = torch's default).
         out: the run folder (``None``: a new folder under ``runs/`` named by time, dataset and backbone).
-        backbone_options / loss_options / miner_options / retriever_options / dataset_options:
+        backbone_options / loss_options / miner_options / retriever_options / dataset_options / framing_options:
             extra keyword arguments for the plugin factories.
     """
 
@@ -85,6 +87,7 @@ class RunConfig:
     split_file: str | None = None
     test_fraction: float = 0.2
     image_size: int = 227
+    framing: str = "center"
     epochs: int = 275
     time_budget: float | None = None
     batch_size: int = 128
@@ -105,6 +108,7 @@ class RunConfig:
     miner_options: dict = field(default_factory=dict)
     retriever_options: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
+    framing_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         positive = ("embedding_dim", "k", "image_size", "batch_size")

@@ -72,11 +72,22 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     return dataset, records
 
 
-def decode_records(
-    dataset: FaceDataset, records: list[FaceRecord], size: int, progress=None, cache: bool = True
-) -> FaceArrays:
-    """Decode ``records`` at ``size`` px (through the disk cache); fewer than 2 readable images is an error."""
-    arrays = decode(dataset, records, size, progress=add_bar(progress, "decode", len(records)), cache=cache)
+def make_framer(config: RunConfig):
+    """The run's face framer, by name."""
+    return plugins.create("framer", config.framing, **config.framing_options)
+
+
+def decode_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> FaceArrays:
+    """Decode ``records`` at the config's size and framing (through the disk cache when on);
+    fewer than 2 readable images is an error."""
+    arrays = decode(
+        dataset,
+        records,
+        config.image_size,
+        progress=add_bar(progress, "decode", len(records)),
+        cache=config.cache,
+        framer=make_framer(config),
+    )
     if len(arrays) < 2:
         raise AgemetricError(
             f"{dataset.describe()}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
@@ -87,7 +98,7 @@ def decode_records(
 def load_data(config: RunConfig, progress=None) -> tuple[FaceDataset, FaceArrays]:
     """:func:`select_records` then :func:`decode_records`: the whole (limited) dataset as arrays."""
     dataset, records = select_records(config)
-    return dataset, decode_records(dataset, records, config.image_size, progress, config.cache)
+    return dataset, decode_records(dataset, records, config, progress)
 
 
 def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> Split:
@@ -126,7 +137,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
     write_split(run_dir / "split.csv", split, [r.key for r in records])
-    data = decode_records(dataset, records, config.image_size, progress, config.cache)
+    data = decode_records(dataset, records, config, progress)
     if len(dataset.skipped):
         say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()}[/]")
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool

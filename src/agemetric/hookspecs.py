@@ -41,5 +41,10 @@ def register_datasets(register):
 
 
 @hookspec
+def register_framers(register):
+    """Register face framers: ``register(name, factory)``, factory -> :class:`Framer`."""
+
+
+@hookspec
 def register_commands(cli):
     """Add commands to the ``agemetric`` typer app ``cli`` (``@cli.command()``)."""

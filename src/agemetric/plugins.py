@@ -29,6 +29,7 @@ DEFAULT_PLUGINS = (
     "agemetric.default_plugins.l1_knn",
     "agemetric.default_plugins.baselines",
     "agemetric.default_plugins.datasets",
+    "agemetric.default_plugins.framing",
 )
 
 #: kind -> the hook that fills its registry.
@@ -38,6 +39,7 @@ KINDS = {
     "miner": "register_miners",
     "retriever": "register_retrievers",
     "dataset": "register_datasets",
+    "framer": "register_framers",
 }
 
 pm = pluggy.PluginManager("agemetric")

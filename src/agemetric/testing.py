@@ -99,3 +99,14 @@ def check_retriever(name: str, k: int = 5) -> None:
         torch.save(retriever.state_dict(), path)
         again = plugins.create("retriever", name, k=k).load_state_dict(torch.load(path, weights_only=True))
     assert torch.allclose(again.predict(emb[:7]), pred), f"retriever {name}: save/load changed predictions"
+
+
+def check_framer(name: str) -> None:
+    """A non-empty RGB image back for photos of several shapes, and a stable cache key."""
+    from PIL import Image
+
+    framer = plugins.create("framer", name)
+    for size in ((64, 64), (80, 120), (120, 80)):
+        out = framer(Image.new("RGB", size, (120, 90, 60)))
+        assert out.mode == "RGB" and min(out.size) >= 1, f"framer {name}: bad output for a {size} image"
+    assert framer.key() == plugins.create("framer", name).key(), f"framer {name}: key() must be stable"

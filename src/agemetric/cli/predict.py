@@ -22,13 +22,15 @@ def predict(
 
     from agemetric.data.arrays import to_square
     from agemetric.estimator import AgeEstimator
+    from agemetric.experiment import make_framer
 
     estimator = AgeEstimator.load(Path(run_dir) / "model.pt")
+    framer = make_framer(estimator.config)
     arrays, names, failed = [], [], 0
     for path in images:
         try:
             with Image.open(path) as img:
-                arrays.append(torch.from_numpy(to_square(img, estimator.image_size).copy()).permute(2, 0, 1))
+                arrays.append(torch.from_numpy(to_square(img, estimator.image_size, framer).copy()).permute(2, 0, 1))
             names.append(str(path))
         except Exception as exc:
             failed += 1

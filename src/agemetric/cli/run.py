@@ -54,6 +54,13 @@ def run(
     split_file: Annotated[
         Path | None, typer.Option(help="Reuse the split.csv of an earlier run.", rich_help_panel=_DATA)
     ] = None,
+    framing: Annotated[
+        str | None,
+        typer.Option(
+            help="Face framing: center (cropped faces) or box (mug-shots; --set framing_options.box=[l,t,r,b]).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
     image_size: Annotated[
         int | None, typer.Option(help="Input side in pixels (paper: 227).", rich_help_panel=_DATA)
     ] = None,
@@ -118,6 +125,7 @@ def run(
         "batch_size": batch_size,
         "seed": seed,
         "split": split,
+        "framing": framing,
         "split_file": None if split_file is None else str(split_file),
         "multitask": multitask,
         "bf16": bf16,

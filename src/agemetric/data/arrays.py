@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 from agemetric.data import cache as image_cache
-from agemetric.interfaces import FaceDataset, FaceRecord
+from agemetric.interfaces import FaceDataset, FaceRecord, Framer
 
 
 @dataclass
@@ -45,9 +45,11 @@ class FaceArrays:
         return int((self.genders >= 0).sum()) >= 2
 
 
-def to_square(image: Image.Image, size: int) -> np.ndarray:
-    """Centre-crop ``image`` to a square and resize it to ``size`` -> ``(size, size, 3)`` uint8."""
-    image = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
+def to_square(image: Image.Image, size: int, framer: Framer | None = None) -> np.ndarray:
+    """Frame ``image`` (``framer``, default: the whole image), centre-crop the result to a square
+    and resize it to ``size`` -> ``(size, size, 3)`` uint8."""
+    image = image.convert("RGB") if framer is None else framer(image)
+    image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 
@@ -58,6 +60,7 @@ def decode(
     progress: Callable[[int], None] | None = None,
     workers: int = 2,
     cache: bool = False,
+    framer: Framer | None = None,
 ) -> FaceArrays:
     """Decode ``records`` into a :class:`FaceArrays` of ``size`` x ``size`` images.
 
@@ -70,15 +73,17 @@ def decode(
         progress: called with the number of images finished since the last call.
         workers: decoding threads (PIL releases the GIL while decoding).
         cache: read and write the decoded pixels in the disk cache (:mod:`agemetric.data.cache`).
+        framer: the face framing applied before resizing (default: the whole image).
     """
-    key = image_cache.cache_key(dataset, records, size) if cache else None
+    framing = framer.key() if framer is not None else ""
+    key = image_cache.cache_key(dataset, records, size, framing) if cache else None
     hit = image_cache.load(key, len(records), size) if key else None
     if hit is not None:
         images, ok, reasons = hit
         if progress is not None:
             progress(len(records))
     else:
-        images, ok, reasons = _decode_all(dataset, records, size, progress, workers)
+        images, ok, reasons = _decode_all(dataset, records, size, progress, workers, framer)
         if key:
             image_cache.store(key, images, ok, reasons)
     for record, reason in zip(records, reasons, strict=True):
@@ -93,12 +98,12 @@ def decode(
     )
 
 
-def _decode_all(dataset, records, size, progress, workers) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+def _decode_all(dataset, records, size, progress, workers, framer) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
     """Decode every record with a thread pool -> ``(images (N, 3, S, S), ok (N,), reasons)``."""
 
     def load(record: FaceRecord) -> np.ndarray | str:
         try:
-            return to_square(dataset.load_image(record), size)
+            return to_square(dataset.load_image(record), size, framer)
         except Exception as exc:  # a corrupt file must not stop the run
             return f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
 

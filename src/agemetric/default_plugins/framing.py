@@ -1,0 +1,57 @@
+"""Face framing that ships with agemetric: ``center`` (cropped faces) and ``box`` (mug-shots)."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from agemetric.hookspecs import hookimpl
+from agemetric.interfaces.framer import Framer
+
+
+class CenterFramer(Framer):
+    """The whole image (then its centre square): right for aligned, cropped faces (UTKFace,
+    MegaAge-Asian's aligned images)."""
+
+    def frame(self, image: Image.Image) -> Image.Image:
+        return image
+
+
+class BoxFramer(Framer):
+    """A fixed crop box, in fractions of the width and height, grown by ``margin`` on each side.
+
+    For uncropped frontal photos where the face sits at a known place, e.g. MORPH's mug-shots.
+    The default box, the middle 70 % of the width and the top 80 % of the height, is a starting
+    point, not a measured optimum; check a few crops (``agemetric predict`` uses the same framing).
+
+    Args:
+        box: ``(left, top, right, bottom)``, each in [0, 1].
+        margin: extra border as a fraction of the box's size (clipped to the image).
+    """
+
+    def __init__(self, box: tuple[float, float, float, float] = (0.15, 0.0, 0.85, 0.8), margin: float = 0.0):
+        box = tuple(float(v) for v in box)
+        if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
+            raise ValueError(
+                f"box must be (left, top, right, bottom) fractions with left < right, top < bottom; got {box}"
+            )
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.box, self.margin = box, float(margin)
+
+    def frame(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        left, top, right, bottom = self.box
+        dx, dy = (right - left) * self.margin, (bottom - top) * self.margin
+        crop = (
+            max(0, round((left - dx) * w)),
+            max(0, round((top - dy) * h)),
+            min(w, round((right + dx) * w)),
+            min(h, round((bottom + dy) * h)),
+        )
+        return image.crop(crop)
+
+
+@hookimpl
+def register_framers(register):
+    register("center", CenterFramer)
+    register("box", BoxFramer)
