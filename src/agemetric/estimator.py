@@ -79,7 +79,7 @@ class AgeEstimator(nn.Module):
         Args:
             config: the run's config.
             multitask: whether to train the gender head; ``None`` reads ``config.multitask``
-                (``"auto"`` counts as off here: :func:`agemetric.training.run` decides it from the data).
+                (``"auto"`` counts as off here: :func:`agemetric.experiment.run` decides it from the data).
         """
         if multitask is None:
             multitask = config.multitask == "on"

@@ -48,8 +48,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
 
     Returns:
         One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
-        ``age``/``gender`` parts), ``images``
-        seen, ``seconds``, ``images_per_second``.
+        ``age``/``gender`` parts), ``images`` seen, ``seconds``, ``images_per_second``.
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
@@ -60,7 +59,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
         estimator.to(memory_format=torch.channels_last)
     estimator.train()
     n = len(data)
-    per_epoch = sum(len(b) for b in batches(n, config.batch_size, torch.Generator().manual_seed(0)))
+    per_epoch = n - (1 if n % config.batch_size == 1 else 0)  # images per epoch, as batches() yields them
     task = None
     if progress is not None:
         task = progress.add_task("train", total=per_epoch * config.epochs, loss="", ips="")
