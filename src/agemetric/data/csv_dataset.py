@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import math
 
-from PIL import Image
-
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -92,7 +90,3 @@ class CSVFaces(FaceDataset):
                 subject = (row.get("subject") or "").strip() or None
                 out.append(FaceRecord(key=path, age=age, gender=gender, subject=subject, split=split))
         return out
-
-    def load_image(self, record: FaceRecord) -> Image.Image:
-        with Image.open(self.csv_path.parent / record.key) as img:
-            return img.convert("RGB")

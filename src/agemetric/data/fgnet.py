@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from PIL import Image
-
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -58,7 +56,3 @@ class FGNet(FaceDataset):
                 "(e.g. 001A02.JPG)" + ("" if self.recursive else ", directly in the folder (or set recursive=true)")
             )
         return sorted(out, key=lambda r: r.key)
-
-    def load_image(self, record: FaceRecord) -> Image.Image:
-        with Image.open(self.root / record.key) as img:
-            return img.convert("RGB")

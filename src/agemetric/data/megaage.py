@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image
-
 from agemetric.data.csv_dataset import parse_age
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -102,7 +100,3 @@ class MegaAgeAsian(FaceDataset):
             seen.add(key)
             out.append(FaceRecord(key=key, age=age, split=split))
         return out
-
-    def load_image(self, record: FaceRecord) -> Image.Image:
-        with Image.open(self.root / record.key) as img:
-            return img.convert("RGB")

@@ -6,8 +6,6 @@ import csv
 import re
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
-
 from agemetric.data.csv_dataset import parse_age, parse_gender
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -135,10 +133,6 @@ class Morph(FaceDataset):
                 subject = cell["id_num"].strip() or None
                 out.append(FaceRecord(key=key, age=age, gender=gender, subject=subject))
         return out
-
-    def load_image(self, record: FaceRecord) -> Image.Image:
-        with Image.open(self.root / record.key) as img:
-            return img.convert("RGB")
 
     def describe(self) -> str:
         source = self.csv_path.name if self.csv_path is not None else "file names"

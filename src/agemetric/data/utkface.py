@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import re
 
-from PIL import Image
-
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -38,7 +36,3 @@ class UTKFace(FaceDataset):
         if not out:
             raise AgemetricError(f"--data-dir: no UTKFace images in {str(self.root)!r}")
         return out
-
-    def load_image(self, record: FaceRecord) -> Image.Image:
-        with Image.open(self.root / record.key) as img:
-            return img.convert("RGB")

@@ -58,7 +58,8 @@ class FaceDataset(abc.ABC):
     ``factory(root=..., **dataset_options)``; ``root`` is the ``--data-dir`` (``None`` for
     datasets that need no files, such as the embedded synthetic one).
 
-    Subclasses implement :meth:`records` and :meth:`load_image`; problems with single rows are
+    Subclasses implement :meth:`records` (and :meth:`load_image` when images are not files under
+    ``root``); problems with single rows are
     recorded in ``self.skipped`` instead of raised.
     """
 
@@ -73,9 +74,14 @@ class FaceDataset(abc.ABC):
     def records(self) -> list[FaceRecord]:
         """All usable records, in a stable order."""
 
-    @abc.abstractmethod
     def load_image(self, record: FaceRecord) -> Image.Image:
-        """The image of ``record`` as an RGB PIL image (may raise on a corrupt file)."""
+        """The image of ``record`` as an RGB PIL image, read from :meth:`file` (may raise on a
+        corrupt file). Datasets without files (synthetic) override this."""
+        path = self.file(record)
+        if path is None:
+            raise NotImplementedError(f"{type(self).__name__} has no files: override load_image()")
+        with Image.open(path) as img:
+            return img.convert("RGB")
 
     def file(self, record: FaceRecord) -> Path | None:
         """The image file of ``record`` (``root / key``, or beside a CSV root), or ``None`` when the
