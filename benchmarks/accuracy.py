@@ -56,8 +56,10 @@ def command(args, method: str, seed: int, out: Path) -> list[str]:
         "agemetric", "run", "--preset", "paper", "--dataset", "utkface", "--data-dir", str(args.data_dir),
         "--backbone", args.backbone, "--weights", str(args.weights), "--image-size", str(args.image_size),
         "--split", "hash", "--epochs", "1000", "--set", f"time_budget={args.budget}", "--seed", str(seed),
-        "--out", str(out),
+        "--out", str(out), "--set", f"optimizer={args.optimizer}", "--set", f"lr={args.lr:g}",
     ]  # fmt: skip
+    for item in args.set:
+        base += ["--set", item]
     if args.limit:
         base += ["--limit", str(args.limit)]
     return base + METHODS[method][1]
@@ -121,12 +123,13 @@ def table(args, results: dict[str, list[dict]]) -> str:
         f"{split.get('groups_with_identical_images', 0)} groups of byte-identical images kept together, "
         f"{split.get('of_which_with_different_labels', 0)} of them with different labels). "
         f"Mean predictor MAE on this test set: **{first['mean_predictor_mae']:.2f}**.",
-        f"Settings: backbone `{args.backbone}` with ImageNet weights, {args.image_size} px, batch 128, Adadelta "
-        f"(lr 1.0), multi-task gender head where the method trains, bfloat16 autocast, training budget "
+        f"Settings: backbone `{args.backbone}` with ImageNet weights, {args.image_size} px, batch 128, "
+        f"{args.optimizer} (lr {args.lr:g}){''.join(', ' + item for item in args.set)}, multi-task gender head where the method trains, bfloat16 autocast, training budget "
         f"{args.budget:g} s per method (wall clock, then the gallery is embedded and the test set scored).",
         f"Machine: {platform.platform()}, {first['machine']['threads']} torch threads, torch {first['machine']['torch']}.",
         f"Reproduce the whole table: `python benchmarks/accuracy.py --data-dir {args.data_dir} --weights {args.weights} "
-        f"--budget {args.budget:g} --image-size {args.image_size}`.",
+        f"--budget {args.budget:g} --image-size {args.image_size} --optimizer {args.optimizer} --lr {args.lr:g}"
+        f"{''.join(' --set ' + item for item in args.set)} --seeds {args.seeds} --baseline-seeds {args.baseline_seeds}`.",
     ]
     return "\n".join(lines)
 
@@ -138,22 +141,29 @@ def main() -> None:
     parser.add_argument("--backbone", default="mobilenet_v2")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--budget", type=float, default=360.0, help="training seconds per method")
+    parser.add_argument("--optimizer", default="adam", help="the same optimiser for every method")
+    parser.add_argument("--lr", type=float, default=1e-4, help="the same learning rate for every method")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every method (repeatable)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds for the main method")
+    parser.add_argument("--baseline-seeds", type=int, default=1, help="seeds for the other methods")
     parser.add_argument("--limit", type=int, default=None, help="use a subset (for a trial run)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "accuracy")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--marker", default="accuracy", help="write between <!-- MARKER:start/end --> in --doc")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for method in args.methods.split(","):
-        seeds = range(args.seeds) if method == "agemetric" else range(1)
+        seeds = range(args.seeds) if method == "agemetric" else range(args.baseline_seeds)
         results[method] = [run_one(args, method, seed) for seed in seeds]
     text = table(args, results)
     print(text)
     if args.limit is None:
         doc = args.doc.read_text()
-        start, end = "<!-- accuracy:start -->", "<!-- accuracy:end -->"
+        start, end = f"<!-- {args.marker}:start -->", f"<!-- {args.marker}:end -->"
+        if start not in doc:
+            doc += f"\n{start}\n{end}\n"
         head, _, rest = doc.partition(start)
         _, _, tail = rest.partition(end)
         args.doc.write_text(f"{head}{start}\n{text}\n{end}{tail}")

@@ -15,6 +15,8 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment, normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
+from agemetric.interfaces._checks import describe
+from agemetric.interfaces.miner import type_names
 
 #: The gender task's margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
@@ -54,19 +56,20 @@ class AgeEstimator(nn.Module):
         config: RunConfig | None = None,
     ):
         super().__init__()
-        if miner.produces is not loss.accepts:
+        if not loss.takes(miner.produces):
             raise PluginError(
-                f"miner {type(miner).__name__} produces {miner.produces.__name__} but loss "
-                f"{type(loss).__name__} accepts {loss.accepts.__name__}; choose a matching pair"
+                f"{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
+                f"{type_names(loss.accepts)}; choose a matching pair"
             )
         if gender_loss is not None and backbone.gender_dim == 0:
             raise PluginError("the gender task needs a backbone with gender_dim > 0")
         if image_size < backbone.min_size:
             raise AgemetricError(
-                f"image_size must be >= {backbone.min_size} for {type(backbone).__name__}, got {image_size}"
+                f"image_size must be >= {backbone.min_size} for {describe(backbone)}, got {image_size}"
             )
         self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
         self.retriever = retriever
+        retriever.bind(self)
         self.image_size = image_size
         self.config = config or RunConfig(image_size=image_size)
         self.channels_last = self.config.channels_last
@@ -182,6 +185,9 @@ class AgeEstimator(nn.Module):
             "config": self.config.to_dict(),
             "multitask": self.gender_loss is not None,
             "backbone": self.backbone.state_dict(),
+            # empty unless a loss has parameters (e.g. a comparator head)
+            "loss": self.loss.state_dict(),
+            "gender_loss": None if self.gender_loss is None else self.gender_loss.state_dict(),
             "retriever": self.retriever.state_dict(),
         }
         atomic_torch_save(state, Path(path))
@@ -196,6 +202,9 @@ class AgeEstimator(nn.Module):
         config = RunConfig(**{**state["config"], "weights": "none"})
         est = cls.from_config(config, multitask=state["multitask"])
         est.backbone.load_state_dict(state["backbone"])
+        est.loss.load_state_dict(state.get("loss") or {})
+        if est.gender_loss is not None:
+            est.gender_loss.load_state_dict(state.get("gender_loss") or {})
         if state["retriever"]["embeddings"] is not None:
             est.retriever.load_state_dict(state["retriever"])
         est.eval()

@@ -181,9 +181,15 @@ def create(kind: str, name: str, **kwargs):
     entry = get_entry(kind, name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
-        return entry.factory(**kwargs)
+        component = entry.factory(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise PluginError(f"cannot create {kind} {entry.name!r} with {kwargs}: {exc}") from exc
+        where = f"{kind} {entry.name!r} (plugin {entry.plugin!r})"
+        raise PluginError(f"cannot create {where} with {kwargs}: {exc}") from exc
+    try:  # lets error messages name the plugin (see agemetric.interfaces._checks.describe)
+        object.__setattr__(component, "_agemetric_entry", (kind, entry.name, entry.plugin))
+    except (AttributeError, TypeError):
+        pass  # a factory returned something that takes no attributes; messages fall back to the class
+    return component
 
 
 def plugin_info() -> list[PluginInfo]:

@@ -64,7 +64,7 @@ def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None
     """Finite 0-d loss with a gradient reaching the embeddings; zero (with graph) for no pairs."""
     loss = plugins.create("loss", name, margin=margin)
     miner_name = miner or next(
-        e.name for e in plugins.registry("miner").values() if plugins.create("miner", e.name).produces is loss.accepts
+        e.name for e in plugins.registry("miner").values() if loss.takes(plugins.create("miner", e.name).produces)
     )
     mined = plugins.create("miner", miner_name, margin=margin)
     emb, ages = _batch()
@@ -74,7 +74,7 @@ def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None
     value.backward()
     assert emb.grad is not None and torch.isfinite(emb.grad).all(), f"loss {name}: no finite gradient"
     empty_idx = torch.empty(0, dtype=torch.int64)
-    empty = loss.accepts(*[empty_idx] * len(FIELDS[loss.accepts]))
+    empty = mined.produces(*[empty_idx] * len(FIELDS[mined.produces]))
     emb2 = emb.detach().clone().requires_grad_(True)
     zero = loss(emb2, ages, empty)
     assert float(zero.detach()) == 0.0 and zero.requires_grad, f"loss {name}: empty indices must give a zero with graph"

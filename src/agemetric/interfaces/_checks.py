@@ -7,6 +7,19 @@ import torch
 from agemetric.errors import PluginError
 
 
+def describe(component: object) -> str:
+    """How messages name a component: ``loss 'my-loss' (plugin 'my_plugin', MyLoss)``.
+
+    Components built by :func:`agemetric.plugins.create` carry their registry entry; others are
+    named by their class.
+    """
+    entry = getattr(component, "_agemetric_entry", None)
+    if entry is None:
+        return type(component).__name__
+    kind, name, plugin = entry
+    return f"{kind} {name!r} (plugin {plugin!r}, {type(component).__name__})"
+
+
 def check_tensor(who: str, name: str, t: object, ndim: int, *, floating: bool | None = None) -> torch.Tensor:
     """Raise :class:`PluginError` unless ``t`` is a tensor with ``ndim`` dimensions."""
     if not isinstance(t, torch.Tensor):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_rows, check_tensor
+from agemetric.interfaces._checks import check_rows, check_tensor, describe
 from agemetric.types import Embeddings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,7 +57,7 @@ class Backbone(nn.Module, abc.ABC):
             :class:`~agemetric.types.Embeddings` with ``age`` ``(B, N_a)`` and ``gender``
             ``(B, N_g)`` (``None`` when ``gender_dim == 0``).
         """
-        who = type(self).__name__
+        who = describe(self)
         check_tensor(who, "images", images, 4, floating=True)
         if images.shape[1] != 3 or min(images.shape[2:]) < self.min_size:
             raise PluginError(

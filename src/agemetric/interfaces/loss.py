@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_rows, check_tensor
+from agemetric.interfaces._checks import check_rows, check_tensor, describe
 from agemetric.interfaces.miner import check_indices
 from agemetric.types import Indices, Pairs
 
@@ -22,10 +22,17 @@ class Loss(nn.Module, abc.ABC):
     which two labels count as the same (the gender task uses 0.5: exact equality).
 
     Class attributes:
-        accepts: :class:`~agemetric.types.Pairs` or :class:`~agemetric.types.Triplets`.
+        accepts: what the loss takes from a miner: :class:`~agemetric.types.Pairs`,
+            :class:`~agemetric.types.Triplets`, :class:`~agemetric.types.Samples`, or a tuple of them
+            (a loss that handles several).
     """
 
-    accepts: ClassVar[type] = Pairs
+    accepts: ClassVar[type | tuple[type, ...]] = Pairs
+
+    @classmethod
+    def takes(cls, kind: type) -> bool:
+        """Whether the loss accepts a miner's ``produces`` type."""
+        return kind in (cls.accepts if isinstance(cls.accepts, tuple) else (cls.accepts,))
 
     def __init__(self, margin: float = 4.0):
         super().__init__()
@@ -44,7 +51,7 @@ class Loss(nn.Module, abc.ABC):
         Returns:
             A 0-d float tensor connected to ``embeddings`` (a zero when there are no pairs).
         """
-        who = type(self).__name__
+        who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
@@ -54,7 +61,7 @@ class Loss(nn.Module, abc.ABC):
         out = self.compute(embeddings, labels, indices)
         if not isinstance(out, torch.Tensor) or out.ndim != 0:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise PluginError(f"{who}.compute must return a 0-d tensor, got {shape}")
+            raise PluginError(f"{who}: compute() must return a 0-d tensor, got {shape}")
         return out
 
     @abc.abstractmethod

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_index_range, check_rows, check_tensor
+from agemetric.interfaces._checks import check_index_range, check_rows, check_tensor, describe
 from agemetric.types import Indices, Pairs, Samples, Triplets
 
 
@@ -42,7 +42,7 @@ class Miner(nn.Module, abc.ABC):
             ``Pairs`` (each field ``(P,)`` int64) or ``Triplets`` (each ``(T,)`` int64), with
             every index in ``[0, B)``.
         """
-        who = type(self).__name__
+        who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
@@ -60,11 +60,16 @@ class Miner(nn.Module, abc.ABC):
 FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative"), Samples: ("index",)}
 
 
-def check_indices(who: str, indices: object, expected: type, batch_size: int) -> None:
-    """Raise :class:`PluginError` unless ``indices`` is a well-formed ``expected`` for a batch."""
+def type_names(types: type | tuple[type, ...]) -> str:
+    """``Pairs`` or ``Pairs or Triplets``: for messages about what a loss accepts."""
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def check_indices(who: str, indices: object, expected: type | tuple[type, ...], batch_size: int) -> None:
+    """Raise :class:`PluginError` unless ``indices`` is a well-formed ``expected`` (a type or a tuple of types)."""
     if not isinstance(indices, expected):
-        raise PluginError(f"{who}: expected {expected.__name__}, got {type(indices).__name__}")
-    fields = FIELDS[expected]
+        raise PluginError(f"{who}: expected {type_names(expected)}, got {type(indices).__name__}")
+    fields = FIELDS[type(indices)]
     n = None
     for field in fields:
         t = check_tensor(who, field, getattr(indices, field), 1, floating=False)

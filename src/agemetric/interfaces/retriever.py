@@ -8,7 +8,7 @@ import torch
 
 from agemetric.errors import PluginError
 from agemetric.functional import knn_mean_age
-from agemetric.interfaces._checks import check_rows, check_tensor
+from agemetric.interfaces._checks import check_rows, check_tensor, describe
 
 
 class Retriever(abc.ABC):
@@ -44,7 +44,7 @@ class Retriever(abc.ABC):
         Returns:
             ``self``.
         """
-        who = type(self).__name__
+        who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "ages", ages, 1)
         check_rows(who, "ages", ages, embeddings.shape[0])
@@ -71,7 +71,7 @@ class Retriever(abc.ABC):
         Returns:
             ``(distances (M, k) float32, indices (M, k) int64)``.
         """
-        who = type(self).__name__
+        who = describe(self)
         if self.embeddings is None:
             raise PluginError(f"{who}: call fit() before search()")
         check_tensor(who, "queries", queries, 2, floating=True)
@@ -104,11 +104,18 @@ class Retriever(abc.ABC):
     def predict_gender(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Majority gender ``(M,)`` of the ``k`` nearest gallery items with a known gender."""
         if self.genders is None:
-            raise PluginError(f"{type(self).__name__}: the gallery has no gender labels")
+            raise PluginError(f"{describe(self)}: the gallery has no gender labels")
         _, idx = self.search(queries, exclude=exclude)  # (M, k)
         g = self.genders[idx]  # (M, k), -1 unknown
         votes = torch.stack([(g == c).sum(1) for c in (0, 1)], dim=1)  # (M, 2)
         return votes.argmax(dim=1)
+
+    def bind(self, estimator) -> None:  # noqa: B027 - optional, most retrievers need nothing
+        """Called once by the :class:`~agemetric.estimator.AgeEstimator` that owns this retriever.
+
+        The default does nothing. A retriever that needs more than the gallery, e.g. a trained
+        comparator that lives in the loss (``estimator.loss``), keeps a reference here.
+        """
 
     def state_dict(self) -> dict:
         """The gallery, enough to rebuild the index with :meth:`load_state_dict`."""
