@@ -7,10 +7,13 @@ import textwrap
 import types
 
 import pytest
+import torch
 
-from agemetric import hookimpl, plugins
+from agemetric import Pairs, hookimpl, plugins
+from agemetric.default_plugins.all_pairs import AllPairsMiner
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.errors import PluginError
+from agemetric.functional import all_pairs
 
 
 def test_canonical_names_are_interchangeable():
@@ -53,6 +56,7 @@ def register_inline():
     yield add
     for module in added:
         plugins.pm.unregister(module)
+    plugins.load_errors[:] = [e for e in plugins.load_errors if e[0] not in {m.__name__ for m in added}]
     plugins.reset()
 
 
@@ -75,13 +79,53 @@ def test_duplicate_name_names_both_plugins(register_inline):
     assert "agemetric.revised_contrastive" in message and "copycat" in message
 
 
-def test_hook_raising_names_the_plugin(register_inline):
+def test_hook_raising_is_reported_and_the_others_keep_working(register_inline):
     def broken(register):
+        register("half-registered", AllPairsMiner)
         raise RuntimeError("boom")
 
     register_inline(_inline("broken_plugin", register_miners=broken))
-    with pytest.raises(PluginError, match="broken_plugin.*boom"):
-        plugins.registry("miner")
+    names = plugins.list_names("miner")
+    assert "all-pairs" in names and "half-registered" not in names  # nothing from a hook that raised
+    assert ("broken_plugin", "register_miners raised RuntimeError: boom") in plugins.load_errors
+    with pytest.raises(PluginError, match="unknown miner 'half-registered'.*plugin 'broken_plugin' failed to load"):
+        plugins.create("miner", "half-registered")
+
+
+def test_wrong_output_shape_names_the_plugin(register_inline):
+    class ShortMiner(AllPairsMiner):
+        def mine(self, embeddings, labels):
+            return Pairs(torch.zeros(2, dtype=torch.int64), torch.zeros(3, dtype=torch.int64))
+
+    class ScalarLessLoss(RevisedContrastiveLoss):
+        def compute(self, embeddings, labels, indices):
+            return embeddings.sum(dim=1)  # (B,) instead of 0-d
+
+    register_inline(
+        _inline(
+            "shape_plugin",
+            register_miners=lambda register: register("short", ShortMiner),
+            register_losses=lambda register: register("vector-loss", ScalarLessLoss),
+        )
+    )
+    emb, ages = torch.randn(4, 3), torch.tensor([20.0, 30.0, 40.0, 50.0])
+    with pytest.raises(PluginError, match=r"miner 'short' \(plugin 'shape_plugin', ShortMiner\).*equal lengths"):
+        plugins.create("miner", "short")(emb, ages)
+    loss = plugins.create("loss", "vector-loss")
+    with pytest.raises(PluginError, match=r"loss 'vector-loss' \(plugin 'shape_plugin'.*0-d tensor, got \(4,\)"):
+        loss(emb, ages, all_pairs(4))
+
+
+def test_trace_hooks_prints_loads_hook_calls_and_creations(register_inline, capsys):
+    register_inline(_inline("traced_plugin", register_miners=lambda register: register("traced", AllPairsMiner)))
+    plugins.set_tracing(True)
+    try:
+        plugins.create("miner", "traced")
+    finally:
+        plugins.set_tracing(False)
+    err = capsys.readouterr().err
+    assert "[agemetric hooks] register_miners <- plugin 'traced_plugin': traced" in err
+    assert "create miner 'traced' (plugin 'traced_plugin')" in err
 
 
 ENTRY_PLUGIN = textwrap.dedent("""
@@ -94,6 +138,19 @@ ENTRY_PLUGIN = textwrap.dedent("""
     @hookimpl
     def register_losses(register):
         register("entry-loss", EntryLoss)
+""")
+
+
+HOOKFAIL_PLUGIN = textwrap.dedent("""
+    from agemetric import hookimpl
+
+    @hookimpl
+    def register_losses(register):
+        raise KeyError("no such table")
+
+    @hookimpl
+    def register_commands(cli):
+        raise RuntimeError("command hook broke")
 """)
 
 
@@ -110,7 +167,10 @@ def entry_point_dir(tmp_path):
     (dist.parent / "agemetric_broken-0.1.dist-info" / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: agemetric-broken\nVersion: 0.1\n"
     )
-    (dist.parent / "agemetric_broken-0.1.dist-info" / "entry_points.txt").write_text("[agemetric]\nbroken = broken\n")
+    (dist.parent / "agemetric_broken-0.1.dist-info" / "entry_points.txt").write_text(
+        "[agemetric]\nbroken = broken\nhookfail = hookfail\n"
+    )
+    (tmp_path / "hookfail.py").write_text(HOOKFAIL_PLUGIN)
     return tmp_path
 
 
@@ -129,6 +189,18 @@ def test_entry_point_plugin_is_discovered_and_broken_one_reported(entry_point_di
     assert result.returncode == 0, result.stderr
     assert '"entrytest"' in result.stdout and '"1.2.3"' in result.stdout and "entry-loss" in result.stdout
     assert "broken" in result.stderr and "missing dependency xyz" in result.stderr
+    assert "'hookfail' failed to load" in result.stderr and "register_losses raised KeyError" in result.stderr
+    assert "register_commands raised RuntimeError: command hook broke" in result.stderr
+
+
+def test_cli_trace_hooks_shows_loads_and_failures(entry_point_dir):
+    result = _cli(["--trace-hooks", "plugins", "--json"], entry_point_dir)
+    assert result.returncode == 0, result.stderr
+    assert "[agemetric hooks] loaded plugin 'entrytest' = agemetric_entrytest (agemetric-entrytest 1.2.3)" in (
+        result.stderr
+    )
+    assert "[agemetric hooks] register_losses <- plugin 'entrytest': entry-loss" in result.stderr
+    assert "plugin 'hookfail' FAILED: register_losses raised KeyError" in result.stderr
 
 
 def test_agemetric_load_plugins_narrows_loading(entry_point_dir):

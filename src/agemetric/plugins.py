@@ -4,12 +4,19 @@ The default plugins are loaded by import path (:data:`DEFAULT_PLUGINS`); third-p
 are found through the ``agemetric`` entry-point group. ``AGEMETRIC_LOAD_PLUGINS`` (a comma
 list of entry-point names; empty = none) narrows which third-party plugins load.
 Everything is lazy: nothing is imported until a registry is first used.
+
+A broken plugin never takes the others down: an import error, or a hook that raises, is
+recorded in :data:`load_errors` (shown by ``agemetric plugins`` and in "unknown name" errors) and
+that plugin's registrations are skipped. ``AGEMETRIC_TRACE_HOOKS=1`` (or ``agemetric
+--trace-hooks``) prints every plugin load, hook call and component creation to stderr.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -48,8 +55,27 @@ pm.add_hookspecs(hookspecs)
 _loaded = False
 _versions: dict[str, str] = {}  # entry-point name -> its distribution's version
 _registries: dict[str, dict[str, Entry]] = {}
-#: Plugins that failed to import: (name, error message); reported by ``agemetric plugins``.
+#: Plugins that failed to import or whose hook raised: (plugin name, error message).
 load_errors: list[tuple[str, str]] = []
+
+_tracing = os.environ.get("AGEMETRIC_TRACE_HOOKS", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def set_tracing(enabled: bool) -> None:
+    """Print plugin loads, hook calls and component creation to stderr (``--trace-hooks``)."""
+    global _tracing
+    _tracing = bool(enabled)
+
+
+def trace(message: str) -> None:
+    """One ``[agemetric hooks]`` line on stderr when tracing is on."""
+    if _tracing:
+        print(f"[agemetric hooks] {message}", file=sys.stderr, flush=True)
+
+
+def _failed(plugin: str, message: str) -> None:
+    load_errors.append((plugin, message))
+    trace(f"plugin {plugin!r} FAILED: {message}")
 
 
 @dataclass(frozen=True)
@@ -103,42 +129,73 @@ def load_plugins() -> pluggy.PluginManager:
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
+        started = time.perf_counter()
         try:
             plugin = ep.load()
         except Exception as exc:  # a broken plugin must not take the others down
-            load_errors.append((ep.name, f"{type(exc).__name__}: {exc}"))
+            _failed(ep.name, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
             continue
         pm.register(plugin, name=ep.name)
         if ep.dist is not None:
             _versions[ep.name] = ep.dist.version
+        dist = f" ({ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
+        trace(f"loaded plugin {ep.name!r} = {ep.value}{dist} in {1000 * (time.perf_counter() - started):.1f} ms")
     pm.check_pending()
     return pm
 
 
-def _build(kind: str) -> dict[str, Entry]:
-    registry: dict[str, Entry] = {}
-    caller = getattr(load_plugins().hook, KINDS[kind])
-    for impl in caller.get_hookimpls():  # registration order: default plugins first
+def call_each(hook: str, **kwargs) -> None:
+    """Call every implementation of ``hook`` (registration order), one plugin at a time.
 
-        def register(name: str, factory: Callable, _plugin: str = impl.plugin_name) -> None:
-            if not isinstance(name, str) or not name.strip():
-                raise PluginError(f"plugin {_plugin!r} registered a {kind} with an empty name")
-            key = canonical(name)
-            if key in registry:
-                raise PluginError(
-                    f"{kind} name {name!r} is registered twice: by plugin "
-                    f"{registry[key].plugin!r} and by plugin {_plugin!r}"
-                )
-            registry[key] = Entry(name, factory, _plugin)
-
+    A plugin whose implementation raises is recorded in :data:`load_errors` and skipped; the
+    others still run. Each call is traced.
+    """
+    for impl in getattr(load_plugins().hook, hook).get_hookimpls():  # registration order
+        started = time.perf_counter()
         try:
-            impl.function(register=register)
+            impl.function(**{name: kwargs[name] for name in impl.argnames})
         except PluginError:
             raise
         except Exception as exc:
+            _failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
+            continue
+        trace(f"{hook} <- plugin {impl.plugin_name!r} ({1000 * (time.perf_counter() - started):.1f} ms)")
+
+
+class _Registrar:
+    """The ``register`` callback handed to one plugin's hook; entries join the registry only if the hook returns."""
+
+    def __init__(self, kind: str, plugin: str, registry: dict[str, Entry]):
+        self.kind, self.plugin, self.registry, self.pending = kind, plugin, registry, {}
+
+    def __call__(self, name: str, factory: Callable) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise PluginError(f"plugin {self.plugin!r} registered a {self.kind} with an empty name")
+        if not callable(factory):
+            raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r} with a non-callable factory")
+        key = canonical(name)
+        if key in self.registry or key in self.pending:
+            first = self.registry[key].plugin if key in self.registry else self.plugin
             raise PluginError(
-                f"plugin {impl.plugin_name!r} failed in {KINDS[kind]}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"{self.kind} name {name!r} is registered twice: by plugin {first!r} and by plugin {self.plugin!r}"
+            )
+        self.pending[key] = Entry(name, factory, self.plugin)
+
+
+def _build(kind: str) -> dict[str, Entry]:
+    registry: dict[str, Entry] = {}
+    hook = KINDS[kind]
+    for impl in getattr(load_plugins().hook, hook).get_hookimpls():  # registration order: defaults first
+        registrar = _Registrar(kind, impl.plugin_name, registry)
+        try:
+            impl.function(register=registrar)
+        except PluginError:
+            raise
+        except Exception as exc:  # skip this plugin's registrations, keep the others
+            _failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
+            continue
+        registry.update(registrar.pending)
+        trace(f"{hook} <- plugin {impl.plugin_name!r}: {', '.join(e.name for e in registrar.pending.values()) or '-'}")
     return registry
 
 
@@ -166,7 +223,8 @@ def get_entry(kind: str, name: str) -> Entry:
     entry = registry(kind).get(canonical(name))
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
-        raise PluginError(f"unknown {kind} {name!r}; known: {known}")
+        broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors)
+        raise PluginError(f"unknown {kind} {name!r}; known: {known}{broken}")
     return entry
 
 
@@ -180,6 +238,7 @@ def create(kind: str, name: str, **kwargs):
     """
     entry = get_entry(kind, name)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    trace(f"create {kind} {entry.name!r} (plugin {entry.plugin!r}) with {kwargs}")
     try:
         component = entry.factory(**kwargs)
     except (TypeError, ValueError) as exc:

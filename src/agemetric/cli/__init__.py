@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import evaluate, plugins_cmd, predict, run
+from agemetric.cli import evaluate, install, plugins_cmd, predict, run
 from agemetric.cli._common import state
 
 app = typer.Typer(
@@ -20,22 +20,37 @@ app = typer.Typer(
 @app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    trace_hooks: bool = typer.Option(
+        False,
+        "--trace-hooks",
+        help="Print each plugin load, hook call and component creation to stderr (or set AGEMETRIC_TRACE_HOOKS=1).",
+    ),
 ) -> None:
+    from agemetric import plugins
+
     state.debug = debug
+    if trace_hooks:
+        plugins.set_tracing(True)
 
 
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
 app.command("plugins")(plugins_cmd.plugins)
+app.command("install", context_settings={"ignore_unknown_options": True})(install.install)
+app.command("uninstall")(install.uninstall)
 
 
 def main() -> None:
     """Console-script entry point: adds plugin commands, then runs the app."""
-    from agemetric.cli._common import guarded
-    from agemetric.plugins import load_plugins
+    import sys
 
-    guarded(lambda: load_plugins().hook.register_commands(cli=app))()
+    from agemetric.cli._common import guarded
+    from agemetric.plugins import call_each, set_tracing
+
+    if "--trace-hooks" in sys.argv[1:]:  # plugins load before typer parses options
+        set_tracing(True)
+    guarded(lambda: call_each("register_commands", cli=app))()
     app()
 
 
