@@ -1,10 +1,10 @@
-"""pytorch-metric-learning losses for agemetric, with age-margin positives."""
+"""pytorch-metric-learning losses and a triplet miner for agemetric, with age-margin positives."""
 
 from __future__ import annotations
 
 import torch
 
-from agemetric import Loss, Pairs, hookimpl
+from agemetric import Loss, Miner, Pairs, Triplets, hookimpl
 from agemetric.functional import margin_similarity
 
 
@@ -13,14 +13,15 @@ class PMLPairLoss(Loss):
 
     Each mined pair ``(i, j)`` is used in both directions; it is positive when
     ``|a_i - a_j| < margin`` and negative otherwise (PML itself would only call equal labels
-    positive). The pairs go to PML as ``indices_tuple = (a1, p, a2, n)``.
+    positive). The pairs go to PML as ``indices_tuple = (a1, p, a2, n)``. Mined triplets (from
+    ``pml-triplet-margin``) go to PML unchanged as ``(anchor, positive, negative)``.
 
     Args:
         margin: age tolerance in years.
         **options: keyword arguments of the PML loss.
     """
 
-    accepts = Pairs
+    accepts = (Pairs, Triplets)
     pml_class: str = ""
 
     def __init__(self, margin: float = 4.0, **options):
@@ -29,7 +30,10 @@ class PMLPairLoss(Loss):
 
         self.pml = getattr(losses, self.pml_class)(**options)
 
-    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
+    def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs | Triplets) -> torch.Tensor:
+        if isinstance(indices, Triplets):  # already age-margin triplets
+            triplets = (indices.anchor, indices.positive, indices.negative)
+            return self.pml(embeddings.float(), labels, indices_tuple=triplets)
         first = torch.cat([indices.first, indices.second])  # (2P,) both directions
         second = torch.cat([indices.second, indices.first])  # (2P,)
         positive = margin_similarity(labels, first, second, self.margin).bool()  # (2P,)
@@ -51,7 +55,89 @@ LOSSES = {
 }
 
 
+def age_triplets(ages: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every ``(anchor, positive, negative)`` with ``|a - p| < margin <= |a - n|``, ``p != a``.
+
+    The age version of PML's ``get_all_triplets_indices`` (which uses label equality).
+
+    Example:
+        >>> [t.tolist() for t in age_triplets(torch.tensor([20.0, 21.0, 40.0]), margin=4)]
+        [[0, 1], [1, 0], [2, 2]]
+    """
+    diff = (ages.view(-1, 1) - ages.view(1, -1)).abs()  # (B, B)
+    positive = diff < margin
+    positive.fill_diagonal_(False)
+    negative = diff >= margin
+    return torch.where(positive.unsqueeze(2) & negative.unsqueeze(1))  # each (T,)
+
+
+def _age_triplet_margin_miner():
+    from pytorch_metric_learning import miners
+
+    class AgeTripletMarginMiner(miners.TripletMarginMiner):
+        """PML's TripletMarginMiner with age-margin candidates instead of equal labels.
+
+        ``age_margin`` (years) decides positives and negatives; ``margin`` and
+        ``type_of_triplets`` keep PML's meaning (a triplet is kept when
+        ``d(a, n) - d(a, p) <= margin``; "hard" also needs ``<= 0``, "semihard" ``> 0``, "easy" is the rest).
+        """
+
+        def __init__(self, age_margin: float, **options):
+            super().__init__(**options)
+            self.age_margin = age_margin
+
+        def mine(self, embeddings, labels, ref_emb, ref_labels):
+            anchor, positive, negative = age_triplets(labels, self.age_margin)
+            dist = self.distance(embeddings, ref_emb)  # (B, B)
+            gap = dist[anchor, negative] - dist[anchor, positive]  # (T,)
+            if self.distance.is_inverted:  # a similarity: larger is closer
+                gap = -gap
+            self.set_stats(dist[anchor, positive], dist[anchor, negative], gap)
+            if self.type_of_triplets == "easy":
+                keep = gap > self.margin
+            else:
+                keep = gap <= self.margin
+                if self.type_of_triplets == "hard":
+                    keep &= gap <= 0
+                elif self.type_of_triplets == "semihard":
+                    keep &= gap > 0
+            return anchor[keep], positive[keep], negative[keep]
+
+    return AgeTripletMarginMiner
+
+
+class PMLTripletMarginMiner(Miner):
+    """``pml-triplet-margin``: triplets that violate PML's embedding margin, positives within the age margin.
+
+    Args:
+        margin: age tolerance in years (positives: ``|a - p| < margin``).
+        embedding_margin: PML's ``margin`` in embedding distance (PML's default 0.2).
+        type_of_triplets: "all", "hard", "semihard" (default) or "easy", as in PML.
+        **options: other PML ``TripletMarginMiner`` options (e.g. ``distance``).
+    """
+
+    produces = Triplets
+
+    def __init__(
+        self, margin: float = 4.0, embedding_margin: float = 0.2, type_of_triplets: str = "semihard", **options
+    ):
+        super().__init__(margin)
+        if type_of_triplets not in ("all", "hard", "semihard", "easy"):
+            raise ValueError(f"type_of_triplets must be all, hard, semihard or easy, got {type_of_triplets!r}")
+        self.pml = _age_triplet_margin_miner()(
+            age_margin=margin, margin=embedding_margin, type_of_triplets=type_of_triplets, **options
+        )
+
+    def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Triplets:
+        return Triplets(*(t.long() for t in self.pml(embeddings.float(), labels)))
+
+
 @hookimpl
 def register_losses(register):
     for name, factory in LOSSES.items():
         register(name, factory)
+
+
+@hookimpl
+def register_miners(register):
+    register("pml-triplet-margin", PMLTripletMarginMiner)
