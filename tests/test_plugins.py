@@ -5,15 +5,18 @@ import subprocess
 import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 import torch
 
-from agemetric import Pairs, hookimpl, plugins
+from agemetric import FaceDataset, FaceRecord, Pairs, Retriever, hookimpl, plugins
+from agemetric.config import resolve
 from agemetric.default_plugins.all_pairs import AllPairsMiner
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.errors import PluginError
 from agemetric.functional import all_pairs
+from agemetric.interfaces import Framer
 
 
 def test_canonical_names_are_interchangeable():
@@ -138,6 +141,13 @@ ENTRY_PLUGIN = textwrap.dedent("""
     @hookimpl
     def register_losses(register):
         register("entry-loss", EntryLoss)
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command()
+        def hello(name: str = "world"):
+            # a command added by a plugin
+            print(f"hello {name} from entrytest")
 """)
 
 
@@ -203,8 +213,91 @@ def test_cli_trace_hooks_shows_loads_and_failures(entry_point_dir):
     assert "plugin 'hookfail' FAILED: register_losses raised KeyError" in result.stderr
 
 
+def test_plugin_adds_a_command_beside_a_broken_command_hook(entry_point_dir):
+    result = _cli(["hello", "--name", "plugins"], entry_point_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello plugins from entrytest"
+    assert "register_commands raised RuntimeError: command hook broke" in result.stderr
+
+
 def test_agemetric_load_plugins_narrows_loading(entry_point_dir):
     result = _cli(["plugins", "--json"], entry_point_dir, AGEMETRIC_LOAD_PLUGINS="")
     assert result.returncode == 0, result.stderr
     assert "entry-loss" not in result.stdout and "revised-contrastive" in result.stdout
     assert "broken" not in result.stderr
+
+
+class _FolderOfAges(FaceDataset):
+    """A third-party dataset: ``{age}_{n}.png`` files; anything else is skipped with a reason."""
+
+    def records(self):
+        out = []
+        for path in sorted(Path(self.root).iterdir()):
+            age, sep, _ = path.stem.partition("_")
+            if not (sep and age.isdigit()):
+                self.skipped.add(path.name, "expected {age}_{n}.png")
+                continue
+            out.append(FaceRecord(key=path.name, age=float(age)))
+        return out
+
+    def file(self, record):
+        return Path(self.root) / record.key
+
+
+class _BruteForceL1(Retriever):
+    """A third-party retriever: exact L1 search with torch instead of faiss."""
+
+    def _build(self, embeddings):
+        self._gallery = embeddings
+
+    def _search(self, queries, k):
+        dist = torch.cdist(queries, self._gallery, p=1)  # (M, N)
+        values, idx = dist.topk(k, dim=1, largest=False)
+        return values, idx
+
+
+class _GreyFramer(Framer):
+    def frame(self, image):
+        return image.convert("L").convert("RGB")
+
+    def key(self):
+        return "grey"
+
+
+def test_every_kind_can_come_from_a_third_party_plugin(register_inline, tmp_path):
+    """A plugin implementing the backbone, retriever, dataset and framer hooks is used by a whole run."""
+    from PIL import Image
+
+    from agemetric.default_plugins.small_cnn import SmallCNN
+    from agemetric.experiment import run
+    from agemetric.testing import check_backbone, check_framer, check_retriever
+
+    register_inline(
+        _inline(
+            "everything_plugin",
+            register_backbones=lambda register: register("third-party-cnn", SmallCNN),
+            register_retrievers=lambda register: register("brute-force-l1", _BruteForceL1),
+            register_datasets=lambda register: register("folder-of-ages", _FolderOfAges),
+            register_framers=lambda register: register("grey", _GreyFramer),
+        )
+    )
+    check_backbone("third-party-cnn")
+    check_retriever("brute-force-l1")
+    check_framer("grey")
+    rng = torch.Generator().manual_seed(0)
+    for n in range(40):
+        age = 10 + n
+        pixels = torch.full((24, 24, 3), 3 * age, dtype=torch.uint8) + torch.randint(0, 20, (24, 24, 3), generator=rng)
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(tmp_path / f"{age}_{n}.png")
+    (tmp_path / "notes.png").write_bytes(b"")  # a bad name: skipped, not fatal
+    config = resolve(
+        "quick",
+        sets=[
+            "backbone=third-party-cnn", "retriever=brute-force-l1", "dataset=folder-of-ages", "framing=grey",
+            f"data_dir={tmp_path}", "epochs=1", "image_size=32", "batch_size=16", "k=3", "cache=false",
+            "backbone_options.width=8", f"out={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    result = run(config)
+    assert result.metrics["split"]["n_train"] + result.metrics["split"]["n_test"] == 40
+    assert 'retriever = "brute-force-l1"' in (result.run_dir / "config.toml").read_text()

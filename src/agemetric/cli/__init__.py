@@ -42,15 +42,19 @@ app.command("uninstall")(install.uninstall)
 
 
 def main() -> None:
-    """Console-script entry point: adds plugin commands, then runs the app."""
+    """Console-script entry point: adds plugin commands, then runs the app.
+
+    Plugins that failed to load are named on stderr, one line each, before any command runs.
+    """
     import sys
 
-    from agemetric.cli._common import guarded
-    from agemetric.plugins import call_each, set_tracing
+    from agemetric import plugins
+    from agemetric.cli._common import guarded, warn_plugin_errors
 
     if "--trace-hooks" in sys.argv[1:]:  # plugins load before typer parses options
-        set_tracing(True)
-    guarded(lambda: call_each("register_commands", cli=app))()
+        plugins.set_tracing(True)
+    guarded(lambda: plugins.call_each("register_commands", cli=app))()
+    warn_plugin_errors()
     app()
 
 

@@ -20,6 +20,7 @@ err_console = Console(stderr=True)
 @dataclass
 class _State:
     debug: bool = False
+    plugin_errors_shown: int = 0  # how many of agemetric.plugins.load_errors are on screen already
 
 
 state = _State()
@@ -28,6 +29,15 @@ state = _State()
 def print_error(message: str) -> None:
     """One line on stderr, never wrapped (so it can be grepped and read in logs)."""
     err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn_plugin_errors() -> None:
+    """Name each plugin that failed to load (and was not named yet), one line each, on stderr."""
+    from agemetric.plugins import load_errors
+
+    for name, error in load_errors[state.plugin_errors_shown :]:
+        err_console.print(f"[yellow]Warning:[/] plugin {name!r} failed to load: {escape(error)}", highlight=False)
+    state.plugin_errors_shown = len(load_errors)
 
 
 def guarded(fn):

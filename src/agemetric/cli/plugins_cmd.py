@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from agemetric.cli._common import console, err_console, guarded
+from agemetric.cli._common import console, guarded, warn_plugin_errors
 
 
 @guarded
@@ -30,5 +30,4 @@ def plugins(
             names = "\n".join(f"{kind}: {', '.join(n)}" for kind, n in info.registered.items())
             table.add_row(info.name, info.version or "-", "\n".join(info.hooks), names or "-")
         console.print(table)
-    for name, error in registry.load_errors:
-        err_console.print(f"[red]plugin {name!r} failed to load:[/] {error}", highlight=False)
+    warn_plugin_errors()
