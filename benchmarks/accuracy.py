@@ -73,7 +73,7 @@ def run_one(args, method: str, seed: int) -> dict:
     print("+", shlex.join(cmd), flush=True)
     exe = [str(Path(sys.executable).with_name("agemetric")), *cmd[1:]]
     started = time.perf_counter()
-    result = subprocess.run(exe, cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(exe, capture_output=True, text=True)  # paths are relative to the caller's folder
     if result.returncode != 0:
         print(result.stdout[-2000:], result.stderr[-2000:], sep="\n")
         raise SystemExit(f"{method} failed")
