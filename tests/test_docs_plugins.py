@@ -75,3 +75,14 @@ def test_the_walkthrough_package_installs_tests_and_trains(tmp_path):
     finally:
         removed = _agemetric("uninstall", "-y", "agemetric-nearby")
     assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
+def test_ci_installs_and_tests_every_plugin_package():
+    """The README's test command (what .ci/run executes) installs every package under plugins/."""
+    readme = (ROOT / "README.md").read_text()
+    command = readme.split("<!-- test-command:start -->")[1].split("<!-- test-command:end -->")[0]
+    packages = sorted(p.parent.name for p in ROOT.glob("plugins/*/pyproject.toml"))
+    assert packages, "no plugin packages found"
+    for name in packages:
+        assert f"-e plugins/{name}" in command, f"README test command does not install plugins/{name}"
+    assert '"plugins"' in (ROOT / "pyproject.toml").read_text().split("testpaths")[1].split("\n")[0]

@@ -68,6 +68,10 @@ class AgeEstimator(nn.Module):
                 f"image_size must be >= {backbone.min_size} for {describe(backbone)}, got {image_size}"
             )
         self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
+        needed = retriever.requires_loss
+        loss_name = getattr(loss, "_agemetric_entry", (None, type(loss).__name__))[1]
+        if needed is not None and plugins.canonical(needed) != plugins.canonical(loss_name):
+            raise PluginError(f"{describe(retriever)} works only with --loss {needed}, got loss {loss_name!r}")
         self.retriever = retriever
         retriever.bind(self)
         self.image_size = image_size

@@ -15,6 +15,7 @@ Example (in a plugin package's tests)::
 from __future__ import annotations
 
 import tempfile
+import types
 from pathlib import Path
 
 import torch
@@ -60,12 +61,17 @@ def check_miner(name: str, margin: float = 4.0) -> None:
             assert t.numel() == 0 or (0 <= int(t.min()) and int(t.max()) < b), f"miner {name}: index range"
 
 
+def _matching_miner(loss) -> str:
+    """The first registered miner whose output the loss accepts."""
+    return next(
+        e.name for e in plugins.registry("miner").values() if loss.takes(plugins.create("miner", e.name).produces)
+    )
+
+
 def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None:
     """Finite 0-d loss with a gradient reaching the embeddings; zero (with graph) for no pairs."""
     loss = plugins.create("loss", name, margin=margin)
-    miner_name = miner or next(
-        e.name for e in plugins.registry("miner").values() if loss.takes(plugins.create("miner", e.name).produces)
-    )
+    miner_name = miner or _matching_miner(loss)
     mined = plugins.create("miner", miner_name, margin=margin)
     emb, ages = _batch()
     emb.requires_grad_(True)
@@ -81,9 +87,26 @@ def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None
 
 
 def check_retriever(name: str, k: int = 5) -> None:
-    """Nearest-first order, self-exclusion, predictions within the gallery's ages, save/load."""
-    retriever = plugins.create("retriever", name, k=k)
+    """Nearest-first order, self-exclusion, predictions within the gallery's ages, save/load.
+
+    A retriever with ``requires_loss`` is bound (as by the estimator) to that loss, after one
+    forward pass of the loss on the check batch (so lazy layers have their sizes).
+    """
     emb, ages = _batch(b=40, d=6, seed=1)
+    needed = plugins.create("retriever", name, k=k).requires_loss
+    owner = None
+    if needed is not None:
+        loss = plugins.create("loss", needed)
+        loss(emb, ages, plugins.create("miner", _matching_miner(loss))(emb, ages))
+        owner = types.SimpleNamespace(loss=loss)  # what bind() reads from an AgeEstimator
+
+    def create():
+        retriever = plugins.create("retriever", name, k=k)
+        if owner is not None:
+            retriever.bind(owner)
+        return retriever
+
+    retriever = create()
     retriever.fit(emb, ages)
     dist, idx = retriever.search(emb[:7])
     assert dist.shape == (7, k) and idx.shape == (7, k) and idx.dtype == torch.int64, f"retriever {name}: shapes"
@@ -97,7 +120,7 @@ def check_retriever(name: str, k: int = 5) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "r.pt"
         torch.save(retriever.state_dict(), path)
-        again = plugins.create("retriever", name, k=k).load_state_dict(torch.load(path, weights_only=True))
+        again = create().load_state_dict(torch.load(path, weights_only=True))
     assert torch.allclose(again.predict(emb[:7]), pred), f"retriever {name}: save/load changed predictions"
 
 

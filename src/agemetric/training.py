@@ -55,8 +55,8 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
     """
     generator = torch.Generator().manual_seed(config.seed)
     optimizer = make_optimizer(estimator.parameters(), config)
-    if estimator.channels_last:
-        estimator.to(memory_format=torch.channels_last)
+    if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
+        estimator.backbone.to(memory_format=torch.channels_last)
     estimator.train()
     n = len(data)
     per_epoch = n - (1 if n % config.batch_size == 1 else 0)  # images per epoch, as batches() yields them

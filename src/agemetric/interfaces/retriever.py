@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from typing import ClassVar
 
 import torch
 
@@ -21,9 +22,15 @@ class Retriever(abc.ABC):
     class checks inputs, removes a query from its own neighbours, averages ages, and saves
     the gallery (``state_dict``) so the index can be rebuilt on load.
 
+    Class attributes:
+        requires_loss: the loss plugin this retriever works with (e.g. a comparator trained by
+            that loss; read in :meth:`bind`), or ``None`` for any. The estimator refuses other losses.
+
     Args:
         k: how many neighbours vote (paper: M = 20).
     """
+
+    requires_loss: ClassVar[str | None] = None
 
     def __init__(self, k: int = 20):
         if k < 1:
