@@ -61,6 +61,7 @@ class RunConfig:
         augment: random flip, shift and zoom during training.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
             batches (0: keep the running averages); see :func:`agemetric.training.recalibrate_batchnorm`.
+        figures: write the run's figures (``figures/*.png``) and ``report.md``.
         cache: keep decoded images in the disk cache (``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``).
         bf16: bfloat16 autocast: ``"auto"`` (on where the CPU supports it), ``"on"``, ``"off"``.
         channels_last: NHWC memory format (faster convolutions on CPU).
@@ -98,6 +99,7 @@ class RunConfig:
     augment: bool = True
     bn_recalibration: int = 20
     cache: bool = True
+    figures: bool = True
     bf16: str = "auto"
     channels_last: bool = True
     seed: int = 0

@@ -151,9 +151,23 @@ class AgeEstimator(nn.Module):
 
     @torch.no_grad()
     def embed(
-        self, images: torch.Tensor, batch_size: int = 256, progress: Callable[[int], None] | None = None
+        self,
+        images: torch.Tensor,
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+        part: str = "age",
     ) -> torch.Tensor:
-        """Age embeddings of uint8 ``(N, 3, S, S)`` images -> ``(N, N_a)`` float32, in eval mode."""
+        """Embeddings of uint8 ``(N, 3, S, S)`` images, in eval mode.
+
+        Args:
+            part: ``"age"`` -> ``(N, N_a)``; ``"gender"`` -> ``(N, N_g)`` (multi-task backbones only).
+
+        Returns:
+            float32 embeddings.
+        """
+        if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
+            raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")
+        dim = self.backbone.embedding_dim if part == "age" else self.backbone.gender_dim
         was_training = self.training
         self.eval()
         out = []
@@ -161,12 +175,12 @@ class AgeEstimator(nn.Module):
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size]
                 with self.autocast():
-                    out.append(self.backbone(self.prepare(batch)).age.float())
+                    out.append(getattr(self.backbone(self.prepare(batch)), part).float())
                 if progress is not None:
                     progress(batch.shape[0])
         finally:
             self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, self.backbone.embedding_dim)
+        return torch.cat(out) if out else torch.empty(0, dim)
 
     def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""

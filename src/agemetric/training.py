@@ -48,7 +48,8 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
 
     Returns:
         One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
-        ``age``/``gender`` parts), ``images`` seen, ``seconds``, ``images_per_second``.
+        ``age``/``gender`` parts), ``images`` seen, ``seconds``, ``images_per_second``, and
+        ``step_losses`` (the total loss of each step, for the training curve).
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
@@ -68,6 +69,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
     out_of_time = False
     for epoch in range(1, config.epochs + 1):
         sums: dict[str, float] = {}
+        step_losses: list[float] = []
         seen, steps, start = 0, 0, time.perf_counter()
         for index in batches(n, config.batch_size, generator):
             if config.time_budget is not None and time.perf_counter() - began >= config.time_budget:
@@ -86,6 +88,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
             optimizer.step()
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
+            step_losses.append(float(loss.detach()))
             seen += index.numel()
             steps += 1
             if task is not None:
@@ -110,6 +113,7 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
                 "images": seen,
                 "seconds": seconds,
                 "images_per_second": seen / max(seconds, 1e-9),
+                "step_losses": step_losses,
             }
         )
         if out_of_time:

@@ -1,0 +1,62 @@
+"""``agemetric report``: compare finished runs in one figure and one table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from agemetric.cli._common import console, guarded
+from agemetric.errors import AgemetricError
+
+
+def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
+    """``label -> metrics`` for run folders; labels are the folder names (made unique)."""
+    runs: dict[str, dict] = {}
+    for run_dir in run_dirs:
+        path = run_dir / "metrics.json"
+        if not path.is_file():
+            raise AgemetricError(f"{run_dir}: not a finished run folder (no metrics.json)")
+        try:
+            metrics = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise AgemetricError(f"{path}: not valid JSON ({exc})") from None
+        label = run_dir.resolve().name
+        while label in runs:
+            label = f"{run_dir.resolve().parent.name}/{label}"
+        runs[label] = metrics
+    return runs
+
+
+@guarded
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders written by `agemetric run`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for comparison.png and comparison.md (default: runs/report-TIME).")
+    ] = None,
+) -> None:
+    """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
+    from agemetric.plots import comparison, comparison_table
+
+    runs = load_runs(run_dirs)
+    out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    figure = comparison(runs, out / "comparison.png")
+    table_md = comparison_table(runs)
+    (out / "comparison.md").write_text(
+        f"# Comparison\n\n![comparison](comparison.png)\n\n{table_md}\n", encoding="utf-8"
+    )
+    table = Table(title="runs", header_style="bold")
+    for col in ("run", "MAE", "mean predictor", "CS(3) %", "CS(5) %", "images seen"):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for label, m in runs.items():
+        table.add_row(
+            label, f"{m['mae']:.2f}", f"{m['mean_predictor_mae']:.2f}", f"{m['cs']['3']:.1f}", f"{m['cs']['5']:.1f}",
+            f"{m.get('training_images_seen', 0):,}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"wrote {figure} and {out / 'comparison.md'}")

@@ -1,0 +1,205 @@
+"""Figures for runs, comparisons and the paper's analyses (matplotlib, headless).
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, no GUI backend),
+so they work on servers and in threads. Each figure has a title, axis labels with units and a
+caption naming the dataset, the split protocol and the number of test images.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+DPI = 120
+#: The figures every run writes, file name -> what it shows.
+RUN_FIGURES = {
+    "cs_curve.png": "cumulative score CS(T), T = 0..10 years",
+    "mae_by_age.png": "MAE per 10-year age bucket",
+    "predicted_vs_true.png": "predicted against true age, with the diagonal",
+    "training_loss.png": "training loss per step",
+}
+
+
+#: Gender accuracies a run may report, key -> label.
+GENDER_METRICS = {
+    "gender_accuracy_from_age_embedding": "gender accuracy, majority of the k nearest in the age embedding",
+    "gender_accuracy_from_gender_embedding": "gender accuracy, majority of the k nearest in the gender embedding",
+}
+
+
+def caption(metrics: dict) -> str:
+    """``UTKFace (...) · hash split · 4,698 test images``: where a figure's numbers come from."""
+    split = metrics.get("split", {})
+    return f"{metrics.get('dataset', '?')} · {split.get('protocol', '?')} split · {metrics['n_test']:,} test images"
+
+
+def _figure(title: str, note: str, size=(6.4, 4.4)) -> tuple[Figure, object]:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title)
+    fig.supxlabel(note, fontsize=8, color="0.35")
+    return fig, ax
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI)
+    return path
+
+
+def cs_curves(curves: dict[str, dict], path: Path, note: str, title: str = "Cumulative score") -> Path:
+    """CS(T) against T for one or more runs (``label -> {T: percent}``), one line each."""
+    fig, ax = _figure(title, note)
+    for label, cs in curves.items():
+        ts = sorted(int(t) for t in cs)
+        ax.plot(ts, [cs[str(t)] if str(t) in cs else cs[t] for t in ts], marker="o", label=label)
+    ax.set_xlabel("error tolerance T (years)")
+    ax.set_ylabel("CS(T): test images with |error| <= T (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def mae_by_age(buckets: dict[str, dict], path: Path, note: str) -> Path:
+    """Bars of MAE per age bucket, each labelled with its number of test images."""
+    fig, ax = _figure("MAE per age group", note)
+    names = list(buckets)
+    bars = ax.bar(names, [buckets[b]["mae"] for b in names], color="tab:blue")
+    ax.bar_label(bars, labels=[f"n={buckets[b]['n']}" for b in names], fontsize=7)
+    ax.set_xlabel("true age (years)")
+    ax.set_ylabel("MAE (years)")
+    ax.tick_params(axis="x", rotation=45)
+    return _save(fig, path)
+
+
+def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: Path, note: str) -> Path:
+    """Scatter of predicted against true age with the y = x diagonal."""
+    fig, ax = _figure("Predicted vs true age", note, size=(5.4, 5.2))
+    ax.scatter(true, predicted, s=6, alpha=0.35, edgecolors="none", label="test image")
+    hi = max([*true, *predicted, 1.0])
+    ax.plot([0, hi], [0, hi], color="black", linewidth=1, label="perfect (y = x)")
+    ax.set_xlabel("true age (years)")
+    ax.set_ylabel("predicted age (years)")
+    ax.set_xlim(0, hi)
+    ax.set_ylim(0, hi)
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left")
+    return _save(fig, path)
+
+
+def training_loss(history: list[dict], path: Path, note: str) -> Path:
+    """Per-step loss (light) with a moving average (dark), against images seen; epochs marked."""
+    fig, ax = _figure("Training loss", note)
+    losses = [x for epoch in history for x in epoch.get("step_losses", [])]
+    if losses:
+        per_step = sum(e["images"] for e in history) / len(losses)  # images per step
+        xs = [(i + 1) * per_step for i in range(len(losses))]
+        w = len(losses) // 25  # smooth over about 4 % of the run
+        ax.plot(xs, losses, color="tab:orange", alpha=0.3 if w > 1 else 1.0, linewidth=0.8, label="per step")
+        if w > 1:
+            cum = [0.0]
+            for x in losses:
+                cum.append(cum[-1] + x)
+            smooth = [(cum[i + 1] - cum[max(0, i + 1 - w)]) / min(i + 1, w) for i in range(len(losses))]
+            ax.plot(xs, smooth, color="tab:red", label=f"moving average ({w} steps)")
+        seen = 0
+        for epoch in history[:-1]:
+            seen += epoch["images"]
+            ax.axvline(seen, color="0.8", linewidth=0.8, zorder=0)
+        ax.legend(loc="upper right")
+    else:
+        ax.text(0.5, 0.5, "no training steps (epochs = 0)", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("training images seen")
+    ax.set_ylabel("loss (age + gender task)")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def comparison(runs: dict[str, dict], path: Path) -> Path:
+    """Several runs side by side: CS(T) curves (left) and MAE against the mean predictor (right)."""
+    fig = Figure(figsize=(11, 4.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for label, m in runs.items():
+        ts = sorted(int(t) for t in m["cs"])
+        left.plot(ts, [m["cs"][str(t)] for t in ts], marker="o", label=label)
+    left.set(title="Cumulative score", xlabel="error tolerance T (years)", ylabel="CS(T) (%)", ylim=(0, 100))
+    left.grid(alpha=0.3)
+    left.legend(loc="lower right", fontsize=8)
+    labels = list(runs)
+    xs = range(len(labels))
+    bars = right.bar([x - 0.2 for x in xs], [runs[r]["mae"] for r in labels], width=0.4, label="run")
+    right.bar([x + 0.2 for x in xs], [runs[r]["mean_predictor_mae"] for r in labels], width=0.4, color="0.75",
+              label="mean predictor")  # fmt: skip
+    right.bar_label(bars, fmt="%.2f", fontsize=8)
+    right.set_xticks(list(xs), labels, rotation=20, ha="right", fontsize=8)
+    right.set(title="MAE (lower is better)", ylabel="MAE (years)")
+    right.legend(fontsize=8)
+    notes = sorted({caption(m) for m in runs.values()})
+    fig.supxlabel("\n".join(notes), fontsize=8, color="0.35")
+    return _save(fig, path)
+
+
+def comparison_table(runs: dict[str, dict]) -> str:
+    """The markdown table of :func:`comparison`'s runs."""
+    lines = [
+        "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | training images seen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, m in runs.items():
+        lines.append(
+            f"| {label} | {caption(m)} | {m['mae']:.2f} | {m['mean_predictor_mae']:.2f} | {m['cs']['3']:.1f} | "
+            f"{m['cs']['5']:.1f} | {m.get('training_images_seen', 0):,} |"
+        )
+    return "\n".join(lines)
+
+
+def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
+    """(true ages, predicted ages) from a run's ``predictions.csv``."""
+    with (Path(run_dir) / "predictions.csv").open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [float(r["age"]) for r in rows], [float(r["predicted"]) for r in rows]
+
+
+def write_run_figures(run_dir: Path) -> list[Path]:
+    """The four figures of :data:`RUN_FIGURES` and ``report.md`` for a finished run folder."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    note = caption(metrics)
+    true, predicted = read_predictions(run_dir)
+    figures = run_dir / "figures"
+    paths = [
+        cs_curves({f"MAE {metrics['mae']:.2f}": metrics["cs"]}, figures / "cs_curve.png", note),
+        mae_by_age(metrics["mae_by_age"], figures / "mae_by_age.png", note),
+        predicted_vs_true(true, predicted, figures / "predicted_vs_true.png", note),
+        training_loss(history, figures / "training_loss.png", note),
+    ]
+    (run_dir / "report.md").write_text(run_report(run_dir.name, metrics), encoding="utf-8")
+    return paths
+
+
+def run_report(name: str, metrics: dict) -> str:
+    """A short markdown report of one run: the numbers of ``metrics.json`` and its figures."""
+    cs = metrics["cs"]
+    lines = [
+        f"# Run {name}",
+        "",
+        caption(metrics),
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| MAE (years) | {metrics['mae']:.2f} |",
+        f"| mean predictor MAE (years) | {metrics['mean_predictor_mae']:.2f} |",
+        *(f"| CS({t}) (%) | {cs[str(t)] if str(t) in cs else cs[t]:.1f} |" for t in (1, 3, 5, 10)),
+        f"| training images seen | {metrics.get('training_images_seen', 0):,} |",
+    ]
+    for key, label in GENDER_METRICS.items():
+        if key in metrics:
+            lines.append(f"| {label} (%) | {metrics[key]:.1f} |")
+    lines += ["", *(f"![{what}](figures/{file})" for file, what in RUN_FIGURES.items()), ""]
+    return "\n".join(lines)
