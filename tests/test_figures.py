@@ -66,9 +66,14 @@ def test_figures_can_be_turned_off(tmp_path):
 
 def test_report_compares_runs_in_one_figure_and_table(run_dir, tmp_path):
     second = tmp_path / "second"
-    assert runner.invoke(app, ["run", *TINY, "--seed", "1", "--out", str(second)]).exit_code == 0
-    result = runner.invoke(app, ["report", str(run_dir), str(second), "--out", str(tmp_path / "cmp")])
+    assert (
+        runner.invoke(app, ["run", *TINY, "--seed", "1", "--set", "figures=false", "--out", str(second)]).exit_code == 0
+    )
+    assert not (second / "figures").exists()
+    result = runner.invoke(app, ["report", str(run_dir), str(second), "--out", str(tmp_path / "cmp"), "--run-figures"])
     assert result.exit_code == 0, result.output
+    for name in RUN_FIGURES:  # --run-figures wrote the second run's own figures afterwards
+        assert_png(second / "figures" / name)
     assert_png(tmp_path / "cmp" / "comparison.png")
     table = (tmp_path / "cmp" / "comparison.md").read_text()
     for folder in (run_dir, second):

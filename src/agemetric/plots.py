@@ -45,7 +45,7 @@ def _figure(title: str, note: str, size=(6.4, 4.4)) -> tuple[Figure, object]:
     return fig, ax
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI)
     return path
@@ -62,7 +62,7 @@ def cs_curves(curves: dict[str, dict], path: Path, note: str, title: str = "Cumu
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def mae_by_age(buckets: dict[str, dict], path: Path, note: str) -> Path:
@@ -74,7 +74,7 @@ def mae_by_age(buckets: dict[str, dict], path: Path, note: str) -> Path:
     ax.set_xlabel("true age (years)")
     ax.set_ylabel("MAE (years)")
     ax.tick_params(axis="x", rotation=45)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: Path, note: str) -> Path:
@@ -89,7 +89,7 @@ def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: P
     ax.set_ylim(0, hi)
     ax.set_aspect("equal")
     ax.legend(loc="upper left")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_loss(history: list[dict], path: Path, note: str) -> Path:
@@ -112,12 +112,16 @@ def training_loss(history: list[dict], path: Path, note: str) -> Path:
             seen += epoch["images"]
             ax.axvline(seen, color="0.8", linewidth=0.8, zorder=0)
         ax.legend(loc="upper right")
+    elif history:  # a run from before per-step losses were recorded: one mean per epoch
+        xs = [sum(e["images"] for e in history[: i + 1]) for i in range(len(history))]
+        ax.plot(xs, [e["loss"] for e in history], marker="o", color="tab:red", label="mean over each epoch")
+        ax.legend(loc="upper right")
     else:
         ax.text(0.5, 0.5, "no training steps (epochs = 0)", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("training images seen")
     ax.set_ylabel("loss (age + gender task)")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def comparison(runs: dict[str, dict], path: Path) -> Path:
@@ -141,7 +145,7 @@ def comparison(runs: dict[str, dict], path: Path) -> Path:
     right.legend(fontsize=8)
     notes = sorted({caption(m) for m in runs.values()})
     fig.supxlabel("\n".join(notes), fontsize=8, color="0.35")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def comparison_table(runs: dict[str, dict]) -> str:

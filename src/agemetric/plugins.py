@@ -144,22 +144,34 @@ def load_plugins() -> pluggy.PluginManager:
     return pm
 
 
-def call_each(hook: str, **kwargs) -> None:
-    """Call every implementation of ``hook`` (registration order), one plugin at a time.
+def call_each(
+    hook: str,
+    kwargs: Callable[[str], dict] | dict,
+    committed: Callable[[str], str] | None = None,
+) -> None:
+    """Call every implementation of ``hook`` in registration order (default plugins first).
 
     A plugin whose implementation raises is recorded in :data:`load_errors` and skipped; the
-    others still run. Each call is traced.
+    others still run. Each successful call is traced.
+
+    Args:
+        hook: the hook's name.
+        kwargs: the hook's arguments, or a function of the plugin name that returns them.
+        committed: called with the plugin name after its implementation returned; its text is
+            added to the trace line.
     """
-    for impl in getattr(load_plugins().hook, hook).get_hookimpls():  # registration order
+    for impl in getattr(load_plugins().hook, hook).get_hookimpls():
         started = time.perf_counter()
+        args = kwargs(impl.plugin_name) if callable(kwargs) else kwargs
         try:
-            impl.function(**{name: kwargs[name] for name in impl.argnames})
+            impl.function(**{name: args[name] for name in impl.argnames})
         except PluginError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # skip this plugin, keep the others
             _failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
             continue
-        trace(f"{hook} <- plugin {impl.plugin_name!r} ({1000 * (time.perf_counter() - started):.1f} ms)")
+        note = committed(impl.plugin_name) if committed is not None else ""
+        trace(f"{hook} <- plugin {impl.plugin_name!r}{note} ({1000 * (time.perf_counter() - started):.1f} ms)")
 
 
 class _Registrar:
@@ -184,18 +196,17 @@ class _Registrar:
 
 def _build(kind: str) -> dict[str, Entry]:
     registry: dict[str, Entry] = {}
-    hook = KINDS[kind]
-    for impl in getattr(load_plugins().hook, hook).get_hookimpls():  # registration order: defaults first
-        registrar = _Registrar(kind, impl.plugin_name, registry)
-        try:
-            impl.function(register=registrar)
-        except PluginError:
-            raise
-        except Exception as exc:  # skip this plugin's registrations, keep the others
-            _failed(impl.plugin_name, f"{hook} raised {type(exc).__name__}: {exc}")
-            continue
-        registry.update(registrar.pending)
-        trace(f"{hook} <- plugin {impl.plugin_name!r}: {', '.join(e.name for e in registrar.pending.values()) or '-'}")
+    current: dict[str, _Registrar] = {}
+
+    def start(plugin: str) -> dict:
+        current[plugin] = _Registrar(kind, plugin, registry)
+        return {"register": current[plugin]}
+
+    def commit(plugin: str) -> str:  # only a hook that returned adds its names
+        registry.update(current[plugin].pending)
+        return ": " + (", ".join(e.name for e in current[plugin].pending.values()) or "-")
+
+    call_each(KINDS[kind], start, commit)
     return registry
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import evaluate, install, plugins_cmd, predict, report, run
+from agemetric.cli import evaluate, install, paper, plugins_cmd, predict, report, run
 from agemetric.cli._common import state
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
 app.command("report")(report.report)
+app.add_typer(paper.app, name="paper")
 app.command("plugins")(plugins_cmd.plugins)
 app.command("install", context_settings={"ignore_unknown_options": True})(install.install)
 app.command("uninstall")(install.uninstall)
@@ -54,7 +55,7 @@ def main() -> None:
 
     if "--trace-hooks" in sys.argv[1:]:  # plugins load before typer parses options
         plugins.set_tracing(True)
-    guarded(lambda: plugins.call_each("register_commands", cli=app))()
+    guarded(lambda: plugins.call_each("register_commands", {"cli": app}))()
     warn_plugin_errors()
     app()
 

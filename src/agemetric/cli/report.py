@@ -38,11 +38,17 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Folder for comparison.png and comparison.md (default: runs/report-TIME).")
     ] = None,
+    run_figures: Annotated[
+        bool, typer.Option("--run-figures", help="Also (re)write each run's own figures/ and report.md.")
+    ] = False,
 ) -> None:
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
-    from agemetric.plots import comparison, comparison_table
+    from agemetric.plots import comparison, comparison_table, write_run_figures
 
     runs = load_runs(run_dirs)
+    if run_figures:
+        for run_dir in run_dirs:
+            write_run_figures(run_dir)
     out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
     out.mkdir(parents=True, exist_ok=True)
     figure = comparison(runs, out / "comparison.png")
