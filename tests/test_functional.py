@@ -105,3 +105,23 @@ def test_sum_reduction_and_empty_pairs():
     assert torch.allclose(loss_sum, loss_mean * 10)
     zero = RevisedContrastiveLoss()(emb, ages, F.all_pairs(1))
     assert float(zero.detach()) == 0.0 and zero.requires_grad
+
+
+@settings(max_examples=30, deadline=None)
+@given(b=st.integers(2, 24), d=st.integers(1, 9), few=st.booleans(), seed=st.integers(0, 10_000))
+def test_pair_l1_distances_and_gradients_match_a_per_pair_loop(b, d, few, seed):
+    """Both paths (cdist for many pairs, gather for few) against sum(|x_i - x_j|) pair by pair."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, d, generator=g, dtype=torch.float64, requires_grad=True)
+    pairs = F.all_pairs(b)
+    first, second = (pairs.first[:b], pairs.second[:b]) if few else (pairs.first, pairs.second)
+    got = F.pair_l1_distances(x, first, second)
+    weights = torch.rand(len(first), generator=g, dtype=torch.float64)
+    (got * weights).sum().backward()
+    expected_grad = torch.zeros_like(x)
+    for p, (i, j) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
+        assert math.isclose(float(got[p]), float((x[i] - x[j]).abs().sum()), rel_tol=1e-9, abs_tol=1e-9)
+        sign = torch.sign(x[i] - x[j]).detach()
+        expected_grad[i] += weights[p] * sign
+        expected_grad[j] -= weights[p] * sign
+    assert torch.allclose(x.grad, expected_grad, atol=1e-9)

@@ -78,7 +78,7 @@ def multitask(
     """Table 2 and Fig. 11: gender from the age-only embedding, and CS curves with and without the gender task."""
     from agemetric import paper
 
-    resolved, folder = _config("multitask", preset, config, dataset, data_dir, seed, epochs, set_, out)
+    resolved, folder = _config("multitask", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 8})
     with make_progress() as progress:
         runs = paper.multitask(resolved, folder, progress, console)
     for side, m in runs.items():
