@@ -129,7 +129,8 @@ def table(args, results: dict[str, list[dict]]) -> str:
         f"Machine: {platform.platform()}, {first['machine']['threads']} torch threads, torch {first['machine']['torch']}.",
         f"Reproduce the whole table: `python benchmarks/accuracy.py --data-dir {args.data_dir} --weights {args.weights} "
         f"--budget {args.budget:g} --image-size {args.image_size} --optimizer {args.optimizer} --lr {args.lr:g}"
-        f"{''.join(' --set ' + item for item in args.set)} --seeds {args.seeds} --baseline-seeds {args.baseline_seeds}`.",
+        f"{''.join(' --set ' + item for item in args.set)} --seeds {args.seeds} --baseline-seeds {args.baseline_seeds}"
+        f"{''.join(' --seeds-for ' + item for item in args.seeds_for)}`.",
     ]
     return "\n".join(lines)
 
@@ -146,6 +147,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every method (repeatable)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds for the main method")
     parser.add_argument("--baseline-seeds", type=int, default=1, help="seeds for the other methods")
+    parser.add_argument("--seeds-for", action="append", default=[], metavar="METHOD=N",
+                        help="seeds for one method, overriding the two options above (repeatable)")  # fmt: skip
     parser.add_argument("--limit", type=int, default=None, help="use a subset (for a trial run)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "accuracy")
@@ -153,9 +156,11 @@ def main() -> None:
     parser.add_argument("--marker", default="accuracy", help="write between <!-- MARKER:start/end --> in --doc")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    per_method = {name: int(n) for name, _, n in (item.partition("=") for item in args.seeds_for)}
     results = {}
     for method in args.methods.split(","):
-        seeds = range(args.seeds) if method == "agemetric" else range(args.baseline_seeds)
+        default = args.seeds if method == "agemetric" else args.baseline_seeds
+        seeds = range(per_method.get(method, default))
         results[method] = [run_one(args, method, seed) for seed in seeds]
     text = table(args, results)
     print(text)

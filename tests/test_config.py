@@ -7,23 +7,19 @@ from agemetric.config import PRESETS, RunConfig, parse_set, resolve
 from agemetric.errors import AgemetricError
 
 
-def test_defaults_are_the_papers():
+def test_defaults_are_the_papers_but_for_the_measured_optimiser():
     c = RunConfig()
     assert (c.backbone, c.loss, c.miner, c.retriever) == ("inception_v3", "revised-contrastive", "all-pairs", "l1-knn")
-    assert (c.embedding_dim, c.gender_dim, c.margin, c.k, c.batch_size, c.image_size, c.optimizer) == (
-        70,
-        10,
-        4.0,
-        20,
-        128,
-        227,
-        "adadelta",
-    )
+    assert (c.embedding_dim, c.gender_dim, c.margin, c.k, c.batch_size, c.image_size) == (70, 10, 4.0, 20, 128, 227)
+    assert (c.optimizer, c.lr) == ("adam", 1e-4)  # docs/method.md: measured; the paper preset keeps Adadelta
 
 
 def test_quick_is_the_default_preset_and_paper_keeps_the_papers_settings():
     assert resolve().backbone == PRESETS["quick"]["backbone"]
-    assert resolve("paper") == RunConfig()
+    assert resolve("finetune") == RunConfig()
+    paper = resolve("paper")
+    assert (paper.optimizer, paper.lr) == ("adadelta", 1.0)  # METHOD.md: Adadelta
+    assert paper == RunConfig(optimizer="adadelta", lr=1.0)  # otherwise the defaults
 
 
 def test_layers_apply_in_order(tmp_path):

@@ -28,7 +28,10 @@ CHOICES = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run. The defaults are the paper's method (see METHOD.md).
+    """Everything that defines a run. The defaults are the paper's method (see METHOD.md) with one
+    measured change: Adam at lr 1e-4 instead of Adadelta (fine-tuning an ImageNet MobileNetV2 on
+    UTKFace for 420 s: MAE 6.28 +- 0.06 against 7.33 +- 0.67, two seeds each, and the same
+    direction on a second split; docs/benchmarks.md). ``--preset paper`` keeps Adadelta.
 
     Attributes:
         backbone: backbone plugin name.
@@ -54,8 +57,8 @@ class RunConfig:
         epochs: passes over the training split (0: no training, e.g. for a linear probe).
         time_budget: stop training after this many seconds (checked before each step), or ``None``.
         batch_size: images per batch; all pairs of a batch are compared (paper: 128).
-        optimizer: ``"adadelta"`` (paper), ``"adam"`` or ``"sgd"``.
-        lr: learning rate (Adadelta's is a scale factor; 1.0 is its usual value).
+        optimizer: ``"adam"`` (default, measured), ``"adadelta"`` (paper) or ``"sgd"``.
+        lr: learning rate (1e-4 for Adam; Adadelta's is a scale factor, 1.0 its usual value).
         weight_decay: L2 penalty.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         augment: random flip, shift and zoom during training.
@@ -92,8 +95,8 @@ class RunConfig:
     epochs: int = 275
     time_budget: float | None = None
     batch_size: int = 128
-    optimizer: str = "adadelta"
-    lr: float = 1.0
+    optimizer: str = "adam"
+    lr: float = 1e-4
     weight_decay: float = 0.0
     multitask: str = "auto"
     augment: bool = True
@@ -151,9 +154,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         "image_size": 64,
         "epochs": 15,
         "batch_size": 128,
+        # measured for this from-scratch small CNN (docs/benchmarks.md); Adam 1e-4 is for fine-tuning
+        "optimizer": "adadelta",
+        "lr": 1.0,
     },
     "paper": {
         # Jeong et al. (2018): Inception V3 (ImageNet), 227 px, batch 128, Adadelta, 275 epochs.
+        "optimizer": "adadelta",
+        "lr": 1.0,
+    },
+    "finetune": {
+        # The defaults: the paper's method with Adam at lr 1e-4 (measured best for fine-tuning an
+        # ImageNet backbone at a fixed budget). Name your data, backbone and budget on top.
     },
 }
 
@@ -250,7 +262,7 @@ def resolve(
     """Build the run's config: defaults < preset < file < ``options`` < ``sets``.
 
     Args:
-        preset: ``"quick"`` (default when neither argument nor file names one) or ``"paper"``.
+        preset: ``"quick"`` (default when neither argument nor file names one), ``"paper"`` or ``"finetune"``.
         config_file: a TOML file.
         options: explicit values (e.g. from CLI flags); ``None`` values are ignored.
         sets: ``KEY=VALUE`` strings.
