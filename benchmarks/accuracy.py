@@ -130,7 +130,8 @@ def table(args, results: dict[str, list[dict]]) -> str:
         f"Reproduce the whole table: `python benchmarks/accuracy.py --data-dir {args.data_dir} --weights {args.weights} "
         f"--budget {args.budget:g} --image-size {args.image_size} --optimizer {args.optimizer} --lr {args.lr:g}"
         f"{''.join(' --set ' + item for item in args.set)} --seeds {args.seeds} --baseline-seeds {args.baseline_seeds}"
-        f"{''.join(' --seeds-for ' + item for item in args.seeds_for)}`.",
+        f"{''.join(' --seeds-for ' + item for item in args.seeds_for)}"
+        f"{'' if args.marker == 'accuracy' else f' --out runs/{args.marker} --marker {args.marker}'}`.",
     ]
     return "\n".join(lines)
 
