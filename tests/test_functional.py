@@ -120,7 +120,9 @@ def test_pair_l1_distances_and_gradients_match_a_per_pair_loop(b, d, few, seed):
     (got * weights).sum().backward()
     expected_grad = torch.zeros_like(x)
     for p, (i, j) in enumerate(zip(first.tolist(), second.tolist(), strict=True)):
-        assert math.isclose(float(got[p].detach()), float((x[i] - x[j]).abs().sum()), rel_tol=1e-9, abs_tol=1e-9)
+        assert math.isclose(
+            float(got[p].detach()), float((x[i] - x[j]).detach().abs().sum()), rel_tol=1e-9, abs_tol=1e-9
+        )
         sign = torch.sign(x[i] - x[j]).detach()
         expected_grad[i] += weights[p] * sign
         expected_grad[j] -= weights[p] * sign
