@@ -97,3 +97,11 @@ def test_preset_image_size_is_raised_to_the_backbones_minimum_but_explicit_is_ke
     assert resolve("quick", options={"backbone": "inception_v3"}).image_size == 75
     assert resolve("quick", options={"backbone": "inception_v3", "image_size": 64}).image_size == 64
     assert resolve("quick").image_size == 64
+
+
+def test_command_defaults_sit_between_the_preset_and_the_users_choices(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(tomli_w.dumps({"k": 7}))
+    assert resolve("quick", command_defaults={"epochs": 200}).epochs == 200  # above the preset's 15
+    assert resolve("quick", path, command_defaults={"epochs": 200, "k": 3}).k == 7  # the file wins
+    assert resolve("quick", sets=["epochs=2"], command_defaults={"epochs": 200}).epochs == 2

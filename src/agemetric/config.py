@@ -258,14 +258,17 @@ def resolve(
     config_file: str | Path | None = None,
     options: dict[str, Any] | None = None,
     sets: list[str] | None = None,
+    command_defaults: dict[str, Any] | None = None,
 ) -> RunConfig:
-    """Build the run's config: defaults < preset < file < ``options`` < ``sets``.
+    """Build the run's config: defaults < preset < ``command_defaults`` < file < ``options`` < ``sets``.
 
     Args:
         preset: ``"quick"`` (default when neither argument nor file names one), ``"paper"`` or ``"finetune"``.
         config_file: a TOML file.
         options: explicit values (e.g. from CLI flags); ``None`` values are ignored.
         sets: ``KEY=VALUE`` strings.
+        command_defaults: a command's own defaults (e.g. more epochs for ``agemetric paper
+            toy-embedding``): above the preset, below everything the user gives.
     """
     from_file = load_toml(config_file) if config_file else {}
     name = preset or from_file.pop("preset", None) or "quick"
@@ -275,6 +278,7 @@ def resolve(
     merged: dict[str, Any] = {}
     for layer in (
         PRESETS[name],
+        command_defaults or {},
         from_file,
         {k: v for k, v in (options or {}).items() if v is not None},
         parse_set(sets or []),

@@ -35,10 +35,7 @@ def _config(name, preset, config_file, dataset, data_dir, seed, epochs, sets, ou
         "seed": seed,
         "epochs": epochs,
     }
-    for key, value in (defaults or {}).items():  # the command's own defaults, below the user's choices
-        if options.get(key) is None:
-            options[key] = value
-    resolved = cfg.resolve(preset or "quick", config_file, options, sets or [])
+    resolved = cfg.resolve(preset or "quick", config_file, options, sets or [], command_defaults=defaults)
     folder = out or Path("runs") / time.strftime(f"paper-{name}-%Y%m%d-%H%M%S")
     folder.mkdir(parents=True, exist_ok=True)
     return resolved, folder
