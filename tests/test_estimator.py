@@ -5,23 +5,13 @@ import torch
 
 from agemetric import hookimpl, plugins
 from agemetric.config import resolve
-from agemetric.data.arrays import FaceArrays
 from agemetric.errors import PluginError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import Miner
+from agemetric.testing import random_face_arrays
 from agemetric.types import Triplets
 
 TINY = ["image_size=32", "embedding_dim=8", "gender_dim=4", "backbone_options.width=8", "k=3"]
-
-
-def tiny_arrays(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return FaceArrays(
-        images=torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-        ages=torch.randint(1, 80, (n,), generator=g).float(),
-        genders=torch.randint(0, 2, (n,), generator=g),
-        keys=[str(i) for i in range(n)],
-    )
 
 
 class TripletMiner(Miner):
@@ -48,7 +38,7 @@ def test_incompatible_miner_and_loss_fail_at_construction():
 def test_multitask_loss_has_both_parts_and_ignores_unknown_genders():
     torch.manual_seed(0)
     est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=True)
-    data = tiny_arrays()
+    data = random_face_arrays()
     genders = data.genders.clone()
     genders[:5] = -1
     parts = est.training_loss(est.prepare(data.images), data.ages, genders)
@@ -66,7 +56,7 @@ def test_single_task_has_no_gender_head():
 def test_save_and_load_give_the_same_predictions(tmp_path):
     torch.manual_seed(0)
     est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=True)
-    data = tiny_arrays()
+    data = random_face_arrays()
     est.fit_gallery(data)
     before = est.predict(data.images[:6])
     est.save(tmp_path / "model.pt")

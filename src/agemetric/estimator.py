@@ -15,7 +15,7 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment, normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
-from agemetric.interfaces._checks import describe
+from agemetric.interfaces._checks import describe, registered_name
 from agemetric.interfaces.miner import type_names
 
 #: The gender task's margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
@@ -69,7 +69,7 @@ class AgeEstimator(nn.Module):
             )
         self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
         needed = retriever.requires_loss
-        loss_name = getattr(loss, "_agemetric_entry", (None, type(loss).__name__))[1]
+        loss_name = registered_name(loss)
         if needed is not None and plugins.canonical(needed) != plugins.canonical(loss_name):
             raise PluginError(f"{describe(retriever)} works only with --loss {needed}, got loss {loss_name!r}")
         self.retriever = retriever

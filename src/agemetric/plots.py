@@ -52,11 +52,11 @@ def save_figure(fig: Figure, path: Path) -> Path:
 
 
 def cs_curves(curves: dict[str, dict], path: Path, note: str, title: str = "Cumulative score") -> Path:
-    """CS(T) against T for one or more runs (``label -> {T: percent}``), one line each."""
+    """CS(T) against T for one or more runs (``label -> {"T": percent}``, as in metrics.json), one line each."""
     fig, ax = _figure(title, note)
     for label, cs in curves.items():
         ts = sorted(int(t) for t in cs)
-        ax.plot(ts, [cs[str(t)] if str(t) in cs else cs[t] for t in ts], marker="o", label=label)
+        ax.plot(ts, [cs[str(t)] for t in ts], marker="o", label=label)
     ax.set_xlabel("error tolerance T (years)")
     ax.set_ylabel("CS(T): test images with |error| <= T (%)")
     ax.set_ylim(0, 100)
@@ -199,7 +199,7 @@ def run_report(name: str, metrics: dict) -> str:
         "|---|---|",
         f"| MAE (years) | {metrics['mae']:.2f} |",
         f"| mean predictor MAE (years) | {metrics['mean_predictor_mae']:.2f} |",
-        *(f"| CS({t}) (%) | {cs[str(t)] if str(t) in cs else cs[t]:.1f} |" for t in (1, 3, 5, 10)),
+        *(f"| CS({t}) (%) | {cs[str(t)]:.1f} |" for t in (1, 3, 5, 10)),
         f"| training images seen | {metrics.get('training_images_seen', 0):,} |",
     ]
     for key, label in GENDER_METRICS.items():

@@ -21,7 +21,19 @@ from pathlib import Path
 import torch
 
 from agemetric import plugins
+from agemetric.data.arrays import FaceArrays
 from agemetric.interfaces.miner import FIELDS
+
+
+def random_face_arrays(n: int = 24, size: int = 32, seed: int = 0) -> FaceArrays:
+    """``n`` random uint8 "faces" of ``size`` px with ages 1-79 and genders 0/1: for tests of training code."""
+    g = torch.Generator().manual_seed(seed)
+    return FaceArrays(
+        images=torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8),
+        ages=torch.randint(1, 80, (n,), generator=g).float(),
+        genders=torch.randint(0, 2, (n,), generator=g),
+        keys=[str(i) for i in range(n)],
+    )
 
 
 def _batch(b: int = 12, d: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

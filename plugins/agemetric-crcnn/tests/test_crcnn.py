@@ -14,23 +14,12 @@ from typer.testing import CliRunner
 
 from agemetric import AgeEstimator, PluginError, plugins, resolve
 from agemetric.cli import app
-from agemetric.data.arrays import FaceArrays
 from agemetric.functional import all_pairs, margin_similarity
-from agemetric.testing import check_loss, check_retriever
+from agemetric.testing import check_loss, check_retriever, random_face_arrays
 from agemetric.training import train
 
 TINY = ["image_size=32", "embedding_dim=8", "gender_dim=4", "backbone_options.width=8", "k=3"]
 CRCNN = ["loss=crcnn", "retriever=crcnn-compare", "batch_size=12", "epochs=1"]
-
-
-def tiny_arrays(n=24, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return FaceArrays(
-        images=torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-        ages=torch.randint(1, 80, (n,), generator=g).float(),
-        genders=torch.randint(0, 2, (n,), generator=g),
-        keys=[str(i) for i in range(n)],
-    )
 
 
 class Bound:
@@ -144,7 +133,7 @@ def test_head_parameters_train_with_the_estimator():
     est = AgeEstimator.from_config(resolve("quick", sets=[*TINY, *CRCNN]), multitask=True)
     names = [name for name, _ in est.named_parameters()]
     assert any(n.startswith("loss.head.") for n in names) and any(n.startswith("gender_loss.head.") for n in names)
-    history = train(est, tiny_arrays(), est.config)  # channels_last on: the lazy head must survive .to()
+    history = train(est, random_face_arrays(), est.config)  # channels_last on: the lazy head must survive .to()
     assert history and est.loss.initialized
     assert est.loss.head[0].weight.shape == (64, 3 * 8)  # hidden 64, features of an 8-d age embedding
     assert est.gender_loss.head[0].weight.shape == (64, 3 * 4)  # the gender task: a 4-d embedding
@@ -253,7 +242,7 @@ def test_save_and_load_keep_predictions(tmp_path):
     torch.manual_seed(0)
     config = resolve("quick", sets=[*TINY, *CRCNN])
     est = AgeEstimator.from_config(config, multitask=True)
-    data = tiny_arrays()
+    data = random_face_arrays()
     train(est, data, config)
     est.fit_gallery(data)
     before = est.predict(data.images[:6])
@@ -267,12 +256,12 @@ def test_save_and_load_keep_predictions(tmp_path):
 def test_an_untrained_head_saves_and_loads(tmp_path):
     """--epochs 0: the lazy head is saved as placeholders and comes back uninitialised."""
     est = AgeEstimator.from_config(resolve("quick", sets=[*TINY, *CRCNN]), multitask=True)
-    est.fit_gallery(tiny_arrays())
+    est.fit_gallery(random_face_arrays())
     est.save(tmp_path / "model.pt")
     again = AgeEstimator.load(tmp_path / "model.pt")
     assert not again.loss.initialized
     with pytest.raises(PluginError, match="untrained"):
-        again.predict(tiny_arrays().images[:2])
+        again.predict(random_face_arrays().images[:2])
 
 
 def test_cli_run_end_to_end(tmp_path, monkeypatch):

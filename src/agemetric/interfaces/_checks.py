@@ -20,6 +20,12 @@ def describe(component: object) -> str:
     return f"{kind} {name!r} (plugin {plugin!r}, {type(component).__name__})"
 
 
+def registered_name(component: object) -> str:
+    """The registry name a component was created under (its class name if not created by name)."""
+    entry = getattr(component, "_agemetric_entry", None)
+    return type(component).__name__ if entry is None else entry[1]
+
+
 def check_tensor(who: str, name: str, t: object, ndim: int, *, floating: bool | None = None) -> torch.Tensor:
     """Raise :class:`PluginError` unless ``t`` is a tensor with ``ndim`` dimensions."""
     if not isinstance(t, torch.Tensor):

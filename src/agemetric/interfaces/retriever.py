@@ -78,15 +78,7 @@ class Retriever(abc.ABC):
         Returns:
             ``(distances (M, k) float32, indices (M, k) int64)``.
         """
-        who = describe(self)
-        if self.embeddings is None:
-            raise PluginError(f"{who}: call fit() before search()")
-        check_tensor(who, "queries", queries, 2, floating=True)
-        if queries.shape[1] != self.embeddings.shape[1]:
-            raise PluginError(
-                f"{who}: queries must have {self.embeddings.shape[1]} columns like the gallery, "
-                f"got {tuple(queries.shape)}"
-            )
+        who = self.check_queries(queries, "search")
         k = self.k if k is None else int(k)
         n = self.embeddings.shape[0] - (exclude is not None)
         k = min(k, n)
@@ -102,6 +94,21 @@ class Retriever(abc.ABC):
         keep = ~drop
         m = queries.shape[0]
         return dist[keep].view(m, k), idx[keep].view(m, k)
+
+    def check_queries(self, queries: torch.Tensor, method: str) -> str:
+        """Raise :class:`PluginError` unless the gallery is fitted and ``queries`` is ``(M, D)`` float
+        with the gallery's ``D``; returns the name messages use (for subclasses' own methods).
+        """
+        who = describe(self)
+        if self.embeddings is None:
+            raise PluginError(f"{who}: call fit() before {method}()")
+        check_tensor(who, "queries", queries, 2, floating=True)
+        if queries.shape[1] != self.embeddings.shape[1]:
+            raise PluginError(
+                f"{who}: queries must have {self.embeddings.shape[1]} columns like the gallery, "
+                f"got {tuple(queries.shape)}"
+            )
+        return who
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted ages ``(M,)``: the mean age of the ``k`` nearest gallery items."""

@@ -6,7 +6,7 @@ import torch
 
 from agemetric import PluginError
 from agemetric.default_plugins.l1_knn import L1KNN
-from agemetric.interfaces._checks import check_rows, check_tensor, describe
+from agemetric.interfaces._checks import check_rows, describe
 from agemetric_crcnn.functional import candidate_ages, relation_scores
 from agemetric_crcnn.loss import CRCNNLoss
 
@@ -87,14 +87,7 @@ class CRCNNCompare(L1KNN):
             raise PluginError(
                 f"{who}: the CRCNN comparator has never seen a batch (untrained); train with --epochs >= 1"
             )
-        if self.embeddings is None:
-            raise PluginError(f"{who}: call fit() before predict()")
-        check_tensor(who, "queries", queries, 2, floating=True)
-        if queries.shape[1] != self.embeddings.shape[1]:
-            raise PluginError(
-                f"{who}: queries must have {self.embeddings.shape[1]} columns like the gallery, "
-                f"got {tuple(queries.shape)}"
-            )
+        self.check_queries(queries, "predict")
         if exclude is not None:
             check_rows(who, "exclude", exclude, queries.shape[0])
         device = next(comparator.parameters()).device
