@@ -123,19 +123,31 @@ class AgeEstimator(nn.Module):
         """bfloat16 autocast on CPU when enabled (a no-op context otherwise)."""
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
 
-    def training_loss(self, x: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor) -> dict:
+    def training_loss(
+        self,
+        x: torch.Tensor,
+        ages: torch.Tensor,
+        genders: torch.Tensor,
+        gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict:
         """The multi-task loss of one prepared batch.
 
         Args:
             x: ``(B, 3, S, S)`` float, from :meth:`prepare` (and augmentation).
             ages: ``(B,)`` float.
             genders: ``(B,)`` int64, -1 unknown (those rows sit out the gender task).
+            gather: in data-parallel training, joins every process's rows of a tensor into the
+                global batch (:func:`agemetric.distributed.gather`), so that the miner sees the
+                pairs of the global batch; ``None`` on one process.
 
         Returns:
             ``{"loss": total, "age": ..., "gender": ...}`` 0-d tensors (``gender`` only when on).
         """
         with self.autocast():
             emb = self.backbone(x)
+        if gather is not None:
+            emb = type(emb)(*(None if t is None else gather(t) for t in emb))
+            ages, genders = gather(ages), gather(genders)
         age_emb = emb.age.float()  # (B, N_a); the loss runs in float32
         age_loss = self.loss(age_emb, ages, self.miner(age_emb, ages))
         out = {"loss": age_loss, "age": age_loss.detach()}

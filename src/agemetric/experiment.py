@@ -16,7 +16,7 @@ from pathlib import Path
 import tomli_w
 import torch
 
-from agemetric import plugins
+from agemetric import distributed, plugins
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays, decode
 from agemetric.data.splits import Split, make_split, read_split, write_split
@@ -114,21 +114,29 @@ def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunCo
     return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
 
 
-def run(config: RunConfig, progress=None, console=None) -> RunResult:
+def run(config: RunConfig, progress=None, console=None) -> RunResult | None:
     """Train and evaluate one configuration and write its run folder.
 
     The run folder receives ``config.toml`` (resolved config, reusable with ``--config``),
     ``split.csv``, ``history.json``, ``model.pt`` (weights + gallery), ``predictions.csv`` and
     ``metrics.json``.
 
+    Under ``torchrun`` (:mod:`agemetric.distributed`) every process loads the data and trains its
+    share of each batch; rank 0 alone writes the run folder, evaluates and returns the result, the
+    others return ``None`` once training ends.
+
     Args:
         config: the run's config.
         progress: an optional ``rich.progress.Progress`` for the bars.
         console: an optional ``rich.console.Console`` for notes (skipped files, settings).
     """
-    say = console.print if console is not None else (lambda *a, **k: None)
-    run_dir = prepare_run_dir(config)
-    (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+    world = distributed.init_from_env()
+    main = world.is_main
+    say = console.print if console is not None and main else (lambda *a, **k: None)
+    progress = progress if main else None
+    if main:
+        run_dir = prepare_run_dir(config)
+        (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     if config.threads:
         torch.set_num_threads(config.threads)
 
@@ -136,7 +144,8 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
     dataset, records = select_records(config)
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
-    write_split(run_dir / "split.csv", split, [r.key for r in records])
+    if main:
+        write_split(run_dir / "split.csv", split, [r.key for r in records])
     data = decode_records(dataset, records, config, progress)
     if len(dataset.skipped):
         say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()}[/]")
@@ -160,10 +169,13 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult:
         f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
         f"({split_info['protocol']} split), {config.image_size} px, backbone {config.backbone}, loss {config.loss}, "
         f"multi-task {'on' if multitask else 'off'}, bf16 {'on' if estimator.bf16 else 'off'}"
+        + (f", {world.size} processes" if world.active else "")
     )
 
     t1 = time.perf_counter()
-    history = train(estimator, train_data, config, progress)
+    history = train(estimator, train_data, config, progress, world)
+    if not main:
+        return None
     _write_json(run_dir / "history.json", history)
     t2 = time.perf_counter()
 

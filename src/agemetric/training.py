@@ -6,6 +6,7 @@ import time
 
 import torch
 
+from agemetric import distributed
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
@@ -27,14 +28,21 @@ def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """A shuffled epoch of index batches; a last batch of one image (no pairs) is dropped."""
+def batches(n: int, batch_size: int, generator: torch.Generator, smallest: int = 2) -> list[torch.Tensor]:
+    """A shuffled epoch of index batches; a last batch of fewer than ``smallest`` images is dropped
+    (one image has no pairs; in data-parallel training every process needs two)."""
     order = torch.randperm(n, generator=generator)  # (N,)
     chunks = list(order.split(batch_size))
-    return [c for c in chunks if c.numel() >= 2]
+    return [c for c in chunks if c.numel() >= smallest]
 
 
-def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress=None) -> list[dict]:
+def train(
+    estimator: AgeEstimator,
+    data: FaceArrays,
+    config: RunConfig,
+    progress=None,
+    world: distributed.World | None = None,
+) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
 
     Args:
@@ -43,6 +51,9 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
         config: epochs, batch size, optimiser, seed, augmentation.
         progress: a ``rich.progress.Progress`` to show a bar on (its ``loss`` and ``ips`` text
             fields are filled in), or ``None``.
+        world: in data-parallel training (:mod:`agemetric.distributed`), this process: every
+            process draws the same global batches, embeds its share, and the loss spans the
+            gathered global batch. ``None``: one process.
 
     Training stops early, between two steps, once ``config.time_budget`` seconds have passed.
 
@@ -54,13 +65,21 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
     Raises:
         TrainingDiverged: on a NaN or infinite loss.
     """
-    generator = torch.Generator().manual_seed(config.seed)
-    optimizer = make_optimizer(estimator.parameters(), config)
+    world = world or distributed.World()
+    generator = torch.Generator().manual_seed(config.seed)  # batch order: the same on every process
+    # augmentation: one process keeps the single stream it always had; N processes draw apart
+    aug_generator = torch.Generator().manual_seed(config.seed + 7919 * world.rank) if world.active else generator
     if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
         estimator.backbone.to(memory_format=torch.channels_last)
     estimator.train()
     n = len(data)
-    per_epoch = n - (1 if n % config.batch_size == 1 else 0)  # images per epoch, as batches() yields them
+    smallest = 2 * world.size
+    if world.active:
+        _materialise_lazy(estimator, data, smallest)
+    step_module = distributed.wrap(estimator, world)
+    optimizer = make_optimizer(estimator.parameters(), config)
+    tail = n % config.batch_size
+    per_epoch = n - (tail if 0 < tail < smallest else 0)  # images per epoch, as batches() yields them
     task = None
     if progress is not None:
         task = progress.add_task("train", total=per_epoch * config.epochs, loss="", ips="")
@@ -71,12 +90,16 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
         sums: dict[str, float] = {}
         step_losses: list[float] = []
         seen, steps, start = 0, 0, time.perf_counter()
-        for index in batches(n, config.batch_size, generator):
-            if config.time_budget is not None and time.perf_counter() - began >= config.time_budget:
+        for index in batches(n, config.batch_size, generator, smallest):
+            if config.time_budget is not None and distributed.any_rank(
+                time.perf_counter() - began >= config.time_budget, world
+            ):
                 out_of_time = True
                 break
-            x = estimator.prepare(data.images[index], generator if config.augment else None)
-            parts = estimator.training_loss(x, data.ages[index], data.genders[index])
+            mine, sizes = world.share(index)
+            x = estimator.prepare(data.images[mine], aug_generator if config.augment else None)
+            gather = (lambda t, sizes=sizes: distributed.gather(t, sizes, world)) if world.active else None
+            parts = step_module(x, data.ages[mine], data.genders[mine], gather)
             loss = parts["loss"]
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
@@ -120,9 +143,17 @@ def train(estimator: AgeEstimator, data: FaceArrays, config: RunConfig, progress
             if progress is not None:
                 progress.console.print(f"time budget of {config.time_budget:g} s reached in epoch {epoch}")
             break
-    if history and config.bn_recalibration:
+    if history and config.bn_recalibration and world.is_main:  # only rank 0's model is kept
         recalibrate_batchnorm(estimator, data, config.bn_recalibration, config.batch_size, generator)
     return history
+
+
+@torch.no_grad()
+def _materialise_lazy(estimator: AgeEstimator, data: FaceArrays, n: int) -> None:
+    """Run one batch through the loss when a part has lazy parameters (DDP cannot wrap those)."""
+    if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in estimator.parameters()):
+        index = torch.arange(min(n, len(data)))
+        estimator.training_loss(estimator.prepare(data.images[index]), data.ages[index], data.genders[index])
 
 
 @torch.no_grad()

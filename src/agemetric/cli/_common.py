@@ -64,8 +64,9 @@ def guarded(fn):
     return wrapper
 
 
-def make_progress() -> Progress:
-    """Bars with the loss, images/s and time left (on stderr, so stdout stays clean)."""
+def make_progress(disable: bool = False) -> Progress:
+    """Bars with the loss, images/s and time left (on stderr, so stdout stays clean); ``disable``
+    hides them (processes other than rank 0 under torchrun)."""
     return Progress(
         TextColumn("[bold]{task.description:<14}"),
         BarColumn(),
@@ -77,6 +78,7 @@ def make_progress() -> Progress:
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
+        disable=disable,
     )
 
 

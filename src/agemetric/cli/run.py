@@ -109,9 +109,11 @@ def run(
     With no options: the quick preset (embedded synthetic faces, small CNN, a few minutes on a
     laptop CPU). Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
     The paper's exact setting: --preset paper.
+    Several processes: torchrun --nproc_per_node 2 $(which agemetric) run ... (--batch-size is the global batch).
     Every setting is listed in the config.toml written into the run folder.
     """
     from agemetric import config as cfg
+    from agemetric import distributed
     from agemetric.experiment import run as run_experiment
 
     options = {
@@ -137,8 +139,14 @@ def run(
         "out": None if out is None else str(out),
     }
     resolved = cfg.resolve(preset, config, options, set_)
-    with make_progress() as progress:
-        result = run_experiment(resolved, progress=progress, console=console)
+    world = distributed.init_from_env()  # one process, or this one's rank under torchrun
+    try:
+        with make_progress(disable=not world.is_main) as progress:
+            result = run_experiment(resolved, progress=progress, console=console)
+    finally:
+        distributed.shutdown()
+    if result is None:  # not rank 0: rank 0 evaluates and reports
+        return
     m = result.metrics
     split = m["split"]
     title = f"{m['dataset']} - {split['protocol']} split, {split['n_train']} train / {split['n_test']} test"
