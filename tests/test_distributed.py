@@ -97,3 +97,19 @@ def test_agemetric_run_under_torchrun(tmp_path):
     assert 0 < metrics["training_images_seen"] < 50 * 64
     assert "2 processes" in done.stdout
     assert done.stdout.count("Run folder:") == 1  # rank 1 reports nothing
+
+
+def test_devices():
+    assert distributed.resolve_device("cpu", distributed.World(1, 2, 1)) == torch.device("cpu")
+    assert distributed.resolve_device("cuda", distributed.World(1, 2, 1)) == torch.device("cuda:1")
+    assert distributed.resolve_device("cuda:3", distributed.World()) == torch.device("cuda:3")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert distributed.resolve_device("auto", distributed.World()).type == expected
+
+
+def test_a_bad_device_is_a_one_line_error():
+    from agemetric.config import RunConfig
+    from agemetric.errors import AgemetricError
+
+    with pytest.raises(AgemetricError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
+        RunConfig(device="gpu")

@@ -9,6 +9,7 @@ backbone's minimum; an explicit one is never changed (too small is an error).
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -66,7 +67,9 @@ class RunConfig:
             batches (0: keep the running averages); see :func:`agemetric.training.recalibrate_batchnorm`.
         figures: write the run's figures (``figures/*.png``) and ``report.md``.
         cache: keep decoded images in the disk cache (``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``).
-        bf16: bfloat16 autocast: ``"auto"`` (on where the CPU supports it), ``"on"``, ``"off"``.
+        bf16: bfloat16 autocast: ``"auto"`` (on where the CPU or GPU supports it), ``"on"``, ``"off"``.
+        device: where training runs: ``"auto"`` (CUDA when available, else the CPU), ``"cpu"``,
+            ``"cuda"`` or ``"cuda:N"``; under torchrun each process takes ``cuda:LOCAL_RANK``.
         channels_last: NHWC memory format (faster convolutions on CPU).
         seed: seeds the split, the initialisation and the batch order.
         threads: torch CPU threads (``None`` = torch's default).
@@ -105,6 +108,7 @@ class RunConfig:
     figures: bool = True
     bf16: str = "auto"
     channels_last: bool = True
+    device: str = "auto"
     seed: int = 0
     threads: int | None = None
     out: str | None = None
@@ -135,6 +139,8 @@ class RunConfig:
             raise AgemetricError(f"limit must be >= 2 images, got {self.limit}")
         if self.threads is not None and self.threads < 1:
             raise AgemetricError(f"threads must be >= 1, got {self.threads}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
+            raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")

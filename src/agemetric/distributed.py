@@ -32,6 +32,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -51,19 +52,34 @@ class World:
         return chunks[self.rank], [c.numel() for c in chunks]
 
 
-def init_from_env() -> World:
-    """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``MASTER_ADDR``...).
+def init_from_env(device: str = "auto") -> World:
+    """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``...).
 
     Without ``WORLD_SIZE`` (or with 1) nothing is initialised: one process. Backend: nccl when
-    CUDA is available, gloo otherwise (``AGEMETRIC_DIST_BACKEND`` overrides).
+    training runs on CUDA (see :func:`resolve_device`), gloo otherwise; ``AGEMETRIC_DIST_BACKEND``
+    overrides.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        default = "nccl" if torch.cuda.is_available() else "gloo"
+        on_gpu = resolve_device(device, World(0, size, local_rank)).type == "cuda"
+        if on_gpu:
+            torch.cuda.set_device(local_rank)
+        default = "nccl" if on_gpu else "gloo"
         dist.init_process_group(backend=os.environ.get("AGEMETRIC_DIST_BACKEND", default))
-    return World(dist.get_rank(), dist.get_world_size())
+    return World(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def resolve_device(name: str, world: World) -> torch.device:
+    """``config.device`` as a device: ``auto`` is CUDA when available; under torchrun a plain
+    ``cuda`` (or ``auto``) becomes this process's GPU, ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world.active:
+        name = f"cuda:{world.local_rank}"
+    return torch.device(name)
 
 
 def shutdown() -> None:
@@ -137,4 +153,5 @@ def wrap(estimator, world: World) -> torch.nn.Module:
     step = TrainStep(estimator)
     if not world.active:
         return step
-    return torch.nn.parallel.DistributedDataParallel(step)
+    device = estimator.device
+    return torch.nn.parallel.DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)

@@ -25,8 +25,11 @@ GENDER_MARGIN = 0.5
 CHECKPOINT_FORMAT = 1
 
 
-def bf16_supported() -> bool:
-    """True when this CPU runs bfloat16 matrix maths natively (AVX512-BF16 or AMX)."""
+def bf16_supported(device: str = "cpu") -> bool:
+    """True when ``device`` (``"cpu"`` or ``"cuda"``) runs bfloat16 matrix maths natively
+    (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer)."""
+    if device == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool((check and check()) or (amx and amx()))
@@ -77,7 +80,6 @@ class AgeEstimator(nn.Module):
         self.image_size = image_size
         self.config = config or RunConfig(image_size=image_size)
         self.channels_last = self.config.channels_last
-        self.bf16 = {"on": True, "off": False, "auto": bf16_supported()}[self.config.bf16]
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
@@ -107,21 +109,35 @@ class AgeEstimator(nn.Module):
         retriever = plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options)
         return cls(backbone, miner, loss, retriever, gender_loss, config.image_size, config)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters are (move the estimator with ``.to(device)``)."""
+        return next(self.backbone.parameters()).device
+
+    @property
+    def bf16(self) -> bool:
+        """Whether :meth:`autocast` uses bfloat16 on the current device (``config.bf16``)."""
+        if self.config.bf16 == "auto":
+            return bf16_supported(self.device.type)
+        return self.config.bf16 == "on"
+
     # -- training -----------------------------------------------------------------------
 
     def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 ``(B, 3, S, S)`` -> normalised float in the backbone's memory format.
+        """uint8 ``(B, 3, S, S)`` -> normalised float on the estimator's device, in the backbone's
+        memory format.
 
         With a ``generator``, the batch is also augmented (random flip, shift, zoom).
         """
         x = normalise(images, self.backbone.mean, self.backbone.std)  # (B, 3, S, S)
         if generator is not None:
-            x = augment(x, generator)
+            x = augment(x, generator)  # on the CPU: the generator is a CPU one
+        x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def autocast(self):
-        """bfloat16 autocast on CPU when enabled (a no-op context otherwise)."""
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+        """bfloat16 autocast on the estimator's device when enabled (a no-op context otherwise)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def training_loss(
         self,
@@ -143,6 +159,7 @@ class AgeEstimator(nn.Module):
         Returns:
             ``{"loss": total, "age": ..., "gender": ...}`` 0-d tensors (``gender`` only when on).
         """
+        ages, genders = ages.to(x.device), genders.to(x.device)
         with self.autocast():
             emb = self.backbone(x)
         if gather is not None:
@@ -187,7 +204,7 @@ class AgeEstimator(nn.Module):
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size]
                 with self.autocast():
-                    out.append(getattr(self.backbone(self.prepare(batch)), part).float())
+                    out.append(getattr(self.backbone(self.prepare(batch)), part).float().cpu())
                 if progress is not None:
                     progress(batch.shape[0])
         finally:

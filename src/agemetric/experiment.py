@@ -130,7 +130,7 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult | None:
         progress: an optional ``rich.progress.Progress`` for the bars.
         console: an optional ``rich.console.Console`` for notes (skipped files, settings).
     """
-    world = distributed.init_from_env()
+    world = distributed.init_from_env(config.device)
     main = world.is_main
     say = console.print if console is not None and main else (lambda *a, **k: None)
     progress = progress if main else None
@@ -164,11 +164,13 @@ def run(config: RunConfig, progress=None, console=None) -> RunResult | None:
     if multitask and not train_data.has_gender:
         raise AgemetricError(f"--set multitask=on: dataset {config.dataset!r} has no gender labels")
     torch.manual_seed(config.seed)
-    estimator = AgeEstimator.from_config(config, multitask=multitask)
+    estimator = AgeEstimator.from_config(config, multitask=multitask).to(
+        distributed.resolve_device(config.device, world)
+    )
     say(
         f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
         f"({split_info['protocol']} split), {config.image_size} px, backbone {config.backbone}, loss {config.loss}, "
-        f"multi-task {'on' if multitask else 'off'}, bf16 {'on' if estimator.bf16 else 'off'}"
+        f"multi-task {'on' if multitask else 'off'}, bf16 {'on' if estimator.bf16 else 'off'}, {estimator.device}"
         + (f", {world.size} processes" if world.active else "")
     )
 

@@ -139,7 +139,7 @@ def run(
         "out": None if out is None else str(out),
     }
     resolved = cfg.resolve(preset, config, options, set_)
-    world = distributed.init_from_env()  # one process, or this one's rank under torchrun
+    world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
     try:
         with make_progress(disable=not world.is_main) as progress:
             result = run_experiment(resolved, progress=progress, console=console)
