@@ -35,16 +35,16 @@ from agemetric.estimator import AgeEstimator
 from agemetric.training import make_optimizer, train
 
 
-def setup(backbone: str, size: int, batch: int, bf16: bool, steps: int):
+def setup(backbone: str, size: int, batch: int, bf16: bool, steps: int, device: str = "cpu"):
     config = resolve(
         "paper",
         sets=[
             f"backbone={backbone}", "weights=none", f"image_size={size}", f"batch_size={batch}", "epochs=1",
-            f"bf16={'on' if bf16 else 'off'}", "bn_recalibration=0", "multitask=on",
+            f"bf16={'on' if bf16 else 'off'}", "bn_recalibration=0", "multitask=on", f"device={device}",
         ],
     )  # fmt: skip
     torch.manual_seed(0)
-    estimator = AgeEstimator.from_config(config, multitask=True)
+    estimator = AgeEstimator.from_config(config, multitask=True).to(device)
     n = batch * steps
     g = torch.Generator().manual_seed(0)
     data = FaceArrays(
@@ -73,9 +73,12 @@ def bare_rate(config, estimator, data, steps: int) -> float:
         optimizer.step()
 
     step()
+    sync = torch.cuda.synchronize if estimator.device.type == "cuda" else (lambda: None)
+    sync()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return steps * config.batch_size / (time.perf_counter() - start)
 
 
@@ -126,14 +129,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="timed steps per measurement")
     parser.add_argument("--repeat", type=int, default=2, help="alternating measurements of each (median)")
     parser.add_argument("--memory-batches", default="128,512,2048")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (on a GPU, bf16 is CUDA autocast)")
     args = parser.parse_args()
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, backbone {args.backbone}")
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, backbone {args.backbone}")
     print(f"{'size':>5} {'batch':>6} {'precision':>9} {'bare img/s':>11} {'full img/s':>11} {'full/bare':>10}")
     for size in (int(s) for s in args.sizes.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             for precision in args.precisions.split(","):
-                config, estimator, data = setup(args.backbone, size, batch, precision == "bf16", args.steps)
+                config, estimator, data = setup(
+                    args.backbone, size, batch, precision == "bf16", args.steps, args.device
+                )
                 bare, full = [], []
                 for _ in range(args.repeat):  # alternate, so both see the same machine
                     bare.append(bare_rate(config, estimator, data, args.steps))

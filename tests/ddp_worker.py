@@ -64,7 +64,7 @@ def build(config: RunConfig) -> AgeEstimator:
 
 
 def main(out: str) -> None:
-    world = distributed.init_from_env()
+    world = distributed.init_from_env("cpu")  # gloo, also on a machine with a GPU
     config = RunConfig(
         image_size=16,
         batch_size=10,
@@ -76,6 +76,7 @@ def main(out: str) -> None:
         channels_last=False,
         bn_recalibration=0,
         seed=3,
+        device="cpu",
     )
     data = random_face_arrays(n=25, size=16, seed=1)  # 25 = 2 batches of 10 + a last one of 5, shared 3 + 2
     data.genders[::4] = -1  # unknown genders sit out the gender task, across both processes

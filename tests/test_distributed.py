@@ -87,7 +87,7 @@ def test_agemetric_run_under_torchrun(tmp_path):
             *agemetric,
             "run",
             "--epochs", "50", "--set", "time_budget=2", "--limit", "80", "--image-size", "32", "--batch-size", "16",
-            "--out", "ddp-run", "--set", "figures=false", "--set", "backbone_options.width=8",
+            "--out", "ddp-run", "--set", "figures=false", "--set", "device=cpu", "--set", "backbone_options.width=8",
         ],
         tmp_path,
     )  # fmt: skip
