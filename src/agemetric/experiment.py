@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tomli_w
 import torch
@@ -25,6 +26,10 @@ from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
 from agemetric.training import train
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 @dataclass
@@ -114,7 +119,7 @@ def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunCo
     return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
 
 
-def run(config: RunConfig, progress=None, console=None) -> RunResult | None:
+def run(config: RunConfig, progress: Progress | None = None, console: Console | None = None) -> RunResult | None:
     """Train and evaluate one configuration and write its run folder.
 
     The run folder receives ``config.toml`` (resolved config, reusable with ``--config``),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 #: The thresholds of the CS curve reported by default, in years.
@@ -22,7 +24,9 @@ def mae(predicted: torch.Tensor, true: torch.Tensor) -> float:
     return float((predicted.double() - true.double()).abs().mean())
 
 
-def cumulative_score(predicted: torch.Tensor, true: torch.Tensor, thresholds=CS_THRESHOLDS) -> dict[int, float]:
+def cumulative_score(
+    predicted: torch.Tensor, true: torch.Tensor, thresholds: Sequence[int] = CS_THRESHOLDS
+) -> dict[int, float]:
     """CS(T): the percentage of images whose absolute error is at most T years.
 
     Args:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,6 +12,9 @@ from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 class TrainingDiverged(AgemetricError):
@@ -40,7 +44,7 @@ def train(
     estimator: AgeEstimator,
     data: FaceArrays,
     config: RunConfig,
-    progress=None,
+    progress: Progress | None = None,
     world: distributed.World | None = None,
 ) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
