@@ -1,0 +1,229 @@
+"""The documentation site: it builds with ``mkdocs build --strict``, and every code example runs.
+
+Examples are the ```` ```python ```` and ```` ```bash ```` blocks of the pages under ``docs/``.
+Each page's examples run in order, in one fresh folder (a later block may use an earlier block's
+run folder) that holds small stand-ins for what the examples name: ``my_faces/labels.csv`` with
+48 photos, ``photos/a.jpg`` and ``b.jpg``, a UTKFace-style folder at ``path/to/UTKFace``, and a
+local torch hub cache with (random) ImageNet checkpoints, so nothing is downloaded. Training
+commands (``agemetric run``, ``agemetric paper ...``) run as written with these appended, so that
+each takes seconds: ``--set time_budget=2 --set limit=48 --set figures=false``.
+
+A block is not executed only when the page says so and why, in an HTML comment on the line
+before it (``<!-- not-executed: REASON -->``) or once at the top for a whole page of measurement
+records (``<!-- examples-not-executed: REASON -->``); blocks with a ``title="file"`` are files of
+the plugin walk-through, which ``tests/test_docs_plugins.py`` writes and runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
+SKIP_BLOCK = re.compile(r"<!--\s*not-executed:\s*(.+?)\s*-->\s*$")
+SKIP_PAGE = re.compile(r"<!--\s*examples-not-executed:\s*(.+?)\s*-->")
+SHORTEN = ["--set", "time_budget=2", "--set", "limit=48", "--set", "figures=false"]
+TRAINING = re.compile(r"\bagemetric(\s+--\S+)*\s+(run|paper\s+(toy-embedding|multitask|margin-sweep))\b")
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@dataclass
+class Block:
+    page: str
+    line: int
+    language: str
+    title: bool
+    code: str
+    skip: str | None  # the reason given in the page, or None: executed
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text(encoding="utf-8")
+    page_skip = SKIP_PAGE.search(text)
+    out = []
+    for m in FENCE.finditer(text):
+        before = text[: m.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        reason = SKIP_BLOCK.search(before)
+        out.append(
+            Block(
+                page=str(page.relative_to(DOCS)),
+                line=text.count("\n", 0, m.start()) + 1,
+                language=m.group(1),
+                title="title=" in m.group(2),
+                code=m.group(3),
+                skip=(page_skip and page_skip.group(1)) or (reason and reason.group(1)),
+            )
+        )
+    return out
+
+
+def pages() -> list[Path]:
+    return sorted(DOCS.rglob("*.md"))
+
+
+def examples(page: Path) -> list[Block]:
+    return [b for b in blocks(page) if b.language in ("python", "bash") and not b.title and not b.skip]
+
+
+def commands(code: str) -> list[str]:
+    """The shell commands of a bash block: continuation lines joined, comments and blanks dropped."""
+    joined = re.sub(r"\s*\\\n\s*", " ", code)
+    out = []
+    for line in joined.splitlines():
+        line = re.sub(r"\s+#\s.*$", "", line).strip()
+        if line and not line.startswith("#"):
+            out.append(line)
+    return out
+
+
+# -- the folder the examples run in ------------------------------------------------------------
+
+
+def _faces(n: int, seed: int) -> list[tuple[np.ndarray, int, int]]:
+    """``n`` synthetic faces: ``(image (48, 48, 3) uint8, age, gender)``."""
+    from agemetric.data import synthetic
+
+    ages, genders = synthetic.sample_labels(n, seed)
+    return [
+        (synthetic.render(i, age, gender, seed, size=48), int(age), int(gender))
+        for i, (age, gender) in enumerate(zip(ages.tolist(), genders.tolist(), strict=True))
+    ]
+
+
+def _hub_cache(home: Path) -> None:
+    """Random-weight stand-ins for the ImageNet checkpoints torchvision would download."""
+    import torch
+    import torchvision
+
+    cache = home / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    for arch in ("mobilenet_v2", "inception_v3"):
+        weights = torchvision.models.get_model_weights(arch).IMAGENET1K_V1
+        kwargs = {"aux_logits": True, "init_weights": False} if arch == "inception_v3" else {}
+        model = torchvision.models.get_model(arch, weights=None, **kwargs)
+        torch.save(model.state_dict(), cache / weights.url.rsplit("/", 1)[1])
+
+
+@pytest.fixture(scope="session")
+def stand_ins(tmp_path_factory) -> Path:
+    """Data, photos and weights for the examples (copied into each page's folder)."""
+    root = tmp_path_factory.mktemp("docs-stand-ins")
+    rows = _faces(48, seed=5)
+    (root / "my_faces" / "img").mkdir(parents=True)
+    lines = ["path,age,gender"]
+    for i, (image, age, gender) in enumerate(rows):
+        Image.fromarray(image).save(root / "my_faces" / "img" / f"{i:04d}.jpg")
+        lines.append(f"img/{i:04d}.jpg,{age},{gender}")
+    (root / "my_faces" / "labels.csv").write_text("\n".join(lines) + "\n")
+    (root / "photos").mkdir()
+    for name, (image, _, _) in zip(("a.jpg", "b.jpg"), rows, strict=False):
+        Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(root / "photos" / name)
+    utk = root / "path" / "to" / "UTKFace"
+    utk.mkdir(parents=True)
+    for i, (image, age, gender) in enumerate(_faces(48, seed=6)):
+        Image.fromarray(image).save(utk / f"{age}_{gender}_0_2017010{i:04d}.jpg.chip.jpg")
+    _hub_cache(root / "torch-home")
+    return root
+
+
+def run_page(page: Path, stand_ins: Path, workdir: Path) -> None:
+    import shutil
+
+    shutil.copytree(stand_ins, workdir, dirs_exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(
+        TORCH_HOME=str(workdir / "torch-home"),
+        AGEMETRIC_CACHE=str(workdir / "cache"),
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        OMP_NUM_THREADS="1",
+        COLUMNS="200",
+    )
+    for block in examples(page):
+        where = f"{block.page}:{block.line}"
+        if block.language == "python":
+            done = subprocess.run(
+                [sys.executable, "-c", block.code], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"{where}: python example failed\n{done.stderr[-3000:]}"
+            continue
+        for command in commands(block.code):
+            if TRAINING.search(command):
+                command = f"{command} {' '.join(SHORTEN)}"
+            done = subprocess.run(
+                ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert done.returncode == 0, f"{where}: `{command}` failed\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+
+
+# -- the tests ------------------------------------------------------------------------------------
+
+
+def test_site_builds_strict(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    cli = (tmp_path / "site" / "cli" / "index.html").read_text()
+    for option in ("--backbone", "--data-dir", "--set", "k-sweep", "--run-figures"):
+        assert option in cli, f"CLI reference lacks {option}"  # generated from the app, so complete
+    api = (tmp_path / "site" / "api" / "estimator" / "index.html").read_text()
+    assert "fit_gallery" in api and "time_budget" in api
+
+
+def test_every_page_is_in_the_navigation():
+    import yaml
+
+    def names(nav):
+        for item in nav:
+            for value in item.values() if isinstance(item, dict) else [item]:
+                yield from names(value) if isinstance(value, list) else [value]
+
+    class Loader(yaml.SafeLoader):  # mkdocs.yml may hold !!python tags; they do not matter here
+        pass
+
+    Loader.add_multi_constructor("", lambda loader, suffix, node: None)
+    nav = set(names(yaml.load((ROOT / "mkdocs.yml").read_text(), Loader=Loader)["nav"]))
+    assert {str(p.relative_to(DOCS)) for p in pages()} == nav
+
+
+def test_skipped_examples_say_why():
+    for page in pages():
+        for block in blocks(page):
+            if block.skip is not None:
+                assert len(block.skip) > 15, f"{block.page}:{block.line}: give a reason"
+
+
+def test_commands_split_like_a_shell():
+    code = "agemetric run --a 1 \\\n    --b 2   # trailing note\n# a comment\n\nagemetric plugins\n"
+    assert commands(code) == ["agemetric run --a 1 --b 2", "agemetric plugins"]
+    assert TRAINING.search("agemetric --debug run --x") and TRAINING.search("agemetric paper multitask")
+    assert not TRAINING.search("agemetric paper k-sweep runs/x") and not TRAINING.search("agemetric predict r a.jpg")
+
+
+PAGES = [p for p in pages() if examples(p)]
+
+
+def test_the_examples_cover_the_user_pages():
+    executed = {str(p.relative_to(DOCS)) for p in PAGES}
+    assert {"quickstart.md", "concepts.md", "datasets.md", "api/estimator.md", "api/distributed.md"} <= executed
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_examples_run(page, stand_ins, tmp_path):
+    run_page(page, stand_ins, tmp_path)
