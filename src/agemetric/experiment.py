@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import platform
 import time
@@ -18,14 +19,17 @@ import tomli_w
 import torch
 
 from agemetric import distributed, plugins
-from agemetric.config import RunConfig
+from agemetric.config import RunConfig, resolve
 from agemetric.data.arrays import FaceArrays, decode
 from agemetric.data.splits import Split, make_split, read_split, write_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
-from agemetric.training import train
+from agemetric.training import load_checkpoint, train
+
+#: The training checkpoint in a run folder (present while a run is unfinished).
+CHECKPOINT_NAME = "checkpoint.pt"
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -119,12 +123,18 @@ def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunCo
     return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
 
 
-def run(config: RunConfig, progress: Progress | None = None, console: Console | None = None) -> RunResult | None:
+def run(
+    config: RunConfig,
+    progress: Progress | None = None,
+    console: Console | None = None,
+    resume: str | Path | None = None,
+) -> RunResult | None:
     """Train and evaluate one configuration and write its run folder.
 
     The run folder receives ``config.toml`` (resolved config, reusable with ``--config``),
     ``split.csv``, ``history.json``, ``model.pt`` (weights + gallery), ``predictions.csv`` and
-    ``metrics.json``.
+    ``metrics.json``. While training, ``checkpoint.pt`` holds the state after the last finished
+    epoch (or the step where Ctrl-C stopped it); it is removed when the run completes.
 
     Under ``torchrun`` (:mod:`agemetric.distributed`) every process loads the data and trains its
     share of each batch; rank 0 alone writes the run folder, evaluates and returns the result, the
@@ -134,12 +144,20 @@ def run(config: RunConfig, progress: Progress | None = None, console: Console | 
         config: the run's config.
         progress: an optional ``rich.progress.Progress`` for the bars.
         console: an optional ``rich.console.Console`` for notes (skipped files, settings).
+        resume: an unfinished run folder to continue from its ``checkpoint.pt``, with its own
+            split; ``config`` must be that folder's ``config.toml`` (see :func:`resume_config`).
     """
     world = distributed.init_from_env(config.device)
     main = world.is_main
     say = console.print if console is not None and main else (lambda *a, **k: None)
     progress = progress if main else None
-    if main:
+    state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
+        config = dataclasses.replace(config, split_file=str(run_dir / "split.csv"))
+        say(f"resuming {run_dir} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
+    elif main:
         run_dir = prepare_run_dir(config)
         (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     if config.threads:
@@ -149,7 +167,7 @@ def run(config: RunConfig, progress: Progress | None = None, console: Console | 
     dataset, records = select_records(config)
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
-    if main:
+    if main and resume is None:
         write_split(run_dir / "split.csv", split, [r.key for r in records])
     data = decode_records(dataset, records, config, progress)
     if len(dataset.skipped):
@@ -180,7 +198,8 @@ def run(config: RunConfig, progress: Progress | None = None, console: Console | 
     )
 
     t1 = time.perf_counter()
-    history = train(estimator, train_data, config, progress, world)
+    checkpoint = run_dir / CHECKPOINT_NAME if main else None
+    history = train(estimator, train_data, config, progress, world, checkpoint=checkpoint, resume=state)
     if not main:
         return None
     _write_json(run_dir / "history.json", history)
@@ -210,7 +229,23 @@ def run(config: RunConfig, progress: Progress | None = None, console: Console | 
         from agemetric.plots import write_run_figures
 
         write_run_figures(run_dir)
+    checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
     return RunResult(run_dir, metrics, estimator, history)
+
+
+def resume_config(run_dir: str | Path) -> RunConfig:
+    """The config of an unfinished run folder, checked to be resumable (one-line errors)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AgemetricError(f"--resume: no run folder {str(run_dir)!r}")
+    if (run_dir / "metrics.json").exists():
+        raise AgemetricError(f"--resume: {run_dir} is a finished run (it has metrics.json); nothing to resume")
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        raise AgemetricError(
+            f"--resume: {run_dir} has no {CHECKPOINT_NAME} (a run writes one at the end of each epoch "
+            "and on Ctrl-C; this one stopped before either)"
+        )
+    return resolve(config_file=run_dir / "config.toml")
 
 
 def gender_accuracies(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from agemetric import distributed
+from agemetric._io import atomic_torch_save, load_torch
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
@@ -17,10 +21,20 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 
+#: The version of the training checkpoint's layout (``checkpoint.pt`` in a run folder).
+CHECKPOINT_FORMAT = 1
+
+
 class TrainingDiverged(AgemetricError):
     """The loss became NaN or infinite."""
 
     exit_code = 1
+
+
+class Interrupted(AgemetricError):
+    """Ctrl-C stopped training between two steps; the checkpoint holds the state."""
+
+    exit_code = 130
 
 
 def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
@@ -46,6 +60,8 @@ def train(
     config: RunConfig,
     progress: Progress | None = None,
     world: distributed.World | None = None,
+    checkpoint: Path | None = None,
+    resume: dict | None = None,
 ) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
 
@@ -58,8 +74,14 @@ def train(
         world: in data-parallel training (:mod:`agemetric.distributed`), this process: every
             process draws the same global batches, embeds its share, and the loss spans the
             gathered global batch. ``None``: one process.
+        checkpoint: where to write the training state (atomically: a temporary file, then a
+            rename) after every epoch and when Ctrl-C stops training; ``None``: nowhere.
+        resume: a state read back by :func:`load_checkpoint`: training continues exactly where
+            it stopped (weights, optimiser, random streams, the interrupted epoch's batches).
 
-    Training stops early, between two steps, once ``config.time_budget`` seconds have passed.
+    Training stops early, between two steps, once ``config.time_budget`` seconds have passed
+    (time spent before a resume counts). The first Ctrl-C (SIGINT) also stops it between two
+    steps: the state is checkpointed and :class:`Interrupted` raised; a second one stops at once.
 
     Returns:
         One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
@@ -67,7 +89,8 @@ def train(
         ``step_losses`` (the total loss of each step, for the training curve).
 
     Raises:
-        TrainingDiverged: on a NaN or infinite loss.
+        TrainingDiverged: on a NaN or infinite loss (the last checkpoint, from before it, stays).
+        Interrupted: on Ctrl-C, after writing the checkpoint.
     """
     world = world or distributed.World()
     generator = torch.Generator().manual_seed(config.seed)  # batch order: the same on every process
@@ -78,78 +101,166 @@ def train(
     estimator.train()
     n = len(data)
     smallest = 2 * world.size
-    if world.active:
+    if world.active or resume is not None:  # lazy parameters must exist before DDP or a state load
         _materialise_lazy(estimator, data, smallest)
     step_module = distributed.wrap(estimator, world)
     optimizer = make_optimizer(estimator.parameters(), config)
+    history: list[dict] = []
+    first_epoch, partial, elapsed = 1, None, 0.0
+    if resume is not None:
+        estimator.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        generator.set_state(resume["rng"]["batches"])
+        aug_generator.set_state(resume["rng"]["augment"])
+        torch.set_rng_state(resume["rng"]["torch"])
+        history, first_epoch, partial, elapsed = (
+            list(resume["history"]),
+            resume["epoch"],
+            resume["partial"],
+            resume["elapsed"],
+        )
+    save = checkpoint is not None and world.is_main
+
+    def state(epoch: int, partial: dict | None) -> dict:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "epoch": epoch,  # the epoch to run (or finish) next
+            "partial": partial,  # that epoch's batches and progress when it was interrupted, else None
+            "history": history,
+            "elapsed": time.perf_counter() - began,
+            "model": estimator.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": {
+                "batches": generator.get_state(),
+                "augment": aug_generator.get_state(),
+                "torch": torch.get_rng_state(),
+            },
+        }
+
     tail = n % config.batch_size
     per_epoch = n - (tail if 0 < tail < smallest else 0)  # images per epoch, as batches() yields them
     task = None
     if progress is not None:
-        task = progress.add_task("train", total=per_epoch * config.epochs, loss="", ips="")
-    history = []
-    began = time.perf_counter()
+        done_before = per_epoch * (first_epoch - 1) + (partial["seen"] if partial else 0)
+        task = progress.add_task("train", total=per_epoch * config.epochs, completed=done_before, loss="", ips="")
+    began = time.perf_counter() - elapsed
     out_of_time = False
-    for epoch in range(1, config.epochs + 1):
-        sums: dict[str, float] = {}
-        step_losses: list[float] = []
-        seen, steps, start = 0, 0, time.perf_counter()
-        for index in batches(n, config.batch_size, generator, smallest):
-            if config.time_budget is not None and distributed.any_rank(
-                time.perf_counter() - began >= config.time_budget, world
-            ):
-                out_of_time = True
-                break
-            mine, sizes = world.share(index)
-            x = estimator.prepare(data.images[mine], aug_generator if config.augment else None)
-            gather = (lambda t, sizes=sizes: distributed.gather(t, sizes, world)) if world.active else None
-            parts = step_module(x, data.ages[mine], data.genders[mine], gather)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged at epoch {epoch}, step {steps + 1}: loss is {float(loss)}; "
-                    "try a smaller lr or --bf16 off"
+    with _StopOnSigint() as stop:
+        for epoch in range(first_epoch, config.epochs + 1):
+            if partial is None:
+                epoch_batches = batches(n, config.batch_size, generator, smallest)
+                done, sums, step_losses, seen, carried = 0, {}, [], 0, 0.0
+            else:
+                epoch_batches, done, sums = partial["batches"], partial["step"], dict(partial["sums"])
+                step_losses, seen, carried = list(partial["step_losses"]), partial["seen"], partial["seconds"]
+                partial = None
+            start = time.perf_counter() - carried
+            for step in range(done, len(epoch_batches)):
+                if distributed.any_rank(stop.requested, world):
+                    if save:
+                        progress_so_far = {"batches": epoch_batches, "step": step, "sums": sums,
+                                           "step_losses": step_losses, "seen": seen,
+                                           "seconds": time.perf_counter() - start}  # fmt: skip
+                        atomic_torch_save(state(epoch, progress_so_far), checkpoint)
+                    raise Interrupted(
+                        f"interrupted in epoch {epoch}, step {step + 1}"
+                        + (
+                            f"; checkpoint saved, continue with: agemetric run --resume {checkpoint.parent}"
+                            if save
+                            else ""
+                        )
+                    )
+                if config.time_budget is not None and distributed.any_rank(
+                    time.perf_counter() - began >= config.time_budget, world
+                ):
+                    out_of_time = True
+                    break
+                index = epoch_batches[step]
+                mine, sizes = world.share(index)
+                x = estimator.prepare(data.images[mine], aug_generator if config.augment else None)
+                gather = (lambda t, sizes=sizes: distributed.gather(t, sizes, world)) if world.active else None
+                parts = step_module(x, data.ages[mine], data.genders[mine], gather)
+                loss = parts["loss"]
+                if not torch.isfinite(loss):
+                    kept = f"; the checkpoint of epoch {epoch - 1} is kept" if save and epoch > 1 else ""
+                    raise TrainingDiverged(
+                        f"training diverged at epoch {epoch}, step {step + 1}: loss is {float(loss)}; "
+                        f"try a smaller lr or --bf16 off{kept}"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for key, value in parts.items():
+                    sums[key] = sums.get(key, 0.0) + float(value.detach())
+                step_losses.append(float(loss.detach()))
+                seen += index.numel()
+                if task is not None:
+                    ips = seen / max(time.perf_counter() - start, 1e-9)
+                    progress.update(
+                        task,
+                        advance=index.numel(),
+                        loss=f"loss {float(loss.detach()):9.3f}",
+                        ips=f"{ips:5.0f} img/s",
+                        description=f"epoch {epoch}/{config.epochs}",
+                    )
+            steps = len(step_losses)
+            seconds = time.perf_counter() - start
+            if progress is not None:  # one line per epoch: readable in logs where bars do not refresh
+                progress.console.print(
+                    f"epoch {epoch}/{config.epochs}: loss {sums.get('loss', 0.0) / max(steps, 1):.3f}, "
+                    f"{seen / max(seconds, 1e-9):.0f} images/s"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in parts.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach())
-            step_losses.append(float(loss.detach()))
-            seen += index.numel()
-            steps += 1
-            if task is not None:
-                ips = seen / max(time.perf_counter() - start, 1e-9)
-                progress.update(
-                    task,
-                    advance=index.numel(),
-                    loss=f"loss {float(loss.detach()):9.3f}",
-                    ips=f"{ips:5.0f} img/s",
-                    description=f"epoch {epoch}/{config.epochs}",
-                )
-        seconds = time.perf_counter() - start
-        if progress is not None:  # one line per epoch: readable in logs where bars do not refresh
-            progress.console.print(
-                f"epoch {epoch}/{config.epochs}: loss {sums.get('loss', 0.0) / max(steps, 1):.3f}, "
-                f"{seen / max(seconds, 1e-9):.0f} images/s"
+            history.append(
+                {
+                    "epoch": epoch,
+                    **{key: value / max(steps, 1) for key, value in sums.items()},
+                    "images": seen,
+                    "seconds": seconds,
+                    "images_per_second": seen / max(seconds, 1e-9),
+                    "step_losses": step_losses,
+                }
             )
-        history.append(
-            {
-                "epoch": epoch,
-                **{key: value / max(steps, 1) for key, value in sums.items()},
-                "images": seen,
-                "seconds": seconds,
-                "images_per_second": seen / max(seconds, 1e-9),
-                "step_losses": step_losses,
-            }
-        )
-        if out_of_time:
-            if progress is not None:
-                progress.console.print(f"time budget of {config.time_budget:g} s reached in epoch {epoch}")
-            break
+            if out_of_time:
+                if progress is not None:
+                    progress.console.print(f"time budget of {config.time_budget:g} s reached in epoch {epoch}")
+                break
+            if save:
+                atomic_torch_save(state(epoch + 1, None), checkpoint)
     if history and config.bn_recalibration and world.is_main:  # only rank 0's model is kept
         recalibrate_batchnorm(estimator, data, config.bn_recalibration, config.batch_size, generator)
     return history
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Read a training checkpoint written by :func:`train` (one-line errors for a bad file)."""
+    state = load_torch(path, "--resume")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise AgemetricError(f"--resume: {str(path)!r} is not an agemetric training checkpoint")
+    return state
+
+
+class _StopOnSigint:
+    """While active, the first SIGINT only sets :attr:`requested`; a second one interrupts at once.
+
+    Signal handlers can only be set from the main thread; elsewhere this does nothing.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C acts as usual
+
+    def __enter__(self) -> _StopOnSigint:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 @torch.no_grad()

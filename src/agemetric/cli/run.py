@@ -103,6 +103,14 @@ def run(
             "--set", help="Override any setting: --set lr=0.5 --set loss_options.q=50.", rich_help_panel=_CONF
         ),
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            help="Continue an unfinished run folder from its checkpoint.pt (written after every epoch and on "
+            "Ctrl-C), with its own config and split; no other option may be given.",
+            rich_help_panel=_CONF,
+        ),
+    ] = None,
 ) -> None:
     """Train the model on a dataset's training split and evaluate it on the test split.
 
@@ -114,6 +122,8 @@ def run(
     """
     from agemetric import config as cfg
     from agemetric import distributed
+    from agemetric.errors import AgemetricError
+    from agemetric.experiment import resume_config
     from agemetric.experiment import run as run_experiment
 
     options = {
@@ -138,11 +148,18 @@ def run(
         "bf16": bf16,
         "out": None if out is None else str(out),
     }
-    resolved = cfg.resolve(preset, config, options, set_)
+    if resume is not None:
+        given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
+        given += [name for name, v in (("--preset", preset), ("--config", config), ("--set", set_)) if v]
+        if given:
+            raise AgemetricError(f"--resume continues a run with its own config.toml; drop {', '.join(given)}")
+        resolved = resume_config(resume)
+    else:
+        resolved = cfg.resolve(preset, config, options, set_)
     world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
     try:
         with make_progress(disable=not world.is_main) as progress:
-            result = run_experiment(resolved, progress=progress, console=console)
+            result = run_experiment(resolved, progress=progress, console=console, resume=resume)
     finally:
         distributed.shutdown()
     if result is None:  # not rank 0: rank 0 evaluates and reports
