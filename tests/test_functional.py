@@ -97,6 +97,34 @@ def test_loss_is_finite_for_huge_distances():
     assert torch.isfinite(diff).all() and float(diff.max()) < 1e-3
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 1e33), min_size=1, max_size=50), st.lists(st.booleans(), min_size=50, max_size=50))
+def test_loss_and_gradient_stay_finite_up_to_1e33(distances, similar):
+    """A diverging embedding (similar pairs 1e33 apart) gives a finite loss and gradient, not inf/NaN."""
+    d = torch.tensor(distances, requires_grad=True)
+    z = torch.tensor(similar[: len(distances)]).float()
+    loss = F.revised_contrastive_loss(d, z)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(d.grad).all()
+
+
+@given(st.floats(0, 1e6 * 0.999))
+def test_the_guard_leaves_the_papers_loss_alone_below_its_start(distance):
+    """Up to D_c = 1e4 Q = 10^6 the loss is eq. 3 exactly; beyond, value and slope continue."""
+    got = F.revised_contrastive_loss(torch.tensor([distance]), torch.ones(1), reduction="none")
+    want = (2 / 100.0) * torch.tensor([distance]).square()
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_the_guard_is_continuous_with_the_same_slope():
+    d_c = F.LINEAR_FROM * F.Q_DEFAULT
+    d = torch.tensor([d_c * (1 - 1e-6), d_c, d_c * (1 + 1e-6)], dtype=torch.float32, requires_grad=True)
+    loss = F.revised_contrastive_loss(d, torch.ones(3), reduction="none")
+    loss.sum().backward()
+    torch.testing.assert_close(loss, (2 / F.Q_DEFAULT) * d.detach().square(), rtol=1e-5, atol=0)
+    torch.testing.assert_close(d.grad, torch.full((3,), 4 * d_c / F.Q_DEFAULT), rtol=1e-5, atol=0)
+
+
 def test_sum_reduction_and_empty_pairs():
     emb = torch.randn(5, 3, requires_grad=True)
     ages = torch.arange(5).float() * 10

@@ -12,6 +12,9 @@ from agemetric.types import Pairs
 
 #: Q in eq. 2-4 of Jeong et al. (2018): the upper bound of the L1 distance.
 Q_DEFAULT = 100.0
+#: L_plus is quadratic up to ``LINEAR_FROM * Q`` and linear (its tangent) beyond, so that it stays
+#: finite for huge distances (a diverging embedding) instead of overflowing to inf.
+LINEAR_FROM = 1e4
 #: The constant in L_minus; chosen in the paper so that L_minus and L_plus meet near D = Q / 2.
 _DECAY = 2.77
 
@@ -101,6 +104,10 @@ def revised_contrastive_loss(
     ``L_minus(D) = 2 Q exp(-2.77 D / Q)`` (pushes different ages apart) and
     ``L_plus(D) = (2 / Q) D^2`` (pulls similar ages together).
 
+    **Guard** (not in the paper): beyond ``D_c = 1e4 Q`` (a distance of 10^6 for Q = 100) ``L_plus``
+    continues linearly with the same value and slope, and the reduction accumulates in float64,
+    so the loss and its gradient stay finite for distances up to about 10^33 (float32 holds 3.4e38).
+
     **Decision** (METHOD.md): the batch loss is the *mean* over all pairs (``reduction="mean"``),
     not pytorch-metric-learning's separate averaging of positive and negative pairs.
     An empty set of pairs gives a zero that keeps the graph.
@@ -121,15 +128,19 @@ def revised_contrastive_loss(
     """
     distances = distances.float()
     l_minus = 2.0 * q * torch.exp(-_DECAY * distances / q)  # (P,), in (0, 2Q] since D >= 0
-    l_plus = (2.0 / q) * distances.square()  # (P,)
+    # L+ = 2 D^2 / Q, continued by its tangent beyond D_c = LINEAR_FROM * Q (value and slope match):
+    # far past any distance training meets, and finite where D^2 would overflow float32
+    d_c = LINEAR_FROM * q
+    near = distances.clamp(max=d_c)
+    l_plus = (2.0 / q) * near.square() + (4.0 * d_c / q) * (distances - near)  # (P,)
     # (1 - Z) L- + Z L+ for binary Z; `where` keeps an inf in the unused branch from making NaN
     per_pair = torch.where(similar > 0.5, l_plus, l_minus)  # (P,)
     if reduction == "none":
         return per_pair
     if reduction == "sum":
-        return per_pair.sum()
-    if reduction == "mean":
-        return per_pair.mean() if per_pair.numel() else distances.sum() * 0.0
+        return per_pair.sum(dtype=torch.float64).float()
+    if reduction == "mean":  # accumulated in float64: a sum of large finite terms must not overflow
+        return per_pair.mean(dtype=torch.float64).float() if per_pair.numel() else distances.sum() * 0.0
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 

@@ -184,7 +184,7 @@ def train(
                 if not torch.isfinite(loss):
                     kept = f"; the checkpoint of epoch {epoch - 1} is kept" if save and epoch > 1 else ""
                     raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}, step {step + 1}: loss is {float(loss)}; "
+                        f"training diverged at epoch {epoch}, step {step + 1}: loss is {float(loss.detach())}; "
                         f"try a smaller lr or --bf16 off{kept}"
                     )
                 optimizer.zero_grad(set_to_none=True)
