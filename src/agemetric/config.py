@@ -9,6 +9,7 @@ backbone's minimum; an explicit one is never changed (too small is an error).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 import tomllib
 import types
@@ -184,7 +185,9 @@ def coerce(key: str, value: Any) -> Any:
     """Convert ``value`` (a string from ``--set`` or a TOML value) to the type of field ``key``."""
     types_ = _field_types()
     if key not in types_:
-        raise AgemetricError(f"unknown setting {key!r}; known: {', '.join(sorted(types_))}")
+        close = difflib.get_close_matches(key, types_, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise AgemetricError(f"unknown setting {key!r}; {hint}known: {', '.join(sorted(types_))}")
     hint = types_[key]
     args = typing.get_args(hint)
     optional = isinstance(hint, types.UnionType) and type(None) in args

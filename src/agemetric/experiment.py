@@ -81,6 +81,19 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     return dataset, records
 
 
+def check_plugin_names(config: RunConfig) -> None:
+    """Raise the one-line "unknown name" error for any plugin ``config`` names that is not installed."""
+    for kind, name in (
+        ("backbone", config.backbone),
+        ("loss", config.loss),
+        ("miner", config.miner),
+        ("retriever", config.retriever),
+        ("dataset", config.dataset),
+        ("framer", config.framing),
+    ):
+        plugins.get_entry(kind, name)
+
+
 def make_framer(config: RunConfig):
     """The run's face framer, by name."""
     return plugins.create("framer", config.framing, **config.framing_options)
@@ -151,27 +164,29 @@ def run(
     main = world.is_main
     say = console.print if console is not None and main else (lambda *a, **k: None)
     progress = progress if main else None
+    check_plugin_names(config)  # a misspelt name fails at once, not after the data is decoded
     state = None
     if resume is not None:
         run_dir = Path(resume)
         state = load_checkpoint(run_dir / CHECKPOINT_NAME)
         config = dataclasses.replace(config, split_file=str(run_dir / "split.csv"))
         say(f"resuming {run_dir} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
-    elif main:
-        run_dir = prepare_run_dir(config)
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     if config.threads:
         torch.set_num_threads(config.threads)
 
     t0 = time.perf_counter()
-    dataset, records = select_records(config)
+    dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
+    if main and resume is None:
+        run_dir = prepare_run_dir(config)
+        (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
     if main and resume is None:
         write_split(run_dir / "split.csv", split, [r.key for r in records])
     data = decode_records(dataset, records, config, progress)
-    if len(dataset.skipped):
-        say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()}[/]")
+    if len(dataset.skipped) and main:
+        _write_skipped(run_dir / "skipped.csv", dataset.skipped.items)
+        say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()} (all of them in {run_dir / 'skipped.csv'})[/]")
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train_data, test_data = (
         data.subset(torch.nonzero(~is_test).flatten()),
@@ -219,6 +234,7 @@ def run(
         "multitask": multitask,
         "training_images_seen": sum(h["images"] for h in history),
         "seconds": {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2},
+        "skipped": len(dataset.skipped),
         "machine": machine(),
     }
     if (test_data.genders >= 0).any() and train_data.has_gender:
@@ -299,6 +315,13 @@ def machine() -> dict:
 
 def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def _write_skipped(path: Path, items: list[tuple[str, str]]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["item", "reason"])
+        w.writerows(items)
 
 
 def _write_predictions(path: Path, data: FaceArrays, predicted: torch.Tensor) -> None:

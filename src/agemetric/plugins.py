@@ -13,6 +13,7 @@ that plugin's registrations are skipped. ``AGEMETRIC_TRACE_HOOKS=1`` (or ``ageme
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import os
 import sys
@@ -235,7 +236,9 @@ def get_entry(kind: str, name: str) -> Entry:
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
         broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors)
-        raise PluginError(f"unknown {kind} {name!r}; known: {known}{broken}")
+        close = difflib.get_close_matches(name, list_names(kind), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise PluginError(f"unknown {kind} {name!r}; {hint}known: {known}{broken}")
     return entry
 
 

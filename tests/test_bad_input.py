@@ -1,0 +1,186 @@
+"""The bad-input table (docs/reliability.md): every case gives one clear line and the right exit code.
+
+Errors: exit code 2 (usage) with one line on stderr naming the file, row or option and what was
+expected, and no traceback (``--debug`` shows it). Bad rows and files inside a dataset are
+skipped, counted and reported (``skipped.csv`` lists every one) while the run goes on. Cases run
+through the real console entry point in a subprocess, as a user would meet them.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--set", "backbone=small_cnn",
+    "--set", "weights=none", "--set", "backbone_options.width=4", "--set", "figures=false",
+]  # fmt: skip
+
+VECTOR_LOSS_PLUGIN = """
+import torch
+from agemetric import Loss, hookimpl
+
+
+class VectorLoss(Loss):
+    def compute(self, embeddings, labels, indices):
+        return embeddings.sum(1)  # (B,): the wrong shape
+
+
+@hookimpl
+def register_losses(register):
+    register("vector-loss", VectorLoss)
+"""
+
+
+def cli(tmp_path: Path, *args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("AGEMETRIC_LOAD_PLUGINS", "WORLD_SIZE")}
+    env.update(COLUMNS="250", AGEMETRIC_CACHE=str(tmp_path / "cache"))
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def files(root: Path, contents: dict[str, str]) -> None:
+    for name, text in contents.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def face(path: Path, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(path)
+
+
+def good_csv(folder: Path, n: int = 24) -> list[list[str]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [["path", "age"]]
+    for i in range(n):
+        face(folder / f"{i}.png", i)
+        rows.append([f"{i}.png", str(20 + i)])
+    return rows
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> None:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def plugin_dir(tmp_path: Path) -> Path:
+    """Two installed plugins on a path: one that fails at import, one whose loss has the wrong shape."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "agemetric_vector.py").write_text(VECTOR_LOSS_PLUGIN)
+    (site / "agemetric_broken.py").write_text("raise ImportError('missing dependency xyz')\n")
+    for name, module in (("vector", "agemetric_vector"), ("broken", "agemetric_broken")):
+        dist = site / f"agemetric_{name}-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: agemetric-{name}\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[agemetric]\n{name} = {module}\n")
+    return site
+
+
+# (case id as in docs/reliability.md, setup(tmp) -> CLI args, expected message on stderr)
+ERRORS = {
+    "missing data folder": (lambda t: ["run", "--dataset", "utkface", "--data-dir", "nope"],
+                            "--data-dir: UTKFace folder 'nope' does not exist"),
+    "empty dataset": (lambda t: (t / "empty").mkdir() or ["run", "--dataset", "utkface", "--data-dir", "empty"],
+                      "--data-dir: no UTKFace images in 'empty'"),
+    "CSV with missing columns": (lambda t: write_csv(t / "l.csv", [["file", "years"], ["a.png", "3"]])
+                                 or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
+                                 "l.csv: missing column(s) age, path; expected a header 'path,age[,gender]"),
+    "CSV whose rows are all bad": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a.png", "x"]])
+                                   or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
+                                   "1 skipped: row 2 (age 'x' is not a number)"),
+    "unknown plugin name": (lambda t: ["run", "--loss", "contrastiv"],
+                            "unknown loss 'contrastiv'; did you mean 'pml-contrastive'? known: "),
+    "out-of-range --set value": (lambda t: ["run", "--set", "k=0"], "k must be >= 1, got 0"),
+    "--set value of the wrong type": (lambda t: ["run", "--set", "epochs=many"], "epochs expects int, got 'many'"),
+    "unknown --set key": (lambda t: ["run", "--set", "epoch=3"], "unknown setting 'epoch'; did you mean 'epochs'?"),
+    "unwritable output folder": (lambda t: (t / "file").write_text("") or ["run", "--out", "file/run"],
+                                 "--out: cannot write to 'file/run'"),
+    "output folder that holds a run": (lambda t: files(t, {"old/metrics.json": "{}"}) or ["run", "--out", "old"],
+                                       "--out: old already holds a run"),
+    "missing photo for predict": (lambda t: ["predict", "nowhere", "a.jpg"], "no such file"),
+    "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"],
+                               "c.toml"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ERRORS))
+def test_errors_are_one_line_with_exit_code_2(case, tmp_path):
+    setup, message = ERRORS[case]
+    done = cli(tmp_path, *setup(tmp_path))
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    assert message in lines[0], lines[0]
+    assert not (tmp_path / "runs").exists()  # nothing written for a refused command
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    done = cli(tmp_path, "--debug", "run", "--set", "k=0")
+    assert done.returncode != 0 and "Traceback" in done.stderr and "k must be >= 1, got 0" in done.stderr
+
+
+def test_bad_rows_and_files_are_skipped_counted_and_listed(tmp_path):
+    rows = good_csv(tmp_path / "faces")
+    (tmp_path / "faces" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (tmp_path / "faces" / "empty.jpg").write_bytes(b"")
+    rows += [
+        ["corrupt.jpg", "30"], ["empty.jpg", "31"], ["0.png", "-4"], ["1.png", "nan"], ["2.png", "old"],
+        ["missing.png", "40"],
+    ]  # fmt: skip
+    write_csv(tmp_path / "faces" / "labels.csv", rows)
+    done = cli(tmp_path, "run", *TINY, "--dataset", "csv", "--data-dir", "faces/labels.csv", "--out", "r")
+    assert done.returncode == 0, done.stderr
+    assert "6 skipped: " in done.stdout and "skipped.csv" in done.stdout
+    with (tmp_path / "r" / "skipped.csv").open() as f:
+        skipped = dict(list(csv.reader(f))[1:])
+    assert skipped["corrupt.jpg"].startswith("unreadable image") and skipped["empty.jpg"].startswith("unreadable")
+    assert "is not a finite number >= 0" in skipped["row 28"] and "is not a finite number >= 0" in skipped["row 29"]
+    assert "is not a number" in skipped["row 30"] and "no image file 'missing.png'" in skipped["row 31"]
+    assert len(skipped) == 6
+
+
+def test_unparseable_file_names_are_skipped_and_reported(tmp_path):
+    utk = tmp_path / "utk"
+    utk.mkdir()
+    for i in range(20):
+        face(utk / f"{20 + i}_{i % 2}_0_2017{i:06d}.jpg.chip.jpg", i)
+    face(utk / "holiday.jpg", 99)
+    done = cli(tmp_path, "run", *TINY, "--dataset", "utkface", "--data-dir", "utk", "--out", "r")
+    assert done.returncode == 0, done.stderr
+    assert "1 skipped: holiday.jpg (name is not {age}_{gender}_{race}_{datetime}.jpg.chip.jpg)" in done.stdout
+
+
+def test_plugins_broken_at_import_are_named_and_the_others_work(tmp_path):
+    done = cli(tmp_path, "plugins", "--json", pythonpath=plugin_dir(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "vector-loss" in done.stdout  # the working plugin still registers
+    assert "'broken'" in done.stderr and "missing dependency xyz" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_plugin_returning_the_wrong_shape_is_named(tmp_path):
+    done = cli(tmp_path, "run", *TINY, "--loss", "vector-loss", "--set", "dataset_options.n=40", "--out", "r",
+               pythonpath=plugin_dir(tmp_path))  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "loss 'vector-loss' (plugin 'vector', VectorLoss): compute() must return a 0-d tensor, got (" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_documented_table_lists_every_case():
+    table = (ROOT / "docs" / "reliability.md").read_text()
+    for case in [*ERRORS, "corrupt JPEG", "zero-byte file", "negative / NaN / non-numeric age",
+                 "unparseable file name", "plugin raising at import", "plugin returning the wrong shape"]:  # fmt: skip
+        assert f"| {case} |" in table, case
