@@ -155,7 +155,7 @@ def test_bundle_runs_without_the_training_code(bundle_dir, faces, runtime):
     loaded = _modules_after_predict(
         "from agemetric.bundle import Bundle\n"
         "import numpy as np\n"
-        f"b = Bundle({str(bundle_dir)!r}, {runtime!r})\n"
+        f"b = Bundle({str(bundle_dir)!r}, {runtime!r}, threads=1)\n"
         f"ages = b.predict(np.stack([b.read_image(f) for f in {faces!r}]))\n"
         "assert ages.shape == (6,)"
     )

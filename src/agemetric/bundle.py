@@ -73,6 +73,8 @@ class Bundle:
         path: the bundle folder.
         runtime: ``"torchscript"`` (needs torch), ``"onnx"`` (needs onnxruntime) or ``"auto"``: the
             first of those two that the bundle holds and that is installed.
+        threads: CPU threads for the model (``None``: the runtime's default). For TorchScript this
+            calls ``torch.set_num_threads``, which holds for the whole process.
 
     Attributes:
         manifest: the parsed ``bundle.json``.
@@ -82,7 +84,7 @@ class Bundle:
         embeddings, ages, genders: the gallery (``(N, N_a)`` float32, ``(N,)`` float32, ``(N,)`` int64).
     """
 
-    def __init__(self, path: str | Path, runtime: str = "auto"):
+    def __init__(self, path: str | Path, runtime: str = "auto", threads: int | None = None):
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         self.image_size = int(self.manifest["image_size"])
@@ -100,7 +102,8 @@ class Bundle:
             raise AgemetricError(f"{gallery_file}: expected embeddings (N, D) with N > 0 and ages (N,)")
         self.runtime = self._choose_runtime(runtime)
         model_file = self.path / self.manifest["files"][self.runtime]
-        self._model = _TorchScriptModel(model_file) if self.runtime == "torchscript" else _OnnxModel(model_file)
+        model_class = _TorchScriptModel if self.runtime == "torchscript" else _OnnxModel
+        self._model = model_class(model_file, threads)
         self._index = None  # the faiss index, built on first use
 
     def _choose_runtime(self, runtime: str) -> str:
@@ -180,10 +183,12 @@ def _framer(framing: dict, manifest_file: Path) -> Callable[[Image.Image], Image
 class _TorchScriptModel:
     """A TorchScript module on the CPU: numpy in, numpy out."""
 
-    def __init__(self, file: Path):
+    def __init__(self, file: Path, threads: int | None = None):
         import torch
 
         self._torch = torch
+        if threads is not None:
+            torch.set_num_threads(threads)
         try:
             with warnings.catch_warnings():  # torch 2.14 marks TorchScript deprecated; it still runs
                 warnings.filterwarnings("ignore", message=r".*torch\.jit\.load. is deprecated", category=FutureWarning)
@@ -199,11 +204,14 @@ class _TorchScriptModel:
 class _OnnxModel:
     """An ONNX Runtime session on the CPU: numpy in, numpy out."""
 
-    def __init__(self, file: Path):
+    def __init__(self, file: Path, threads: int | None = None):
         import onnxruntime
 
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
-            self._session = onnxruntime.InferenceSession(str(file), providers=["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise AgemetricError(f"{file}: cannot load the ONNX model ({type(exc).__name__})") from None
         self._input = self._session.get_inputs()[0].name

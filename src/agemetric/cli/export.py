@@ -32,9 +32,10 @@ def export(
     start = time.perf_counter()
     manifest = export_bundle(run_dir, out, format_)
     seconds = time.perf_counter() - start
-    table = Table(title=f"bundle {out} ({seconds:.1f} s)", header_style="bold")
+    table = Table(header_style="bold")
     table.add_column("file")
     table.add_column("MB", justify="right")
     for name in ("bundle.json", *manifest["files"].values()):
         table.add_row(name, f"{(Path(out) / name).stat().st_size / 1e6:.2f}")
     console.print(table)
+    console.print(f"Bundle: {out} ({', '.join(manifest['files'])}; {seconds:.1f} s)", soft_wrap=True)
