@@ -19,7 +19,8 @@ def export(
     format_: Annotated[
         str,
         typer.Option(
-            "--format", help="torchscript (base install), onnx or both (onnx needs `pip install 'agemetric[export]'`)."
+            "--format",
+            help="torchscript (base install), onnx or both (ONNX needs the 'export' extra: onnx, onnxscript).",
         ),
     ] = "torchscript",
 ) -> None:
