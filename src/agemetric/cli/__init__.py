@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import evaluate, install, paper, plugins_cmd, predict, report, run
+from agemetric.cli import evaluate, export, install, paper, plugins_cmd, predict, report, run
 from agemetric.cli._common import state
 
 app = typer.Typer(
@@ -36,6 +36,7 @@ def _root(
 app.command("run")(run.run)
 app.command("evaluate")(evaluate.evaluate)
 app.command("predict")(predict.predict)
+app.command("export")(export.export)
 app.command("report")(report.report)
 app.add_typer(paper.app, name="paper")
 app.command("plugins")(plugins_cmd.plugins)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
+from agemetric._imaging import to_square
 from agemetric.data import cache as image_cache
 from agemetric.interfaces import FaceDataset, FaceRecord, Framer
 
@@ -43,14 +43,6 @@ class FaceArrays:
     def has_gender(self) -> bool:
         """True when at least two images carry a gender label."""
         return int((self.genders >= 0).sum()) >= 2
-
-
-def to_square(image: Image.Image, size: int, framer: Framer | None = None) -> np.ndarray:
-    """Frame ``image`` (``framer``, default: the whole image), centre-crop the result to a square
-    and resize it to ``size`` -> ``(size, size, 3)`` uint8."""
-    image = image.convert("RGB") if framer is None else framer(image)
-    image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
-    return np.asarray(image, dtype=np.uint8)
 
 
 def decode(

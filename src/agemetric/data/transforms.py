@@ -7,10 +7,13 @@ import torch.nn.functional as F
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)`` scaled to [0, 1] then standardised."""
-    m = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - m) / s
+    """uint8 ``(B, 3, H, W)`` -> float32 ``(B, 3, H, W)`` scaled to [0, 1] then standardised.
+
+    ``mean`` and ``std`` are 3 numbers each, or float32 tensors of 3 (e.g. buffers of a traced module).
+    """
+    m = mean if isinstance(mean, torch.Tensor) else torch.tensor(mean, dtype=torch.float32)
+    s = std if isinstance(std, torch.Tensor) else torch.tensor(std, dtype=torch.float32)
+    return (images.float() / 255.0 - m.view(1, 3, 1, 1)) / s.view(1, 3, 1, 1)
 
 
 def augment(

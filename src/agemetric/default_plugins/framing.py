@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from agemetric._imaging import crop_box
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces.framer import Framer
 
@@ -39,16 +40,7 @@ class BoxFramer(Framer):
         self.box, self.margin = box, float(margin)
 
     def frame(self, image: Image.Image) -> Image.Image:
-        w, h = image.size
-        left, top, right, bottom = self.box
-        dx, dy = (right - left) * self.margin, (bottom - top) * self.margin
-        crop = (
-            max(0, round((left - dx) * w)),
-            max(0, round((top - dy) * h)),
-            min(w, round((right + dx) * w)),
-            min(h, round((bottom + dy) * h)),
-        )
-        return image.crop(crop)
+        return crop_box(image, self.box, self.margin)
 
 
 @hookimpl

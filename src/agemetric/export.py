@@ -1,0 +1,192 @@
+"""Export a trained run as a bundle that :mod:`agemetric.bundle` runs without the training code.
+
+The backbone is wrapped so that the exported model takes uint8 RGB images and normalises them
+itself (no preprocessing code outside the model to drift), then traced to TorchScript and/or
+exported to ONNX (torch's dynamo exporter, which needs ``onnx`` and ``onnxscript``: the ``export``
+extra). The gallery is saved beside it as ``gallery.npz`` and everything is described in
+``bundle.json``.
+
+Example::
+
+    manifest = export_bundle("runs/my-run", "bundles/my-run", "both")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from agemetric import __version__
+from agemetric.bundle import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES
+from agemetric.data.transforms import normalise
+from agemetric.errors import AgemetricError
+from agemetric.interfaces import Backbone
+
+#: ``--format`` -> the model files it writes
+FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
+#: packages torch's ONNX exporter imports
+ONNX_EXPORT_PACKAGES = ("onnx", "onnxscript")
+
+
+class EmbeddingModel(nn.Module):
+    """What a bundle's model computes: uint8 RGB ``(B, 3, S, S)`` -> ``(age (B, N_a),)`` or, with a
+    gender head, ``(age, gender (B, N_g))``, float32; normalised as in training, in eval mode."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone
+        self.register_buffer("mean", torch.tensor(backbone.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.backbone.embed(normalise(images, self.mean, self.std))
+        return (out.age,) if out.gender is None else (out.age, out.gender)
+
+
+def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript") -> dict:
+    """Write a bundle of the run ``run_dir`` to the folder ``out``.
+
+    Args:
+        run_dir: a run folder with ``model.pt`` (from ``agemetric run``).
+        out: the bundle folder: new, empty, or an earlier bundle (replaced).
+        fmt: ``"torchscript"``, ``"onnx"`` or ``"both"``.
+
+    Returns:
+        The manifest written to ``out/bundle.json``.
+
+    Raises:
+        AgemetricError: the run is missing or cannot be bundled (a retriever other than ``l1-knn``,
+            a plugin framer), ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
+    """
+    from agemetric.default_plugins.framing import BoxFramer, CenterFramer
+    from agemetric.default_plugins.l1_knn import L1KNN
+    from agemetric.estimator import AgeEstimator
+    from agemetric.experiment import make_framer
+
+    if fmt not in FORMATS:
+        raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    run_dir, out = Path(run_dir), Path(out)
+    checkpoint = run_dir / "model.pt"
+    if not checkpoint.is_file():
+        raise AgemetricError(f"{run_dir}: no model.pt (expected a run folder written by `agemetric run`)")
+    if "onnx" in FORMATS[fmt]:
+        missing = [name for name in ONNX_EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise AgemetricError(
+                f"--format {fmt} needs {' and '.join(missing)} for the ONNX export: pip install 'agemetric[export]'"
+            )
+    estimator = AgeEstimator.load(checkpoint)
+    config, retriever, backbone = estimator.config, estimator.retriever, estimator.backbone
+    if type(retriever) is not L1KNN:
+        raise AgemetricError(
+            f"{run_dir}: retriever {config.retriever!r} does not estimate ages from L1 nearest neighbours; "
+            "only runs with --retriever l1-knn can be exported as a bundle"
+        )
+    if len(retriever) == 0:
+        raise AgemetricError(f"{checkpoint}: the model has no gallery")
+    framer = make_framer(config)
+    if type(framer) is CenterFramer:
+        framing = {"name": "center"}
+    elif type(framer) is BoxFramer:
+        framing = {"name": "box", "box": list(framer.box), "margin": framer.margin}
+    else:
+        raise AgemetricError(
+            f"{run_dir}: framing {config.framing!r} comes from a plugin; a bundle frames photos with 'center' or "
+            "'box' only"
+        )
+    _clear_out(out)
+
+    model = EmbeddingModel(backbone).float().eval()
+    size = estimator.image_size
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    outputs = ["age"] if backbone.gender_dim == 0 else ["age", "gender"]
+    files = {"gallery": GALLERY}
+    for name in FORMATS[fmt]:
+        files[name] = MODEL_FILES[name]
+        save = _save_torchscript if name == "torchscript" else _save_onnx
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+. is deprecated", category=FutureWarning)
+                save(model, example, outputs, out / files[name])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AgemetricError(
+                f"backbone {config.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
+            ) from exc
+    genders = retriever.genders if retriever.genders is not None else torch.full((len(retriever),), -1)
+    np.savez(
+        out / GALLERY,
+        embeddings=retriever.embeddings.numpy().astype(np.float32),  # (N, N_a)
+        ages=retriever.ages.numpy().astype(np.float32),  # (N,)
+        genders=genders.numpy().astype(np.int64),  # (N,)
+    )
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "agemetric_version": __version__,
+        "torch_version": torch.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": {
+            "run": str(run_dir.resolve()),
+            "backbone": config.backbone,
+            "loss": config.loss,
+            "retriever": config.retriever,
+        },
+        "image_size": size,
+        "input": "uint8 RGB (B, 3, S, S), 0-255; the model normalises",
+        "outputs": outputs,
+        "framing": framing,
+        "metric": "l1",
+        "k": retriever.k,
+        "embedding_dim": backbone.embedding_dim,
+        "gender_dim": backbone.gender_dim,
+        "gallery_size": len(retriever),
+        "files": files,
+    }
+    tmp = out / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST)  # last, so that a failed export leaves no bundle.json
+    return manifest
+
+
+def _clear_out(out: Path) -> None:
+    """Make ``out`` a folder without bundle files; refuse one that holds anything else."""
+    if out.exists() and not out.is_dir():
+        raise AgemetricError(f"--out {out}: is a file; expected a new or empty folder")
+    names = (MANIFEST, f".{MANIFEST}.tmp", GALLERY, *MODEL_FILES.values())
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name not in names)
+        if others:
+            raise AgemetricError(
+                f"--out {out}: holds {others[0]!r}, which is not part of a bundle; choose a new or empty folder"
+            )
+        for name in names:
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _save_torchscript(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:
+    """Trace ``model`` on ``example`` (checked against a second run) and save it."""
+    torch.jit.save(torch.jit.trace(model, example), str(file))
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:
+    """Export ``model`` to one ONNX file with a dynamic batch axis (torch's dynamo exporter)."""
+    torch.onnx.export(
+        model,
+        (example,),
+        str(file),
+        input_names=["images"],
+        output_names=outputs,
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
