@@ -111,7 +111,8 @@ ERRORS = {
                                  "--out: cannot write to 'file/run'"),
     "output folder that holds a run": (lambda t: files(t, {"old/metrics.json": "{}"}) or ["run", "--out", "old"],
                                        "--out: old already holds a run"),
-    "missing photo for predict": (lambda t: ["predict", "nowhere", "a.jpg"], "no such file"),
+    "missing run folder for predict": (lambda t: ["predict", "nowhere", "a.jpg"],
+                                       "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)"),
     "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"],
                                "c.toml"),
 }  # fmt: skip
