@@ -10,10 +10,11 @@ i.i.d. Gaussian vectors), ``--queries`` queries from the same model, k = 20. For
 - **hnsw** (sizes up to ``--hnsw-max``): ``L1KNN(k, index="hnsw")`` against faiss
   ``IndexHNSWFlat(D, M, METRIC_L1)`` built and searched directly with the same M,
   efConstruction and efSearch (one build each, searches repeated), and the recall@20 of both
-  against the exact answer;
-- **memory**: each case in a fresh process: the peak resident memory (``VmHWM``) above the
-  process's size once the gallery and queries exist (the peak is reset there through
-  ``/proc/self/clear_refs``).
+  against the exact answer.
+
+Every case runs in a fresh process that loads the arrays from files, then reports its times and
+its **peak memory**: the peak resident memory (``VmHWM``) above the process's size once the data
+is loaded (the peak is reset there through ``/proc/self/clear_refs``).
 
 With ``--run DIR`` (a finished run with ``model.pt`` and ``split.csv``): the run's real gallery
 and test-set embeddings (embedded once and cached in ``--cache``, default ``DIR/test_embeddings.pt``):
@@ -24,17 +25,19 @@ Usage::
 
     python benchmarks/retrieval.py                                       # 19k, 200k, 1M x 128
     python benchmarks/retrieval.py --sizes 1000 --hnsw-max 1000 --repeat 1   # a smoke run
-    python benchmarks/retrieval.py --sizes 19000 --run runs/p3/utk-finetune --data-dir ../shared/data/UTKFace
+    python benchmarks/retrieval.py --run runs/p3/utk-finetune --data-dir ../shared/data/UTKFace   # + real embeddings
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -47,7 +50,7 @@ from agemetric.default_plugins.l1_knn import L1KNN
 from agemetric.metrics import mae
 
 K = 20
-MEMORY_CASES = ("agemetric-flat", "faiss-flat", "agemetric-hnsw", "faiss-hnsw")
+CASES = ("agemetric-flat", "faiss-flat", "agemetric-hnsw", "faiss-hnsw")
 
 
 def synthetic(n: int, dim: int, latent: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -79,65 +82,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found.tolist(), truth.tolist(), strict=True)]))
 
 
-def faiss_flat(gallery: np.ndarray, queries: np.ndarray):
-    index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
-    index.add(gallery)
-    return index.search(queries, K)
-
-
-def faiss_hnsw(gallery: np.ndarray, options) -> faiss.Index:
-    index = faiss.IndexHNSWFlat(gallery.shape[1], options.hnsw_m, faiss.METRIC_L1)
-    index.hnsw.efConstruction = options.ef_construction
-    index.add(gallery)
-    return index
-
-
-def faiss_hnsw_search(index, queries: np.ndarray, options):
-    return index.search(queries, K, params=faiss.SearchParametersHNSW(efSearch=max(options.ef_search, K)))
-
-
-def compare(name: str, gallery: np.ndarray, ages: np.ndarray, queries: np.ndarray, args, memory: bool) -> list[str]:
-    """Time agemetric against bare faiss on one gallery: markdown rows (exact, then HNSW).
-
-    ``memory``: also measure the peak memory (on a synthetic gallery of the same size, fresh processes).
-    """
-    rows = []
-    g, a, q = torch.from_numpy(gallery), torch.from_numpy(ages), torch.from_numpy(queries)
-    ours, theirs = [], []
-    for _ in range(args.repeat):  # alternate, so both see the same machine
-        t, (dist, idx) = timed(lambda: L1KNN(k=K).fit(g, a).search(q))
-        ours.append(t)
-        t, (fdist, fidx) = timed(lambda: faiss_flat(gallery, queries))
-        theirs.append(t)
-    if not np.allclose(dist.numpy(), fdist, rtol=1e-5, atol=1e-4):
-        raise SystemExit(f"{name}: agemetric's exact distances differ from IndexFlat's")
-    exact = fidx
-    o, f = statistics.median(ours), statistics.median(theirs)
-    mem = memory_cells(args, gallery.shape[0], ("agemetric-flat", "faiss-flat")) if memory else ("", "")
-    rows.append(f"| {name} | exact | {o:.2f} | {f:.2f} | {o / f:.2f} | 1 | {mem[0]} | {mem[1]} |")
-    if gallery.shape[0] > args.hnsw_max:
-        return rows
-    r = L1KNN(k=K, index="hnsw")
-    ours_build, _ = timed(lambda: r.fit(g, a))
-    theirs_build, index = timed(lambda: faiss_hnsw(gallery, r.options))
-    ours, theirs = [], []
-    for _ in range(args.repeat):
-        t, (_, idx) = timed(lambda: r.search(q))
-        ours.append(t)
-        t, (_, fidx) = timed(lambda: faiss_hnsw_search(index, queries, r.options))
-        theirs.append(t)
-    o, f = statistics.median(ours), statistics.median(theirs)
-    mem = memory_cells(args, gallery.shape[0], ("agemetric-hnsw", "faiss-hnsw")) if memory else ("", "")
-    recalls = f"{recall(idx.numpy(), exact):.4f} / {recall(fidx, exact):.4f}"
-    rows.append(
-        f"| {name} | HNSW build | {ours_build:.2f} | {theirs_build:.2f} | {ours_build / theirs_build:.2f} | | "
-        f"{mem[0]} | {mem[1]} |"
-    )
-    rows.append(f"| {name} | HNSW search | {o:.3f} | {f:.3f} | {o / f:.2f} | {recalls} | | |")
-    return rows
-
-
-# -- peak memory, one fresh process per case ------------------------------------------------------
+# -- one case in a fresh process: build, search, peak memory ----------------------------------------
 
 
 def status_mb(field: str) -> float:
@@ -145,32 +90,89 @@ def status_mb(field: str) -> float:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
-def memory_case(case: str, n: int, args) -> float:
-    """Peak memory (MB) of one case above the process once its gallery and queries exist."""
-    gallery, ages = synthetic(n, args.dim, args.latent_dim, seed=0)
-    queries, _ = synthetic(args.queries, args.dim, args.latent_dim, seed=1)
-    g, a, q = torch.from_numpy(gallery), torch.from_numpy(ages), torch.from_numpy(queries)
-    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current size
+def builders(gallery: np.ndarray, ages: np.ndarray):
+    """case -> ``build()`` returning ``search(queries) -> (distances, indices)``; HNSW with l1-knn's defaults."""
+    options = L1KNN(index="hnsw").options
+    hnsw_params = faiss.SearchParametersHNSW(efSearch=max(options.ef_search, K))
+
+    def agemetric(index: str):
+        r = L1KNN(k=K, index=index).fit(torch.from_numpy(gallery), torch.from_numpy(ages))
+        return lambda q: tuple(t.numpy() for t in r.search(torch.from_numpy(q)))
+
+    def faiss_flat():
+        index = faiss.IndexFlat(gallery.shape[1], faiss.METRIC_L1)
+        index.add(gallery)
+        return lambda q: index.search(q, K)
+
+    def faiss_hnsw():
+        index = faiss.IndexHNSWFlat(gallery.shape[1], options.hnsw_m, faiss.METRIC_L1)
+        index.hnsw.efConstruction = options.ef_construction
+        index.add(gallery)
+        return lambda q: index.search(q, K, params=hnsw_params)
+
+    return {
+        "agemetric-flat": lambda: agemetric("flat"),
+        "faiss-flat": faiss_flat,
+        "agemetric-hnsw": lambda: agemetric("hnsw"),
+        "faiss-hnsw": faiss_hnsw,
+    }
+
+
+def run_case(case: str, data: Path, searches: int) -> dict:
+    """Build and search once ``searches`` times on the arrays in ``data``; indices saved beside them."""
+    gallery, ages, queries = (np.load(data / f"{name}.npy") for name in ("gallery", "ages", "queries"))
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current size: the data is in
     start = status_mb("VmRSS")
-    if case == "agemetric-flat":
-        L1KNN(k=K).fit(g, a).search(q)
-    elif case == "faiss-flat":
-        faiss_flat(gallery, queries)
-    elif case == "agemetric-hnsw":
-        L1KNN(k=K, index="hnsw").fit(g, a).search(q)
-    else:
-        options = L1KNN(index="hnsw").options
-        faiss_hnsw_search(faiss_hnsw(gallery, options), queries, options)
-    return status_mb("VmHWM") - start
+    build_s, search = timed(builders(gallery, ages)[case])
+    times = []
+    for _ in range(searches):
+        t, (dist, idx) = timed(lambda: search(queries))
+        times.append(t)
+    peak = status_mb("VmHWM") - start
+    np.save(data / f"{case}-dist.npy", dist)
+    np.save(data / f"{case}-idx.npy", idx)
+    return {"build": build_s, "search": statistics.median(times), "peak_mb": peak}
 
 
-def memory_cells(args, n: int, cases: tuple[str, str]) -> tuple[str, str]:
-    out = []
-    for case in cases:
-        flags = ["--dim", str(args.dim), "--latent-dim", str(args.latent_dim), "--queries", str(args.queries)]
-        cmd = [sys.executable, __file__, "--memory-case", case, "--sizes", str(n), *flags]
-        out.append(f"{float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout):,.0f}")
-    return out[0], out[1]
+def fresh(case: str, data: Path, searches: int) -> dict:
+    cmd = [sys.executable, __file__, "--case", case, "--data", str(data), "--repeat", str(searches)]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+
+
+def compare(name: str, gallery: np.ndarray, ages: np.ndarray, queries: np.ndarray, args, hnsw: bool) -> list[str]:
+    """Markdown rows for one gallery: exact (alternated ``--repeat`` times), then HNSW (one build each)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        for key, array in (("gallery", gallery), ("ages", ages), ("queries", queries)):
+            np.save(data / f"{key}.npy", np.ascontiguousarray(array, dtype=np.float32))
+        runs = {"agemetric-flat": [], "faiss-flat": []}
+        for _ in range(args.repeat):  # alternate, so both see the same machine
+            for case, out in runs.items():
+                out.append(fresh(case, data, 1))
+        exact = np.load(data / "faiss-flat-idx.npy")
+        if not np.allclose(np.load(data / "agemetric-flat-dist.npy"), np.load(data / "faiss-flat-dist.npy"), rtol=1e-5):
+            raise SystemExit(f"{name}: agemetric's exact distances differ from IndexFlat's")
+        o, f = (
+            {key: statistics.median(r[key] for r in runs[c]) for key in ("build", "search", "peak_mb")} for c in runs
+        )
+        total_o, total_f = o["build"] + o["search"], f["build"] + f["search"]
+        rows = [
+            f"| {name} | exact, build + search | {total_o:.2f} | {total_f:.2f} | {total_o / total_f:.2f} | 1 | "
+            f"{o['peak_mb']:,.0f} | {f['peak_mb']:,.0f} |"
+        ]
+        if not hnsw:
+            return rows
+        o, f = fresh("agemetric-hnsw", data, args.repeat), fresh("faiss-hnsw", data, args.repeat)
+        recalls = [recall(np.load(data / f"{c}-idx.npy"), exact) for c in ("agemetric-hnsw", "faiss-hnsw")]
+    rows.append(
+        f"| {name} | HNSW build | {o['build']:.2f} | {f['build']:.2f} | {o['build'] / f['build']:.2f} | | "
+        f"{o['peak_mb']:,.0f} | {f['peak_mb']:,.0f} |"
+    )
+    rows.append(
+        f"| {name} | HNSW search | {o['search']:.3f} | {f['search']:.3f} | {o['search'] / f['search']:.2f} | "
+        f"{recalls[0]:.4f} / {recalls[1]:.4f} | | |"
+    )
+    return rows
 
 
 # -- real embeddings: a finished run's gallery and test set ----------------------------------------
@@ -229,12 +231,13 @@ def references_table(gallery: dict, queries: torch.Tensor, truth: torch.Tensor, 
     rows = []
     base_time = base_mae = None
     for name, build in cases:
-        build_time, r = timed(build)
-        times, pred = [], None
-        for _ in range(args.repeat):
+        builds, times, pred = [], [], None
+        for _ in range(args.repeat):  # median wall times
+            t, r = timed(build)
+            builds.append(t)
             t, pred = timed(lambda r=r: r.predict(queries))
             times.append(t)
-        t, err = statistics.median(times), mae(pred, truth)
+        build_time, t, err = statistics.median(builds), statistics.median(times), mae(pred, truth)
         base_time, base_mae = (t, err) if base_time is None else (base_time, base_mae)
         rows.append(
             f"| {name} | {len(r):,} | {err:.3f} | {err - base_mae:+.3f} | {build_time:.2f} | {t:.3f} | "
@@ -251,16 +254,16 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=2, help="alternating timings of each (median)")
     parser.add_argument("--hnsw-max", type=int, default=200_000, help="largest gallery given an HNSW index")
-    parser.add_argument("--memory-max", type=int, default=10**9, help="largest gallery whose memory is measured")
     parser.add_argument("--run", type=Path, help="a finished run folder: real embeddings")
     parser.add_argument("--cache", type=Path, help="test-set embeddings file (default RUN/test_embeddings.pt)")
     parser.add_argument("--data-dir", help="the run's dataset folder, if not where its config says")
     parser.add_argument("--per-age", default="1,3,10,30", help="references per age to try (with --run)")
     parser.add_argument("--baseline-per-age", type=int, default=10, help="per age of the unweighted and random rows")
-    parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)  # internal: one fresh process
+    parser.add_argument("--case", choices=CASES, help=argparse.SUPPRESS)  # internal: one case, this process
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)  # internal: the case's arrays
     args = parser.parse_args()
-    if args.memory_case:
-        print(memory_case(args.memory_case, int(args.sizes), args))
+    if args.case:
+        print(json.dumps(run_case(args.case, args.data, args.repeat)))
         return
     print(f"torch {torch.__version__}, faiss {faiss.__version__}, {faiss.omp_get_max_threads()} faiss threads, k = {K}")
     options = L1KNN(index="hnsw").options
@@ -275,14 +278,14 @@ def main() -> None:
         gallery, ages = synthetic(n, args.dim, args.latent_dim, seed=0)
         queries, _ = synthetic(args.queries, args.dim, args.latent_dim, seed=1)
         name = f"synthetic {n:,} x {args.dim}, {args.queries:,} queries"
-        print("\n".join(compare(name, gallery, ages, queries, args, memory=n <= args.memory_max)), flush=True)
+        print("\n".join(compare(name, gallery, ages, queries, args, hnsw=n <= args.hnsw_max)), flush=True)
     if args.run is None:
         return
     gallery, queries, truth = real_embeddings(args.run, args.cache or args.run / "test_embeddings.pt", args.data_dir)
     emb = gallery["embeddings"].float().contiguous()
     name = f"{args.run.name}: {emb.shape[0]:,} x {emb.shape[1]}, {len(queries):,} test queries"
     q = queries.float().contiguous().numpy()
-    print("\n".join(compare(name, emb.numpy(), gallery["ages"].float().numpy(), q, args, memory=False)))
+    print("\n".join(compare(name, emb.numpy(), gallery["ages"].float().numpy(), q, args, hnsw=True)))
     print(f"\nReference selection on {args.run} (k = {K}; time: predict() for {len(queries):,} test queries)\n")
     print("| gallery | items | MAE | change | selection (s) | search (s) | speed-up |")
     print("|---|---|---|---|---|---|---|")

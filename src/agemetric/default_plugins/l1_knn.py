@@ -142,6 +142,9 @@ class L1KNN(Retriever):
                 raise PluginError(f"{describe(self)}: HNSW found fewer than {k} neighbours; raise ef_search")
             return torch.from_numpy(dist), torch.from_numpy(idx)
         gallery, q = self.embeddings.numpy(), queries.numpy()
+        if gallery.shape[0] <= self.shard_size:  # one shard: exactly IndexFlat's search, without its copy
+            dist, idx = faiss.knn(q, gallery, k, metric=faiss.METRIC_L1)
+            return torch.from_numpy(dist), torch.from_numpy(idx)
         heap = faiss.ResultHeap(q.shape[0], k, keep_max=False)  # the k smallest distances over all shards
         for start in range(0, gallery.shape[0], self.shard_size):
             shard = gallery[start : start + self.shard_size]
