@@ -259,7 +259,7 @@ def references_table(gallery: dict, queries: torch.Tensor, truth: torch.Tensor, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="19000,200000,1000000", help="synthetic gallery sizes")
+    parser.add_argument("--sizes", default="19000,200000,1000000", help='synthetic gallery sizes ("": none)')
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--latent-dim", type=int, default=16, help="factors of the synthetic model (0: i.i.d.)")
     parser.add_argument("--queries", type=int, default=1000)
@@ -285,7 +285,7 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     print("\n".join(header), flush=True)
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(s) for s in args.sizes.split(",") if s):  # --sizes "": real embeddings only
         gallery, ages = synthetic(n, args.dim, args.latent_dim, seed=0)
         queries, _ = synthetic(args.queries, args.dim, args.latent_dim, seed=1)
         name = f"synthetic {n:,} x {args.dim}, {args.queries:,} queries"
