@@ -118,6 +118,8 @@ class Retriever(abc.ABC):
             check_rows(who, "exclude", exclude, queries.shape[0])
         queries = queries.detach().float().cpu().contiguous()
         blocks = [self._search_block(q, k, e) for q, e in self._blocks(queries, exclude)]
+        if len(blocks) == 1:  # the usual case: no copy
+            return blocks[0]
         return torch.cat([d for d, _ in blocks]), torch.cat([i for _, i in blocks])
 
     def _blocks(
