@@ -74,7 +74,8 @@ class L1KNN(Retriever):
     gender labels (the paper's future work asks for reference *images*). Each reference carries
     a weight: how many faces of its age are nearer (L1) to it than to the age's other
     references; the estimate is the weighted mean age of the ``k`` nearest references (weighted
-    gender votes likewise). A saved retriever keeps only the references and their weights.
+    gender votes likewise). The gallery is then the references: :meth:`search`'s indices and
+    ``exclude`` refer to them. A saved retriever keeps only the references and their weights.
 
     Args:
         k: how many neighbours vote (paper: M = 20).
