@@ -144,13 +144,18 @@ def revised_contrastive_loss(
     raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
 
-def knn_mean_age(neighbour_ages: torch.Tensor) -> torch.Tensor:
+def knn_mean_age(neighbour_ages: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The paper's estimate: the mean age of the k nearest gallery faces.
 
     Args:
         neighbour_ages: ``(M, k)`` ages of each query's neighbours.
+        weights: ``(M, k)`` positive weights of the neighbours (e.g. how many training faces a
+            reference stands for), or ``None`` for the plain mean.
 
     Returns:
         ``(M,)`` predicted ages.
     """
-    return neighbour_ages.float().mean(dim=1)
+    if weights is None:
+        return neighbour_ages.float().mean(dim=1)
+    weights = weights.float()
+    return (neighbour_ages.float() * weights).sum(dim=1) / weights.sum(dim=1)

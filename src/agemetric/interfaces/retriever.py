@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from typing import ClassVar
 
 import torch
@@ -22,26 +23,40 @@ class Retriever(abc.ABC):
     class checks inputs, removes a query from its own neighbours, averages ages, and saves
     the gallery (``state_dict``) so the index can be rebuilt on load.
 
+    Queries are searched in blocks of at most ``chunk_size`` (including :meth:`predict` and
+    :meth:`predict_gender`, which keep only each block's ``(m,)`` answers), so the memory a
+    search needs beyond the gallery does not grow with the number of queries past one block.
+
+    A retriever that reduces the gallery (e.g. ``l1-knn`` with ``references``) stores
+    ``weights``: how many training faces each gallery item stands for. The estimates are then
+    weighted: the weighted mean age and weighted gender votes of the ``k`` nearest items.
+
     Class attributes:
         requires_loss: the loss plugin this retriever works with (e.g. a comparator trained by
             that loss; read in :meth:`bind`), or ``None`` for any. The estimator refuses other losses.
 
     Args:
         k: how many neighbours vote (paper: M = 20).
+        chunk_size: the most queries searched at once.
     """
 
     requires_loss: ClassVar[str | None] = None
 
-    def __init__(self, k: int = 20):
+    def __init__(self, k: int = 20, chunk_size: int = 16384):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         self.k = int(k)
+        self.chunk_size = positive_int("chunk_size", chunk_size)
         self.embeddings: torch.Tensor | None = None
         self.ages: torch.Tensor | None = None
         self.genders: torch.Tensor | None = None
+        self.weights: torch.Tensor | None = None  # (N,) float32, or None: one face each
 
     def fit(self, embeddings: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor | None = None) -> Retriever:
         """Index a gallery.
+
+        ``embeddings`` that are already float32, contiguous and on the CPU are kept without a
+        copy: do not modify them in place afterwards.
 
         Args:
             embeddings: ``(N, D)`` float.
@@ -51,15 +66,30 @@ class Retriever(abc.ABC):
         Returns:
             ``self``.
         """
+        self.check_gallery(embeddings, ages, genders)
+        return self.set_gallery(embeddings, ages, genders)
+
+    def check_gallery(self, embeddings: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor | None) -> None:
+        """Raise :class:`PluginError` unless the arguments of :meth:`fit` fit together."""
         who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "ages", ages, 1)
         check_rows(who, "ages", ages, embeddings.shape[0])
         if genders is not None:
             check_rows(who, "genders", genders, embeddings.shape[0])
+
+    def set_gallery(
+        self,
+        embeddings: torch.Tensor,
+        ages: torch.Tensor,
+        genders: torch.Tensor | None,
+        weights: torch.Tensor | None = None,
+    ) -> Retriever:
+        """Store a checked gallery as it is (no selection) and index it; returns ``self``."""
         self.embeddings = embeddings.detach().float().cpu().contiguous()
         self.ages = ages.detach().float().cpu()
         self.genders = None if genders is None else genders.detach().long().cpu()
+        self.weights = None if weights is None else weights.detach().float().cpu()
         self._build(self.embeddings)
         return self
 
@@ -84,16 +114,48 @@ class Retriever(abc.ABC):
         k = min(k, n)
         if k < 1:
             raise PluginError(f"{who}: the gallery has too few items ({n}) to search")
+        if exclude is not None:
+            check_rows(who, "exclude", exclude, queries.shape[0])
         queries = queries.detach().float().cpu().contiguous()
+        blocks = [self._search_block(q, k, e) for q, e in self._blocks(queries, exclude)]
+        if len(blocks) == 1:  # the usual case: no copy
+            return blocks[0]
+        return torch.cat([d for d, _ in blocks]), torch.cat([i for _, i in blocks])
+
+    def _blocks(
+        self, queries: torch.Tensor, exclude: torch.Tensor | None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``(queries, exclude)`` in blocks of at most ``chunk_size`` rows; one empty block when there are none."""
+        for start in range(0, max(queries.shape[0], 1), self.chunk_size):
+            stop = start + self.chunk_size
+            yield queries[start:stop], None if exclude is None else exclude[start:stop]
+
+    def _search_block(
+        self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`search` for one block of checked float32 CPU queries (``k`` already bounded)."""
         if exclude is None:
             return self._search(queries, k)
-        check_rows(who, "exclude", exclude, queries.shape[0])
-        dist, idx = self._search(queries, k + 1)  # (M, k+1)
-        drop = idx == exclude.view(-1, 1)  # (M, k+1)
+        dist, idx = self._search(queries, k + 1)  # (m, k+1)
+        drop = idx == exclude.view(-1, 1)  # (m, k+1)
         drop[:, -1] |= ~drop.any(dim=1)  # rows without self: drop the farthest instead
         keep = ~drop
         m = queries.shape[0]
         return dist[keep].view(m, k), idx[keep].view(m, k)
+
+    def _neighbour_blocks(
+        self, queries: torch.Tensor, exclude: torch.Tensor | None, method: str
+    ) -> Iterator[torch.Tensor]:
+        """Indices ``(m, k)`` of the ``k`` nearest gallery items, one block of queries at a time."""
+        who = self.check_queries(queries, method)
+        if exclude is not None:
+            check_rows(who, "exclude", exclude, queries.shape[0])
+        for q, e in self._blocks(queries, exclude):
+            yield self.search(q, exclude=e)[1]
+
+    def _neighbour_weights(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """``(m, k)`` weights of the neighbours ``idx``, or ``None`` when every item counts once."""
+        return None if self.weights is None else self.weights[idx]
 
     def check_queries(self, queries: torch.Tensor, method: str) -> str:
         """Raise :class:`PluginError` unless the gallery is fitted and ``queries`` is ``(M, D)`` float
@@ -111,18 +173,21 @@ class Retriever(abc.ABC):
         return who
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """Predicted ages ``(M,)``: the mean age of the ``k`` nearest gallery items."""
-        _, idx = self.search(queries, exclude=exclude)  # (M, k)
-        return knn_mean_age(self.ages[idx])
+        """Predicted ages ``(M,)``: the mean age of the ``k`` nearest gallery items (weighted, see above)."""
+        blocks = self._neighbour_blocks(queries, exclude, "predict")  # (m, k) each
+        return torch.cat([knn_mean_age(self.ages[idx], self._neighbour_weights(idx)) for idx in blocks])
 
     def predict_gender(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
-        """Majority gender ``(M,)`` of the ``k`` nearest gallery items with a known gender."""
+        """Majority gender ``(M,)`` of the ``k`` nearest gallery items with a known gender (weighted votes)."""
         if self.genders is None:
             raise PluginError(f"{describe(self)}: the gallery has no gender labels")
-        _, idx = self.search(queries, exclude=exclude)  # (M, k)
-        g = self.genders[idx]  # (M, k), -1 unknown
-        votes = torch.stack([(g == c).sum(1) for c in (0, 1)], dim=1)  # (M, 2)
-        return votes.argmax(dim=1)
+        out = []
+        for idx in self._neighbour_blocks(queries, exclude, "predict_gender"):  # (m, k)
+            g = self.genders[idx]  # (m, k), -1 unknown
+            w = self._neighbour_weights(idx)
+            votes = [(g == c).float() if w is None else (g == c) * w for c in (0, 1)]  # (m, k) each
+            out.append(torch.stack([v.sum(1) for v in votes], dim=1).argmax(dim=1))  # (m,)
+        return torch.cat(out)
 
     def bind(self, estimator) -> None:  # noqa: B027 - optional, most retrievers need nothing
         """Called once by the :class:`~agemetric.estimator.AgeEstimator` that owns this retriever.
@@ -133,11 +198,19 @@ class Retriever(abc.ABC):
 
     def state_dict(self) -> dict:
         """The gallery, enough to rebuild the index with :meth:`load_state_dict`."""
-        return {"k": self.k, "embeddings": self.embeddings, "ages": self.ages, "genders": self.genders}
+        return {
+            "k": self.k,
+            "embeddings": self.embeddings,
+            "ages": self.ages,
+            "genders": self.genders,
+            "weights": self.weights,
+        }
 
     def load_state_dict(self, state: dict) -> Retriever:
+        """Restore a saved gallery as it was saved (a reduced gallery is not reduced again)."""
         self.k = int(state["k"])
-        return self.fit(state["embeddings"], state["ages"], state["genders"])
+        self.check_gallery(state["embeddings"], state["ages"], state["genders"])
+        return self.set_gallery(state["embeddings"], state["ages"], state["genders"], state.get("weights"))
 
     def __len__(self) -> int:
         return 0 if self.embeddings is None else int(self.embeddings.shape[0])
@@ -148,4 +221,11 @@ class Retriever(abc.ABC):
 
     @abc.abstractmethod
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(distances (M, k), indices (M, k) int64)``, nearest first."""
+        """Return ``(distances (M, k), indices (M, k) int64)``, nearest first, for at most ``chunk_size`` queries."""
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int; :class:`ValueError` naming the option unless it is a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
