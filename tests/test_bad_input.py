@@ -105,6 +105,8 @@ ERRORS = {
     "unknown plugin name": (lambda t: ["run", "--loss", "contrastiv"],
                             "unknown loss 'contrastiv'; did you mean 'pml-contrastive'? known: "),
     "out-of-range --set value": (lambda t: ["run", "--set", "k=0"], "k must be >= 1, got 0"),
+    "bad plugin option": (lambda t: ["run", "--set", "retriever_options.index=hsnw"],
+                          "index must be 'flat' (exact) or 'hnsw' (approximate), got 'hsnw'"),
     "--set value of the wrong type": (lambda t: ["run", "--set", "epochs=many"], "epochs expects int, got 'many'"),
     "unknown --set key": (lambda t: ["run", "--set", "epoch=3"], "unknown setting 'epoch'; did you mean 'epochs'?"),
     "unwritable output folder": (lambda t: (t / "file").write_text("") or ["run", "--out", "file/run"],

@@ -81,17 +81,15 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     return dataset, records
 
 
-def check_plugin_names(config: RunConfig) -> None:
-    """Raise the one-line "unknown name" error for any plugin ``config`` names that is not installed."""
-    for kind, name in (
-        ("backbone", config.backbone),
-        ("loss", config.loss),
-        ("miner", config.miner),
-        ("retriever", config.retriever),
-        ("dataset", config.dataset),
-        ("framer", config.framing),
-    ):
+def check_plugins(config: RunConfig) -> None:
+    """Fail early, with the plugins' one-line errors: every name ``config`` gives must be installed,
+    and the light parts (miner, loss, retriever, framer) must accept their options."""
+    for kind, name in (("backbone", config.backbone), ("dataset", config.dataset)):
         plugins.get_entry(kind, name)
+    plugins.create("miner", config.miner, margin=config.margin, **config.miner_options)
+    plugins.create("loss", config.loss, margin=config.margin, **config.loss_options)
+    plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options)
+    make_framer(config)
 
 
 def make_framer(config: RunConfig):
@@ -164,7 +162,7 @@ def run(
     main = world.is_main
     say = console.print if console is not None and main else (lambda *a, **k: None)
     progress = progress if main else None
-    check_plugin_names(config)  # a misspelt name fails at once, not after the data is decoded
+    check_plugins(config)  # a misspelt name or option fails at once, not after the data is decoded
     state = None
     if resume is not None:
         run_dir = Path(resume)
