@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-AGEMETRIC = ["-c", "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"]
+AGEMETRIC = ["-m", "agemetric"]
 
 
 def one_run(nproc: int, threads: int, args, out: Path) -> float:
@@ -36,7 +36,7 @@ def one_run(nproc: int, threads: int, args, out: Path) -> float:
     launch = [sys.executable, *AGEMETRIC]
     if nproc > 1:
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                  "--no-python", sys.executable, *AGEMETRIC]  # fmt: skip
+                  *AGEMETRIC]  # fmt: skip
     cmd = [
         *launch, "run", "--dataset", "synthetic", "--limit", str(args.images), "--backbone", args.backbone,
         "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),

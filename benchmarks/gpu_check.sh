@@ -4,8 +4,9 @@
 # It uses the machine's own torch (never installs one), puts this checkout on PYTHONPATH, and
 # prints: the device, the throughput ratio at 227 px / batch 128 on CUDA in fp32 and bf16 autocast,
 # then the 2-process data-parallel test (on the CPU with gloo: nccl refuses two ranks on one GPU,
-# so nccl needs a machine of 2+ GPUs) and `agemetric run --device cuda` (the quick preset on the GPU). Copy the printed tables into docs/benchmarks.md with the
-# device named.
+# so nccl needs a machine of 2+ GPUs) and `agemetric run --device cuda` (the quick preset on the
+# GPU). Copy the printed tables into docs/benchmarks.md with the device named. Not run yet: no GPU
+# has been lent to this project's sessions so far.
 set -u
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 # The machine has no network: missing packages travel as wheels in .whl/ (device README, "nvidia-h200").
@@ -16,5 +17,4 @@ python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.versio
 timeout 300 python3 benchmarks/throughput.py --device cuda --sizes 227 --batches 128 --precisions fp32,bf16 \
     --steps 10 --repeat 2 --memory-batches 2048
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_distributed.py
-timeout 120 python3 -c "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()" \
-    run --epochs 2 --device cuda --out /tmp/gpu-run --set figures=false
+timeout 120 python3 -m agemetric run --epochs 2 --device cuda --out /tmp/gpu-run --set figures=false

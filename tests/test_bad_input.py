@@ -45,9 +45,8 @@ def cli(tmp_path: Path, *args: str, pythonpath: Path | None = None) -> subproces
     env.update(COLUMNS="250", AGEMETRIC_CACHE=str(tmp_path / "cache"))
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
-    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
     return subprocess.run(
-        [sys.executable, "-c", code, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "agemetric", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
     )
 
 

@@ -79,12 +79,11 @@ def test_agemetric_run_under_torchrun(tmp_path):
     The time budget ends training long before 50 epochs: both processes must stop at the same step
     (one waiting in all_gather for the other would hang until the timeout).
     """
-    agemetric = [sys.executable, "-c", "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"]
     done = _run(
         [
             *_torchrun(2),
-            "--no-python",
-            *agemetric,
+            "-m",
+            "agemetric",
             "run",
             "--epochs", "50", "--set", "time_budget=2", "--limit", "80", "--image-size", "32", "--batch-size", "16",
             "--out", "ddp-run", "--set", "figures=false", "--set", "device=cpu", "--set", "backbone_options.width=8",

@@ -41,8 +41,9 @@ def test_every_hook_has_a_test_that_implements_it(hook):
 
 
 def _agemetric(*args, cwd=None):
-    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "agemetric", *args], capture_output=True, text=True, timeout=600, cwd=cwd
+    )
 
 
 def test_the_walkthrough_package_installs_tests_and_trains(tmp_path):

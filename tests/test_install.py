@@ -64,8 +64,7 @@ PLUGIN = textwrap.dedent("""
 
 
 def _agemetric(*args):
-    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
-    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "agemetric", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_real_install_and_uninstall_of_a_local_plugin(tmp_path):

@@ -188,9 +188,8 @@ def _cli(args, path, **env):
     """Run the real console entry point in a subprocess with ``path`` importable."""
     full_env = {k: v for k, v in os.environ.items() if k != "AGEMETRIC_LOAD_PLUGINS"}
     full_env.update(PYTHONPATH=str(path), COLUMNS="200", **env)
-    code = "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=full_env, timeout=120
+        [sys.executable, "-m", "agemetric", *args], capture_output=True, text=True, env=full_env, timeout=120
     )
 
 

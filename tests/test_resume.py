@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-AGEMETRIC = [sys.executable, "-c", "import sys; from agemetric.cli import main; sys.argv[0] = 'agemetric'; main()"]
+AGEMETRIC = [sys.executable, "-m", "agemetric"]
 #: Small enough for seconds, long enough per epoch (about 1 s) to be stopped inside one.
 SETTINGS = [
     "--epochs", "5", "--image-size", "48", "--batch-size", "32", "--seed", "3",

@@ -1,6 +1,6 @@
 """Data-parallel training under ``torchrun``: one process per device, all pairs over the global batch.
 
-``torchrun --nproc_per_node N $(which agemetric) run ...`` starts N processes; each trains the same
+``torchrun --nproc_per_node N -m agemetric run ...`` starts N processes; each trains the same
 model (:class:`~torch.nn.parallel.DistributedDataParallel`, gloo on CPU, nccl on CUDA) on its share
 of every batch. The paper compares *every* pair of a batch, so the embeddings, ages and genders are
 all-gathered before mining: every process sees the global batch, with gradients flowing back only

@@ -117,7 +117,7 @@ def run(
     With no options: the quick preset (embedded synthetic faces, small CNN, a few minutes on a
     laptop CPU). Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
     The paper's exact setting: --preset paper.
-    Several processes: torchrun --nproc_per_node 2 $(which agemetric) run ... (--batch-size is the global batch).
+    Several processes: torchrun --nproc_per_node 2 -m agemetric run ... (--batch-size is the global batch).
     Every setting is listed in the config.toml written into the run folder.
     """
     from agemetric import config as cfg

@@ -24,7 +24,7 @@ class RevisedContrastiveLoss(Loss):
     Example:
         >>> loss = RevisedContrastiveLoss(margin=4)
         >>> emb = torch.zeros(3, 2, requires_grad=True)
-        >>> round(float(loss(emb, torch.tensor([20.0, 22.0, 50.0]), F.all_pairs(3))), 4)  # (0 + 200 + 200) / 3
+        >>> round(loss(emb, torch.tensor([20.0, 22.0, 50.0]), F.all_pairs(3)).item(), 4)  # (0 + 200 + 200) / 3
         133.3333
     """
 
