@@ -69,7 +69,10 @@ def run(
         int | None, typer.Option(help="Images per batch; all pairs are compared.", rich_help_panel=_TRAIN)
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Seed for split, initialisation and batch order.", rich_help_panel=_TRAIN)
+        int | None,
+        typer.Option(
+            help="Seed for the split, initialisation, batch order, augmentation and dropout.", rich_help_panel=_TRAIN
+        ),
     ] = None,
     multitask: Annotated[
         str | None,
