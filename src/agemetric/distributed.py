@@ -125,13 +125,16 @@ class _ScaleGradient(torch.autograd.Function):
         return grad * ctx.factor, None
 
 
-def any_rank(flag: bool, world: World) -> bool:
-    """True on every process when ``flag`` is true on any (e.g. the time budget ran out on one)."""
+def any_rank(flags: list[bool], world: World) -> list[bool]:
+    """Each flag, true on every process when it is true on any (e.g. the time budget ran out on one).
+
+    All flags travel in one all-reduce, so a training step that asks several questions pays once.
+    """
     if not world.active:
-        return flag
-    t = torch.tensor([int(flag)])
+        return list(flags)
+    t = torch.tensor([int(f) for f in flags])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]
 
 
 class TrainStep(torch.nn.Module):

@@ -156,7 +156,9 @@ def train(
                 partial = None
             start = time.perf_counter() - carried
             for step in range(done, len(epoch_batches)):
-                if distributed.any_rank(stop.requested, world):
+                over_budget = config.time_budget is not None and time.perf_counter() - began >= config.time_budget
+                interrupted, over_budget = distributed.any_rank([stop.requested, over_budget], world)
+                if interrupted:
                     if save:
                         progress_so_far = {"batches": epoch_batches, "step": step, "sums": sums,
                                            "step_losses": step_losses, "seen": seen,
@@ -170,9 +172,7 @@ def train(
                             else ""
                         )
                     )
-                if config.time_budget is not None and distributed.any_rank(
-                    time.perf_counter() - began >= config.time_budget, world
-                ):
+                if over_budget:
                     out_of_time = True
                     break
                 index = epoch_batches[step]
