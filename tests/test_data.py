@@ -108,10 +108,11 @@ def test_box_framer_crops_the_box_and_center_keeps_the_image():
     img.paste((255, 255, 255), (20, 0, 80, 100))  # a white "face" in the top middle
     box = plugins.create("framer", "box", box=(0.2, 0.0, 0.8, 0.5))
     framed = box(img)
-    assert framed.size == (60, 100) and framed.getextrema() == ((255, 255),) * 3
+    assert framed.image.size == (60, 100) and framed.image.getextrema() == ((255, 255),) * 3
+    assert framed.box is None and framed.note is None  # a fixed region: no face located, nothing to report
     grown = plugins.create("framer", "box", box=(0.2, 0.0, 0.8, 0.5), margin=0.5)(img)
-    assert grown.size == (100, 150)  # 30 px more on each side, clipped to the image
-    assert plugins.create("framer", "center")(img).size == (100, 200)
+    assert grown.image.size == (100, 150)  # 30 px more on each side, clipped to the image
+    assert plugins.create("framer", "center")(img).image.size == (100, 200)
     with pytest.raises(Exception, match="box must be"):
         plugins.create("framer", "box", box=(0.8, 0.0, 0.2, 0.5))
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from typer.testing import CliRunner
 from agemetric.bundle import MANIFEST, Bundle
 from agemetric.cli import app
 from agemetric.config import RunConfig
+from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.export import export_bundle
 from agemetric.testing import random_face_arrays
@@ -87,9 +90,9 @@ def faces(tmp_path, monkeypatch):
 
 
 def table_ages(output: str) -> dict[str, float]:
-    """``{image: age}`` from ``agemetric predict``'s table."""
-    rows = [line.split("│") for line in output.splitlines() if line.startswith("│")]
-    return {cells[1].strip(): float(cells[2]) for cells in rows}
+    """``{image: age}`` from ``agemetric predict``'s CSV (its output when piped)."""
+    rows = list(csv.DictReader(io.StringIO(output)))
+    return {row["photo"]: float(row["age"]) for row in rows}
 
 
 def test_manifest_describes_the_bundle(run, bundle_dir):
@@ -126,14 +129,25 @@ def test_bundle_predicts_the_run_s_ages(run, bundle_dir, runtime):
 
 
 @pytest.mark.parametrize("runtime", FORMATS)
+def test_bundle_takes_photos_framed_as_the_run_framed_them(run, bundle_dir, faces, runtime):
+    _, estimator = run
+    from_paths = Bundle(bundle_dir, runtime).predict(faces)  # file names: framed with the run's box
+    np.testing.assert_allclose(from_paths, estimator.predict(faces).numpy(), atol=1e-4)
+    photo = np.asarray(Image.open(faces[0]).convert("RGB"))
+    np.testing.assert_allclose(Bundle(bundle_dir, runtime).predict(photo), from_paths[:1], atol=1e-4)
+    with pytest.raises(AgemetricError, match="expected uint8 pixels"):
+        Bundle(bundle_dir, runtime).predict(photo.astype(np.float32) / 255)
+
+
+@pytest.mark.parametrize("runtime", FORMATS)
 def test_predict_command_gives_the_same_ages_from_run_and_bundle(run, bundle_dir, faces, runtime):
     folder, _ = run
     from_run = runner.invoke(app, ["predict", str(folder), *faces])
     from_bundle = runner.invoke(app, ["predict", str(bundle_dir), *faces, "--runtime", runtime])
     assert from_run.exit_code == 0 and from_bundle.exit_code == 0, from_run.output + from_bundle.output
-    ages_run, ages_bundle = table_ages(from_run.output), table_ages(from_bundle.output)
+    ages_run, ages_bundle = table_ages(from_run.stdout), table_ages(from_bundle.stdout)
     assert set(ages_run) == set(faces) and len(set(ages_run.values())) > 1
-    for name in faces:  # the table rounds to 0.1 years
+    for name in faces:  # the output rounds to 0.1 years
         assert ages_bundle[name] == pytest.approx(ages_run[name], abs=0.11), name
 
 

@@ -31,6 +31,6 @@ def crop_box(image: Image.Image, box: tuple[float, float, float, float], margin:
 def to_square(image: Image.Image, size: int, framer: Callable[[Image.Image], Image.Image] | None = None) -> np.ndarray:
     """Frame ``image`` (``framer``, default: the whole image), centre-crop the result to a square
     and resize it to ``size`` -> ``(size, size, 3)`` uint8."""
-    image = image.convert("RGB") if framer is None else framer(image)
+    image = image.convert("RGB") if framer is None else framer(image).convert("RGB")
     image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)

@@ -11,27 +11,30 @@ it never imports the estimator, the plugins or the training modules. A bundle is
   ``(N,)`` int64 (-1 unknown).
 
 A face's age is the mean age of its ``k`` nearest gallery embeddings under L1 distance (exact
-search, faiss ``IndexFlat(METRIC_L1)``), as in the run it came from.
+search, faiss ``IndexFlat(METRIC_L1)``), as in the run it came from. Photos are framed as the run
+framed them: ``center`` and ``box`` need nothing more; a plugin's framer (``dlib-align``) is
+rebuilt from the class and options in the manifest, so its package must be installed where the
+bundle runs (and it brings agemetric's interfaces, hence torch, with it).
 
 Example::
 
     bundle = Bundle("bundles/utk")
-    ages = bundle.predict(np.stack([bundle.read_image("face.jpg")]))  # (1,)
+    ages = bundle.predict(["face.jpg", "group.jpg"])  # (2,): the main face of each
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from agemetric._imaging import crop_box, to_square
+from agemetric._imaging import crop_box
 from agemetric.errors import AgemetricError
+from agemetric.photos import photo_batch
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -129,10 +132,14 @@ class Bundle:
             f"install {' or '.join(RUNTIME_MODULES[n] for n in have) or 'torch'}"
         )
 
+    @property
+    def framer(self):
+        """The run's framing: ``None`` (the whole image), a function, or a plugin's framer."""
+        return self._framer
+
     def read_image(self, path: str | Path) -> np.ndarray:
-        """A photo, framed and resized as in training -> ``(3, S, S)`` uint8."""
-        with Image.open(path) as image:
-            return to_square(image, self.image_size, self._framer).transpose(2, 0, 1)
+        """A photo, framed (its main face) and resized as in training -> ``(3, S, S)`` uint8."""
+        return photo_batch(str(path), self.image_size, self._framer)[0]
 
     def embed(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of uint8 RGB images ``(N, 3, S, S)``.
@@ -160,24 +167,43 @@ class Bundle:
             self._index.add(self.embeddings)
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(self.k, len(self.embeddings)))
 
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        """Ages ``(N,)`` float32 of uint8 RGB images ``(N, 3, S, S)``: the mean age of the k nearest."""
-        age_embeddings, _ = self.embed(images)
+    def predict(self, images) -> np.ndarray:
+        """Ages ``(N,)`` float32: the mean age of the k nearest gallery faces.
+
+        Args:
+            images: a uint8 RGB ``(N, 3, S, S)`` batch (framed and resized), or photos framed with
+                the run's framing (the main face of each): a path, a PIL image, a uint8
+                ``(H, W, 3)`` array, or a list of them.
+        """
+        age_embeddings, _ = self.embed(photo_batch(images, self.image_size, self._framer))
         if len(age_embeddings) == 0:
             return np.empty(0, np.float32)
         _, idx = self.nearest(age_embeddings)  # (N, k)
         return self.ages[idx].mean(axis=1)
 
 
-def _framer(framing: dict, manifest_file: Path) -> Callable[[Image.Image], Image.Image] | None:
-    """The manifest's framing as a function (``None``: the whole image), as the run framed its photos."""
+def _framer(framing: dict, manifest_file: Path):
+    """The manifest's framing, as the run framed its photos: ``None`` (the whole image), a function
+    (a fixed box) or a plugin's framer, built from its recorded class and options."""
     name = framing.get("name") if isinstance(framing, dict) else None
     if name == "center":
         return None
     if name == "box":
         box, margin = tuple(framing["box"]), float(framing.get("margin", 0.0))
         return lambda image: crop_box(image.convert("RGB"), box, margin)
-    raise AgemetricError(f"{manifest_file}: framing must be 'center' or 'box', got {framing!r}")
+    if isinstance(framing, dict) and isinstance(framing.get("class"), str) and ":" in framing["class"]:
+        module, _, qualname = framing["class"].partition(":")
+        try:
+            cls = importlib.import_module(module)
+            for part in qualname.split("."):
+                cls = getattr(cls, part)
+        except (ImportError, AttributeError) as exc:
+            raise AgemetricError(
+                f"{manifest_file}: framing {name!r} needs {module} ({type(exc).__name__}: {exc}); "
+                "install the plugin package the run used"
+            ) from None
+        return cls(**framing.get("options", {}))
+    raise AgemetricError(f"{manifest_file}: framing must be 'center', 'box' or a plugin class, got {framing!r}")
 
 
 class _TorchScriptModel:

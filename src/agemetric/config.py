@@ -25,6 +25,7 @@ CHOICES = {
     "bf16": ("auto", "on", "off"),
     "optimizer": ("adadelta", "adam", "sgd"),
     "split": ("random", "subject", "hash"),
+    "lr_schedule": ("constant", "cosine"),
 }
 
 
@@ -61,9 +62,17 @@ class RunConfig:
         batch_size: images per batch; all pairs of a batch are compared (paper: 128).
         optimizer: ``"adam"`` (default, measured), ``"adadelta"`` (paper) or ``"sgd"``.
         lr: learning rate (1e-4 for Adam; Adadelta's is a scale factor, 1.0 its usual value).
+        head_lr: learning rate of the embedding heads and of any loss parameters (``None``: ``lr``);
+            a pretrained trunk fine-tunes best with a smaller ``lr`` than its new heads.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (decays to 0 at the end of the epochs, or of
+            ``time_budget`` when that comes first).
+        warmup: fraction of training (steps, or of ``time_budget``) over which the learning rate
+            rises linearly from 0 (0: none).
         weight_decay: L2 penalty.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         augment: random flip, shift and zoom during training.
+        tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
+            mirror image's.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
             batches (0: keep the running averages); see :func:`agemetric.training.recalibrate_batchnorm`.
         figures: write the run's figures (``figures/*.png``) and ``report.md``.
@@ -101,9 +110,13 @@ class RunConfig:
     batch_size: int = 128
     optimizer: str = "adam"
     lr: float = 1e-4
+    head_lr: float | None = None
+    lr_schedule: str = "constant"
+    warmup: float = 0.0
     weight_decay: float = 0.0
     multitask: str = "auto"
     augment: bool = True
+    tta_flip: bool = False
     bn_recalibration: int = 20
     cache: bool = True
     figures: bool = True
@@ -134,6 +147,10 @@ class RunConfig:
             raise AgemetricError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         if self.lr <= 0:
             raise AgemetricError(f"lr must be > 0, got {self.lr}")
+        if self.head_lr is not None and self.head_lr <= 0:
+            raise AgemetricError(f"head_lr must be > 0, got {self.head_lr}")
+        if not 0 <= self.warmup < 1:
+            raise AgemetricError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
         if not 0 < self.test_fraction < 1:
             raise AgemetricError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
         if self.limit is not None and self.limit < 2:
@@ -169,6 +186,20 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Jeong et al. (2018): Inception V3 (ImageNet), 227 px, batch 128, Adadelta, 275 epochs.
         "optimizer": "adadelta",
         "lr": 1.0,
+    },
+    "face": {
+        # Real faces and ordinary photos: dlib's face-trained ResNet-10 (agemetric-dlib) on
+        # dlib-aligned 64 px chips, Adam 1e-4 (heads 1e-3), dropout 0.1 before the heads, flip
+        # test-time augmentation. Each choice was measured on a validation split
+        # (docs/benchmarks.md, "Levers of the face recipe").
+        "backbone": "dlib-resnet10",
+        "weights": "dlib",
+        "framing": "dlib-align",
+        "image_size": 64,
+        "head_lr": 1e-3,
+        "backbone_options": {"dropout": 0.1},
+        "tta_flip": True,
+        "epochs": 30,
     },
     "finetune": {
         # The defaults: the paper's method with Adam at lr 1e-4 (measured best for fine-tuning an

@@ -80,6 +80,7 @@ class AgeEstimator(nn.Module):
         self.image_size = image_size
         self.config = config or RunConfig(image_size=image_size)
         self.channels_last = self.config.channels_last
+        self._framer = None  # the run's framer, made on first use by as_batch()
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
@@ -186,14 +187,19 @@ class AgeEstimator(nn.Module):
         progress: Callable[[int], None] | None = None,
         part: str = "age",
     ) -> torch.Tensor:
-        """Embeddings of uint8 ``(N, 3, S, S)`` images, in eval mode.
+        """Embeddings of images, in eval mode (with ``config.tta_flip``, the mean of each image's
+        and its mirror image's embedding).
 
         Args:
+            images: a uint8 ``(N, 3, S, S)`` batch, framed and resized as in training; or photos,
+                framed with the run's framing (the main face of each) and resized: a path, a PIL
+                image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them.
             part: ``"age"`` -> ``(N, N_a)``; ``"gender"`` -> ``(N, N_g)`` (multi-task backbones only).
 
         Returns:
             float32 embeddings.
         """
+        images = self.as_batch(images)
         if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
             raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")
         dim = self.backbone.embedding_dim if part == "age" else self.backbone.gender_dim
@@ -203,13 +209,29 @@ class AgeEstimator(nn.Module):
         try:
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size]
+                x = self.prepare(batch)
                 with self.autocast():
-                    out.append(getattr(self.backbone(self.prepare(batch)), part).float().cpu())
+                    e = getattr(self.backbone(x), part).float()  # (b, D)
+                    if self.config.tta_flip:  # the mean of the image's and its mirror's embedding
+                        e = (e + getattr(self.backbone(x.flip(3)), part).float()) / 2
+                out.append(e.cpu())
                 if progress is not None:
                     progress(batch.shape[0])
         finally:
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, dim)
+
+    def as_batch(self, images) -> torch.Tensor:
+        """:meth:`embed`'s and :meth:`predict`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
+        framed and resized; anything else is a one-line error saying what was expected)."""
+        s = self.image_size
+        if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape[1:] == (3, s, s):
+            return images
+        from agemetric.photos import photo_batch
+
+        if self._framer is None:
+            self._framer = plugins.create("framer", self.config.framing, **self.config.framing_options)
+        return torch.from_numpy(photo_batch(images, s, self._framer))
 
     def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""
@@ -217,8 +239,22 @@ class AgeEstimator(nn.Module):
         self.retriever.fit(emb, data.ages, data.genders)
         return emb
 
-    def predict(self, images: torch.Tensor, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Predicted ages ``(N,)`` of uint8 ``(N, 3, S, S)`` images."""
+    def predict(self, images, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+        """Predicted ages ``(N,)`` of images: a uint8 ``(N, 3, S, S)`` batch, or photos (a path, a PIL
+        image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see :meth:`embed`).
+
+        Example:
+            >>> import agemetric, numpy as np
+            >>> from agemetric.testing import random_face_arrays
+            >>> est = agemetric.AgeEstimator.from_config(agemetric.resolve("quick", sets=["image_size=32"]))
+            >>> _ = est.fit_gallery(random_face_arrays(24, size=32))
+            >>> est.predict(np.zeros((50, 40, 3), np.uint8)).shape
+            torch.Size([1])
+            >>> est.predict(np.zeros((50, 40, 3), np.float32))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            agemetric.errors.AgemetricError: images: expected uint8 pixels 0-255, got dtype float32 ...
+        """
         if len(self.retriever) == 0:
             raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
         return self.retriever.predict(self.embed(images, progress=progress))

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import json
@@ -26,7 +27,7 @@ from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
-from agemetric.training import load_checkpoint, train
+from agemetric.training import load_checkpoint, recalibrate_batchnorm, train
 
 #: The training checkpoint in a run folder (present while a run is unfinished).
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -139,6 +140,7 @@ def run(
     progress: Progress | None = None,
     console: Console | None = None,
     resume: str | Path | None = None,
+    snapshots: tuple[float, ...] = (),
 ) -> RunResult | None:
     """Train and evaluate one configuration and write its run folder.
 
@@ -157,6 +159,9 @@ def run(
         console: an optional ``rich.console.Console`` for notes (skipped files, settings).
         resume: an unfinished run folder to continue from its ``checkpoint.pt``, with its own
             split; ``config`` must be that folder's ``config.toml`` (see :func:`resume_config`).
+        snapshots: training times in seconds at which to evaluate the test split during
+            training (a learning curve against the clock, ``metrics["snapshots"]``); evaluating
+            is left out of the training time and the budget.
     """
     world = distributed.init_from_env(config.device)
     main = world.is_main
@@ -185,6 +190,13 @@ def run(
     if len(dataset.skipped) and main:
         _write_skipped(run_dir / "skipped.csv", dataset.skipped.items)
         say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()} (all of them in {run_dir / 'skipped.csv'})[/]")
+    noted = data.noted()
+    if noted and main:
+        _write_skipped(run_dir / "framing.csv", noted, header=("item", "framing"))
+        say(
+            f"[yellow]framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]}) "
+            f"(all of them in {run_dir / 'framing.csv'})[/]"
+        )
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train_data, test_data = (
         data.subset(torch.nonzero(~is_test).flatten()),
@@ -212,7 +224,11 @@ def run(
 
     t1 = time.perf_counter()
     checkpoint = run_dir / CHECKPOINT_NAME if main else None
-    history = train(estimator, train_data, config, progress, world, checkpoint=checkpoint, resume=state)
+    curve: list[dict] = []
+    on_step = _snapshot_taker(estimator, train_data, test_data, config, snapshots, curve) if snapshots else None
+    history = train(
+        estimator, train_data, config, progress, world, checkpoint=checkpoint, resume=state, on_step=on_step
+    )
     if not main:
         return None
     _write_json(run_dir / "history.json", history)
@@ -233,6 +249,8 @@ def run(
         "training_images_seen": sum(h["images"] for h in history),
         "seconds": {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2},
         "skipped": len(dataset.skipped),
+        "framing_fallbacks": len(noted),
+        **({"snapshots": curve} if snapshots else {}),
         "machine": machine(),
     }
     if (test_data.genders >= 0).any() and train_data.has_gender:
@@ -245,6 +263,36 @@ def run(
         write_run_figures(run_dir)
     checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
     return RunResult(run_dir, metrics, estimator, history)
+
+
+def _snapshot_taker(estimator, train_data, test_data, config, times, curve):
+    """An ``on_step`` for :func:`train` that evaluates a copy of the model at each of ``times``
+    (seconds of training): BatchNorm recalibrated as at the end of training, gallery fitted, test
+    split predicted; appends ``{mark, seconds, mae, cs5}`` to ``curve`` and returns the time it
+    took. Training continues exactly as without snapshots (the global random state is restored)."""
+    pending = sorted(times)
+
+    def on_step(elapsed: float) -> float | None:
+        if not pending or elapsed < pending[0]:
+            return None
+        began = time.perf_counter()
+        mark = pending[0]
+        while pending and elapsed >= pending[0]:
+            pending.pop(0)
+        rng = torch.get_rng_state()  # recalibration runs dropout: training must not see its draws
+        snapshot = copy.deepcopy(estimator)
+        if config.bn_recalibration:
+            recalibrate_batchnorm(
+                snapshot, train_data, config.bn_recalibration, config.batch_size, torch.Generator().manual_seed(0)
+            )
+        snapshot.fit_gallery(train_data)
+        summary = summarise(snapshot.predict(test_data.images), test_data.ages, train_data.ages)
+        curve.append({"mark": mark, "seconds": round(elapsed, 1), "mae": summary["mae"], "cs5": summary["cs"][5]})
+        torch.set_rng_state(rng)
+        estimator.train()
+        return time.perf_counter() - began
+
+    return on_step
 
 
 def resume_config(run_dir: str | Path) -> RunConfig:
@@ -315,10 +363,10 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
 
 
-def _write_skipped(path: Path, items: list[tuple[str, str]]) -> None:
+def _write_skipped(path: Path, items: list[tuple[str, str]], header: tuple[str, str] = ("item", "reason")) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["item", "reason"])
+        w.writerow(header)
         w.writerows(items)
 
 

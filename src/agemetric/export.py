@@ -38,16 +38,22 @@ ONNX_EXPORT_PACKAGES = ("onnx", "onnxscript")
 
 class EmbeddingModel(nn.Module):
     """What a bundle's model computes: uint8 RGB ``(B, 3, S, S)`` -> ``(age (B, N_a),)`` or, with a
-    gender head, ``(age, gender (B, N_g))``, float32; normalised as in training, in eval mode."""
+    gender head, ``(age, gender (B, N_g))``, float32; normalised as in training, in eval mode; with
+    ``flip`` (the run's ``tta_flip``) the mean of each image's and its mirror image's embeddings."""
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, flip: bool = False):
         super().__init__()
         self.backbone = backbone
+        self.flip = flip
         self.register_buffer("mean", torch.tensor(backbone.mean, dtype=torch.float32))
         self.register_buffer("std", torch.tensor(backbone.std, dtype=torch.float32))
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.backbone.embed(normalise(images, self.mean, self.std))
+        x = normalise(images, self.mean, self.std)  # (B, 3, S, S)
+        out = self.backbone.embed(x)
+        if self.flip:
+            mirrored = self.backbone.embed(x.flip(3))
+            out = type(out)(*(None if a is None else (a + b) / 2 for a, b in zip(out, mirrored, strict=True)))
         return (out.age,) if out.gender is None else (out.age, out.gender)
 
 
@@ -63,8 +69,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         The manifest written to ``out/bundle.json``.
 
     Raises:
-        AgemetricError: the run is missing or cannot be bundled (a retriever other than ``l1-knn``,
-            a plugin framer), ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
+        AgemetricError: the run is missing or cannot be bundled (a retriever other than ``l1-knn``),
+            ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
     """
     from agemetric.default_plugins.framing import BoxFramer, CenterFramer
     from agemetric.default_plugins.l1_knn import L1KNN
@@ -97,14 +103,13 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         framing = {"name": "center"}
     elif type(framer) is BoxFramer:
         framing = {"name": "box", "box": list(framer.box), "margin": framer.margin}
-    else:
-        raise AgemetricError(
-            f"{run_dir}: framing {config.framing!r} comes from a plugin; a bundle frames photos with 'center' or "
-            "'box' only"
-        )
+    else:  # a plugin's framer: the bundle imports its class (its package must be installed where it runs)
+        cls = type(framer)
+        framing = {"name": config.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
+                   "options": dict(config.framing_options)}  # fmt: skip
     _clear_out(out)
 
-    model = EmbeddingModel(backbone).float().eval()
+    model = EmbeddingModel(backbone, flip=config.tta_flip).float().eval()
     size = estimator.image_size
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     outputs = ["age"] if backbone.gender_dim == 0 else ["age", "gender"]

@@ -109,14 +109,16 @@ def revised_contrastive_loss(
     so the loss and its gradient stay finite for distances up to about 10^33 (float32 holds 3.4e38).
 
     **Decision** (METHOD.md): the batch loss is the *mean* over all pairs (``reduction="mean"``),
-    not pytorch-metric-learning's separate averaging of positive and negative pairs.
+    not pytorch-metric-learning's separate averaging of positive and negative pairs; that one is
+    ``reduction="balanced"`` (the mean over similar pairs plus the mean over dissimilar pairs, so
+    the few similar pairs of a batch weigh as much as the many dissimilar ones).
     An empty set of pairs gives a zero that keeps the graph.
 
     Args:
         distances: ``(P,)`` non-negative distances D.
         similar: ``(P,)`` Z in {0, 1}.
         q: Q, the upper bound of D.
-        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        reduction: ``"mean"``, ``"balanced"``, ``"sum"`` or ``"none"``.
 
     Returns:
         A 0-d tensor, or ``(P,)`` for ``reduction="none"``.
@@ -141,7 +143,14 @@ def revised_contrastive_loss(
         return per_pair.sum(dtype=torch.float64).float()
     if reduction == "mean":  # accumulated in float64: a sum of large finite terms must not overflow
         return per_pair.mean(dtype=torch.float64).float() if per_pair.numel() else distances.sum() * 0.0
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction == "balanced":  # the mean over similar pairs plus the mean over dissimilar pairs
+        pos = similar > 0.5
+        total = distances.sum().double() * 0.0
+        for part in (per_pair[pos], per_pair[~pos]):
+            if part.numel():
+                total = total + part.mean(dtype=torch.float64)
+        return total.float()
+    raise ValueError(f"reduction must be 'mean', 'balanced', 'sum' or 'none', got {reduction!r}")
 
 
 def knn_mean_age(neighbour_ages: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:

@@ -137,11 +137,18 @@ def check_retriever(name: str, k: int = 5) -> None:
 
 
 def check_framer(name: str) -> None:
-    """A non-empty RGB image back for photos of several shapes, and a stable cache key."""
+    """A face with a non-empty RGB image for photos of several shapes and modes (the main one and
+    every one), boxes inside the photo, and a stable cache key."""
     from PIL import Image
 
     framer = plugins.create("framer", name)
-    for size in ((64, 64), (80, 120), (120, 80)):
-        out = framer(Image.new("RGB", size, (120, 90, 60)))
-        assert out.mode == "RGB" and min(out.size) >= 1, f"framer {name}: bad output for a {size} image"
+    for size, mode in (((64, 64), "RGB"), ((80, 120), "L"), ((120, 80), "RGBA")):
+        photo = Image.new(mode, size)
+        faces = [framer(photo), *framer.all_faces(photo)]
+        for face in faces:
+            out = face.image
+            assert out.mode == "RGB" and min(out.size) >= 1, f"framer {name}: bad output for a {size} {mode} image"
+            if face.box is not None:
+                left, top, right, bottom = face.box
+                assert 0 <= left < right <= size[0] and 0 <= top < bottom <= size[1], f"framer {name}: box {face.box}"
     assert framer.key() == plugins.create("framer", name).key(), f"framer {name}: key() must be stable"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,8 +39,34 @@ class Interrupted(AgemetricError):
     exit_code = 130
 
 
+def parameter_groups(estimator: AgeEstimator, config: RunConfig) -> list[dict]:
+    """The trunk at ``config.lr``; the embedding heads and loss parameters at ``config.head_lr``
+    (one group when it is unset)."""
+    if config.head_lr is None:
+        return [{"params": list(estimator.parameters())}]
+    heads = getattr(estimator.backbone, "heads", None)
+    new = {id(p) for p in (heads.parameters() if heads is not None else ())}
+    new |= {id(p) for name, p in estimator.named_parameters() if name.startswith(("loss.", "gender_loss."))}
+    params = list(estimator.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in new]},
+        {"params": [p for p in params if id(p) in new], "lr": config.head_lr},
+    ]
+
+
+def lr_factor(progress: float, config: RunConfig) -> float:
+    """The learning-rate multiplier at ``progress`` (0 at the start of training, 1 at its end):
+    linear warm-up over ``config.warmup``, then constant or a cosine decay to 0."""
+    if progress < config.warmup:
+        return max(progress / config.warmup, 1e-3)
+    if config.lr_schedule == "constant":
+        return 1.0
+    rest = (progress - config.warmup) / (1.0 - config.warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
+
+
 def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
-    """Adadelta (the paper's), Adam or SGD with momentum 0.9."""
+    """Adadelta (the paper's), Adam or SGD with momentum 0.9; ``params`` may be parameter groups."""
     if config.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adam":
@@ -62,6 +90,7 @@ def train(
     world: distributed.World | None = None,
     checkpoint: Path | None = None,
     resume: dict | None = None,
+    on_step: Callable[[float], float | None] | None = None,
 ) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
 
@@ -78,6 +107,9 @@ def train(
             rename) after every epoch and when Ctrl-C stops training; ``None``: nowhere.
         resume: a state read back by :func:`load_checkpoint`: training continues exactly where
             it stopped (weights, optimiser, random streams, the interrupted epoch's batches).
+        on_step: called after every optimiser step with the seconds of training so far; it may
+            return seconds it spent itself (e.g. evaluating a snapshot), which are left out of
+            the training time and the budget.
 
     Training stops early, between two steps, once ``config.time_budget`` seconds have passed
     (time spent before a resume counts). The first Ctrl-C (SIGINT) also stops it between two
@@ -104,7 +136,9 @@ def train(
     if world.active or resume is not None:  # lazy parameters must exist before DDP or a state load
         _materialise_lazy(estimator, data, smallest)
     step_module = distributed.wrap(estimator, world)
-    optimizer = make_optimizer(estimator.parameters(), config)
+    optimizer = make_optimizer(parameter_groups(estimator, config), config)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+    scheduled = config.warmup > 0 or config.lr_schedule != "constant"
     history: list[dict] = []
     first_epoch, partial, elapsed = 1, None, 0.0
     if resume is not None:
@@ -175,6 +209,12 @@ def train(
                 if over_budget:
                     out_of_time = True
                     break
+                if scheduled:  # by steps, or by time when the budget ends training first
+                    progress_now = ((epoch - 1) * len(epoch_batches) + step) / (config.epochs * len(epoch_batches))
+                    if config.time_budget is not None:
+                        progress_now = max(progress_now, (time.perf_counter() - began) / config.time_budget)
+                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base * lr_factor(progress_now, config)
                 index = epoch_batches[step]
                 mine, sizes = world.share(index)
                 x = estimator.prepare(data.images[mine], aug_generator if config.augment else None)
@@ -194,6 +234,10 @@ def train(
                     sums[key] = sums.get(key, 0.0) + float(value.detach())
                 step_losses.append(float(loss.detach()))
                 seen += index.numel()
+                if on_step is not None:
+                    spent = on_step(time.perf_counter() - began) or 0.0
+                    began += spent
+                    start += spent
                 if task is not None:
                     ips = seen / max(time.perf_counter() - start, 1e-9)
                     progress.update(

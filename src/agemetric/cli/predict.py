@@ -1,78 +1,192 @@
-"""``agemetric predict``: ages of image files, from a run folder or an exported bundle."""
+"""``agemetric predict``: the age of every face in photos, from a run folder or an exported bundle."""
 
 from __future__ import annotations
 
+import csv
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from agemetric.cli._common import console, guarded, print_error
+from agemetric.cli._common import console, err_console, guarded, make_progress, print_error
+
+#: photos framed and estimated together (bounded memory for any number of files)
+CHUNK = 32
 
 
 @guarded
 def predict(
-    run_dir: Annotated[
+    model: Annotated[
         Path, typer.Argument(help="A run folder written by `agemetric run`, or a bundle from `agemetric export`.")
     ],
-    images: Annotated[list[Path], typer.Argument(help="Face images (cropped, frontal).")],
+    photos: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Photos, or folders of photos. Faces are found and framed as the run framed its training "
+            "images: with --framing dlib-align (the face preset) any photo works, every face is estimated."
+        ),
+    ],
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON object per photo per line (JSON Lines) on stdout.")
+    ] = False,
+    csv_out: Annotated[
+        bool,
+        typer.Option(
+            "--csv", help="CSV on stdout: photo,face,left,top,right,bottom,age,note (the default when piped)."
+        ),
+    ] = False,
+    annotate: Annotated[
+        Path | None, typer.Option(help="Write each photo here with its faces boxed and their ages drawn.")
+    ] = None,
     runtime: Annotated[
         str, typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime).")
     ] = "auto",
 ) -> None:
-    """Print the estimated age of each image. Unreadable files are reported and skipped (exit 1).
+    """Estimate the age of every face in each photo.
 
-    A bundle runs without the training code (see `agemetric export`).
+    A table on a terminal; CSV when stdout is piped (or with --csv); JSON Lines with --json.
+    A photo without a face is reported on stderr and the others estimated; unreadable files are
+    reported and skipped (exit 1). A bundle runs without the training code (see `agemetric export`).
     """
-    from agemetric.bundle import Bundle, is_bundle
     from agemetric.errors import AgemetricError
+    from agemetric.photos import find_faces, load_photo, photo_files
 
-    if is_bundle(run_dir):
-        bundle = Bundle(run_dir, runtime)
-        read, estimate = bundle.read_image, bundle.predict
-    elif not (Path(run_dir) / "model.pt").is_file():
-        raise AgemetricError(f"{run_dir}: neither a run folder (model.pt) nor a bundle (bundle.json)")
-    elif runtime != "auto":
-        raise AgemetricError(f"--runtime applies to bundles only; {run_dir} is not one (no bundle.json)")
-    else:
-        read, estimate = _run_folder(run_dir)
-    arrays, names, failed = [], [], 0
-    for path in images:
-        try:
-            arrays.append(read(path))  # (3, S, S) uint8
-            names.append(str(path))
-        except Exception as exc:
-            failed += 1
-            print_error(f"{path}: cannot read image ({type(exc).__name__}); skipped")
-    if arrays:
-        ages = estimate(np.stack(arrays))  # (N,)
-        table = Table(header_style="bold")
-        table.add_column("image", overflow="fold")
-        table.add_column("age", justify="right")
-        for name, age in zip(names, ages.tolist(), strict=True):
-            table.add_row(name, f"{age:.1f}")
-        console.print(table)
+    if json_out and csv_out:
+        raise AgemetricError("--json and --csv: choose one output format")
+    size, framer, estimate = _model(model, runtime)
+    files = photo_files(photos)
+    if not files:
+        raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
+    if annotate is not None:
+        _make_folder(annotate)
+    fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
+    writer = _Writer(fmt)
+    failed = 0
+    with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
+        task = progress.add_task("photos", total=len(files), loss="", ips="")
+        for start in range(0, len(files), CHUNK):
+            chunk, images = [], []
+            for path in files[start : start + CHUNK]:
+                try:
+                    images.append(load_photo(path))
+                    chunk.append(path)
+                except Exception as exc:
+                    failed += 1
+                    print_error(f"{path}: cannot read image ({type(exc).__name__}: {str(exc)[:80]}); skipped")
+            faces = find_faces(images, size, framer)
+            found = [f for f in faces if f.note is None]
+            ages = estimate(np.stack([f.pixels for f in found])) if found else np.empty(0)
+            age_of = {id(f): float(a) for f, a in zip(found, ages, strict=True)}
+            for i, (path, image) in enumerate(zip(chunk, images, strict=True)):
+                mine = [(f, age_of.get(id(f))) for f in faces if f.photo == i]
+                for face, _ in mine:
+                    if face.note is not None:
+                        err_console.print(
+                            f"[yellow]{escape(str(path))}: {escape(face.note)}[/]", highlight=False, soft_wrap=True
+                        )
+                writer.photo(str(path), image.size, mine)
+                if annotate is not None:
+                    _annotate(image, mine).save(annotate / f"{path.stem}.jpg", quality=92)
+            progress.advance(task, len(files[start : start + CHUNK]))
+    writer.close()
     if failed:
         raise typer.Exit(1)
 
 
-def _run_folder(run_dir: Path) -> tuple[Callable[[Path], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
-    """``(read, estimate)`` of a run folder's estimator: a file -> ``(3, S, S)`` uint8; ``(N, 3, S, S)`` -> ages."""
-    import torch
-    from PIL import Image
+def _suffixes() -> tuple[str, ...]:
+    from agemetric.photos import PHOTO_SUFFIXES
 
-    from agemetric._imaging import to_square
+    return PHOTO_SUFFIXES
+
+
+def _make_folder(folder: Path) -> None:
+    from agemetric.errors import AgemetricError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AgemetricError(f"--annotate: cannot create {str(folder)!r}: {exc.strerror or exc}") from None
+
+
+def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray], np.ndarray]]:
+    """``(image size, framer, estimate)`` of a run folder or a bundle; ``estimate`` maps uint8
+    ``(N, 3, S, S)`` to ages ``(N,)``."""
+    from agemetric.bundle import Bundle, is_bundle
+    from agemetric.errors import AgemetricError
+
+    if is_bundle(path):
+        bundle = Bundle(path, runtime)
+        return bundle.image_size, bundle.framer, bundle.predict
+    if not (Path(path) / "model.pt").is_file():
+        raise AgemetricError(f"{path}: neither a run folder (model.pt) nor a bundle (bundle.json)")
+    if runtime != "auto":
+        raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
+    import torch
+
     from agemetric.estimator import AgeEstimator
     from agemetric.experiment import make_framer
 
-    estimator = AgeEstimator.load(Path(run_dir) / "model.pt")
-    framer = make_framer(estimator.config)
+    estimator = AgeEstimator.load(Path(path) / "model.pt")
+    return estimator.image_size, make_framer(estimator.config), lambda x: estimator.predict(torch.from_numpy(x)).numpy()
 
-    def read(path: Path) -> np.ndarray:
-        with Image.open(path) as img:
-            return to_square(img, estimator.image_size, framer).transpose(2, 0, 1)
 
-    return read, lambda images: estimator.predict(torch.from_numpy(images)).numpy()
+class _Writer:
+    """Rows out, as a rich table (printed at the end), CSV or JSON Lines (streamed)."""
+
+    def __init__(self, fmt: str):
+        self.fmt = fmt
+        if fmt == "table":
+            self.table = Table(header_style="bold")
+            for name, justify in (("photo", "left"), ("face", "right"), ("box", "left"), ("age", "right")):
+                self.table.add_column(name, justify=justify, overflow="fold")
+        elif fmt == "csv":
+            self.csv = csv.writer(sys.stdout, lineterminator="\n")
+            self.csv.writerow(["photo", "face", "left", "top", "right", "bottom", "age", "note"])
+
+    def photo(self, name: str, size: tuple[int, int], faces: list) -> None:
+        if self.fmt == "json":
+            rows = [{"box": None if f.box is None else list(f.box), "age": _round(a), "note": f.note} for f, a in faces]
+            print(json.dumps({"photo": name, "width": size[0], "height": size[1], "faces": rows}), flush=True)
+            return
+        for number, (face, age) in enumerate(faces, start=1):
+            box = face.box or ("", "", "", "")
+            if self.fmt == "csv":
+                self.csv.writerow([name, number, *box, "" if age is None else f"{age:.2f}", face.note or ""])
+            else:
+                where = "whole photo" if face.box is None else ",".join(map(str, face.box))
+                self.table.add_row(name, str(number), where, escape(face.note or "") if age is None else f"{age:.1f}")
+        if self.fmt == "csv":
+            sys.stdout.flush()
+
+    def close(self) -> None:
+        if self.fmt == "table":
+            console.print(self.table)
+
+
+def _round(age: float | None) -> float | None:
+    return None if age is None else round(age, 2)
+
+
+def _annotate(image, faces: list):
+    """A copy of ``image`` with each face's box and age drawn."""
+    from PIL import ImageDraw
+
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 300))
+    font_size = max(12, round(max(out.size) / 30))
+    for face, age in faces:
+        label = "no face" if age is None else f"{age:.0f}"
+        box = face.box or (0, 0, out.width - 1, out.height - 1)
+        draw.rectangle(box, outline=(255, 215, 0), width=width)
+        text_at = (box[0] + width, max(0, box[1] - font_size - 2 * width))
+        bounds = draw.textbbox(text_at, label, font_size=font_size)
+        draw.rectangle(bounds, fill=(0, 0, 0))
+        draw.text(text_at, label, fill=(255, 215, 0), font_size=font_size)
+    return out

@@ -57,7 +57,8 @@ def run(
     framing: Annotated[
         str | None,
         typer.Option(
-            help="Face framing: center (cropped faces) or box (mug-shots; --set framing_options.box=[l,t,r,b]).",
+            help="Face framing: center (cropped faces), box (mug-shots; --set framing_options.box=[l,t,r,b]) "
+            "or a plugin's, e.g. dlib-align (face detection and alignment, any photo; agemetric-dlib).",
             rich_help_panel=_DATA,
         ),
     ] = None,
@@ -89,8 +90,9 @@ def run(
     preset: Annotated[
         str | None,
         typer.Option(
-            help="quick (embedded data, minutes on a CPU; the default), paper (its exact settings, Adadelta) "
-            "or finetune (the paper's method with Adam 1e-4: measured best for fine-tuning ImageNet weights).",
+            help="quick (embedded data, minutes on a CPU; the default), face (real faces and ordinary photos: "
+            "dlib's face ResNet-10 on dlib-aligned faces; needs agemetric-dlib), paper (its exact settings, "
+            "Adadelta) or finetune (the paper's method with Adam 1e-4, for ImageNet weights).",
             rich_help_panel=_CONF,
         ),
     ] = None,

@@ -11,7 +11,7 @@ import torch
 
 from agemetric._imaging import to_square
 from agemetric.data import cache as image_cache
-from agemetric.interfaces import FaceDataset, FaceRecord, Framer
+from agemetric.interfaces import Face, FaceDataset, FaceRecord, Framer
 
 
 @dataclass
@@ -23,21 +23,33 @@ class FaceArrays:
         ages: ``(N,)`` float32.
         genders: ``(N,)`` int64, -1 where unknown.
         keys: ``N`` record keys (file names or synthetic ids), for prediction files and splits.
+        notes: ``N`` framing notes (``None`` where the framer did what it promises, else why it
+            fell back, e.g. no face found), or ``None`` when nothing was noted.
     """
 
     images: torch.Tensor
     ages: torch.Tensor
     genders: torch.Tensor
     keys: list[str]
+    notes: list[str | None] | None = None
 
     def __len__(self) -> int:
         return int(self.ages.numel())
 
     def subset(self, index: torch.Tensor) -> FaceArrays:
         """The rows ``index`` (a ``(M,)`` int64 tensor)."""
+        rows = index.tolist()
         return FaceArrays(
-            self.images[index], self.ages[index], self.genders[index], [self.keys[i] for i in index.tolist()]
+            self.images[index],
+            self.ages[index],
+            self.genders[index],
+            [self.keys[i] for i in rows],
+            None if self.notes is None else [self.notes[i] for i in rows],
         )
+
+    def noted(self) -> list[tuple[str, str]]:
+        """``(key, note)`` of every image whose framing fell back."""
+        return [(k, n) for k, n in zip(self.keys, self.notes or [], strict=False) if n is not None]
 
     @property
     def has_gender(self) -> bool:
@@ -71,13 +83,13 @@ def decode(
     key = image_cache.cache_key(dataset, records, size, framing) if cache else None
     hit = image_cache.load(key, len(records), size) if key else None
     if hit is not None:
-        images, ok, reasons = hit
+        images, ok, reasons, notes = hit
         if progress is not None:
             progress(len(records))
     else:
-        images, ok, reasons = _decode_all(dataset, records, size, progress, workers, framer)
+        images, ok, reasons, notes = _decode_all(dataset, records, size, progress, workers, framer)
         if key:
-            image_cache.store(key, images, ok, reasons)
+            image_cache.store(key, images, ok, reasons, notes)
     for record, reason in zip(records, reasons, strict=True):
         if reason is not None:
             dataset.skipped.add(record.key, f"unreadable image: {reason}")
@@ -87,28 +99,33 @@ def decode(
         ages=torch.tensor([r.age for r in kept], dtype=torch.float32),
         genders=torch.tensor([r.gender for r in kept], dtype=torch.int64),
         keys=[r.key for r in kept],
+        notes=[n for n, good in zip(notes, ok, strict=True) if good] if any(notes) else None,
     )
 
 
-def _decode_all(dataset, records, size, progress, workers, framer) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
-    """Decode every record with a thread pool -> ``(images (N, 3, S, S), ok (N,), reasons)``."""
+def _decode_all(dataset, records, size, progress, workers, framer) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """Decode every record with a thread pool -> ``(images (N, 3, S, S), ok (N,), reasons, notes)``."""
 
-    def load(record: FaceRecord) -> np.ndarray | str:
+    def load(record: FaceRecord) -> tuple[np.ndarray, str | None] | str:
         try:
-            return to_square(dataset.load_image(record), size, framer)
+            image = dataset.load_image(record)
+            face = framer(image) if framer is not None else Face(image)
+            return to_square(face.image, size), face.note
         except Exception as exc:  # a corrupt file must not stop the run
             return f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
 
     images = np.zeros((len(records), 3, size, size), dtype=np.uint8)
     ok = np.zeros(len(records), dtype=bool)
     reasons: list[str | None] = [None] * len(records)
+    notes: list[str | None] = [None] * len(records)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for i, result in enumerate(pool.map(load, records)):
             if isinstance(result, str):
                 reasons[i] = result
             else:
-                images[i] = result.transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+                images[i] = result[0].transpose(2, 0, 1)  # (S, S, 3) -> (3, S, S)
+                notes[i] = result[1]
                 ok[i] = True
             if progress is not None:
                 progress(1)
-    return images, ok, reasons
+    return images, ok, reasons, notes

@@ -22,7 +22,7 @@ import numpy as np
 
 from agemetric.interfaces import FaceDataset, FaceRecord
 
-FORMAT = 1
+FORMAT = 2  # 2: framing notes in the metadata
 
 
 def cache_dir() -> Path:
@@ -46,8 +46,8 @@ def cache_key(dataset: FaceDataset, records: Sequence[FaceRecord], size: int, fr
     return h.hexdigest()[:32]
 
 
-def load(key: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray, list[str | None]] | None:
-    """``(images (N, 3, S, S) uint8, ok (N,) bool, reasons)`` for ``key``, or ``None`` on a miss."""
+def load(key: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]] | None:
+    """``(images (N, 3, S, S) uint8, ok (N,) bool, reasons, notes)`` for ``key``, or ``None`` on a miss."""
     base = cache_dir() / key
     try:
         meta = json.loads(base.with_suffix(".json").read_text())
@@ -58,10 +58,13 @@ def load(key: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray, list[str 
         return None
     if images.size != n * 3 * size * size:
         return None
-    return images.reshape(n, 3, size, size), np.array(meta["ok"], dtype=bool), meta["reasons"]
+    notes = meta.get("notes") or [None] * n
+    return images.reshape(n, 3, size, size), np.array(meta["ok"], dtype=bool), meta["reasons"], notes
 
 
-def store(key: str, images: np.ndarray, ok: np.ndarray, reasons: list[str | None]) -> None:
+def store(
+    key: str, images: np.ndarray, ok: np.ndarray, reasons: list[str | None], notes: list[str | None] | None = None
+) -> None:
     """Write a decoded result atomically; a failure to write only costs the next run a decode."""
     folder = cache_dir()
     try:
@@ -74,6 +77,7 @@ def store(key: str, images: np.ndarray, ok: np.ndarray, reasons: list[str | None
             "size": int(images.shape[-1]),
             "ok": ok.tolist(),
             "reasons": reasons,
+            "notes": notes if notes and any(notes) else None,
         }
         _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())
     except OSError:

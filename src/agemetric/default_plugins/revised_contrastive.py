@@ -19,7 +19,8 @@ class RevisedContrastiveLoss(Loss):
     Args:
         margin: age tolerance in years (paper: 4).
         q: Q, the upper bound of the distance (paper: 100).
-        reduction: ``"mean"`` or ``"sum"`` over pairs.
+        reduction: ``"mean"`` (the paper's, as METHOD.md reads it), ``"balanced"`` (mean over similar
+            pairs + mean over dissimilar pairs) or ``"sum"`` over pairs.
 
     Example:
         >>> loss = RevisedContrastiveLoss(margin=4)
@@ -34,8 +35,8 @@ class RevisedContrastiveLoss(Loss):
         super().__init__(margin)
         if q <= 0:
             raise ValueError(f"q must be > 0, got {q}")
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if reduction not in ("mean", "balanced", "sum"):
+            raise ValueError(f"reduction must be 'mean', 'balanced' or 'sum', got {reduction!r}")
         self.q = float(q)
         self.reduction = reduction
 

@@ -1,10 +1,28 @@
-"""Framer: chooses the face region of a photo before it is resized (a detector can replace it)."""
+"""Framer: finds the face region of a photo before it is resized (a detector can replace it)."""
 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 from PIL import Image
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face of a photo, as a framer found it.
+
+    Attributes:
+        image: the region the network sees (then centre-cropped to a square and resized).
+        box: where the face is in the photo, ``(left, top, right, bottom)`` in pixels, or ``None``
+            when the framer did not locate it (the whole photo or a fixed region).
+        note: why the framer fell back to something other than what it promises (e.g. ``"no face
+            found: centre framing"``), else ``None``; runs count and list these.
+    """
+
+    image: Image.Image
+    box: tuple[int, int, int, int] | None = None
+    note: str | None = None
 
 
 class Framer(abc.ABC):
@@ -12,20 +30,34 @@ class Framer(abc.ABC):
     square and resized.
 
     Factories registered through ``register_framers`` are called as ``factory(**framing_options)``.
-    A face-detector plugin implements :meth:`frame` with its detector; :meth:`key` must change
+    A plugin implements :meth:`frame` (the face used for training and evaluation); a detector also
+    implements :meth:`faces` (every face, for ``agemetric predict``). :meth:`key` must change
     whenever the output would, because decoded images are cached under it.
     """
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        out = self.frame(image.convert("RGB"))
-        if not isinstance(out, Image.Image) or min(out.size) < 1:
-            raise ValueError(f"{type(self).__name__}.frame must return a non-empty PIL image")
-        return out
+    def __call__(self, image: Image.Image) -> Face:
+        """The face of an image (any PIL mode) used for training and evaluation."""
+        return self._checked(self.frame(image.convert("RGB")))
+
+    def all_faces(self, image: Image.Image) -> list[Face]:
+        """Every face of an image (any PIL mode), at least one (a fallback carries a note)."""
+        found = [self._checked(f) for f in self.faces(image.convert("RGB"))]
+        return found or [self(image)]
 
     @abc.abstractmethod
-    def frame(self, image: Image.Image) -> Image.Image:
-        """The face region of an RGB image."""
+    def frame(self, image: Image.Image) -> Image.Image | Face:
+        """The main face region of an RGB image (for detectors: the largest face)."""
+
+    def faces(self, image: Image.Image) -> list[Image.Image | Face]:
+        """Every face region of an RGB image, largest first; by default the one of :meth:`frame`."""
+        return [self.frame(image)]
 
     def key(self) -> str:
         """What identifies this framer's output in the image cache (class and options)."""
         return f"{type(self).__qualname__}{sorted(vars(self).items())}"
+
+    def _checked(self, out: Image.Image | Face) -> Face:
+        face = out if isinstance(out, Face) else Face(out)
+        if not isinstance(face.image, Image.Image) or min(face.image.size) < 1:
+            raise ValueError(f"{type(self).__name__}.frame must return a non-empty PIL image or Face")
+        return face

@@ -1,0 +1,116 @@
+"""Levers of the face recipe, each measured on a validation split at an equal number of epochs.
+
+The machine's throughput varies from run to run (200-320 images/s for the same run here), so the
+levers are compared after the same number of epochs rather than the same minutes: with a fixed
+seed a run is then the same computation whatever the machine's load. Each lever is one plain
+``agemetric run --preset face`` command (printed), on a split that leaves the UTKFace hash test
+images out altogether and validates on a fifth of the training images (the split file that
+``benchmarks/time_to_accuracy.py --validation`` writes). Evaluation-only levers (flip test-time
+augmentation, k) are read from a finished run's model without training again (``--evaluate``).
+
+Usage::
+
+    python benchmarks/levers.py --data-dir ../shared/data/UTKFace --epochs 4 --out runs/levers
+    python benchmarks/levers.py --data-dir ../shared/data/UTKFace --evaluate runs/levers/baseline
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from time_to_accuracy import validation_split  # noqa: E402
+
+#: where the levers start: the face preset before them (dropout 0.5 before the heads, no flip TTA)
+START = ["backbone_options.dropout=0.5", "tta_flip=false"]
+BALANCED = "loss_options.reduction=balanced"
+#: name -> --set items on top of --preset face and START
+LEVERS: dict[str, list[str]] = {
+    "baseline": [],
+    "dropout 0.1": ["backbone_options.dropout=0.1"],
+    "balanced pairs": [BALANCED],
+    "balanced + lr x3": [BALANCED, "lr=3e-4", "head_lr=3e-3"],
+    "balanced + cosine": [BALANCED, "lr_schedule=cosine", "warmup=0.05"],
+    "balanced + margin 2": [BALANCED, "margin=2"],
+    "balanced + dropout 0.1": [BALANCED, "backbone_options.dropout=0.1"],
+    "balanced + 80 px": [BALANCED, "image_size=80"],
+    "balanced + no augmentation": [BALANCED, "augment=false"],
+}
+
+
+def evaluation_levers(run_dir: Path) -> None:
+    """MAE of a finished run's model on its own split with and without flip TTA, for k = 10, 20, 30
+    (the gallery is embedded again each time; nothing is trained)."""
+    import dataclasses
+
+    import torch
+
+    from agemetric import AgeEstimator
+    from agemetric.experiment import decode_records, select_records, split_records
+    from agemetric.metrics import summarise
+
+    estimator = AgeEstimator.load(run_dir / "model.pt")
+    config = dataclasses.replace(estimator.config, split_file=str(run_dir / "split.csv"))
+    dataset, records = select_records(config)
+    split = split_records(dataset, records, config)
+    data = decode_records(dataset, [r for r in records if r.key in split.side], config)
+    test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
+    train, held_out = data.subset(torch.nonzero(~test).flatten()), data.subset(torch.nonzero(test).flatten())
+    print("| | k = 10 | k = 20 | k = 30 |\n|---|---|---|---|")
+    for flip in (False, True):
+        estimator.config = dataclasses.replace(estimator.config, tta_flip=flip)
+        estimator.fit_gallery(train)
+        cells = []
+        for k in (10, 20, 30):
+            estimator.retriever.k = k
+            cells.append(f"{summarise(estimator.predict(held_out.images), held_out.ages, train.ages)['mae']:.3f}")
+        print(f"| {'flip TTA' if flip else 'no flip'} | " + " | ".join(cells) + " |", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
+    parser.add_argument("--out", type=Path, default=Path("runs/levers"))
+    parser.add_argument("--evaluate", type=Path, help="only the evaluation levers (flip TTA, k) of this run folder")
+    args = parser.parse_args()
+    if args.evaluate:
+        return evaluation_levers(args.evaluate)
+    split = validation_split(args.data_dir, args.out)
+    results_file = args.out / "results.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    exe = str(Path(sys.executable).with_name("agemetric"))
+    for name in [n.strip() for n in args.levers.split(",") if n.strip()]:
+        run_dir = args.out / name.replace(" + ", "+").replace(" ", "-")
+        if name not in results:
+            cmd = ["agemetric", "run", "--preset", "face", "--dataset", "utkface", "--data-dir", str(args.data_dir),
+                   "--split-file", str(split), "--epochs", str(args.epochs), "--seed", "0", "--out", str(run_dir),
+                   "--set", "figures=false"]  # fmt: skip
+            for item in START + LEVERS[name]:
+                cmd += ["--set", item]
+            print("+", shlex.join(cmd), flush=True)
+            subprocess.run([exe, *cmd[1:]], check=True, stdout=subprocess.DEVNULL)
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+            history = json.loads((run_dir / "history.json").read_text())
+            results[name] = {
+                "mae": metrics["mae"],
+                "cs5": metrics["cs"]["5"],
+                "images": metrics["training_images_seen"],
+                "images_per_second": sum(h["images"] for h in history) / sum(h["seconds"] for h in history),
+                "command": shlex.join(cmd),
+            }
+            results_file.write_text(json.dumps(results, indent=2))
+        r = results[name]
+        print(
+            f"| {name} | {r['mae']:.3f} | {r['cs5']:.1f} | {r['images']} | {r['images_per_second']:.0f} |", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()

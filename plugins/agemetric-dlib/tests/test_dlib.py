@@ -1,0 +1,221 @@
+"""agemetric-dlib: the rebuilt network against ONNX Runtime on dlib's graph, the framer on
+synthetic photos with drawn faces pasted at known places, and predict from photos."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from agemetric_dlib.backbone import DLIB_MEAN_255, DlibResNet10, DlibTrunk, read_onnx_weights
+from agemetric_dlib.framer import DlibAlignFramer
+from agemetric_dlib.models import AGE_MODEL, model_file
+from PIL import Image
+from typer.testing import CliRunner
+
+from agemetric import AgemetricError, create
+from agemetric.cli import app
+from agemetric.data import synthetic
+from agemetric.testing import check_backbone, random_face_arrays
+
+#: synthetic faces (index, age, gender) that dlib's HOG detector finds when drawn at 200 px
+DETECTED = [(3, 33, 1), (21, 51, 1), (5, 40, 0)]
+
+
+def _onnx_session() -> ort.InferenceSession:
+    """dlib's graph with the 256-d features (``layer_1_flatten``) as a second output."""
+    model = onnx.load(str(model_file(AGE_MODEL)))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("layer_1_flatten", onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def test_rebuilt_network_matches_onnxruntime_on_dlib_s_graph():
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 3, 64, 64)).astype(np.float32)
+    x = (pixels - np.array(DLIB_MEAN_255, np.float32).reshape(1, 3, 1, 1)) / 256.0
+    probabilities, features = _onnx_session().run(["probabilities", "layer_1_flatten"], {"images": x})
+    state, classifier = read_onnx_weights()
+    trunk = DlibTrunk()
+    trunk.load_state_dict(state)
+    with torch.no_grad():
+        ours = trunk.eval()(torch.from_numpy(x))  # (16, 256)
+        ours_p = torch.softmax(classifier(ours), dim=1)  # (16, 81)
+    # measured: 2.0e-5 on features of magnitude up to ~16, 2.2e-6 on probabilities
+    assert np.abs(ours.numpy() - features).max() < 1e-4
+    assert np.abs(ours_p.numpy() - probabilities).max() < 1e-5
+    assert sum(p.numel() for p in trunk.parameters()) + sum(p.numel() for p in classifier.parameters()) == 2_689_617
+
+
+def test_backbone_normalises_like_dlib_and_is_pretrained_by_default():
+    backbone = create("backbone", "dlib-resnet10", embedding_dim=7, gender_dim=3)
+    state, _ = read_onnx_weights()
+    assert all(torch.equal(backbone.trunk.state_dict()[k], v) for k, v in state.items())
+    from agemetric.data.transforms import normalise
+
+    pixels = torch.tensor([[[[0]], [[128]], [[255]]]], dtype=torch.uint8)  # (1, 3, 1, 1)
+    expected = (pixels.float() - torch.tensor(DLIB_MEAN_255).view(1, 3, 1, 1)) / 256.0
+    torch.testing.assert_close(normalise(pixels, backbone.mean, backbone.std), expected)
+    random_init = create("backbone", "dlib-resnet10", embedding_dim=7, gender_dim=0, weights="none")
+    assert not torch.equal(random_init.trunk[0][0].weight, backbone.trunk[0][0].weight)
+
+
+def test_weights_imagenet_is_a_clear_error_and_a_state_file_round_trips(tmp_path):
+    with pytest.raises(AgemetricError, match="no ImageNet weights; use --weights dlib"):
+        DlibResNet10(weights="imagenet")
+    trained = DlibResNet10(embedding_dim=5, gender_dim=0, weights="none")
+    torch.save(trained.state_dict(), tmp_path / "mine.pt")
+    again = DlibResNet10(embedding_dim=5, gender_dim=0, weights=str(tmp_path / "mine.pt"))
+    assert all(
+        torch.equal(a, b) for a, b in zip(trained.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize("side", [32, 48, 64, 80, 96])
+def test_any_input_side_gives_256_features(side):
+    assert DlibTrunk()(torch.randn(2, 3, side, side)).shape == (2, 256)
+
+
+def test_backbone_contract():
+    check_backbone("dlib-resnet10")
+
+
+# -- the framer ------------------------------------------------------------------------
+
+
+def _photo(size=(640, 480), faces=(), seed=0) -> Image.Image:
+    """A noise background with synthetic faces pasted at ``(left, top, side)``."""
+    noise = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    photo = Image.fromarray(noise)
+    for (index, age, gender), (left, top, side) in zip(DETECTED, faces, strict=False):
+        photo.paste(Image.fromarray(synthetic.render(index, age, gender, 0, size=side)), (left, top))
+    return photo
+
+
+def _inside(box, left, top, side) -> bool:
+    return left <= box[0] < box[2] <= left + side and top <= box[1] < box[3] <= top + side
+
+
+def test_framer_finds_the_pasted_face_and_aligns_a_chip():
+    face = DlibAlignFramer()(_photo(faces=[(60, 120, 200)]))
+    assert face.note is None and _inside(face.box, 60, 120, 200)
+    assert face.image.size == (128, 128)
+    small = DlibAlignFramer(size=64, padding=0.4)(_photo(faces=[(60, 120, 200)]))
+    assert small.image.size == (64, 64)
+
+
+def test_every_face_largest_first_and_the_largest_for_training():
+    photo = _photo(faces=[(40, 60, 160), (330, 150, 240)])
+    faces = DlibAlignFramer().all_faces(photo)
+    assert len(faces) == 2
+    assert _inside(faces[0].box, 330, 150, 240) and _inside(faces[1].box, 40, 60, 160)
+    assert DlibAlignFramer()(photo).box == faces[0].box
+
+
+def test_no_face_falls_back_with_a_note():
+    photo = _photo()
+    face = DlibAlignFramer()(photo)
+    assert face.note == "no face found: centre framing" and face.box is None and face.image.size == photo.size
+    aligned = DlibAlignFramer(fallback="landmarks")(photo)
+    assert aligned.note == "no face found: aligned on the whole image" and aligned.image.size == (128, 128)
+
+
+def test_a_huge_photo_is_searched_downscaled_and_boxed_in_its_own_pixels():
+    photo = _photo(size=(4000, 3000), faces=[(2000, 1000, 1000)])
+    face = DlibAlignFramer(detect_side=800)(photo)
+    assert face.note is None and _inside(face.box, 2000, 1000, 1000)
+    assert face.box[2] - face.box[0] > 300  # in the photo's pixels, not the detector's
+
+
+def test_framer_options_are_checked_and_in_the_cache_key():
+    with pytest.raises(ValueError, match="fallback must be"):
+        DlibAlignFramer(fallback="guess")
+    assert DlibAlignFramer(size=64).key() != DlibAlignFramer().key()
+
+
+def test_training_decode_counts_and_lists_fallbacks(tmp_path):
+    from agemetric.data.arrays import decode
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    _photo(faces=[(60, 120, 200)]).save(folder / "face.png")
+    _photo(seed=1).save(folder / "none.png")
+    (folder / "labels.csv").write_text("path,age\nface.png,33\nnone.png,40\n")
+    dataset = create("dataset", "csv", root=folder / "labels.csv")
+    arrays = decode(dataset, dataset.records(), 32, framer=DlibAlignFramer())
+    assert arrays.noted() == [("none.png", "no face found: centre framing")]
+
+
+# -- predict from photos -----------------------------------------------------------------
+
+
+@pytest.fixture
+def aligned_run(tmp_path):
+    """A run folder whose estimator frames with dlib-align and embeds with flip TTA (a small CNN,
+    a random gallery)."""
+    from agemetric import AgeEstimator, resolve
+
+    sets = ["image_size=32", "framing=dlib-align", "k=3", "tta_flip=true"]
+    est = AgeEstimator.from_config(resolve("quick", sets=sets))
+    est.fit_gallery(random_face_arrays(24, size=32))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    est.save(folder / "model.pt")
+    return folder
+
+
+def test_predict_every_face_of_each_photo_as_json_csv_and_drawn(aligned_run, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(faces=[(40, 60, 160), (330, 150, 240)]).save(photos / "group.jpg", quality=95)
+    _photo(seed=1).save(photos / "empty.png")
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", str(aligned_run), str(photos), "--json", "--annotate", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    by_name = {line["photo"].rsplit("/", 1)[1]: line for line in lines}
+    group, empty = by_name["group.jpg"], by_name["empty.png"]
+    assert len(group["faces"]) == 2 and all(0 < f["age"] < 90 for f in group["faces"])
+    assert _inside(group["faces"][0]["box"], 330, 150, 240)
+    assert empty["faces"] == [{"box": None, "age": None, "note": "no face found: centre framing"}]
+    assert "empty.png: no face found" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["empty.jpg", "group.jpg"]
+    as_csv = runner.invoke(app, ["predict", str(aligned_run), str(photos / "group.jpg")])  # piped: CSV
+    rows = as_csv.stdout.splitlines()
+    assert rows[0] == "photo,face,left,top,right,bottom,age,note" and len(rows) == 3
+
+
+def test_estimator_predict_takes_photos_with_the_run_s_framing(aligned_run, tmp_path):
+    from agemetric import AgeEstimator
+
+    est = AgeEstimator.load(aligned_run / "model.pt")
+    photo = _photo(faces=[(60, 120, 200)])
+    photo.save(tmp_path / "p.png")
+    from_path = est.predict(str(tmp_path / "p.png"))
+    from_array = est.predict(np.asarray(photo))
+    chip = DlibAlignFramer()(photo).image.resize((32, 32), Image.Resampling.BILINEAR)
+    from_chip = est.predict(torch.from_numpy(np.asarray(chip).transpose(2, 0, 1).copy())[None])
+    torch.testing.assert_close(from_path, from_array)
+    torch.testing.assert_close(from_path, from_chip)
+
+
+def test_a_bundle_frames_photos_with_the_plugin_s_framer_and_flips_like_the_run(aligned_run, tmp_path):
+    from agemetric import AgeEstimator
+    from agemetric.bundle import Bundle
+    from agemetric.export import export_bundle
+
+    manifest = export_bundle(aligned_run, tmp_path / "bundle", "torchscript")
+    assert manifest["framing"] == {
+        "name": "dlib-align",
+        "class": "agemetric_dlib.framer:DlibAlignFramer",
+        "options": {},
+    }
+    photos = [_photo(faces=[(60, 120, 200)]), _photo(faces=[(40, 60, 160), (330, 150, 240)], seed=2)]
+    for i, photo in enumerate(photos):
+        photo.save(tmp_path / f"{i}.png")
+    paths = [str(tmp_path / f"{i}.png") for i in range(len(photos))]
+    expected = AgeEstimator.load(aligned_run / "model.pt").predict(paths).numpy()
+    np.testing.assert_allclose(Bundle(tmp_path / "bundle").predict(paths), expected, atol=1e-4)

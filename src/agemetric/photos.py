@@ -1,0 +1,169 @@
+"""Photos in: reading any image file, checking in-memory images, framing every face.
+
+Shared by :class:`agemetric.AgeEstimator`, :class:`agemetric.bundle.Bundle` and ``agemetric
+predict``, so a photo is read and framed the same way everywhere. Torch is never imported here
+(bundles run on ONNX Runtime alone); a torch tensor is recognised by its ``numpy`` method.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from agemetric._imaging import to_square
+from agemetric.errors import AgemetricError
+
+#: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
+#: scale straight away, so memory stays bounded whatever the file's size
+MAX_SIDE = 4096
+#: file name endings ``agemetric predict FOLDER`` takes
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def load_photo(path: str | os.PathLike, max_side: int = MAX_SIDE) -> Image.Image:
+    """Read an image file as an upright RGB image of at most ``max_side`` pixels a side.
+
+    EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted; a
+    transparent background becomes white.
+    """
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image, max_side)
+
+
+def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
+    """``image`` in RGB, alpha composited over white, 16-bit and float images scaled to 8 bits,
+    downscaled so that its longer side is at most ``max_side``."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(white, rgba)
+    image = image.convert("RGB")
+    if max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return image
+
+
+def as_image(item, what: str = "image") -> Image.Image:
+    """A path, a PIL image, or a uint8 ``(H, W, 3)`` numpy array or torch tensor -> RGB PIL image.
+
+    Raises:
+        AgemetricError: for anything else, saying what was expected (a float array, values
+            outside 0-255, the wrong shape).
+    """
+    if isinstance(item, str | os.PathLike):
+        try:
+            return load_photo(item)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise AgemetricError(f"{item}: cannot read image ({type(exc).__name__}: {exc})") from None
+    if isinstance(item, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(item))
+    if hasattr(item, "numpy") and hasattr(item, "detach"):  # a torch tensor
+        item = item.detach().cpu().numpy()
+    if isinstance(item, np.ndarray):
+        if item.dtype != np.uint8:
+            hint = " (scale a 0-1 float image by 255 and convert it to uint8)" if item.dtype.kind == "f" else ""
+            raise AgemetricError(f"{what}: expected uint8 pixels 0-255, got dtype {item.dtype}{hint}")
+        if item.ndim != 3 or item.shape[2] != 3 or min(item.shape[:2]) < 1:
+            channels_first = item.ndim == 3 and item.shape[0] == 3
+            hint = " (channels first? use .permute(1, 2, 0) or .transpose(1, 2, 0))" if channels_first else ""
+            raise AgemetricError(f"{what}: expected an (H, W, 3) RGB array, got shape {tuple(item.shape)}{hint}")
+        return Image.fromarray(np.ascontiguousarray(item))
+    raise AgemetricError(
+        f"{what}: expected a file path, a PIL image or a uint8 (H, W, 3) array/tensor, got {type(item).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class FoundFace:
+    """One face of one photo, ready for the network.
+
+    Attributes:
+        photo: index of the photo in the input.
+        pixels: ``(3, S, S)`` uint8, framed and resized as in training.
+        box: ``(left, top, right, bottom)`` in the (upright) photo's pixels, or ``None`` when the
+            framing does not locate faces (the whole photo, a fixed box).
+        note: set when the framer fell back (e.g. no face was found).
+    """
+
+    photo: int
+    pixels: np.ndarray
+    box: tuple[int, int, int, int] | None
+    note: str | None
+
+
+def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: bool = True) -> list[FoundFace]:
+    """Frame ``images`` -> their faces, in photo order (every face, or only the main one).
+
+    ``framer`` is a :class:`~agemetric.interfaces.Framer`, a plain function from an image to its
+    face region (a bundle's fixed framing), or ``None`` (the whole image).
+    """
+    out = []
+    for i, image in enumerate(images):
+        if framer is None or not hasattr(framer, "all_faces"):
+            region = image if framer is None else framer(image)
+            out.append(FoundFace(i, to_square(region, size).transpose(2, 0, 1), None, None))
+            continue
+        for face in framer.all_faces(image) if every_face else [framer(image)]:
+            out.append(FoundFace(i, to_square(face.image, size).transpose(2, 0, 1), face.box, face.note))
+    return out
+
+
+def batch_of(inputs, size: int, what: str = "images") -> np.ndarray | None:
+    """``inputs`` as a uint8 ``(N, 3, S, S)`` batch when it already is one (numpy or torch), else
+    ``None``; a batch of another size or dtype is an error that says what was expected."""
+    array = inputs
+    if hasattr(array, "numpy") and hasattr(array, "detach"):
+        array = array.detach().cpu().numpy()
+    if not isinstance(array, np.ndarray) or array.ndim != 4:
+        return None
+    if array.dtype != np.uint8:
+        raise AgemetricError(
+            f"{what}: expected uint8 pixels 0-255, got dtype {array.dtype} "
+            "(a float tensor is not taken as pixels: convert it to uint8 first)"
+        )
+    if array.shape[1:] != (3, size, size):
+        raise AgemetricError(
+            f"{what}: a batch must be uint8 (N, 3, {size}, {size}) (framed and resized), got {tuple(array.shape)}; "
+            "pass photos (paths, PIL images or (H, W, 3) arrays) to have them framed and resized"
+        )
+    return array
+
+
+def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images") -> np.ndarray:
+    """What :meth:`AgeEstimator.predict` and :meth:`Bundle.predict` take, as uint8 ``(N, 3, S, S)``:
+    a ready batch as is; a photo or a list of photos framed (main face) and resized."""
+    ready = batch_of(inputs, size, what)
+    if ready is not None:
+        return ready
+    items = inputs if isinstance(inputs, list | tuple) else [inputs]
+    images = [as_image(item, f"{what}[{i}]" if len(items) > 1 else what) for i, item in enumerate(items)]
+    faces = find_faces(images, size, framer, every_face=False)
+    return np.stack([f.pixels for f in faces]) if faces else _empty(size)
+
+
+def _empty(size: int) -> np.ndarray:
+    return np.empty((0, 3, size, size), np.uint8)
+
+
+def photo_files(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders as the photos directly inside them (sorted by name)."""
+    out = []
+    for path in paths:
+        if Path(path).is_dir():
+            out += sorted(p for p in Path(path).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
+        else:
+            out.append(Path(path))
+    return out

@@ -1,0 +1,86 @@
+"""The recipe's levers: balanced pair weighting, head learning rate, schedules, flip TTA, snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agemetric import AgeEstimator, AgemetricError, resolve
+from agemetric import functional as F
+from agemetric.experiment import run
+from agemetric.testing import random_face_arrays
+from agemetric.training import lr_factor, make_optimizer, parameter_groups
+
+
+@given(
+    st.lists(st.tuples(st.floats(0, 300), st.booleans()), min_size=1, max_size=30),
+)
+def test_balanced_reduction_is_the_mean_of_each_kind_of_pair_added(pairs):
+    d = torch.tensor([p[0] for p in pairs])
+    z = torch.tensor([float(p[1]) for p in pairs])
+    per_pair = F.revised_contrastive_loss(d, z, reduction="none").tolist()
+    pos = [v for v, (_, similar) in zip(per_pair, pairs, strict=True) if similar]
+    neg = [v for v, (_, similar) in zip(per_pair, pairs, strict=True) if not similar]
+    expected = (sum(pos) / len(pos) if pos else 0.0) + (sum(neg) / len(neg) if neg else 0.0)
+    assert F.revised_contrastive_loss(d, z, reduction="balanced").item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_balanced_loss_keeps_the_graph_without_pairs():
+    emb = torch.randn(1, 3, requires_grad=True)
+    loss = F.revised_contrastive_loss(emb.sum(1)[:0], torch.zeros(0), reduction="balanced")
+    assert loss.item() == 0.0
+
+
+def test_lr_factor_warms_up_then_holds_or_decays():
+    warm = dataclasses.replace(resolve("quick"), warmup=0.1, lr_schedule="cosine")
+    assert lr_factor(0.05, warm) == pytest.approx(0.5)
+    assert lr_factor(0.1, warm) == pytest.approx(1.0)
+    assert lr_factor(0.55, warm) == pytest.approx(0.5)
+    assert lr_factor(1.0, warm) == pytest.approx(0.0, abs=1e-12)
+    flat = dataclasses.replace(warm, lr_schedule="constant")
+    assert lr_factor(0.9, flat) == 1.0 and lr_factor(0.0, flat) == pytest.approx(1e-3)
+
+
+def test_heads_train_at_head_lr_and_the_trunk_at_lr():
+    config = resolve("quick", sets=["lr=0.01", "head_lr=0.5", "image_size=32"])
+    est = AgeEstimator.from_config(config, multitask=True)
+    optimizer = make_optimizer(parameter_groups(est, config), config)
+    trunk, heads = optimizer.param_groups
+    assert (trunk["lr"], heads["lr"]) == (0.01, 0.5)
+    head_ids = {id(p) for p in est.backbone.heads.parameters()}
+    assert {id(p) for p in heads["params"]} == head_ids
+    assert len(trunk["params"]) + len(heads["params"]) == len(list(est.parameters()))
+    single = make_optimizer(parameter_groups(est, dataclasses.replace(config, head_lr=None)), config)
+    assert len(single.param_groups) == 1
+
+
+@pytest.mark.parametrize("bad", ["head_lr=0", "warmup=1", "warmup=-0.1", "lr_schedule=step"])
+def test_recipe_settings_are_checked(bad):
+    with pytest.raises(AgemetricError):
+        resolve("quick", sets=[bad])
+
+
+def test_flip_tta_embeds_the_mean_of_the_image_and_its_mirror():
+    config = resolve("quick", sets=["image_size=32"])
+    est = AgeEstimator.from_config(config, multitask=False).eval()
+    images = random_face_arrays(6, size=32).images
+    plain = est.embed(images)
+    mirrored = est.embed(images.flip(3))
+    est.config = dataclasses.replace(config, tta_flip=True)
+    torch.testing.assert_close(est.embed(images), (plain + mirrored) / 2)
+
+
+def test_snapshots_evaluate_during_training_without_touching_the_run(tmp_path):
+    sets = ["dataset_options.n=60", "epochs=2", "image_size=32", "batch_size=16", "k=3", "figures=false"]
+    config = resolve("quick", sets=[*sets, f"out={tmp_path / 'a'}"])
+    with_curve = run(config, snapshots=(0.0, 1e9))  # the first after step 1; the second never comes
+    curve = with_curve.metrics["snapshots"]
+    assert [s["mark"] for s in curve] == [0.0] and 0 < curve[0]["mae"] < 80 and 0 <= curve[0]["cs5"] <= 100
+    without = run(dataclasses.replace(config, out=str(tmp_path / "b")))
+    assert "snapshots" not in without.metrics
+    assert math.isclose(with_curve.metrics["mae"], without.metrics["mae"], rel_tol=1e-6)  # same training
