@@ -193,10 +193,7 @@ def run(
     noted = data.noted()
     if noted and main:
         _write_skipped(run_dir / "framing.csv", noted, header=("item", "framing"))
-        say(
-            f"[yellow]framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]}) "
-            f"(all of them in {run_dir / 'framing.csv'})[/]"
-        )
+        say(f"[yellow]{fallback_summary(config, noted)} (all of them in {run_dir / 'framing.csv'})[/]")
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train_data, test_data = (
         data.subset(torch.nonzero(~is_test).flatten()),
@@ -263,6 +260,11 @@ def run(
         write_run_figures(run_dir)
     checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
     return RunResult(run_dir, metrics, estimator, history)
+
+
+def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:
+    """``"framing dlib-align: 3 image(s) fell back, e.g. a.jpg (no face found: centre framing)"``."""
+    return f"framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"
 
 
 def _snapshot_taker(estimator, train_data, test_data, config, times, curve):

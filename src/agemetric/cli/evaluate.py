@@ -30,7 +30,7 @@ def evaluate(
 
     from agemetric.estimator import AgeEstimator
     from agemetric.experiment import evaluate as evaluate_arrays
-    from agemetric.experiment import load_data
+    from agemetric.experiment import fallback_summary, load_data
 
     estimator = AgeEstimator.load(Path(run_dir) / "model.pt")
     config = replace(
@@ -46,6 +46,10 @@ def evaluate(
         metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, progress)
     if len(ds.skipped):
         console.print(f"[yellow]{ds.describe()}: {ds.skipped.summary()}[/]")
+    noted = data.noted()
+    metrics["framing_fallbacks"] = len(noted)
+    if noted:
+        console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
     console.print(metrics_table(metrics, f"{ds.describe()} - all {len(data)} images"))
     console.print(bucket_table(metrics))
     if output is not None:
