@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--validation", action="store_true", help="validation fifth of the training split")
     parser.add_argument("--out", type=Path, default=Path("runs/time-to-accuracy"))
     parser.add_argument("--figure", type=Path, help="write MAE against minutes here (PNG)")
+    parser.add_argument(
+        "--reference", action="append", default=[], help="LABEL=MAE: a horizontal line on the figure (repeatable)"
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
@@ -149,7 +152,7 @@ def main() -> None:
             results_file.write_text(json.dumps(results, indent=2))
     print_table(results, methods, args.minutes)
     if args.figure:
-        plot(results, methods, args.figure)
+        plot(results, methods, args.figure, [r.rpartition("=")[::2] for r in args.reference])
 
 
 def _curves(results: dict, method: str) -> list[dict[float, float]]:
@@ -172,7 +175,7 @@ def print_table(results: dict, methods: list[str], minutes: list[float]) -> None
         print(f"| {method} | {len(curves)} | " + " | ".join(cells) + f" | {ips:.0f} |")
 
 
-def plot(results: dict, methods: list[str], path: Path) -> None:
+def plot(results: dict, methods: list[str], path: Path, references: list[tuple[str, str]] = ()) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,6 +189,8 @@ def plot(results: dict, methods: list[str], path: Path) -> None:
         xs = sorted(set().union(*curves))
         ys = [statistics.mean(c[x] for c in curves if x in c) for x in xs]
         ax.plot(xs, ys, marker="o", label=f"{method} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+    for (label, value), style in zip(references, ("--", ":", "-."), strict=False):
+        ax.axhline(float(value), color="grey", linestyle=style, linewidth=1, label=f"{label} ({float(value):.2f})")
     ax.set_xlabel("minutes of training (2 CPU cores)")
     ax.set_ylabel("MAE on the UTKFace hash test split (years)")
     ax.grid(alpha=0.3)

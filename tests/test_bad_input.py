@@ -116,7 +116,8 @@ ERRORS = {
                                        "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)"),
     "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"],
                                "c.toml"),
-    "warm-up of the whole run": (lambda t: ["run", "--set", "warmup=1"], "warmup must be a fraction in [0, 1), got 1.0"),
+    "warm-up of the whole run": (lambda t: ["run", "--set", "warmup=1"],
+                                 "warmup must be a fraction in [0, 1), got 1.0"),
 }  # fmt: skip
 
 

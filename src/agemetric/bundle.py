@@ -167,7 +167,7 @@ class Bundle:
             self._index.add(self.embeddings)
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(self.k, len(self.embeddings)))
 
-    def predict(self, images) -> np.ndarray:
+    def predict(self, images: np.ndarray | str | Path | list) -> np.ndarray:
         """Ages ``(N,)`` float32: the mean age of the k nearest gallery faces.
 
         Args:

@@ -182,7 +182,7 @@ class AgeEstimator(nn.Module):
     @torch.no_grad()
     def embed(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | str | Path | list,
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
         part: str = "age",
@@ -221,7 +221,7 @@ class AgeEstimator(nn.Module):
             self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, dim)
 
-    def as_batch(self, images) -> torch.Tensor:
+    def as_batch(self, images: torch.Tensor | str | Path | list) -> torch.Tensor:
         """:meth:`embed`'s and :meth:`predict`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
         framed and resized; anything else is a one-line error saying what was expected)."""
         s = self.image_size
@@ -239,7 +239,9 @@ class AgeEstimator(nn.Module):
         self.retriever.fit(emb, data.ages, data.genders)
         return emb
 
-    def predict(self, images, progress: Callable[[int], None] | None = None) -> torch.Tensor:
+    def predict(
+        self, images: torch.Tensor | str | Path | list, progress: Callable[[int], None] | None = None
+    ) -> torch.Tensor:
         """Predicted ages ``(N,)`` of images: a uint8 ``(N, 3, S, S)`` batch, or photos (a path, a PIL
         image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see :meth:`embed`).
 
