@@ -6,8 +6,6 @@ exactly as training did, with the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -28,9 +26,8 @@ def crop_box(image: Image.Image, box: tuple[float, float, float, float], margin:
     )
 
 
-def to_square(image: Image.Image, size: int, framer: Callable[[Image.Image], Image.Image] | None = None) -> np.ndarray:
-    """Frame ``image`` (``framer``, default: the whole image), centre-crop the result to a square
-    and resize it to ``size`` -> ``(size, size, 3)`` uint8."""
-    image = image.convert("RGB") if framer is None else framer(image).convert("RGB")
-    image = ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR)
+def to_square(image: Image.Image, size: int) -> np.ndarray:
+    """Centre-crop ``image`` (already framed) to a square and resize it to ``size`` ->
+    ``(size, size, 3)`` uint8."""
+    image = ImageOps.fit(image.convert("RGB"), (size, size), Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
