@@ -88,3 +88,73 @@ def test_report_on_a_folder_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "not a finished run folder (no metrics.json)" in result.output
     assert "Traceback" not in result.output
+
+
+def _strong_blue_pixels(path) -> int:
+    """Pixels of matplotlib's tab:blue (31, 119, 180) drawn at an opacity above 2/3 over white
+    (blue minus red above 100; at opacity a it is 149 a): markers that can be seen."""
+    import numpy as np
+
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=int)
+    return int(((rgb[..., 2] - rgb[..., 0]) > 100).sum())
+
+
+def test_predicted_vs_true_markers_can_be_seen(tmp_path):
+    from agemetric.plots import predicted_vs_true, scatter_style
+
+    true = [float(a) for a in range(5, 95, 5)]  # 18 test images, as in a tiny run
+    predicted = [a + (7.0 if i % 2 else -7.0) for i, a in enumerate(true)]
+    path = predicted_vs_true(true, predicted, tmp_path / "pvt.png", "note")
+    # each of the 18 markers covers at least ~40 pixels of full colour at 120 dpi
+    assert _strong_blue_pixels(path) > 18 * 40
+    few, many = scatter_style(18), scatter_style(20_000)
+    assert few["s"] >= 30 and few["alpha"] >= 0.8  # a few points: large and nearly opaque
+    assert many["s"] >= 8 and many["alpha"] >= 0.25  # a dense cloud: smaller and lighter, never invisible
+    assert few["s"] > many["s"] and few["alpha"] > many["alpha"]
+
+
+def _mae_axes(figure):
+    return figure.axes[1]
+
+
+def test_comparison_has_one_mean_predictor_reference(run_dir):
+    from agemetric.plots import comparison_figure
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    runs = {"a": m, "b": {**m, "mae": m["mae"] - 1}, "c": {**m, "mae": m["mae"] - 2}}
+    ax = _mae_axes(comparison_figure(runs))
+    assert len(ax.patches) == 3  # one bar per run, none for the mean predictor
+    handles, labels = ax.get_legend_handles_labels()
+    references = [label for label in labels if label.startswith("mean predictor")]
+    assert references == [f"mean predictor ({m['mean_predictor_mae']:.2f})"]
+    lines = [line for line in ax.get_lines() if line.get_label().startswith("mean predictor")]
+    assert len(lines) == 1 and set(lines[0].get_ydata()) == {m["mean_predictor_mae"]}
+
+
+def test_comparison_of_different_test_sets_marks_each_reference_once_in_the_legend(run_dir):
+    from agemetric.plots import comparison_figure
+
+    m = json.loads((run_dir / "metrics.json").read_text())
+    ax = _mae_axes(comparison_figure({"a": m, "b": {**m, "mean_predictor_mae": m["mean_predictor_mae"] + 3}}))
+    assert len(ax.patches) == 2
+    labels = ax.get_legend_handles_labels()[1]
+    assert [label for label in labels if "mean predictor" in label] == ["mean predictor of each run's test set"]
+
+
+def test_training_loss_caption_names_the_training_images_not_the_test_set(run_dir, monkeypatch):
+    import agemetric.plots as plots
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    notes = {}
+    real = plots.training_loss
+
+    def spy(history, path, note):
+        notes["loss"] = note
+        return real(history, path, note)
+
+    monkeypatch.setattr(plots, "training_loss", spy)
+    plots.write_run_figures(run_dir)
+    assert "test" not in notes["loss"]
+    assert notes["loss"].endswith(f"{metrics['split']['n_train']:,} training images")
+    assert f"{metrics['n_test']:,} test images" in plots.caption(metrics)  # the other figures keep theirs

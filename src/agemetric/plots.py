@@ -2,7 +2,8 @@
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, no GUI backend),
 so they work on servers and in threads. Each figure has a title, axis labels with units and a
-caption naming the dataset, the split protocol and the number of test images.
+caption naming the dataset, the split protocol and the number of images its numbers come from
+(the test images; the training images for the training loss).
 """
 
 from __future__ import annotations
@@ -35,6 +36,26 @@ def caption(metrics: dict) -> str:
     """``UTKFace (...) · hash split · 4,698 test images``: where a figure's numbers come from."""
     split = metrics.get("split", {})
     return f"{metrics.get('dataset', '?')} · {split.get('protocol', '?')} split · {metrics['n_test']:,} test images"
+
+
+def training_caption(metrics: dict) -> str:
+    """``UTKFace (...) · hash split · 18,792 training images``: where the training loss comes from."""
+    split = metrics.get("split", {})
+    n_train = split.get("n_train")
+    seen = f" · {n_train:,} training images" if n_train is not None else ""
+    return f"{metrics.get('dataset', '?')} · {split.get('protocol', '?')} split{seen}"
+
+
+def scatter_style(n: int) -> dict:
+    """Marker size and opacity for ``n`` points: large and opaque for a few, smaller and lighter
+    for many (so that a dense cloud still shows where most points lie); always with a thin edge."""
+    n = max(n, 1)
+    return {
+        "s": float(min(36.0, max(8.0, 6000.0 / n))),
+        "alpha": float(min(0.85, max(0.25, 600.0 / n))),
+        "edgecolors": "white",
+        "linewidths": 0.3,
+    }
 
 
 def _figure(title: str, note: str, size=(6.4, 4.4)) -> tuple[Figure, object]:
@@ -80,9 +101,9 @@ def mae_by_age(buckets: dict[str, dict], path: Path, note: str) -> Path:
 def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: Path, note: str) -> Path:
     """Scatter of predicted against true age with the y = x diagonal."""
     fig, ax = _figure("Predicted vs true age", note, size=(5.4, 5.2))
-    ax.scatter(true, predicted, s=6, alpha=0.35, edgecolors="none", label="test image")
-    hi = max([*true, *predicted, 1.0])
-    ax.plot([0, hi], [0, hi], color="black", linewidth=1, label="perfect (y = x)")
+    ax.scatter(true, predicted, color="tab:blue", label="test image", zorder=2, **scatter_style(len(true)))
+    hi = 1.03 * max([*true, *predicted, 1.0])  # room for the markers at the edge
+    ax.plot([0, hi], [0, hi], color="black", linewidth=1, label="perfect (y = x)", zorder=1)
     ax.set_xlabel("true age (years)")
     ax.set_ylabel("predicted age (years)")
     ax.set_xlim(0, hi)
@@ -125,7 +146,14 @@ def training_loss(history: list[dict], path: Path, note: str) -> Path:
 
 
 def comparison(runs: dict[str, dict], path: Path) -> Path:
-    """Several runs side by side: CS(T) curves (left) and MAE against the mean predictor (right)."""
+    """Several runs side by side: CS(T) curves (left) and MAE against the mean predictor (right),
+    saved to ``path``."""
+    return save_figure(comparison_figure(runs), path)
+
+
+def comparison_figure(runs: dict[str, dict]) -> Figure:
+    """The figure of :func:`comparison`: one bar per run, and one mean-predictor reference (a line
+    across the runs when they share a test set, else one dashed mark over each bar)."""
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
     for label, m in runs.items():
@@ -135,17 +163,23 @@ def comparison(runs: dict[str, dict], path: Path) -> Path:
     left.grid(alpha=0.3)
     left.legend(loc="lower right", fontsize=8)
     labels = list(runs)
-    xs = range(len(labels))
-    bars = right.bar([x - 0.2 for x in xs], [runs[r]["mae"] for r in labels], width=0.4, label="run")
-    right.bar([x + 0.2 for x in xs], [runs[r]["mean_predictor_mae"] for r in labels], width=0.4, color="0.75",
-              label="mean predictor")  # fmt: skip
+    xs = list(range(len(labels)))
+    bars = right.bar(xs, [runs[r]["mae"] for r in labels], width=0.6, label="run")
     right.bar_label(bars, fmt="%.2f", fontsize=8)
-    right.set_xticks(list(xs), labels, rotation=20, ha="right", fontsize=8)
+    references = [runs[r]["mean_predictor_mae"] for r in labels]
+    if max(references) - min(references) < 0.005:  # one test set: one reference line across the runs
+        right.axhline(references[0], color="0.35", linestyle="--", linewidth=1.2,
+                      label=f"mean predictor ({references[0]:.2f})")  # fmt: skip
+    else:  # different test sets: each run's own reference, drawn over its bar (one legend entry)
+        right.hlines(references, [x - 0.4 for x in xs], [x + 0.4 for x in xs], color="0.35", linestyle="--",
+                     linewidth=1.2, label="mean predictor of each run's test set")  # fmt: skip
+    right.set_xticks(xs, labels, rotation=20, ha="right", fontsize=8)
     right.set(title="MAE (lower is better)", ylabel="MAE (years)")
-    right.legend(fontsize=8)
+    right.set_ylim(0, 1.15 * max([*references, *(runs[r]["mae"] for r in labels)]))
+    right.legend(fontsize=8, loc="upper right")
     notes = sorted({caption(m) for m in runs.values()})
     fig.supxlabel("\n".join(notes), fontsize=8, color="0.35")
-    return save_figure(fig, path)
+    return fig
 
 
 def comparison_table(runs: dict[str, dict]) -> str:
@@ -181,7 +215,7 @@ def write_run_figures(run_dir: Path) -> list[Path]:
         cs_curves({f"MAE {metrics['mae']:.2f}": metrics["cs"]}, figures / "cs_curve.png", note),
         mae_by_age(metrics["mae_by_age"], figures / "mae_by_age.png", note),
         predicted_vs_true(true, predicted, figures / "predicted_vs_true.png", note),
-        training_loss(history, figures / "training_loss.png", note),
+        training_loss(history, figures / "training_loss.png", training_caption(metrics)),
     ]
     (run_dir / "report.md").write_text(run_report(run_dir.name, metrics), encoding="utf-8")
     return paths
