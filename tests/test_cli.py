@@ -51,7 +51,7 @@ def test_run_writes_a_complete_run_folder(trained_run):
 def test_evaluate_and_predict_use_the_run(trained_run, tmp_path, monkeypatch):
     out, _ = trained_run
     result = runner.invoke(
-        app, ["evaluate", str(out), "--dataset", "synthetic", "--limit", "20", "--output", str(tmp_path / "m.json")]
+        app, ["evaluate", str(out), "--dataset", "synthetic", "--limit", "20", "--out", str(tmp_path / "m.json")]
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "m.json").read_text())["n_test"] == 20

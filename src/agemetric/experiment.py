@@ -1,6 +1,6 @@
 """A whole run: data -> split -> train -> gallery -> evaluation -> run folder.
 
-``agemetric run`` is a thin layer over :func:`run`; other projects can call it directly.
+``agemetric run`` is a thin layer over `run()`; other projects can call it directly.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunResult:
-    """What :func:`run` produced."""
+    """What `run()` produced."""
 
     run_dir: Path
     metrics: dict
@@ -117,7 +117,7 @@ def decode_records(dataset: FaceDataset, records: list[FaceRecord], config: RunC
 
 
 def load_data(config: RunConfig, progress=None) -> tuple[FaceDataset, FaceArrays]:
-    """:func:`select_records` then :func:`decode_records`: the whole (limited) dataset as arrays."""
+    """`select_records()` then `decode_records()`: the whole (limited) dataset as arrays."""
     dataset, records = select_records(config)
     return dataset, decode_records(dataset, records, config, progress)
 
@@ -149,7 +149,7 @@ def run(
     ``metrics.json``. While training, ``checkpoint.pt`` holds the state after the last finished
     epoch (or the step where Ctrl-C stopped it); it is removed when the run completes.
 
-    Under ``torchrun`` (:mod:`agemetric.distributed`) every process loads the data and trains its
+    Under ``torchrun`` (`agemetric.distributed`) every process loads the data and trains its
     share of each batch; rank 0 alone writes the run folder, evaluates and returns the result, the
     others return ``None`` once training ends.
 
@@ -158,7 +158,7 @@ def run(
         progress: an optional ``rich.progress.Progress`` for the bars.
         console: an optional ``rich.console.Console`` for notes (skipped files, settings).
         resume: an unfinished run folder to continue from its ``checkpoint.pt``, with its own
-            split; ``config`` must be that folder's ``config.toml`` (see :func:`resume_config`).
+            split; ``config`` must be that folder's ``config.toml`` (see `resume_config()`).
         snapshots: training times in seconds at which to evaluate the test split during
             training (a learning curve against the clock, ``metrics["snapshots"]``); evaluating
             is left out of the training time and the budget.
@@ -182,6 +182,7 @@ def run(
     if main and resume is None:
         run_dir = prepare_run_dir(config)
         (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+    say(describe_run(config, distributed.resolve_device(config.device, world)))
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
     if main and resume is None:
@@ -214,8 +215,7 @@ def run(
     )
     say(
         f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
-        f"({split_info['protocol']} split), {config.image_size} px, backbone {config.backbone}, loss {config.loss}, "
-        f"multi-task {'on' if multitask else 'off'}, bf16 {'on' if estimator.bf16 else 'off'}, {estimator.device}"
+        f"({split_info['protocol']} split), {config.image_size} px, multi-task {'on' if multitask else 'off'}"
         + (f", {world.size} processes" if world.active else "")
     )
 
@@ -262,13 +262,27 @@ def run(
     return RunResult(run_dir, metrics, estimator, history)
 
 
+def describe_run(config: RunConfig, device: torch.device) -> str:
+    """The line a run starts with: what trains, how, and where."""
+    from agemetric.estimator import bf16_supported
+
+    bf16 = bf16_supported(device.type) if config.bf16 == "auto" else config.bf16 == "on"
+    return (
+        f"run: backbone {config.backbone} (weights {config.weights}), loss {config.loss} (margin {config.margin:g}), "
+        f"miner {config.miner}, retriever {config.retriever} (k {config.k}); optimiser {config.optimizer} "
+        f"(lr {config.lr:g}), batch {config.batch_size}, {config.epochs} epochs"
+        + (f" or {config.time_budget:g} s" if config.time_budget else "")
+        + f"; device {device}, bf16 {'on' if bf16 else 'off'}"
+    )
+
+
 def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:
     """``"framing dlib-align: 3 image(s) fell back, e.g. a.jpg (no face found: centre framing)"``."""
     return f"framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"
 
 
 def _snapshot_taker(estimator, train_data, test_data, config, times, curve):
-    """An ``on_step`` for :func:`train` that evaluates a copy of the model at each of ``times``
+    """An ``on_step`` for `train()` that evaluates a copy of the model at each of ``times``
     (seconds of training): BatchNorm recalibrated as at the end of training, gallery fitted, test
     split predicted; appends ``{mark, seconds, mae, cs5}`` to ``curve`` and returns the time it
     took. Training continues exactly as without snapshots (the global random state is restored)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from agemetric.cli import evaluate, export, install, paper, plugins_cmd, predict, report, run
+from agemetric.cli._commands import Command, Group
 from agemetric.cli._common import state
 
 app = typer.Typer(
+    cls=Group,
     name="agemetric",
     help="Age estimation from face photos by multi-task Siamese deep metric learning "
     "(Jeong et al. 2018). Start with `agemetric run`.",
@@ -17,8 +19,19 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import agemetric
+
+        print(f"agemetric {agemetric.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print agemetric's version and exit."
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
     trace_hooks: bool = typer.Option(
         False,
@@ -33,15 +46,15 @@ def _root(
         plugins.set_tracing(True)
 
 
-app.command("run")(run.run)
-app.command("evaluate")(evaluate.evaluate)
-app.command("predict")(predict.predict)
-app.command("export")(export.export)
-app.command("report")(report.report)
+app.command("run", cls=Command)(run.run)
+app.command("evaluate", cls=Command)(evaluate.evaluate)
+app.command("predict", cls=Command)(predict.predict)
+app.command("export", cls=Command)(export.export)
+app.command("report", cls=Command)(report.report)
 app.add_typer(paper.app, name="paper")
-app.command("plugins")(plugins_cmd.plugins)
-app.command("install", context_settings={"ignore_unknown_options": True})(install.install)
-app.command("uninstall")(install.uninstall)
+app.command("plugins", cls=Command)(plugins_cmd.plugins)
+app.command("install", cls=Command, context_settings={"ignore_unknown_options": True})(install.install)
+app.command("uninstall", cls=Command)(install.uninstall)
 
 
 def main() -> None:

@@ -6,15 +6,50 @@ import functools
 from dataclasses import dataclass
 
 import typer
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from agemetric.errors import AgemetricError
 
-console = Console()
-err_console = Console(stderr=True)
+#: The width of output that goes to a pipe or a file: tables are not cut or folded to a terminal's width.
+PIPE_WIDTH = 1000
+
+
+class _Console(Console):
+    """A rich console as wide as its terminal, or `PIPE_WIDTH` when its output is not a
+    terminal, whatever ``COLUMNS`` says (``agemetric plugins | grep NAME`` finds whole names).
+    A width given to the constructor, or set later, is kept."""
+
+    def __init__(self, *args, **kwargs):
+        self._fixed_width = kwargs.get("width") is not None
+        super().__init__(*args, **kwargs)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        size = super().size
+        if not self._fixed_width and not self.is_terminal:
+            return ConsoleDimensions(PIPE_WIDTH, size.height)
+        return size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        self._fixed_width = True
+        self._width, self._height = new_size
+
+    @property
+    def width(self) -> int:
+        return self.size.width
+
+    @width.setter
+    def width(self, width: int) -> None:
+        self._fixed_width = True
+        self._width = width
+
+
+console = _Console()
+err_console = _Console(stderr=True)
 
 
 @dataclass
@@ -41,7 +76,7 @@ def warn_plugin_errors() -> None:
 
 
 def guarded(fn):
-    """Turn :class:`AgemetricError` into a one-line message and its exit code (2 for usage errors).
+    """Turn `AgemetricError` into a one-line message and its exit code (2 for usage errors).
 
     With ``agemetric --debug`` the traceback is shown instead. Ctrl-C exits with 130.
     """
@@ -64,10 +99,23 @@ def guarded(fn):
     return wrapper
 
 
+class _Progress(Progress):
+    """Shows only the bars still running, and leaves none behind when it stops: a finished step
+    (fingerprint, decode, train, embed) makes room for the next, and the line after the bars starts
+    on a clean line. Messages printed through ``progress.console`` appear above the bars."""
+
+    def get_renderables(self):
+        yield self.make_tasks_table([task for task in self.tasks if not task.finished])
+
+
 def make_progress(disable: bool = False) -> Progress:
     """Bars with the loss, images/s and time left (on stderr, so stdout stays clean); ``disable``
-    hides them (processes other than rank 0 under torchrun)."""
-    return Progress(
+    hides them (processes other than rank 0 under torchrun), as does a stderr that is not a terminal
+    (a log file has the one line per epoch instead).
+
+    Print messages through ``progress.console`` while it runs, never through another console: the
+    bars would be redrawn over them."""
+    return _Progress(
         TextColumn("[bold]{task.description:<14}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -77,9 +125,26 @@ def make_progress(disable: bool = False) -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=err_console,
-        transient=False,
-        disable=disable,
+        transient=True,
+        disable=disable or not err_console.is_terminal,
     )
+
+
+def duration(seconds: float) -> str:
+    """``"8.4 s"``, ``"3 min 05 s"``, ``"2 h 04 min"``."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def notes_console(progress: Progress) -> Console:
+    """Where a command prints its notes while ``progress`` runs: above the bars, through the bars'
+    own console, when they are shown; on stdout when they are not (output to a pipe or a file)."""
+    return progress.console if progress.live.is_started else console
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

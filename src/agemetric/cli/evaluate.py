@@ -8,19 +8,51 @@ from typing import Annotated
 
 import typer
 
+from agemetric.cli._commands import DATASETS
 from agemetric.cli._common import bucket_table, console, guarded, make_progress, metrics_table
+from agemetric.errors import AgemetricError
+
+#: What ``--set`` may change at evaluation: how the images are found, read and framed. The model
+#: and its gallery are the run's own.
+SETTABLE = ("dataset_options", "framing", "framing_options", "cache")
+
+
+def overrides(sets: list[str]) -> dict:
+    """``--set`` items for evaluation, checked against `SETTABLE`."""
+    from agemetric.config import parse_set
+
+    values = parse_set(sets)
+    other = sorted(set(values) - set(SETTABLE))
+    if other:
+        raise AgemetricError(
+            f"--set {other[0]}: evaluate takes only {', '.join(SETTABLE)} (the model's settings are the run's)"
+        )
+    return values
 
 
 @guarded
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `agemetric run`.")],
-    dataset: Annotated[str, typer.Option(help="Dataset plugin of the images to score.")] = "csv",
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder written by `agemetric run`.")],
+    dataset: Annotated[
+        str,
+        typer.Option(metavar="NAME", help=f"Dataset plugin of the images to score: {DATASETS}."),
+    ] = "csv",
     data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", "--data", help="The dataset's folder (or CSV file).")
+        Path | None,
+        typer.Option("--data-dir", "--data", metavar="PATH", help="The dataset's folder (or CSV file)."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Score a random subset of this many images.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for --limit's subset.")] = 0,
-    output: Annotated[Path | None, typer.Option(help="Also write the metrics to this JSON file.")] = None,
+    limit: Annotated[int | None, typer.Option(metavar="N", help="Score a random subset of this many images.")] = None,
+    seed: Annotated[int, typer.Option(metavar="INTEGER", help="Seed for --limit's subset.")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Change how the images are read (repeatable): dataset_options.NAME=VALUE, framing, "
+            "framing_options.NAME=VALUE or cache, e.g. --set framing_options.box=[l,t,r,b].",
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the metrics to this JSON file.")] = None,
 ) -> None:
     """Predict every image of a dataset with a trained run's model and gallery; print MAE and CS.
 
@@ -32,14 +64,20 @@ def evaluate(
     from agemetric.experiment import evaluate as evaluate_arrays
     from agemetric.experiment import fallback_summary, load_data
 
+    changes = overrides(set_ or [])
     estimator = AgeEstimator.load(Path(run_dir) / "model.pt")
+    base = estimator.config
+    dataset_options = {} if dataset != base.dataset else base.dataset_options
+    framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options
     config = replace(
-        estimator.config,
+        base,
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
         limit=limit,
         seed=seed,
-        dataset_options={} if dataset != estimator.config.dataset else estimator.config.dataset_options,
+        dataset_options={**dataset_options, **changes.pop("dataset_options", {})},
+        framing_options={**framing_options, **changes.pop("framing_options", {})},
+        **changes,
     )
     with make_progress() as progress:
         ds, data = load_data(config, progress)
@@ -52,5 +90,9 @@ def evaluate(
         console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
     console.print(metrics_table(metrics, f"{ds.describe()} - all {len(data)} images"))
     console.print(bucket_table(metrics))
-    if output is not None:
-        output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if out is not None:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise AgemetricError(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}") from None

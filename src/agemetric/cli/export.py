@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -14,10 +14,15 @@ from agemetric.cli._common import console, guarded
 
 @guarded
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `agemetric run` (retriever l1-knn).")],
-    out: Annotated[Path, typer.Option("--out", help="The bundle folder to write (new, empty, or an earlier bundle).")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN_DIR", help="A run folder written by `agemetric run` (retriever l1-knn).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", metavar="DIR", help="The bundle folder to write (new, empty, or an earlier bundle)."),
+    ],
     format_: Annotated[
-        str,
+        Literal["torchscript", "onnx", "both"],
         typer.Option(
             "--format",
             help="torchscript (base install), onnx or both (ONNX needs the 'export' extra: onnx, onnxscript).",

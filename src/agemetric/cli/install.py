@@ -30,7 +30,9 @@ def _pip(args: list[str]) -> None:
 
 @guarded
 def install(
-    packages: Annotated[list[str], typer.Argument(help="Names, folders or URLs, as pip takes them.")],
+    packages: Annotated[
+        list[str], typer.Argument(metavar="PACKAGES", help="Names, folders or URLs, as pip takes them.")
+    ],
     editable: Annotated[
         bool, typer.Option("--editable", "-e", help="Install a local folder in editable mode (plugin development).")
     ] = False,
@@ -54,7 +56,7 @@ def install(
 
 @guarded
 def uninstall(
-    packages: Annotated[list[str], typer.Argument(help="Distribution names to remove.")],
+    packages: Annotated[list[str], typer.Argument(metavar="PACKAGES", help="Distribution names to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Uninstall plugin packages from the environment agemetric runs in (`agemetric uninstall -y agemetric-pml`)."""

@@ -4,26 +4,42 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from agemetric.cli._common import console, guarded, make_progress
+from agemetric.cli._commands import DATASETS, Command, Group
+from agemetric.cli._common import console, guarded, make_progress, notes_console
+from agemetric.config import PRESETS
 
 app = typer.Typer(
+    cls=Group,
     help="The paper's analyses (Jeong et al. 2018) on any dataset: figures (PNG) and report.md in --out. "
     "They train with the quick preset on the embedded synthetic faces unless told otherwise.",
     no_args_is_help=True,
 )
 
-Preset = Annotated[str | None, typer.Option(help="quick (default here) or paper.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML config file (e.g. a run's config.toml).")]
-Dataset = Annotated[str | None, typer.Option(help="Dataset plugin (default: synthetic).")]
-DataDir = Annotated[Path | None, typer.Option(help="The dataset's folder (or CSV file).")]
-Seed = Annotated[int | None, typer.Option(help="Seed of the split, the initialisation and the batches.")]
-Epochs = Annotated[int | None, typer.Option(help="Training epochs of each run.")]
-Sets = Annotated[list[str] | None, typer.Option("--set", help="KEY=VALUE config override (repeatable).")]
-SweepOut = Annotated[Path | None, typer.Option(help="Output folder (finished run sub-folders in it are reused).")]
+Preset = Annotated[Literal[tuple(PRESETS)] | None, typer.Option(help="Settings to start from (default here: quick).")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", metavar="FILE", help="A TOML config file (e.g. a run's config.toml).")
+]
+Dataset = Annotated[str | None, typer.Option(metavar="NAME", help=f"Dataset plugin: {DATASETS} (default: synthetic).")]
+DataDir = Annotated[
+    Path | None,
+    typer.Option("--data-dir", "--data", metavar="PATH", help="The dataset's folder (or CSV file)."),
+]
+Seed = Annotated[
+    int | None, typer.Option(metavar="INTEGER", help="Seed of the split, the initialisation and the batches.")
+]
+Epochs = Annotated[int | None, typer.Option(metavar="N", help="Training epochs of each run.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Override any setting, as for `agemetric run` (repeatable)."),
+]
+SweepOut = Annotated[
+    Path | None,
+    typer.Option(metavar="DIR", help="Output folder (default: runs/paper-NAME-TIME; finished runs in it are reused)."),
+]
 
 
 def _config(name, preset, config_file, dataset, data_dir, seed, epochs, sets, out, defaults=None):
@@ -45,12 +61,16 @@ def _done(folder: Path) -> None:
     console.print(f"Figures and report: [bold]{folder}[/] (report.md)")
 
 
-@app.command("toy-embedding")
+@app.command("toy-embedding", cls=Command)
 @guarded
 def toy_embedding(
     preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
-    seed: Seed = None, epochs: Annotated[int | None, typer.Option(help="Training epochs (default 200).")] = None,
-    set_: Sets = None, out: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+    seed: Seed = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Training epochs (default 200).")] = None,
+    set_: Sets = None,
+    out: Annotated[
+        Path | None, typer.Option(metavar="DIR", help="Output folder (default: runs/paper-toy-TIME).")
+    ] = None,
 ) -> None:  # fmt: skip
     """Fig. 10: a 2-D embedding (N_a = 2, batch 48, margin 2) of ages 16-63 with 1-3 images each."""
     from agemetric import paper
@@ -65,7 +85,7 @@ def toy_embedding(
     _done(folder)
 
 
-@app.command("multitask")
+@app.command("multitask", cls=Command)
 @guarded
 def multitask(
     preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
@@ -77,7 +97,7 @@ def multitask(
 
     resolved, folder = _config("multitask", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 8})
     with make_progress() as progress:
-        runs = paper.multitask(resolved, folder, progress, console)
+        runs = paper.multitask(resolved, folder, progress, notes_console(progress))
     for side, m in runs.items():
         gender = m.get("gender_accuracy_from_age_embedding")
         extra = "" if gender is None else f", gender from the age embedding {gender:.1f} %"
@@ -87,12 +107,13 @@ def multitask(
     _done(folder)
 
 
-@app.command("margin-sweep")
+@app.command("margin-sweep", cls=Command)
 @guarded
 def margin_sweep(
-    margins: Annotated[str, typer.Option(help="Comma list of margins in years.")] = "0,2,4,8",
+    margins: Annotated[str, typer.Option(metavar="YEARS,...", help="Margins to train with, in years.")] = "0,2,4,8",
     preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
-    seed: Seed = None, epochs: Annotated[int | None, typer.Option(help="Training epochs per run (default 5).")] = None,
+    seed: Seed = None,
+    epochs: Annotated[int | None, typer.Option(metavar="N", help="Training epochs per run (default 5).")] = None,
     set_: Sets = None,
     out: SweepOut = None,
 ) -> None:  # fmt: skip
@@ -108,17 +129,17 @@ def margin_sweep(
         raise AgemetricError(f"--margins expects margins >= 0, got {margins!r}")
     resolved, folder = _config("margin", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 5})
     with make_progress() as progress:
-        runs = paper.margin_sweep(resolved, folder, values, progress, console)
+        runs = paper.margin_sweep(resolved, folder, values, progress, notes_console(progress))
     console.print(", ".join(f"margin {m:g}: MAE {r['mae']:.2f}" for m, r in runs.items()))
     _done(folder)
 
 
-@app.command("k-sweep")
+@app.command("k-sweep", cls=Command)
 @guarded
 def k_sweep(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `agemetric run`.")],
-    ks: Annotated[str, typer.Option(help="Comma list of k.")] = "1,2,5,10,20,30,50",
-    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN_DIR/k-sweep).")] = None,
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder written by `agemetric run`.")],
+    ks: Annotated[str, typer.Option(metavar="K,...", help="Values of k to score.")] = "1,2,5,10,20,30,50",
+    out: Annotated[Path | None, typer.Option(metavar="DIR", help="Output folder (default: RUN_DIR/k-sweep).")] = None,
 ) -> None:
     """MAE against k (the number of nearest training faces averaged), on a trained run without retraining."""
     from agemetric import paper

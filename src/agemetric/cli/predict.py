@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import numpy as np
 import typer
@@ -23,13 +23,17 @@ CHUNK = 32
 @guarded
 def predict(
     model: Annotated[
-        Path, typer.Argument(help="A run folder written by `agemetric run`, or a bundle from `agemetric export`.")
+        Path,
+        typer.Argument(
+            metavar="MODEL", help="A run folder written by `agemetric run`, or a bundle from `agemetric export`."
+        ),
     ],
     photos: Annotated[
         list[Path],
         typer.Argument(
+            metavar="PHOTOS",
             help="Photos, or folders of photos. Faces are found and framed as the run framed its training "
-            "images: with --framing dlib-align (the face preset) any photo works, every face is estimated."
+            "images: with --framing dlib-align (the face preset) any photo works, every face is estimated.",
         ),
     ],
     json_out: Annotated[
@@ -42,10 +46,12 @@ def predict(
         ),
     ] = False,
     annotate: Annotated[
-        Path | None, typer.Option(help="Write each photo here with its faces boxed and their ages drawn.")
+        Path | None,
+        typer.Option(metavar="DIR", help="Write each photo into this folder with its faces boxed and ages drawn."),
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime).")
+        Literal["auto", "torchscript", "onnx"],
+        typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime)."),
     ] = "auto",
 ) -> None:
     """Estimate the age of every face in each photo.

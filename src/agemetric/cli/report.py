@@ -34,9 +34,10 @@ def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
 
 @guarded
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders written by `agemetric run`.")],
+    run_dirs: Annotated[list[Path], typer.Argument(metavar="RUN_DIRS", help="Run folders written by `agemetric run`.")],
     out: Annotated[
-        Path | None, typer.Option(help="Folder for comparison.png and comparison.md (default: runs/report-TIME).")
+        Path | None,
+        typer.Option(metavar="DIR", help="Folder for comparison.png and comparison.md (default: runs/report-TIME)."),
     ] = None,
     run_figures: Annotated[
         bool, typer.Option("--run-figures", help="Also (re)write each run's own figures/ and report.md.")

@@ -2,93 +2,158 @@
 
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
-from agemetric.cli._common import bucket_table, console, guarded, make_progress, metrics_table
+from agemetric.cli._commands import DATASETS
+from agemetric.cli._common import (
+    bucket_table,
+    console,
+    duration,
+    guarded,
+    make_progress,
+    metrics_table,
+    notes_console,
+)
+from agemetric.config import CHOICES, PRESETS
 
 _MODEL = "Model"
 _DATA = "Data"
 _TRAIN = "Training"
 _CONF = "Configuration"
 
+OnOffAuto = Literal[CHOICES["bf16"]]
+Optimizer = Literal[CHOICES["optimizer"]]
+SplitProtocol = Literal[CHOICES["split"]]
+Preset = Literal[tuple(PRESETS)]
+
 
 @guarded
 def run(
     backbone: Annotated[
-        str | None, typer.Option(help="Backbone plugin, e.g. inception_v3 or small_cnn.", rich_help_panel=_MODEL)
+        str | None,
+        typer.Option(metavar="NAME", help="Backbone plugin, e.g. inception_v3 or small_cnn.", rich_help_panel=_MODEL),
     ] = None,
     loss: Annotated[
-        str | None, typer.Option(help="Loss plugin, e.g. revised-contrastive.", rich_help_panel=_MODEL)
+        str | None, typer.Option(metavar="NAME", help="Loss plugin, e.g. revised-contrastive.", rich_help_panel=_MODEL)
     ] = None,
-    miner: Annotated[str | None, typer.Option(help="Miner plugin, e.g. all-pairs.", rich_help_panel=_MODEL)] = None,
+    miner: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Miner plugin, e.g. all-pairs.", rich_help_panel=_MODEL)
+    ] = None,
     retriever: Annotated[
-        str | None, typer.Option(help="Retriever plugin, e.g. l1-knn.", rich_help_panel=_MODEL)
+        str | None, typer.Option(metavar="NAME", help="Retriever plugin, e.g. l1-knn.", rich_help_panel=_MODEL)
     ] = None,
     weights: Annotated[
-        str | None, typer.Option(help="Backbone weights: none, imagenet, or a state-dict file.", rich_help_panel=_MODEL)
-    ] = None,
-    margin: Annotated[
-        float | None, typer.Option(help="Ages closer than this (years) count as the same.", rich_help_panel=_MODEL)
-    ] = None,
-    k: Annotated[
-        int | None, typer.Option(help="Nearest gallery faces averaged for a prediction.", rich_help_panel=_MODEL)
-    ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset plugin: synthetic (embedded), utkface, csv.", rich_help_panel=_DATA)
-    ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="The dataset's folder (or CSV file).", rich_help_panel=_DATA)
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(help="Use a random subset of this many images.", rich_help_panel=_DATA)
-    ] = None,
-    split: Annotated[
         str | None,
         typer.Option(
-            help="Split protocol: random (paper), subject (no person on both sides), hash.", rich_help_panel=_DATA
+            metavar="WEIGHTS",
+            help="Backbone weights: none, imagenet, a plugin's (e.g. dlib) or a state-dict file.",
+            rich_help_panel=_MODEL,
+        ),
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(metavar="YEARS", help="Ages closer than this count as the same.", rich_help_panel=_MODEL),
+    ] = None,
+    k: Annotated[
+        int | None,
+        typer.Option(metavar="N", help="Nearest gallery faces averaged for a prediction.", rich_help_panel=_MODEL),
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help=f"Dataset plugin: {DATASETS} (synthetic is embedded; the others read --data-dir).",
+            rich_help_panel=_DATA,
+        ),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir", "--data", metavar="PATH", help="The dataset's folder (or CSV file).", rich_help_panel=_DATA
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(metavar="N", help="Use a random subset of this many images.", rich_help_panel=_DATA)
+    ] = None,
+    split: Annotated[
+        SplitProtocol | None,
+        typer.Option(
+            help="Split protocol: random (the paper's), subject (no person on both sides) or hash (by file content).",
+            rich_help_panel=_DATA,
         ),
     ] = None,
     split_file: Annotated[
-        Path | None, typer.Option(help="Reuse the split.csv of an earlier run.", rich_help_panel=_DATA)
+        Path | None, typer.Option(metavar="FILE", help="Reuse the split.csv of an earlier run.", rich_help_panel=_DATA)
     ] = None,
     framing: Annotated[
         str | None,
         typer.Option(
+            metavar="NAME",
             help="Face framing: center (cropped faces), box (mug-shots; --set framing_options.box=[l,t,r,b]) "
             "or a plugin's, e.g. dlib-align (face detection and alignment, any photo; agemetric-dlib).",
             rich_help_panel=_DATA,
         ),
     ] = None,
     image_size: Annotated[
-        int | None, typer.Option(help="Input side in pixels (paper: 227).", rich_help_panel=_DATA)
+        int | None, typer.Option(metavar="PIXELS", help="Input side in pixels (paper: 227).", rich_help_panel=_DATA)
     ] = None,
-    epochs: Annotated[int | None, typer.Option(help="Passes over the training split.", rich_help_panel=_TRAIN)] = None,
+    epochs: Annotated[
+        int | None, typer.Option(metavar="N", help="Passes over the training split.", rich_help_panel=_TRAIN)
+    ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Images per batch; all pairs are compared.", rich_help_panel=_TRAIN)
+        int | None, typer.Option(metavar="N", help="Images per batch; all pairs are compared.", rich_help_panel=_TRAIN)
     ] = None,
     seed: Annotated[
         int | None,
         typer.Option(
-            help="Seed for the split, initialisation, batch order, augmentation and dropout.", rich_help_panel=_TRAIN
+            metavar="INTEGER",
+            help="Seed for the split, initialisation, batch order, augmentation and dropout.",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    optimizer: Annotated[
+        Optimizer | None,
+        typer.Option(help="adam (lr 1e-4 suits fine-tuning), adadelta (the paper's) or sgd.", rich_help_panel=_TRAIN),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            metavar="RATE",
+            help="Learning rate (Adadelta's is a scale factor: 1.0 is its usual value).",
+            rich_help_panel=_TRAIN,
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            metavar="[auto|cpu|cuda|cuda:N]",
+            help="Where training runs: auto is CUDA when available, else the CPU.",
+            rich_help_panel=_TRAIN,
         ),
     ] = None,
     multitask: Annotated[
-        str | None,
-        typer.Option(help="Gender task: auto (on when the data has gender labels), on, off.", rich_help_panel=_TRAIN),
+        OnOffAuto | None,
+        typer.Option(help="Gender task: auto (on when the data has gender labels), on or off.", rich_help_panel=_TRAIN),
     ] = None,
     bf16: Annotated[
-        str | None,
-        typer.Option(help="bfloat16 autocast: auto (where the CPU supports it), on, off.", rich_help_panel=_TRAIN),
+        OnOffAuto | None,
+        typer.Option(
+            help="bfloat16 autocast: auto (on where the CPU or GPU supports it), on or off.", rich_help_panel=_TRAIN
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option(help="Run folder (default: runs/<time>-<dataset>-<backbone>).", rich_help_panel=_TRAIN),
+        typer.Option(
+            metavar="DIR", help="Run folder (default: runs/<time>-<dataset>-<backbone>).", rich_help_panel=_TRAIN
+        ),
     ] = None,
     preset: Annotated[
-        str | None,
+        Preset | None,
         typer.Option(
             help="quick (embedded data, minutes on a CPU; the default), face (real faces and ordinary photos: "
             "dlib's face ResNet-10 on dlib-aligned faces; needs agemetric-dlib), paper (its exact settings, "
@@ -99,18 +164,25 @@ def run(
     config: Annotated[
         Path | None,
         typer.Option(
-            "--config", help="A TOML file of settings (see config.toml in any run folder).", rich_help_panel=_CONF
+            "--config",
+            metavar="FILE",
+            help="A TOML file of settings (see config.toml in any run folder).",
+            rich_help_panel=_CONF,
         ),
     ] = None,
     set_: Annotated[
         list[str] | None,
         typer.Option(
-            "--set", help="Override any setting: --set lr=0.5 --set loss_options.q=50.", rich_help_panel=_CONF
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override any setting (repeatable): --set warmup=0.1 --set loss_options.q=50.",
+            rich_help_panel=_CONF,
         ),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
+            metavar="DIR",
             help="Continue an unfinished run folder from its checkpoint.pt (written after every epoch and on "
             "Ctrl-C), with its own config and split; no other option may be given.",
             rich_help_panel=_CONF,
@@ -131,6 +203,8 @@ def run(
     from agemetric.experiment import resume_config
     from agemetric.experiment import run as run_experiment
 
+    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise AgemetricError(f"--device expects auto, cpu, cuda or cuda:N, got {device!r}")
     options = {
         "backbone": backbone,
         "loss": loss,
@@ -151,6 +225,9 @@ def run(
         "split_file": None if split_file is None else str(split_file),
         "multitask": multitask,
         "bf16": bf16,
+        "optimizer": optimizer,
+        "lr": lr,
+        "device": device,
         "out": None if out is None else str(out),
     }
     if resume is not None:
@@ -161,10 +238,11 @@ def run(
         resolved = resume_config(resume)
     else:
         resolved = cfg.resolve(preset, config, options, set_)
+    started = time.perf_counter()
     world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
     try:
         with make_progress(disable=not world.is_main) as progress:
-            result = run_experiment(resolved, progress=progress, console=console, resume=resume)
+            result = run_experiment(resolved, progress=progress, console=notes_console(progress), resume=resume)
     finally:
         distributed.shutdown()
     if result is None:  # not rank 0: rank 0 evaluates and reports
@@ -174,4 +252,17 @@ def run(
     title = f"{m['dataset']} - {split['protocol']} split, {split['n_train']} train / {split['n_test']} test"
     console.print(metrics_table(m, title))
     console.print(bucket_table(m))
-    console.print(f"Run folder: [bold]{result.run_dir}[/] (metrics.json, predictions.csv, model.pt, config.toml)")
+    console.print(closing_line(result.run_dir, m, time.perf_counter() - started), soft_wrap=True)
+
+
+def closing_line(run_dir: Path, metrics: dict, seconds: float) -> str:
+    """``Done in 1 min 05 s (...). Run folder: runs/x (metrics.json, ..., figures/, report.md)``."""
+    from rich.markup import escape
+
+    files = ["metrics.json", "predictions.csv", "model.pt", "config.toml"]
+    files += [name for name in ("figures/", "report.md") if (Path(run_dir) / name).exists()]
+    parts = metrics.get("seconds", {})
+    labels = {"load": "data", "train": "training", "evaluate": "evaluation"}
+    phases = ", ".join(f"{label} {duration(parts[key])}" for key, label in labels.items() if key in parts)
+    took = f"Done in {duration(seconds)}" + (f" ({phases})" if phases else "")
+    return f"{took}. Run folder: [bold]{escape(str(run_dir))}[/] ({', '.join(files)})"

@@ -51,7 +51,7 @@ class CSVFaces(FaceDataset):
     def __init__(self, root=None, filename: str = "labels.csv"):
         super().__init__(root)
         if self.root is None:
-            raise AgemetricError("--data-dir: the csv dataset needs a CSV file or a folder holding labels.csv")
+            raise AgemetricError("--data-dir is required: a CSV file, or a folder holding labels.csv")
         self.csv_path = self.root / filename if self.root.is_dir() else self.root
         if not self.csv_path.is_file():
             raise AgemetricError(f"--data-dir: no CSV file at {str(self.csv_path)!r}")

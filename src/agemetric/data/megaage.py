@@ -50,7 +50,9 @@ class MegaAgeAsian(FaceDataset):
 
     def __init__(self, root=None):
         super().__init__(root)
-        if self.root is None or not self.root.is_dir():
+        if self.root is None:
+            raise AgemetricError("--data-dir is required: the MegaAge-Asian folder")
+        if not self.root.is_dir():
             raise AgemetricError(f"--data-dir: MegaAge-Asian folder {str(self.root)!r} does not exist")
         lists = [self.root / "list" / f"{split}_{kind}.txt" for split in SPLITS for kind in ("name", "age")]
         missing = [p.relative_to(self.root).as_posix() for p in lists if not p.is_file()]

@@ -58,7 +58,9 @@ class Morph(FaceDataset):
 
     def __init__(self, root=None, csv: str | None = None):
         super().__init__(root)
-        if self.root is None or not self.root.is_dir():
+        if self.root is None:
+            raise AgemetricError("--data-dir is required: the MORPH folder")
+        if not self.root.is_dir():
             raise AgemetricError(f"--data-dir: MORPH folder {str(self.root)!r} does not exist")
         self.csv_path = self._find_csv(csv)
 

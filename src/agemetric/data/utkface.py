@@ -22,7 +22,9 @@ class UTKFace(FaceDataset):
 
     def __init__(self, root=None):
         super().__init__(root)
-        if self.root is None or not self.root.is_dir():
+        if self.root is None:
+            raise AgemetricError("--data-dir is required: the UTKFace folder")
+        if not self.root.is_dir():
             raise AgemetricError(f"--data-dir: UTKFace folder {str(self.root)!r} does not exist")
 
     def records(self) -> list[FaceRecord]:

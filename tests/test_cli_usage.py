@@ -1,0 +1,244 @@
+"""The command line as typer / click users expect it: usage lines, placeholders, choices, help
+text as written, one-line usage errors, one name for one thing, output for pipes. No training."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import agemetric
+from agemetric import plugins
+from agemetric.cli import app
+
+runner = CliRunner()
+WIDE = {"COLUMNS": "300"}  # help rows on one line each
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+#: typer's type names, which say nothing about what goes there
+TYPE_PLACEHOLDERS = ("<bool>", "<str>", "<int>", "<float>", "<path>", "<list[", "<text>", "<file>", "<directory>")
+
+
+def invoke(*args, **kwargs):
+    return runner.invoke(app, list(args), env=WIDE, **kwargs)
+
+
+def help_of(*command) -> str:
+    result = invoke(*command, "--help")
+    assert result.exit_code == 0, result.output
+    return ANSI.sub("", result.output)
+
+
+def all_commands():
+    """Every command path, e.g. ("run",), ("paper", "k-sweep")."""
+    root = typer.main.get_command(app)
+
+    def walk(group, path):
+        for name, command in group.commands.items():
+            yield (*path, name)
+            if hasattr(command, "commands"):
+                yield from walk(command, (*path, name))
+
+    return list(walk(root, ()))
+
+
+def one_line(output: str) -> str:
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command, usage",
+    [
+        (("predict",), "Usage: agemetric predict [OPTIONS] MODEL PHOTOS..."),
+        (("evaluate",), "Usage: agemetric evaluate [OPTIONS] RUN_DIR"),
+        (("export",), "Usage: agemetric export [OPTIONS] RUN_DIR"),
+        (("report",), "Usage: agemetric report [OPTIONS] RUN_DIRS..."),
+        (("paper", "k-sweep"), "Usage: agemetric paper k-sweep [OPTIONS] RUN_DIR"),
+        (("install",), "Usage: agemetric install [OPTIONS] PACKAGES..."),
+        (("run",), "Usage: agemetric run [OPTIONS]"),
+    ],
+)
+def test_usage_lines_name_the_arguments(command, usage):
+    text = help_of(*command)
+    line = next(line.strip() for line in text.splitlines() if "Usage:" in line)
+    assert line == usage
+
+
+@pytest.mark.parametrize("command", [(), *all_commands()], ids=lambda c: " ".join(c) or "agemetric")
+def test_help_placeholders_say_what_goes_there(command):
+    text = help_of(*command)
+    for bad in TYPE_PLACEHOLDERS:
+        assert bad not in text, f"agemetric {' '.join(command)} --help shows {bad}"
+    assert not re.search(r"\{[a-z_]+\}", text), text  # no {run_dir}, no unfilled {datasets}
+    # a flag is followed by its help, not by a placeholder
+    assert re.search(r"--help\s{2,}Show this message and exit\.", text)
+
+
+def test_run_placeholders_and_choices():
+    text = help_of("run")
+    expected = {
+        "--bf16": r"\[auto\|on\|off\]",
+        "--multitask": r"\[auto\|on\|off\]",
+        "--optimizer": r"\[adadelta\|adam\|sgd\]",
+        "--split": r"\[random\|subject\|hash\]",
+        "--preset": r"\[quick\|paper\|face\|finetune\]",
+        "--device": r"\[auto\|cpu\|cuda\|cuda:N\]",
+        "--lr": "RATE",
+        "--out": "DIR",
+        "--set": "KEY=VALUE",
+        "--data-dir,--data": "PATH",
+        "--config": "FILE",
+        "--backbone": "NAME",
+    }
+    for option, placeholder in expected.items():
+        assert re.search(rf"{re.escape(option)}\s+{placeholder}\s", text), f"{option} {placeholder}"
+
+
+def test_other_commands_show_their_choices():
+    assert re.search(r"--runtime\s+\[auto\|torchscript\|onnx\]", help_of("predict"))
+    assert re.search(r"--format\s+\[torchscript\|onnx\|both\]", help_of("export"))
+    assert re.search(r"--preset\s+\[quick\|paper\|face\|finetune\]", help_of("paper", "multitask"))
+
+
+def test_brackets_in_help_are_printed_as_written():
+    assert "(mug-shots; --set framing_options.box=[l,t,r,b])" in help_of("run")
+    assert "--set framing_options.box=[l,t,r,b]." in help_of("evaluate")
+    assert "runs/<time>-<dataset>-<backbone>" in help_of("run")
+
+
+def test_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"agemetric {agemetric.__version__}"
+
+
+def test_dataset_help_lists_the_registered_datasets(monkeypatch):
+    names = plugins.list_names("dataset")
+    assert {"synthetic", "utkface", "csv"} <= set(names)
+    for command in (("run",), ("evaluate",), ("paper", "margin-sweep")):
+        assert ", ".join(names) in help_of(*command), command
+    real = plugins.list_names
+    monkeypatch.setattr(
+        plugins, "list_names", lambda kind: [*real(kind), "my-faces"] if kind == "dataset" else real(kind)
+    )
+    assert ", ".join([*names, "my-faces"]) in help_of("run")  # whatever is installed, not a list in the code
+
+
+def test_one_name_for_one_thing():
+    root = typer.main.get_command(app)
+    seen_dataset = []
+    for path in all_commands():
+        command = root
+        for name in path:
+            command = command.commands[name]
+        opts = {opt for param in command.params for opt in param.opts}
+        assert "--output" not in opts, path
+        if "--dataset" in opts:
+            seen_dataset.append(path)
+            assert {"--data-dir", "--data"} <= opts, f"{path}: --data-dir with its --data alias"
+            assert "--set" in opts, f"{path} reads a dataset: --set too"
+        if path[-1] in {"run", "evaluate", "export", "report", "toy-embedding", "multitask", "margin-sweep", "k-sweep"}:
+            assert "--out" in opts, f"{path} writes: --out"
+    assert ("evaluate",) in seen_dataset and ("run",) in seen_dataset and len(seen_dataset) == 5
+
+
+def test_common_settings_are_options_beside_set(monkeypatch, tmp_path):
+    import agemetric.experiment
+
+    seen = {}
+
+    def fake_run(config, **kwargs):
+        seen["config"] = config
+        return None  # as a process other than rank 0: nothing to report
+
+    monkeypatch.setattr(agemetric.experiment, "run", fake_run)
+    result = invoke(
+        "run", "--lr", "0.5", "--optimizer", "sgd", "--device", "cpu", "--data", str(tmp_path), "--set", "warmup=0.1"
+    )
+    assert result.exit_code == 0, result.output
+    config = seen["config"]
+    assert (config.lr, config.optimizer, config.device, config.warmup) == (0.5, "sgd", "cpu", 0.1)
+    assert config.data_dir == str(tmp_path)
+
+
+def test_paper_commands_take_the_data_alias(monkeypatch, tmp_path):
+    import agemetric.paper
+
+    seen = {}
+
+    def fake(config, folder, progress=None):
+        seen["config"] = config
+        return {"n_images": 1, "n_ages": 1, "rank_correlation": 0.0, "loo_mae": 0.0}
+
+    monkeypatch.setattr(agemetric.paper, "toy_embedding", fake)
+    result = invoke("paper", "toy-embedding", "--data", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert seen["config"].data_dir == str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "--epochs", "lots"], "Error: --epochs expects a whole number, got 'lots'"),
+        (["run", "--lr=fast"], "Error: --lr expects a number, got 'fast'"),
+        (["run", "--bf16", "maybe"], "Error: --bf16 must be one of auto, on, off; got 'maybe'"),
+        (["run", "--optimizer", "rmsprop"], "Error: --optimizer must be one of adadelta, adam, sgd; got 'rmsprop'"),
+        (["run", "--device", "tpu"], "Error: --device expects auto, cpu, cuda or cuda:N, got 'tpu'"),
+        (["run", "--no-such-option"], "Error: No such option: --no-such-option"),
+        (["evaluate"], "Error: Missing argument 'RUN_DIR'"),
+        (["runn"], "Error: No such command 'runn'"),
+        (["predict", "model", "photo.jpg", "--runtime", "tflite"], "Error: --runtime must be one of auto, torchscript"),
+    ],
+)
+def test_usage_errors_are_one_line(args, message):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    line = one_line(result.output)
+    assert line.startswith(message), line
+    assert "Traceback" not in result.output and "╭" not in result.output
+
+
+def test_a_dataset_that_needs_a_folder_says_data_dir_is_required(tmp_path):
+    out = tmp_path / "r"
+    result = invoke("run", "--dataset", "utkface", "--out", str(out))
+    assert result.exit_code == 2
+    assert one_line(result.output) == "Error: --data-dir is required: the UTKFace folder"
+    assert not out.exists()
+    result = invoke("run", "--dataset", "csv", "--out", str(out))
+    assert result.exit_code == 2 and "--data-dir is required" in one_line(result.output)
+
+
+def test_piped_tables_are_not_cut_to_the_terminal_width(monkeypatch):
+    import agemetric.plugins as registry
+
+    long_names = [f"a-rather-long-loss-name-number-{i}" for i in range(6)]
+    info = registry.PluginInfo("some-plugin", "1.0", ["register_losses"], {"loss": long_names})
+    monkeypatch.setattr(registry, "plugin_info", lambda: [info])
+    result = runner.invoke(app, ["plugins"], env={"COLUMNS": "80"})  # stdout is not a terminal here
+    assert result.exit_code == 0, result.output
+    assert ", ".join(long_names) in result.output  # one line, nothing cut or folded
+    assert max(len(line) for line in result.output.splitlines()) > 80
+
+
+def test_agemetric_plugins_piped_to_grep_finds_whole_names():
+    if "pml-lifted-structure" not in plugins.list_names("loss"):
+        pytest.skip("agemetric-pml is not installed")
+    done = subprocess.run(
+        [sys.executable, "-m", "agemetric", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line for line in done.stdout.splitlines() if "pml-lifted-structure" in line]
+
+
+def test_plugins_json_is_unchanged():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0
+    assert {"name", "version", "hooks", "registered"} <= set(json.loads(result.output)[0])
