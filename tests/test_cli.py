@@ -65,6 +65,19 @@ def test_evaluate_and_predict_use_the_run(trained_run, tmp_path, monkeypatch):
     assert "face.png" in result.output and "bad.jpg: cannot read image" in result.output
 
 
+def test_evaluate_takes_set_for_how_images_are_read(trained_run, tmp_path):
+    out, _ = trained_run
+    metrics_file = tmp_path / "sub" / "m.json"
+    args = ["evaluate", str(out), "--dataset", "synthetic", "--set", "dataset_options.n=30", "--set", "cache=false"]
+    result = runner.invoke(app, [*args, "--out", str(metrics_file)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(metrics_file.read_text())["n_test"] == 30  # the run's n=90, changed by --set
+    result = runner.invoke(app, ["evaluate", str(out), "--dataset", "synthetic", "--set", "lr=1"])
+    assert result.exit_code == 2
+    assert "--set lr: evaluate takes only dataset_options, framing, framing_options, cache" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_unknown_plugin_exits_2_with_the_known_names(tmp_path):
     result = runner.invoke(app, ["run", "--loss", "nope", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
