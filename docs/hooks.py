@@ -138,3 +138,12 @@ def _inline(text: str) -> str:
             part = html.escape(part, quote=False)
             parts.append(re.sub(r"([\\|*_\[\]])", r"\\\1", part))
     return "".join(parts)
+
+
+def on_config(config):
+    """The version in the header and the footer, from the package itself."""
+    from agemetric import __version__
+
+    config.site_name = f"agemetric {__version__}"
+    config.copyright = f"agemetric {__version__} · MIT licence"
+    return config
