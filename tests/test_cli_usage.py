@@ -192,6 +192,7 @@ def test_paper_commands_take_the_data_alias(monkeypatch, tmp_path):
         (["evaluate"], "Error: Missing argument 'RUN_DIR'"),
         (["runn"], "Error: No such command 'runn'"),
         (["predict", "model", "photo.jpg", "--runtime", "tflite"], "Error: --runtime must be one of auto, torchscript"),
+        (["export", "run", "--out", "b", "--format", "tflite"], "Error: --format must be one of torchscript, onnx,"),
     ],
 )
 def test_usage_errors_are_one_line(args, message):
