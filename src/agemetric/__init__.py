@@ -1,8 +1,23 @@
 """agemetric: age estimation from frontal face photos by deep metric learning.
 
-The public API. Every name is imported on first use, so that ``import agemetric.bundle`` (the
-inference runtime of an exported bundle) loads neither torch's training side, the plugins nor
-the estimator.
+The building blocks, for any training loop:
+
+- ``agemetric.losses``: ``RevisedContrastiveLoss`` (the paper's) and the baselines' losses;
+- ``agemetric.miners``: ``AllPairsMiner`` and ``BatchMiner``;
+- ``agemetric.retrievers``: ``L1KNN`` (the paper's 20-nearest-neighbour estimate) and others;
+- ``agemetric.backbones``, ``agemetric.datasets``, ``agemetric.framers``;
+- ``agemetric.pml``: pytorch-metric-learning interop (``AgeToleranceMiner``, index conversions);
+- ``agemetric.functional`` and ``agemetric.metrics``: the maths, as plain tensor functions.
+
+And the whole method: ``AgeEstimator``, ``RunConfig`` / ``resolve`` and ``run``; plugins by name
+with ``create`` / ``list_names``. Every name is imported on first use, so ``import agemetric`` is
+cheap and ``agemetric.bundle`` (the runtime of an exported bundle) loads no training code.
+
+Examples:
+    >>> import torch
+    >>> from agemetric.losses import RevisedContrastiveLoss
+    >>> embeddings = torch.randn(16, 70, requires_grad=True)
+    >>> RevisedContrastiveLoss(margin=4)(embeddings, torch.arange(20.0, 36.0)).backward()
 """
 
 from __future__ import annotations
@@ -24,15 +39,36 @@ _LAZY = {
     "FaceRecord": "agemetric.interfaces",
     "Loss": "agemetric.interfaces",
     "Miner": "agemetric.interfaces",
+    "Framer": "agemetric.interfaces",
+    "Face": "agemetric.interfaces",
     "Retriever": "agemetric.interfaces",
     "create": "agemetric.plugins",
     "list_names": "agemetric.plugins",
     "Embeddings": "agemetric.types",
     "Pairs": "agemetric.types",
     "Triplets": "agemetric.types",
+    "Samples": "agemetric.types",
     "AgeEstimator": "agemetric.estimator",
     "run": "agemetric.experiment",
 }
+
+#: The public submodules, also imported on first use (``agemetric.losses`` after ``import agemetric``).
+_SUBMODULES = (
+    "backbones",
+    "bundle",
+    "datasets",
+    "distributed",
+    "export",
+    "framers",
+    "functional",
+    "losses",
+    "metrics",
+    "miners",
+    "photos",
+    "pml",
+    "retrievers",
+    "testing",
+)
 
 if TYPE_CHECKING:
     from agemetric.config import RunConfig, resolve
@@ -40,9 +76,9 @@ if TYPE_CHECKING:
     from agemetric.estimator import AgeEstimator
     from agemetric.experiment import run
     from agemetric.hookspecs import hookimpl
-    from agemetric.interfaces import Backbone, FaceDataset, FaceRecord, Loss, Miner, Retriever
+    from agemetric.interfaces import Backbone, Face, FaceDataset, FaceRecord, Framer, Loss, Miner, Retriever
     from agemetric.plugins import create, list_names
-    from agemetric.types import Embeddings, Pairs, Triplets
+    from agemetric.types import Embeddings, Pairs, Samples, Triplets
 
 
 def __getattr__(name: str):
@@ -50,7 +86,13 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later look-ups skip this function
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"agemetric.{name}")  # the import system sets the attribute
     raise AttributeError(f"module 'agemetric' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_SUBMODULES, "__version__"})
 
 
 __all__ = [
@@ -58,14 +100,17 @@ __all__ = [
     "AgemetricError",
     "Backbone",
     "Embeddings",
+    "Face",
     "FaceDataset",
     "FaceRecord",
+    "Framer",
     "Loss",
     "Miner",
     "Pairs",
     "PluginError",
     "Retriever",
     "RunConfig",
+    "Samples",
     "Triplets",
     "create",
     "hookimpl",

@@ -1,6 +1,6 @@
 """Image framing and resizing with PIL and numpy only: shared by training and by exported bundles.
 
-Kept free of torch and of the plugin machinery so that :mod:`agemetric.bundle` prepares photos
+Kept free of torch and of the plugin machinery so that `agemetric.bundle` prepares photos
 exactly as training did, with the same code.
 """
 

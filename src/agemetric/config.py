@@ -31,10 +31,11 @@ CHOICES = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run. The defaults are the paper's method (see METHOD.md) with one
-    measured change: Adam at lr 1e-4 instead of Adadelta (fine-tuning an ImageNet MobileNetV2 on
-    UTKFace for 420 s: MAE 6.28 +- 0.06 against 7.33 +- 0.67, two seeds each, and the same
-    direction on a second split; docs/benchmarks.md). ``--preset paper`` keeps Adadelta.
+    """Everything that defines a run. The defaults are the paper's method (see
+    [the method's decisions][method-decisions]) with one measured change: Adam at lr 1e-4 instead
+    of Adadelta (fine-tuning an ImageNet MobileNetV2 on UTKFace for 420 s: MAE 6.28 +- 0.06
+    against 7.33 +- 0.67, two seeds each, and the same direction on a second split; see the
+    benchmarks page). ``--preset paper`` keeps Adadelta.
 
     Attributes:
         backbone: backbone plugin name.
@@ -51,7 +52,7 @@ class RunConfig:
         limit: use at most this many images (a random subset drawn with ``seed``), or ``None``.
         split: split protocol: ``"random"`` (the paper's), ``"subject"`` (no person on both sides) or
             ``"hash"`` (test iff ``int(md5[:8], 16) % round(1 / test_fraction) == 0``); identical
-            images always share a side (see :mod:`agemetric.data.splits`).
+            images always share a side (see `agemetric.data.splits`).
         split_file: reuse a ``split.csv`` from an earlier run (overrides ``split``).
         test_fraction: share of images held out for testing.
         image_size: input side in pixels (paper: 227).
@@ -74,7 +75,7 @@ class RunConfig:
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
-            batches (0: keep the running averages); see :func:`agemetric.training.recalibrate_batchnorm`.
+            batches (0: keep the running averages); see `agemetric.training.recalibrate_batchnorm()`.
         figures: write the run's figures (``figures/*.png``) and ``report.md``.
         cache: keep decoded images in the disk cache (``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``).
         bf16: bfloat16 autocast: ``"auto"`` (on where the CPU or GPU supports it), ``"on"``, ``"off"``.
@@ -278,7 +279,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a config file: top-level keys are :class:`RunConfig` fields (plus ``preset``)."""
+    """Read a config file: top-level keys are `RunConfig` fields (plus ``preset``)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

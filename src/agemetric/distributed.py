@@ -1,13 +1,13 @@
 """Data-parallel training under ``torchrun``: one process per device, all pairs over the global batch.
 
 ``torchrun --nproc_per_node N -m agemetric run ...`` starts N processes; each trains the same
-model (:class:`~torch.nn.parallel.DistributedDataParallel`, gloo on CPU, nccl on CUDA) on its share
+model (`DistributedDataParallel`, gloo on CPU, nccl on CUDA) on its share
 of every batch. The paper compares *every* pair of a batch, so the embeddings, ages and genders are
 all-gathered before mining: every process sees the global batch, with gradients flowing back only
 through its own rows. Each process then computes the same global loss ``L``, and its backward
 reaches the backbone only through its own rows, giving one process's part of ``dL/dθ``; DDP's
 gradient *mean* over N processes would be ``1/N`` of the sum a single process holding the whole
-batch gets. :func:`gather` therefore multiplies the gradient of the local rows by N on the way back
+batch gets. `gather()` therefore multiplies the gradient of the local rows by N on the way back
 (parameters after the gather, e.g. a comparator head inside a loss, already get the whole ``dL/dθ``
 on every process and are left alone): loss and gradients equal a single-process step on the same
 global batch (``tests/test_distributed.py`` checks this with 2 processes).
@@ -56,7 +56,7 @@ def init_from_env(device: str = "auto") -> World:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``...).
 
     Without ``WORLD_SIZE`` (or with 1) nothing is initialised: one process. Backend: nccl when
-    training runs on CUDA (see :func:`resolve_device`), gloo otherwise; ``AGEMETRIC_DIST_BACKEND``
+    training runs on CUDA (see `resolve_device()`), gloo otherwise; ``AGEMETRIC_DIST_BACKEND``
     overrides.
     """
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -93,7 +93,7 @@ def gather(x: torch.Tensor, sizes: list[int], world: World) -> torch.Tensor:
 
     Args:
         x: ``(sizes[rank], ...)`` this process's rows.
-        sizes: the row count of every process (from :meth:`World.share`).
+        sizes: the row count of every process (from `World.share()`).
         world: this process.
 
     Returns:
@@ -149,7 +149,7 @@ class TrainStep(torch.nn.Module):
 
 
 def wrap(estimator, world: World) -> torch.nn.Module:
-    """:class:`TrainStep` over ``estimator``, inside DDP when ``world`` is active.
+    """`TrainStep` over ``estimator``, inside DDP when ``world`` is active.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every process starts equal.
     """

@@ -45,7 +45,7 @@ class AgeEstimator(nn.Module):
         retriever: the gallery and the age estimate.
         gender_loss: the multi-task gender loss (same form, margin 0), or ``None``.
         image_size: the input side in pixels.
-        config: the run's config, stored in checkpoints so :meth:`load` can rebuild the parts.
+        config: the run's config, stored in checkpoints so `load()` can rebuild the parts.
     """
 
     def __init__(
@@ -89,7 +89,8 @@ class AgeEstimator(nn.Module):
         Args:
             config: the run's config.
             multitask: whether to train the gender head; ``None`` reads ``config.multitask``
-                (``"auto"`` counts as off here: :func:`agemetric.experiment.run` decides it from the data).
+                (``"auto"`` counts as off here: [`agemetric.experiment.run()`][agemetric.experiment.run] decides it
+                from the data).
         """
         if multitask is None:
             multitask = config.multitask == "on"
@@ -117,7 +118,7 @@ class AgeEstimator(nn.Module):
 
     @property
     def bf16(self) -> bool:
-        """Whether :meth:`autocast` uses bfloat16 on the current device (``config.bf16``)."""
+        """Whether `autocast()` uses bfloat16 on the current device (``config.bf16``)."""
         if self.config.bf16 == "auto":
             return bf16_supported(self.device.type)
         return self.config.bf16 == "on"
@@ -150,11 +151,12 @@ class AgeEstimator(nn.Module):
         """The multi-task loss of one prepared batch.
 
         Args:
-            x: ``(B, 3, S, S)`` float, from :meth:`prepare` (and augmentation).
+            x: ``(B, 3, S, S)`` float, from `prepare()` (and augmentation).
             ages: ``(B,)`` float.
             genders: ``(B,)`` int64, -1 unknown (those rows sit out the gender task).
             gather: in data-parallel training, joins every process's rows of a tensor into the
-                global batch (:func:`agemetric.distributed.gather`), so that the miner sees the
+                global batch ([`agemetric.distributed.gather()`][agemetric.distributed.gather]), so that the miner
+                sees the
                 pairs of the global batch; ``None`` on one process.
 
         Returns:
@@ -222,7 +224,7 @@ class AgeEstimator(nn.Module):
         return torch.cat(out) if out else torch.empty(0, dim)
 
     def as_batch(self, images: torch.Tensor | str | Path | list) -> torch.Tensor:
-        """:meth:`embed`'s and :meth:`predict`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
+        """`embed()`'s and `predict()`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
         framed and resized; anything else is a one-line error saying what was expected)."""
         s = self.image_size
         if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 and images.shape[1:] == (3, s, s):
@@ -243,9 +245,9 @@ class AgeEstimator(nn.Module):
         self, images: torch.Tensor | str | Path | list, progress: Callable[[int], None] | None = None
     ) -> torch.Tensor:
         """Predicted ages ``(N,)`` of images: a uint8 ``(N, 3, S, S)`` batch, or photos (a path, a PIL
-        image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see :meth:`embed`).
+        image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see `embed()`).
 
-        Example:
+        Examples:
             >>> import agemetric, numpy as np
             >>> from agemetric.testing import random_face_arrays
             >>> est = agemetric.AgeEstimator.from_config(agemetric.resolve("quick", sets=["image_size=32"]))
@@ -279,7 +281,7 @@ class AgeEstimator(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> AgeEstimator:
-        """Rebuild an estimator (parts by name, weights, gallery) from :meth:`save`'s file."""
+        """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file."""
         path = Path(path)
         state = load_torch(path, "checkpoint")
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:

@@ -1,4 +1,4 @@
-"""Export a trained run as a bundle that :mod:`agemetric.bundle` runs without the training code.
+"""Export a trained run as a bundle that `agemetric.bundle` runs without the training code.
 
 The backbone is wrapped so that the exported model takes uint8 RGB images and normalises them
 itself (no preprocessing code outside the model to drift), then traced to TorchScript and/or

@@ -1,14 +1,14 @@
 """Pure tensor maths behind the default plugins.
 
 Each function is stateless and documented with its shapes; the plugin classes in
-:mod:`agemetric.default_plugins` are thin ``nn.Module`` wrappers over them.
+`agemetric.default_plugins` are thin ``nn.Module`` wrappers over them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from agemetric.types import Pairs
+from agemetric.types import Pairs, Triplets
 
 #: Q in eq. 2-4 of Jeong et al. (2018): the upper bound of the L1 distance.
 Q_DEFAULT = 100.0
@@ -29,7 +29,7 @@ def all_pairs(n: int, device: torch.device | str | None = None) -> Pairs:
     Returns:
         ``Pairs`` of ``B (B - 1) / 2`` int64 indices, in row-major order of the upper triangle.
 
-    Example:
+    Examples:
         >>> p = all_pairs(3)
         >>> p.first.tolist(), p.second.tolist()
         ([0, 0, 1], [1, 2, 2])
@@ -54,7 +54,7 @@ def pair_l1_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor
     Returns:
         ``(P,)`` distances ``||x[first] - x[second]||_1``.
 
-    Example:
+    Examples:
         >>> x = torch.tensor([[0.0, 0.0], [1.0, -2.0]])
         >>> pair_l1_distances(x, torch.tensor([0]), torch.tensor([1]))
         tensor([3.])
@@ -68,7 +68,8 @@ def pair_l1_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor
 def margin_similarity(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.Tensor:
     """Z of the paper: 1 where two labels count as "the same class".
 
-    **Decision** (METHOD.md): ``Z = 1`` iff ``|a_i - a_j| < margin``, following Section 3
+    **Decision** ([the method's decisions][method-decisions]): ``Z = 1`` iff ``|a_i - a_j| < margin``, following
+    Section 3
     ("if the difference between age is smaller than 4, two ages are considered to be in the
     same class", margin 4). The paper's Section 2.4 reads ``|a_i - a_j| <= m`` instead; on
     integer ages that reading with margin ``m`` equals this one with margin ``m + 1``.
@@ -83,13 +84,64 @@ def margin_similarity(labels: torch.Tensor, first: torch.Tensor, second: torch.T
     Returns:
         ``(P,)`` float tensor of 0s and 1s.
 
-    Example:
+    Examples:
         >>> ages = torch.tensor([20.0, 23.0, 24.0])
         >>> margin_similarity(ages, torch.tensor([0, 0]), torch.tensor([1, 2]), 4)
         tensor([1., 0.])
     """
     gap = (labels[first].double() - labels[second].double()).abs()  # (P,), float64: exact for any margin
     return (gap < margin).to(torch.float32)
+
+
+def all_triplets(labels: torch.Tensor, margin: float) -> Triplets:
+    """Every ``(anchor, positive, negative)`` with ``|a - p| < margin <= |a - n|`` and ``p != a``.
+
+    The age version of pytorch-metric-learning's ``get_all_triplets_indices`` (which calls only
+    equal labels positive). There are up to ``B**3`` triplets: meant for batches of a few hundred.
+
+    Args:
+        labels: ``(B,)`` ages (or any numeric labels).
+        margin: tolerance in label units.
+
+    Returns:
+        ``Triplets`` of int64 indices, ordered by anchor, then positive, then negative.
+
+    Examples:
+        >>> t = all_triplets(torch.tensor([20.0, 21.0, 40.0]), margin=4)
+        >>> t.anchor.tolist(), t.positive.tolist(), t.negative.tolist()
+        ([0, 1], [1, 0], [2, 2])
+    """
+    gap = (labels.view(-1, 1).double() - labels.view(1, -1).double()).abs()  # (B, B)
+    positive = gap < margin
+    positive.fill_diagonal_(False)
+    anchor, pos, neg = torch.where(positive.unsqueeze(2) & (gap >= margin).unsqueeze(1))  # each (T,)
+    return Triplets(anchor, pos, neg)
+
+
+def split_by_margin(
+    labels: torch.Tensor, pairs: Pairs, margin: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairs as pytorch-metric-learning's ``(a1, p, a2, n)``: positive iff ``|a_i - a_j| < margin``.
+
+    Each pair is used in both directions, as PML's own pair miners return them.
+
+    Args:
+        labels: ``(B,)`` ages.
+        pairs: ``Pairs`` of ``P`` pairs.
+        margin: tolerance in label units.
+
+    Returns:
+        ``(a1, p, a2, n)``: int64 tensors, ``len(a1) + len(a2) == 2 P``.
+
+    Examples:
+        >>> a1, p, a2, n = split_by_margin(torch.tensor([20.0, 22.0, 50.0]), all_pairs(3), margin=4)
+        >>> a1.tolist(), p.tolist(), a2.tolist(), n.tolist()
+        ([0, 1], [1, 0], [0, 1, 2, 2], [2, 2, 0, 1])
+    """
+    first = torch.cat([pairs.first, pairs.second])  # (2P,)
+    second = torch.cat([pairs.second, pairs.first])  # (2P,)
+    positive = margin_similarity(labels, first, second, margin).bool()  # (2P,)
+    return first[positive], second[positive], first[~positive], second[~positive]
 
 
 def revised_contrastive_loss(
@@ -108,7 +160,8 @@ def revised_contrastive_loss(
     continues linearly with the same value and slope, and the reduction accumulates in float64,
     so the loss and its gradient stay finite for distances up to about 10^33 (float32 holds 3.4e38).
 
-    **Decision** (METHOD.md): the batch loss is the *mean* over all pairs (``reduction="mean"``),
+    **Decision** ([the method's decisions][method-decisions]): the batch loss is the *mean* over all pairs
+    (``reduction="mean"``),
     not pytorch-metric-learning's separate averaging of positive and negative pairs; that one is
     ``reduction="balanced"`` (the mean over similar pairs plus the mean over dissimilar pairs, so
     the few similar pairs of a batch weigh as much as the many dissimilar ones).
@@ -123,7 +176,7 @@ def revised_contrastive_loss(
     Returns:
         A 0-d tensor, or ``(P,)`` for ``reduction="none"``.
 
-    Example:
+    Examples:
         >>> d = torch.tensor([0.0, 0.0])
         >>> revised_contrastive_loss(d, torch.tensor([1.0, 0.0]), reduction="none")
         tensor([  0., 200.])

@@ -17,32 +17,32 @@ hookimpl = pluggy.HookimplMarker("agemetric")
 
 @hookspec
 def register_backbones(register):
-    """Register backbone factories: ``register(name, factory)``, factory -> :class:`Backbone`."""
+    """Register backbone factories: ``register(name, factory)``, factory -> `Backbone`."""
 
 
 @hookspec
 def register_losses(register):
-    """Register loss factories: ``register(name, factory)``, factory -> :class:`Loss`."""
+    """Register loss factories: ``register(name, factory)``, factory -> `Loss`."""
 
 
 @hookspec
 def register_miners(register):
-    """Register miner factories: ``register(name, factory)``, factory -> :class:`Miner`."""
+    """Register miner factories: ``register(name, factory)``, factory -> `Miner`."""
 
 
 @hookspec
 def register_retrievers(register):
-    """Register retriever factories: ``register(name, factory)``, factory -> :class:`Retriever`."""
+    """Register retriever factories: ``register(name, factory)``, factory -> `Retriever`."""
 
 
 @hookspec
 def register_datasets(register):
-    """Register dataset factories: ``register(name, factory)``, factory -> :class:`FaceDataset`."""
+    """Register dataset factories: ``register(name, factory)``, factory -> `FaceDataset`."""
 
 
 @hookspec
 def register_framers(register):
-    """Register face framers: ``register(name, factory)``, factory -> :class:`Framer`."""
+    """Register face framers: ``register(name, factory)``, factory -> `Framer`."""
 
 
 @hookspec

@@ -17,7 +17,7 @@ def mae(predicted: torch.Tensor, true: torch.Tensor) -> float:
         predicted: ``(N,)`` predicted ages.
         true: ``(N,)`` true ages.
 
-    Example:
+    Examples:
         >>> mae(torch.tensor([10.0, 20.0]), torch.tensor([12.0, 20.0]))
         1.0
     """
@@ -37,7 +37,7 @@ def cumulative_score(
     Returns:
         ``{T: percent}``.
 
-    Example:
+    Examples:
         >>> cumulative_score(torch.tensor([10.0, 25.0]), torch.tensor([11.0, 20.0]), [0, 1, 5])
         {0: 0.0, 1: 50.0, 5: 100.0}
     """
@@ -51,7 +51,7 @@ def mae_by_bucket(predicted: torch.Tensor, true: torch.Tensor, width: int = 10) 
     Returns:
         ``{"0-9": {"mae": ..., "n": ...}, ...}`` for the non-empty buckets, in age order.
 
-    Example:
+    Examples:
         >>> mae_by_bucket(torch.tensor([5.0, 15.0, 17.0]), torch.tensor([4.0, 12.0, 18.0]))
         {'0-9': {'mae': 1.0, 'n': 1}, '10-19': {'mae': 2.0, 'n': 2}}
     """

@@ -3,11 +3,11 @@
 Each writes PNG figures and a ``report.md`` into an output folder (its training runs go into
 sub-folders, as ordinary run folders), and returns the numbers it reports:
 
-- :func:`toy_embedding` — Fig. 10: a 2-D embedding of ages 16-63 with 1-3 images each.
-- :func:`multitask` — Table 2 (gender from the age-only embedding against a gender head
+- `toy_embedding()` — Fig. 10: a 2-D embedding of ages 16-63 with 1-3 images each.
+- `multitask()` — Table 2 (gender from the age-only embedding against a gender head
   trained with labels) and Fig. 11 (CS curves with and without the gender task).
-- :func:`margin_sweep` — MAE against the margin.
-- :func:`k_sweep` — MAE against k on one trained run (no retraining).
+- `margin_sweep()` — MAE against the margin.
+- `k_sweep()` — MAE against k on one trained run (no retraining).
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _ranks(x: torch.Tensor) -> torch.Tensor:
 def _spearman(x: torch.Tensor, y: torch.Tensor) -> float:
     """|Spearman's rho| (the sign of a principal axis is arbitrary).
 
-    Example:
+    Examples:
         >>> round(_spearman(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([30.0, 20.0, 10.0])), 3)
         1.0
     """

@@ -1,8 +1,9 @@
 """Photos in: reading any image file, checking in-memory images, framing every face.
 
-Shared by :class:`agemetric.AgeEstimator`, :class:`agemetric.bundle.Bundle` and ``agemetric
-predict``, so a photo is read and framed the same way everywhere. Torch is never imported here
-(bundles run on ONNX Runtime alone); a torch tensor is recognised by its ``numpy`` method.
+Shared by [`agemetric.AgeEstimator`][agemetric.AgeEstimator],
+[`agemetric.bundle.Bundle`][agemetric.bundle.Bundle] and ``agemetric predict``, so a photo is
+read and framed the same way everywhere. Torch is never imported here (bundles run on ONNX
+Runtime alone); a torch tensor is recognised by its ``numpy`` method.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class FoundFace:
 def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: bool = True) -> list[FoundFace]:
     """Frame ``images`` -> their faces, in photo order (every face, or only the main one).
 
-    ``framer`` is a :class:`~agemetric.interfaces.Framer`, a plain function from an image to its
+    ``framer`` is a [`Framer`][agemetric.interfaces.Framer], a plain function from an image to its
     face region (a bundle's fixed framing), or ``None`` (the whole image).
     """
     out = []
@@ -143,7 +144,7 @@ def batch_of(inputs, size: int, what: str = "images") -> np.ndarray | None:
 
 
 def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images") -> np.ndarray:
-    """What :meth:`AgeEstimator.predict` and :meth:`Bundle.predict` take, as uint8 ``(N, 3, S, S)``:
+    """What `AgeEstimator.predict()` and `Bundle.predict()` take, as uint8 ``(N, 3, S, S)``:
     a ready batch as is; a photo or a list of photos framed (main face) and resized."""
     ready = batch_of(inputs, size, what)
     if ready is not None:

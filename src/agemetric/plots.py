@@ -1,6 +1,6 @@
 """Figures for runs, comparisons and the paper's analyses (matplotlib, headless).
 
-Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, no GUI backend),
+Figures are built on `matplotlib.figure.Figure` directly (no pyplot, no GUI backend),
 so they work on servers and in threads. Each figure has a title, axis labels with units and a
 caption naming the dataset, the split protocol and the number of images its numbers come from
 (the test images; the training images for the training loss).
@@ -152,7 +152,7 @@ def comparison(runs: dict[str, dict], path: Path) -> Path:
 
 
 def comparison_figure(runs: dict[str, dict]) -> Figure:
-    """The figure of :func:`comparison`: one bar per run, and one mean-predictor reference (a line
+    """The figure of `comparison()`: one bar per run, and one mean-predictor reference (a line
     across the runs when they share a test set, else one dashed mark over each bar)."""
     fig = Figure(figsize=(11, 4.6), layout="constrained")
     left, right = fig.subplots(1, 2)
@@ -183,7 +183,7 @@ def comparison_figure(runs: dict[str, dict]) -> Figure:
 
 
 def comparison_table(runs: dict[str, dict]) -> str:
-    """The markdown table of :func:`comparison`'s runs."""
+    """The markdown table of `comparison()`'s runs."""
     lines = [
         "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | training images seen |",
         "|---|---|---|---|---|---|---|",
@@ -204,7 +204,7 @@ def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
 
 
 def write_run_figures(run_dir: Path) -> list[Path]:
-    """The four figures of :data:`RUN_FIGURES` and ``report.md`` for a finished run folder."""
+    """The four figures of `RUN_FIGURES` and ``report.md`` for a finished run folder."""
     run_dir = Path(run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = json.loads((run_dir / "history.json").read_text())

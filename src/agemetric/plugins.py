@@ -1,12 +1,12 @@
 """Plugin discovery and the registries of backbones, losses, miners, retrievers and datasets.
 
-The default plugins are loaded by import path (:data:`DEFAULT_PLUGINS`); third-party plugins
+The default plugins are loaded by import path (`DEFAULT_PLUGINS`); third-party plugins
 are found through the ``agemetric`` entry-point group. ``AGEMETRIC_LOAD_PLUGINS`` (a comma
 list of entry-point names; empty = none) narrows which third-party plugins load.
 Everything is lazy: nothing is imported until a registry is first used.
 
 A broken plugin never takes the others down: an import error, or a hook that raises, is
-recorded in :data:`load_errors` (shown by ``agemetric plugins`` and in "unknown name" errors) and
+recorded in `load_errors` (shown by ``agemetric plugins`` and in "unknown name" errors) and
 that plugin's registrations are skipped. ``AGEMETRIC_TRACE_HOOKS=1`` (or ``agemetric
 --trace-hooks``) prints every plugin load, hook call and component creation to stderr.
 """
@@ -101,7 +101,7 @@ class PluginInfo:
 def canonical(name: str) -> str:
     """The registry key of a name: case and ``-``/``_`` do not matter.
 
-    Example:
+    Examples:
         >>> canonical("Inception-V3") == canonical("inception_v3")
         True
     """
@@ -152,7 +152,7 @@ def call_each(
 ) -> None:
     """Call every implementation of ``hook`` in registration order (default plugins first).
 
-    A plugin whose implementation raises is recorded in :data:`load_errors` and skipped; the
+    A plugin whose implementation raises is recorded in `load_errors` and skipped; the
     others still run. Each successful call is traced.
 
     Args:
@@ -231,7 +231,7 @@ def list_names(kind: str) -> list[str]:
 
 
 def get_entry(kind: str, name: str) -> Entry:
-    """The entry for ``name``, or a :class:`PluginError` listing the known names."""
+    """The entry for ``name``, or a `PluginError` listing the known names."""
     entry = registry(kind).get(canonical(name))
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
@@ -245,7 +245,7 @@ def get_entry(kind: str, name: str) -> Entry:
 def create(kind: str, name: str, **kwargs):
     """Build a registered component by name; ``None``-valued kwargs are dropped (timm habit).
 
-    Example:
+    Examples:
         >>> loss = create("loss", "revised-contrastive", margin=4)
         >>> type(loss).__name__
         'RevisedContrastiveLoss'

@@ -100,12 +100,12 @@ def train(
         config: epochs, batch size, optimiser, seed, augmentation.
         progress: a ``rich.progress.Progress`` to show a bar on (its ``loss`` and ``ips`` text
             fields are filled in), or ``None``.
-        world: in data-parallel training (:mod:`agemetric.distributed`), this process: every
+        world: in data-parallel training (`agemetric.distributed`), this process: every
             process draws the same global batches, embeds its share, and the loss spans the
             gathered global batch. ``None``: one process.
         checkpoint: where to write the training state (atomically: a temporary file, then a
             rename) after every epoch and when Ctrl-C stops training; ``None``: nowhere.
-        resume: a state read back by :func:`load_checkpoint`: training continues exactly where
+        resume: a state read back by `load_checkpoint()`: training continues exactly where
             it stopped (weights, optimiser, random streams, the interrupted epoch's batches).
         on_step: called after every optimiser step with the seconds of training so far; it may
             return seconds it spent itself (e.g. evaluating a snapshot), which are left out of
@@ -113,7 +113,7 @@ def train(
 
     Training stops early, between two steps, once ``config.time_budget`` seconds have passed
     (time spent before a resume counts). The first Ctrl-C (SIGINT) also stops it between two
-    steps: the state is checkpointed and :class:`Interrupted` raised; a second one stops at once.
+    steps: the state is checkpointed and `Interrupted` raised; a second one stops at once.
 
     Returns:
         One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
@@ -276,7 +276,7 @@ def train(
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a training checkpoint written by :func:`train` (one-line errors for a bad file)."""
+    """Read a training checkpoint written by `train()` (one-line errors for a bad file)."""
     state = load_torch(path, "--resume")
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise AgemetricError(f"--resume: {str(path)!r} is not an agemetric training checkpoint")
@@ -284,7 +284,7 @@ def load_checkpoint(path: Path) -> dict:
 
 
 class _StopOnSigint:
-    """While active, the first SIGINT only sets :attr:`requested`; a second one interrupts at once.
+    """While active, the first SIGINT only sets `requested`; a second one interrupts at once.
 
     Signal handlers can only be set from the main thread; elsewhere this does nothing.
     """

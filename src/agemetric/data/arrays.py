@@ -66,7 +66,7 @@ def decode(
     cache: bool = False,
     framer: Framer | None = None,
 ) -> FaceArrays:
-    """Decode ``records`` into a :class:`FaceArrays` of ``size`` x ``size`` images.
+    """Decode ``records`` into a `FaceArrays` of ``size`` x ``size`` images.
 
     Images that fail to load are skipped and recorded in ``dataset.skipped``.
 
@@ -76,7 +76,7 @@ def decode(
         size: output side S in pixels.
         progress: called with the number of images finished since the last call.
         workers: decoding threads (PIL releases the GIL while decoding).
-        cache: read and write the decoded pixels in the disk cache (:mod:`agemetric.data.cache`).
+        cache: read and write the decoded pixels in the disk cache (`agemetric.data.cache`).
         framer: the face framing applied before resizing (default: the whole image).
     """
     framing = framer.key() if framer is not None else ""

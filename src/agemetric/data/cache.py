@@ -1,7 +1,7 @@
 """A disk cache of decoded images: one uint8 file per (dataset, records, size), reused across runs.
 
 Decoding and resizing JPEGs costs more CPU than a small backbone's training step, so
-:func:`agemetric.data.arrays.decode` stores its result here and later runs read it back at disk
+`agemetric.data.arrays.decode()` stores its result here and later runs read it back at disk
 speed. The key covers the dataset (type and options), each record's key, each file's size and
 modification time, the output size and the framing, so a changed file or setting never returns
 stale pixels. Files are written to a temporary name and renamed.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+from pathlib import Path
 
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -48,7 +49,7 @@ class CSVFaces(FaceDataset):
     a missing image, are skipped and reported.
     """
 
-    def __init__(self, root=None, filename: str = "labels.csv"):
+    def __init__(self, root: str | Path | None = None, filename: str = "labels.csv"):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: a CSV file, or a folder holding labels.csv")

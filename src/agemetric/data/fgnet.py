@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -31,7 +32,7 @@ class FGNet(FaceDataset):
 
     has_gender = False
 
-    def __init__(self, root=None, recursive: bool = False):
+    def __init__(self, root: str | Path | None = None, recursive: bool = False):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: the FG-NET folder")

@@ -48,7 +48,7 @@ class MegaAgeAsian(FaceDataset):
 
     has_gender = False
 
-    def __init__(self, root=None):
+    def __init__(self, root: str | Path | None = None):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: the MegaAge-Asian folder")

@@ -56,7 +56,7 @@ class Morph(FaceDataset):
 
     has_gender = True
 
-    def __init__(self, root=None, csv: str | None = None):
+    def __init__(self, root: str | Path | None = None, csv: str | None = None):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: the MORPH folder")

@@ -72,7 +72,7 @@ def make_split(
         test_fraction: the share of images to hold out (for ``hash``: 1 / the modulus).
         seed: the seed for ``random`` and ``subject``.
 
-    Example:
+    Examples:
         >>> recs = [FaceRecord(str(i), 20.0 + i, subject=str(i // 2)) for i in range(10)]
         >>> s = make_split(recs, [r.key for r in recs], "subject", 0.2, seed=0)
         >>> sorted(s.side.values()).count("test"), s.info["protocol"]
@@ -182,7 +182,7 @@ def random_split(n: int, test_fraction: float, seed: int) -> tuple[torch.Tensor,
     Returns:
         ``(train (N_train,), test (N_test,))`` sorted int64 indices; both non-empty.
 
-    Example:
+    Examples:
         >>> train, test = random_split(10, 0.2, seed=0)
         >>> len(train), len(test), sorted(train.tolist() + test.tolist()) == list(range(10))
         (8, 2, True)

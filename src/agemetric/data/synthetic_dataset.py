@@ -9,9 +9,9 @@ from agemetric.interfaces import FaceDataset, FaceRecord
 
 
 class SyntheticFaces(FaceDataset):
-    """``n`` synthetic faces, deterministic from ``seed`` (see :mod:`agemetric.data.synthetic`).
+    """``n`` synthetic faces, deterministic from ``seed`` (see `agemetric.data.synthetic`).
 
-    Ages are integers in :data:`agemetric.data.synthetic.AGE_RANGE`; genders 0/1. Every image is
+    Ages are integers in `agemetric.data.synthetic.AGE_RANGE`; genders 0/1. Every image is
     rendered from its own seed ``(seed, index)``, so any subset can be made alone.
 
     Args:
@@ -23,7 +23,7 @@ class SyntheticFaces(FaceDataset):
 
     has_gender = True
 
-    def __init__(self, root=None, n: int = 4000, seed: int = 0, size: int = 128):
+    def __init__(self, root: str | None = None, n: int = 4000, seed: int = 0, size: int = 128):
         super().__init__(None)
         if n < 2:
             raise ValueError(f"n must be >= 2, got {n}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -20,7 +21,7 @@ class UTKFace(FaceDataset):
 
     has_gender = True
 
-    def __init__(self, root=None):
+    def __init__(self, root: str | Path | None = None):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: the UTKFace folder")

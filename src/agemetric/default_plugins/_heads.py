@@ -47,7 +47,7 @@ class EmbeddingHeads(nn.Module):
 
 
 def attach_heads(backbone, features: int, dropout: float, head: str) -> None:
-    """Give ``backbone`` its :class:`EmbeddingHeads`; with ``head="none"`` its N_a becomes F."""
+    """Give ``backbone`` its `EmbeddingHeads`; with ``head="none"`` its N_a becomes F."""
     backbone.heads = EmbeddingHeads(features, backbone.embedding_dim, backbone.gender_dim, dropout, head)
     if head == "none":
         backbone.embedding_dim = features

@@ -13,7 +13,7 @@ from agemetric.types import Pairs
 class AllPairsMiner(Miner):
     """Every pair ``i < j`` of the batch: ``B (B - 1) / 2`` pairs (the margin is not used).
 
-    Example:
+    Examples:
         >>> len(AllPairsMiner()(torch.zeros(128, 70), torch.zeros(128)))
         8128
     """

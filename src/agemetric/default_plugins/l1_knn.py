@@ -55,10 +55,10 @@ class L1KNN(Retriever):
     """L1 k-nearest neighbours with faiss; predicts the mean age of the k nearest gallery faces
     (paper: k = M = 20), never counting a query as its own neighbour.
 
-    **Exact search** (``index="flat"``, the default) runs :func:`faiss.knn` with
+    **Exact search** (``index="flat"``, the default) runs `faiss.knn()` with
     ``METRIC_L1`` directly on the gallery tensor (no copy of the gallery in a faiss index), for
     blocks of at most ``chunk_size`` queries against shards of at most ``shard_size`` gallery
-    rows, merged into the k nearest by :class:`faiss.ResultHeap`. A shard that fits in the CPU
+    rows, merged into the k nearest by `faiss.ResultHeap`. A shard that fits in the CPU
     cache is reused by a whole block of queries. The memory beyond the gallery is about one
     block's results; the answers are those of ``IndexFlat(D, METRIC_L1)`` (tied distances may
     come in another order).
@@ -74,7 +74,7 @@ class L1KNN(Retriever):
     gender labels (the paper's future work asks for reference *images*). Each reference carries
     a weight: how many faces of its age are nearer (L1) to it than to the age's other
     references; the estimate is the weighted mean age of the ``k`` nearest references (weighted
-    gender votes likewise). The gallery is then the references: :meth:`search`'s indices and
+    gender votes likewise). The gallery is then the references: `search()`'s indices and
     ``exclude`` refer to them. A saved retriever keeps only the references and their weights.
 
     Args:
@@ -88,7 +88,7 @@ class L1KNN(Retriever):
         references: ``"all"`` or ``"per-age"``.
         per_age: references per integer age (``references="per-age"``).
 
-    Example:
+    Examples:
         >>> r = L1KNN(k=2).fit(torch.tensor([[0.0], [1.0], [10.0]]), torch.tensor([20.0, 30.0, 60.0]))
         >>> r.predict(torch.tensor([[0.2]]))
         tensor([25.])

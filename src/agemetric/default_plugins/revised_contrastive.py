@@ -13,16 +13,17 @@ from agemetric.types import Pairs
 class RevisedContrastiveLoss(Loss):
     """Revised contrastive loss of Jeong et al. (2018) over mined pairs, under L1 distance.
 
-    Z = 1 iff ``|a_i - a_j| < margin`` (see :func:`agemetric.functional.margin_similarity`);
-    the loss is the mean over pairs (``reduction="mean"``, a METHOD.md decision).
+    Z = 1 iff ``|a_i - a_j| < margin`` (see
+    [`agemetric.functional.margin_similarity()`][agemetric.functional.margin_similarity]);
+    the loss is the mean over pairs (``reduction="mean"``, see [the method's decisions][method-decisions]).
 
     Args:
         margin: age tolerance in years (paper: 4).
         q: Q, the upper bound of the distance (paper: 100).
-        reduction: ``"mean"`` (the paper's, as METHOD.md reads it), ``"balanced"`` (mean over similar
+        reduction: ``"mean"`` (the paper's, as we read it), ``"balanced"`` (mean over similar
             pairs + mean over dissimilar pairs) or ``"sum"`` over pairs.
 
-    Example:
+    Examples:
         >>> loss = RevisedContrastiveLoss(margin=4)
         >>> emb = torch.zeros(3, 2, requires_grad=True)
         >>> round(loss(emb, torch.tensor([20.0, 22.0, 50.0]), F.all_pairs(3)).item(), 4)  # (0 + 200 + 200) / 3

@@ -10,7 +10,7 @@ from agemetric.errors import PluginError
 def describe(component: object) -> str:
     """How messages name a component: ``loss 'my-loss' (plugin 'my_plugin', MyLoss)``.
 
-    Components built by :func:`agemetric.plugins.create` carry their registry entry; others are
+    Components built by [`agemetric.plugins.create()`][agemetric.plugins.create] carry their registry entry; others are
     named by their class.
     """
     entry = getattr(component, "_agemetric_entry", None)
@@ -27,7 +27,7 @@ def registered_name(component: object) -> str:
 
 
 def check_tensor(who: str, name: str, t: object, ndim: int, *, floating: bool | None = None) -> torch.Tensor:
-    """Raise :class:`PluginError` unless ``t`` is a tensor with ``ndim`` dimensions."""
+    """Raise `PluginError` unless ``t`` is a tensor with ``ndim`` dimensions."""
     if not isinstance(t, torch.Tensor):
         raise PluginError(f"{who}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if t.ndim != ndim:

@@ -54,7 +54,7 @@ class Backbone(nn.Module, abc.ABC):
             images: ``(B, 3, H, W)`` float, normalised with ``mean``/``std``.
 
         Returns:
-            :class:`~agemetric.types.Embeddings` with ``age`` ``(B, N_a)`` and ``gender``
+            [`Embeddings`][agemetric.types.Embeddings] with ``age`` ``(B, N_a)`` and ``gender``
             ``(B, N_g)`` (``None`` when ``gender_dim == 0``).
         """
         who = describe(self)

@@ -58,7 +58,7 @@ class FaceDataset(abc.ABC):
     ``factory(root=..., **dataset_options)``; ``root`` is the ``--data-dir`` (``None`` for
     datasets that need no files, such as the embedded synthetic one).
 
-    Subclasses implement :meth:`records` (and :meth:`load_image` when images are not files under
+    Subclasses implement `records()` (and `load_image()` when images are not files under
     ``root``); problems with single rows are
     recorded in ``self.skipped`` instead of raised.
     """
@@ -75,7 +75,7 @@ class FaceDataset(abc.ABC):
         """All usable records, in a stable order."""
 
     def load_image(self, record: FaceRecord) -> Image.Image:
-        """The image of ``record`` as an RGB PIL image, read from :meth:`file` (may raise on a
+        """The image of ``record`` as an RGB PIL image, read from `file()` (may raise on a
         corrupt file). Datasets without files (synthetic) override this."""
         path = self.file(record)
         if path is None:

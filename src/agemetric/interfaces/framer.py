@@ -30,8 +30,8 @@ class Framer(abc.ABC):
     square and resized.
 
     Factories registered through ``register_framers`` are called as ``factory(**framing_options)``.
-    A plugin implements :meth:`frame` (the face used for training and evaluation); a detector also
-    implements :meth:`faces` (every face, for ``agemetric predict``). :meth:`key` must change
+    A plugin implements `frame()` (the face used for training and evaluation); a detector also
+    implements `faces()` (every face, for ``agemetric predict``). `key()` must change
     whenever the output would, because decoded images are cached under it.
     """
 
@@ -49,7 +49,7 @@ class Framer(abc.ABC):
         """The main face region of an RGB image (for detectors: the largest face)."""
 
     def faces(self, image: Image.Image) -> list[Image.Image | Face]:
-        """Every face region of an RGB image, largest first; by default the one of :meth:`frame`."""
+        """Every face region of an RGB image, largest first; by default the one of `frame()`."""
         return [self.frame(image)]
 
     def key(self) -> str:

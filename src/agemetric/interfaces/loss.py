@@ -8,10 +8,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from agemetric import functional as F
 from agemetric.errors import PluginError
 from agemetric.interfaces._checks import check_rows, check_tensor, describe
 from agemetric.interfaces.miner import check_indices
-from agemetric.types import Indices, Pairs
+from agemetric.types import Indices, Pairs, Samples, Triplets
 
 
 class Loss(nn.Module, abc.ABC):
@@ -22,8 +23,8 @@ class Loss(nn.Module, abc.ABC):
     which two labels count as the same (the gender task uses 0.5: exact equality).
 
     Class attributes:
-        accepts: what the loss takes from a miner: :class:`~agemetric.types.Pairs`,
-            :class:`~agemetric.types.Triplets`, :class:`~agemetric.types.Samples`, or a tuple of them
+        accepts: what the loss takes from a miner: [`Pairs`][agemetric.types.Pairs],
+            [`Triplets`][agemetric.types.Triplets], [`Samples`][agemetric.types.Samples], or a tuple of them
             (a loss that handles several).
     """
 
@@ -40,21 +41,39 @@ class Loss(nn.Module, abc.ABC):
             raise ValueError(f"margin must be >= 0 years, got {margin}")
         self.margin = float(margin)
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:
+    def forward(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices | tuple | None = None
+    ) -> torch.Tensor:
         """Compute the loss.
 
         Args:
             embeddings: ``(B, D)`` float.
             labels: ``(B,)`` ages (or gender labels).
-            indices: what the miner produced, of type ``accepts``.
+            indices: what a miner produced, of a type the loss ``accepts``; a
+                pytorch-metric-learning ``indices_tuple`` (``(a1, p, a2, n)`` pairs or
+                ``(anchor, positive, negative)`` triplets, from any PML miner); or ``None`` for
+                every pair of the batch (every age triplet, or every sample, for losses that take
+                those).
 
         Returns:
             A 0-d float tensor connected to ``embeddings`` (a zero when there are no pairs).
+
+        Examples:
+            >>> from agemetric.losses import RevisedContrastiveLoss
+            >>> embeddings = torch.randn(8, 70, requires_grad=True)
+            >>> loss = RevisedContrastiveLoss(margin=4)
+            >>> loss(embeddings, torch.arange(20.0, 28.0)).backward()
         """
         who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
+        if indices is None:
+            indices = self.every(embeddings, labels)
+        elif isinstance(indices, tuple | list):
+            from agemetric.pml import from_indices_tuple
+
+            indices = from_indices_tuple(indices)
         check_indices(who, indices, self.accepts, embeddings.shape[0])
         if len(indices) == 0:
             return embeddings.sum() * 0.0
@@ -63,6 +82,16 @@ class Loss(nn.Module, abc.ABC):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise PluginError(f"{who}: compute() must return a 0-d tensor, got {shape}")
         return out
+
+    def every(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
+        """What the loss uses when called without indices: every pair of the batch (or, for a loss
+        that takes no pairs, every age triplet within the margin, or every sample)."""
+        accepts = self.accepts if isinstance(self.accepts, tuple) else (self.accepts,)
+        if Pairs in accepts:
+            return F.all_pairs(embeddings.shape[0], device=embeddings.device)
+        if Triplets in accepts:
+            return F.all_triplets(labels, self.margin)
+        return Samples(torch.arange(embeddings.shape[0], device=embeddings.device))
 
     @abc.abstractmethod
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:

@@ -21,8 +21,8 @@ class Miner(nn.Module, abc.ABC):
     decide "same age" (e.g. a triplet miner); miners that ignore it still accept it.
 
     Class attributes:
-        produces: :class:`~agemetric.types.Pairs`, :class:`~agemetric.types.Triplets` or
-            :class:`~agemetric.types.Samples`; the estimator checks that the loss ``accepts`` it.
+        produces: [`Pairs`][agemetric.types.Pairs], [`Triplets`][agemetric.types.Triplets] or
+            [`Samples`][agemetric.types.Samples]; the estimator checks that the loss ``accepts`` it.
     """
 
     produces: ClassVar[type] = Pairs
@@ -66,7 +66,7 @@ def type_names(types: type | tuple[type, ...]) -> str:
 
 
 def check_indices(who: str, indices: object, expected: type | tuple[type, ...], batch_size: int) -> None:
-    """Raise :class:`PluginError` unless ``indices`` is a well-formed ``expected`` (a type or a tuple of types)."""
+    """Raise `PluginError` unless ``indices`` is a well-formed ``expected`` (a type or a tuple of types)."""
     if not isinstance(indices, expected):
         raise PluginError(f"{who}: expected {type_names(expected)}, got {type(indices).__name__}")
     fields = FIELDS[type(indices)]

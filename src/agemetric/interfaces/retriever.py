@@ -19,12 +19,12 @@ class Retriever(abc.ABC):
     Factories registered through ``register_retrievers`` are called as
     ``factory(k=..., **retriever_options)``.
 
-    Subclasses implement :meth:`_build` (index the gallery) and :meth:`_search`; the base
+    Subclasses implement `_build()` (index the gallery) and `_search()`; the base
     class checks inputs, removes a query from its own neighbours, averages ages, and saves
     the gallery (``state_dict``) so the index can be rebuilt on load.
 
-    Queries are searched in blocks of at most ``chunk_size`` (including :meth:`predict` and
-    :meth:`predict_gender`, which keep only each block's ``(m,)`` answers), so the memory a
+    Queries are searched in blocks of at most ``chunk_size`` (including `predict()` and
+    `predict_gender()`, which keep only each block's ``(m,)`` answers), so the memory a
     search needs beyond the gallery does not grow with the number of queries past one block.
 
     A retriever that reduces the gallery (e.g. ``l1-knn`` with ``references``) stores
@@ -33,7 +33,7 @@ class Retriever(abc.ABC):
 
     Class attributes:
         requires_loss: the loss plugin this retriever works with (e.g. a comparator trained by
-            that loss; read in :meth:`bind`), or ``None`` for any. The estimator refuses other losses.
+            that loss; read in `bind()`), or ``None`` for any. The estimator refuses other losses.
 
     Args:
         k: how many neighbours vote (paper: M = 20).
@@ -70,7 +70,7 @@ class Retriever(abc.ABC):
         return self.set_gallery(embeddings, ages, genders)
 
     def check_gallery(self, embeddings: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor | None) -> None:
-        """Raise :class:`PluginError` unless the arguments of :meth:`fit` fit together."""
+        """Raise `PluginError` unless the arguments of `fit()` fit together."""
         who = describe(self)
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "ages", ages, 1)
@@ -133,7 +133,7 @@ class Retriever(abc.ABC):
     def _search_block(
         self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`search` for one block of checked float32 CPU queries (``k`` already bounded)."""
+        """`search()` for one block of checked float32 CPU queries (``k`` already bounded)."""
         if exclude is None:
             return self._search(queries, k)
         dist, idx = self._search(queries, k + 1)  # (m, k+1)
@@ -158,7 +158,7 @@ class Retriever(abc.ABC):
         return None if self.weights is None else self.weights[idx]
 
     def check_queries(self, queries: torch.Tensor, method: str) -> str:
-        """Raise :class:`PluginError` unless the gallery is fitted and ``queries`` is ``(M, D)`` float
+        """Raise `PluginError` unless the gallery is fitted and ``queries`` is ``(M, D)`` float
         with the gallery's ``D``; returns the name messages use (for subclasses' own methods).
         """
         who = describe(self)
@@ -190,14 +190,14 @@ class Retriever(abc.ABC):
         return torch.cat(out)
 
     def bind(self, estimator) -> None:  # noqa: B027 - optional, most retrievers need nothing
-        """Called once by the :class:`~agemetric.estimator.AgeEstimator` that owns this retriever.
+        """Called once by the [`AgeEstimator`][agemetric.estimator.AgeEstimator] that owns this retriever.
 
         The default does nothing. A retriever that needs more than the gallery, e.g. a trained
         comparator that lives in the loss (``estimator.loss``), keeps a reference here.
         """
 
     def state_dict(self) -> dict:
-        """The gallery, enough to rebuild the index with :meth:`load_state_dict`."""
+        """The gallery, enough to rebuild the index with `load_state_dict()`."""
         return {
             "k": self.k,
             "embeddings": self.embeddings,
@@ -225,7 +225,7 @@ class Retriever(abc.ABC):
 
 
 def positive_int(name: str, value: object) -> int:
-    """``value`` as an int; :class:`ValueError` naming the option unless it is a whole number >= 1."""
+    """``value`` as an int; `ValueError` naming the option unless it is a whole number >= 1."""
     if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)

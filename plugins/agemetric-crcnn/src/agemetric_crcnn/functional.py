@@ -2,7 +2,7 @@
 
 Relations are coded as class indices: ``0`` = the first face is *younger* than the second,
 ``1`` = *similar* (``|a_i - a_j| < margin``), ``2`` = *older*. The code is chosen so that
-swapping the two faces maps a relation ``c`` to ``2 - c`` (:data:`SWAP`).
+swapping the two faces maps a relation ``c`` to ``2 - c`` (`SWAP`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ SWAP = (OLDER, SIMILAR, YOUNGER)
 def relation(first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.Tensor:
     """The relation of age ``first`` to age ``second``: younger (0), similar (1) or older (2).
 
-    "Similar" is agemetric's margin rule (:func:`agemetric.functional.margin_similarity`):
+    "Similar" is agemetric's margin rule
+    ([`agemetric.functional.margin_similarity()`][agemetric.functional.margin_similarity]):
     ``|a_i - a_j| < margin``, computed in float64. One addition: two *equal* labels are always
     similar, also at ``margin = 0`` (where the strict rule would call them neither similar nor
     ordered, and ``relation(i, j) = 2 - relation(j, i)`` would fail).
@@ -31,7 +32,7 @@ def relation(first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.
     Returns:
         int64 tensor of the broadcast shape, values in ``{0, 1, 2}``.
 
-    Example:
+    Examples:
         >>> relation(torch.tensor([20.0, 20.0, 20.0]), torch.tensor([30.0, 22.0, 10.0]), 4)
         tensor([0, 1, 2])
     """
@@ -71,7 +72,7 @@ def candidate_ages(ages: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(C,)`` float32, sorted and unique, within ``[min(ages), max(ages)]``.
 
-    Example:
+    Examples:
         >>> candidate_ages(torch.tensor([3.5, 6.0, 4.0]))
         tensor([3.5000, 4.0000, 5.0000, 6.0000])
     """

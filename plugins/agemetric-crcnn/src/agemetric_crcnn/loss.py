@@ -21,14 +21,14 @@ class CRCNNLoss(Loss):
     ``(i, j)`` and ``(j, i)``, with labels ``c`` and ``2 - c``, so the head learns that reversing
     the faces swaps younger and older. The head sees
     ``concat(e_i - e_j, |e_i - e_j|, (e_i + e_j) / 2)`` (see
-    :func:`agemetric_crcnn.functional.pair_features` for why) and is
+    `agemetric_crcnn.functional.pair_features()` for why) and is
     ``LazyLinear(hidden) -> ReLU -> Linear(hidden, 3)``; the first layer is lazy because the loss
     factory does not know the embedding size (and the same class serves the gender task with
     another one). The gradient reaches the embeddings, so the backbone learns embeddings that are
     easy to compare; the head is a parameter of the estimator, trained with it and saved in its
     checkpoint. Computed in float32 (autocast off).
 
-    :class:`agemetric_crcnn.retriever.CRCNNCompare` (``--retriever crcnn-compare``) uses the trained
+    `agemetric_crcnn.retriever.CRCNNCompare` (``--retriever crcnn-compare``) uses the trained
     head to estimate ages by comparing a face with references of known age.
 
     Args:

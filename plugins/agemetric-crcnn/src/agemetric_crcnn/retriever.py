@@ -20,10 +20,10 @@ class CRCNNCompare(L1KNN):
     deterministic (it depends only on the gallery).
 
     **Estimate.** For every candidate age ``a`` (each integer between the gallery's youngest and
-    oldest age, see :func:`~agemetric_crcnn.functional.candidate_ages`)
+    oldest age, see `candidate_ages()`)
     ``score(a) = sum_r log P(relation(a, age_r) | query, r)``, where ``relation`` is younger /
     similar / older by the margin the head was trained with and ``P`` comes from the head asked
-    both ways round (:meth:`CRCNNLoss.pair_log_probs`). The prediction is the **argmax**: the
+    both ways round (`CRCNNLoss.pair_log_probs()`). The prediction is the **argmax**: the
     maximum-likelihood age if the references are independent witnesses; ties go to the youngest
     tied candidate. Argmax rather than the softmax-weighted mean over candidates because the ML
     estimate is exact for a perfect comparator and needs no calibration: the score treats
@@ -32,15 +32,15 @@ class CRCNNCompare(L1KNN):
     parameter. (On the quick preset the two were within noise: see the package README.)
 
     (query, reference) pairs go through the head in chunks of about ``chunk`` pairs, whole
-    blocks of queries at a time. :meth:`search` and :meth:`predict_gender` are the exact L1 kNN
+    blocks of queries at a time. `search()` and `predict_gender()` are the exact L1 kNN
     ones (``l1-knn``).
 
-    The comparator is the estimator's loss: :meth:`bind` keeps ``estimator.loss`` when it is a
-    :class:`CRCNNLoss` (``--loss crcnn``); :meth:`predict` raises :class:`~agemetric.PluginError`
+    The comparator is the estimator's loss: `bind()` keeps ``estimator.loss`` when it is a
+    `CRCNNLoss` (``--loss crcnn``); `predict()` raises [`PluginError`][agemetric.PluginError]
     otherwise.
 
     Args:
-        k: neighbours for :meth:`search` and the gender vote (not used by :meth:`predict`).
+        k: neighbours for `search()` and the gender vote (not used by `predict()`).
         per_age: the most references per integer age.
         chunk: roughly how many (query, reference) pairs go through the head at once.
     """
@@ -60,7 +60,7 @@ class CRCNNCompare(L1KNN):
         self.candidates: torch.Tensor | None = None  # (C,) float32 ages
 
     def bind(self, estimator) -> None:
-        """Keep the estimator's loss as the comparator when it is a :class:`CRCNNLoss`."""
+        """Keep the estimator's loss as the comparator when it is a `CRCNNLoss`."""
         loss = getattr(estimator, "loss", None)
         self.comparator = loss if isinstance(loss, CRCNNLoss) else None
 

@@ -99,7 +99,7 @@ def read_onnx_weights(path: str | Path | None = None) -> tuple[dict[str, torch.T
     chain, so its node order is the module order).
 
     Returns:
-        ``(state, classifier)``: a state dict for :class:`DlibTrunk` and ``nn.Linear(256, 81)``.
+        ``(state, classifier)``: a state dict for `DlibTrunk` and ``nn.Linear(256, 81)``.
     """
     import onnx
     from onnx import numpy_helper

@@ -47,7 +47,7 @@ class DlibAlignFramer(Framer):
             tightly cropped faces the detector misses).
 
     For training and evaluation the largest face is used; ``agemetric predict`` estimates every
-    face (:meth:`faces`). A fallback is reported in the :class:`~agemetric.interfaces.Face` note.
+    face (`faces()`). A fallback is reported in the [`Face`][agemetric.interfaces.Face] note.
     """
 
     def __init__(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from agemetric import Loss, Miner, Pairs, Triplets, hookimpl
-from agemetric.functional import margin_similarity
+from agemetric.functional import all_triplets
+from agemetric.pml import to_indices_tuple
 
 
 class PMLPairLoss(Loss):
@@ -13,8 +14,9 @@ class PMLPairLoss(Loss):
 
     Each mined pair ``(i, j)`` is used in both directions; it is positive when
     ``|a_i - a_j| < margin`` and negative otherwise (PML itself would only call equal labels
-    positive). The pairs go to PML as ``indices_tuple = (a1, p, a2, n)``. Mined triplets (from
-    ``pml-triplet-margin``) go to PML unchanged as ``(anchor, positive, negative)``.
+    positive): [`agemetric.pml.to_indices_tuple()`][agemetric.pml.to_indices_tuple] makes PML's ``(a1, p, a2, n)``.
+    Mined
+    triplets (from ``pml-triplet-margin``) go to PML unchanged as ``(anchor, positive, negative)``.
 
     Args:
         margin: age tolerance in years.
@@ -31,14 +33,8 @@ class PMLPairLoss(Loss):
         self.pml = getattr(losses, self.pml_class)(**options)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs | Triplets) -> torch.Tensor:
-        if isinstance(indices, Triplets):  # already age-margin triplets
-            triplets = (indices.anchor, indices.positive, indices.negative)
-            return self.pml(embeddings.float(), labels, indices_tuple=triplets)
-        first = torch.cat([indices.first, indices.second])  # (2P,) both directions
-        second = torch.cat([indices.second, indices.first])  # (2P,)
-        positive = margin_similarity(labels, first, second, self.margin).bool()  # (2P,)
-        pairs = (first[positive], second[positive], first[~positive], second[~positive])
-        return self.pml(embeddings.float(), labels, indices_tuple=pairs)
+        indices_tuple = to_indices_tuple(indices, labels, self.margin)  # triplets as they are
+        return self.pml(embeddings.float(), labels, indices_tuple=indices_tuple)
 
 
 def _adapter(class_name: str, doc: str) -> type[PMLPairLoss]:
@@ -53,22 +49,6 @@ LOSSES = {
     ),
     "pml-multi-similarity": _adapter("MultiSimilarityLoss", "PML MultiSimilarityLoss over age-margin pairs."),
 }
-
-
-def age_triplets(ages: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Every ``(anchor, positive, negative)`` with ``|a - p| < margin <= |a - n|``, ``p != a``.
-
-    The age version of PML's ``get_all_triplets_indices`` (which uses label equality).
-
-    Example:
-        >>> [t.tolist() for t in age_triplets(torch.tensor([20.0, 21.0, 40.0]), margin=4)]
-        [[0, 1], [1, 0], [2, 2]]
-    """
-    diff = (ages.view(-1, 1) - ages.view(1, -1)).abs()  # (B, B)
-    positive = diff < margin
-    positive.fill_diagonal_(False)
-    negative = diff >= margin
-    return torch.where(positive.unsqueeze(2) & negative.unsqueeze(1))  # each (T,)
 
 
 def _age_triplet_margin_miner():
@@ -87,7 +67,7 @@ def _age_triplet_margin_miner():
             self.age_margin = age_margin
 
         def mine(self, embeddings, labels, ref_emb, ref_labels):
-            anchor, positive, negative = age_triplets(labels, self.age_margin)
+            anchor, positive, negative = to_indices_tuple(all_triplets(labels, self.age_margin))
             dist = self.distance(embeddings, ref_emb)  # (B, B)
             gap = dist[anchor, negative] - dist[anchor, positive]  # (T,)
             if self.distance.is_inverted:  # a similarity: larger is closer

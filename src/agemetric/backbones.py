@@ -1,0 +1,17 @@
+"""Backbones: networks from images to the age (and gender) embeddings.
+
+Each returns [`Embeddings`][agemetric.types.Embeddings] with the paper's linear heads on its pooled
+features. ``agemetric.create("backbone", name, weights=...)`` builds a registered one by name.
+"""
+
+from agemetric.default_plugins.small_cnn import SmallCNN
+from agemetric.default_plugins.torchvision_backbones import (
+    InceptionV3,
+    MobileNetV2,
+    ResNet18,
+    ResNet50,
+    TorchvisionBackbone,
+)
+from agemetric.interfaces import Backbone
+
+__all__ = ["Backbone", "InceptionV3", "MobileNetV2", "ResNet18", "ResNet50", "SmallCNN", "TorchvisionBackbone"]

@@ -1,0 +1,148 @@
+"""pytorch-metric-learning, both ways: agemetric's index types as PML ``indices_tuple`` and back,
+and a miner that makes any PML loss treat ages within a tolerance as positives.
+
+PML calls two samples positive only when their labels are equal; with ages as labels, 30 and 31
+are then as different as 30 and 80. `AgeToleranceMiner` is a PML miner that calls a pair
+positive when the ages differ by less than ``margin`` years (the rule of agemetric's losses), so a
+plain PML loop gets age tolerance by changing one line:
+
+Examples:
+    >>> import torch
+    >>> from pytorch_metric_learning import losses
+    >>> from agemetric.pml import AgeToleranceMiner
+    >>> embeddings = torch.randn(16, 8, requires_grad=True)
+    >>> ages = torch.arange(20.0, 36.0)
+    >>> loss_fn, miner = losses.ContrastiveLoss(), AgeToleranceMiner(margin=4)
+    >>> loss_fn(embeddings, ages, miner(embeddings, ages)).backward()
+
+The other way round, agemetric's losses take a PML miner's output as it is:
+``RevisedContrastiveLoss()(embeddings, ages, pml_miner(embeddings, ages))``; the pairs or
+triplets are kept and agemetric decides which are similar by the age margin.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pytorch_metric_learning.miners import BaseMiner
+
+from agemetric import functional as F
+from agemetric.interfaces import Miner
+from agemetric.types import Pairs, Samples, Triplets
+
+Tensor = torch.Tensor
+IndicesTuple = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]
+"""PML's ``indices_tuple``: ``(anchor, positive, negative)`` or ``(a1, p, a2, n)``."""
+
+
+def to_indices_tuple(
+    indices: Pairs | Triplets, labels: torch.Tensor | None = None, margin: float | None = None
+) -> IndicesTuple:
+    """An agemetric miner's output as PML's ``indices_tuple``.
+
+    Args:
+        indices: ``Triplets`` become ``(anchor, positive, negative)`` as they are. ``Pairs``
+            become ``(a1, p, a2, n)``, each pair in both directions, positive iff
+            ``|a_i - a_j| < margin`` (so ``labels`` and ``margin`` are needed).
+        labels: ``(B,)`` ages, for ``Pairs``.
+        margin: the age tolerance in years, for ``Pairs``.
+
+    Returns:
+        A tuple of int64 ``(T,)`` or ``(P_pos,), (P_pos,), (P_neg,), (P_neg,)`` tensors.
+
+    Raises:
+        ValueError: ``Samples`` (PML has no single-sample indices), or ``Pairs`` without
+            ``labels`` and ``margin``.
+
+    Examples:
+        >>> from agemetric.functional import all_pairs
+        >>> a1, p, a2, n = to_indices_tuple(all_pairs(3), torch.tensor([20.0, 22.0, 50.0]), margin=4)
+        >>> list(zip(a1.tolist(), p.tolist()))  # the positive pairs, both directions
+        [(0, 1), (1, 0)]
+    """
+    if isinstance(indices, Triplets):
+        return indices.anchor, indices.positive, indices.negative
+    if isinstance(indices, Pairs):
+        if labels is None or margin is None:
+            raise ValueError("Pairs need labels and margin to become PML's (a1, p, a2, n): which pairs are positive")
+        return F.split_by_margin(labels, indices, margin)
+    if isinstance(indices, Samples):
+        raise ValueError("Samples have no PML indices_tuple (PML's tuples hold pairs or triplets)")
+    raise TypeError(f"expected Pairs or Triplets, got {type(indices).__name__}")
+
+
+def from_indices_tuple(indices_tuple: IndicesTuple | list) -> Pairs | Triplets:
+    """PML's ``indices_tuple`` (from any PML miner) as agemetric ``Triplets`` or ``Pairs``.
+
+    ``(anchor, positive, negative)`` becomes ``Triplets``; ``(a1, p, a2, n)`` becomes the
+    ``Pairs`` ``(a1, p)`` followed by ``(a2, n)``: which of them are similar is then decided by
+    the age margin of the loss that takes them, not by PML's label equality.
+
+    Raises:
+        ValueError: a tuple of another length, or of tensors that are not 1-d.
+
+    Examples:
+        >>> pairs = from_indices_tuple((torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2])))
+        >>> pairs.first.tolist(), pairs.second.tolist()
+        ([0, 0], [1, 2])
+    """
+    parts = [torch.as_tensor(t).long() for t in indices_tuple]
+    if len(parts) not in (3, 4) or any(t.ndim != 1 for t in parts):
+        shapes = [tuple(t.shape) for t in parts]
+        raise ValueError(f"a PML indices_tuple is 3 or 4 one-dimensional tensors, got {len(parts)} of shapes {shapes}")
+    if len(parts) == 3:
+        return Triplets(*parts)
+    a1, p, a2, n = parts
+    return Pairs(torch.cat([a1, a2]), torch.cat([p, n]))
+
+
+class AgeToleranceMiner(BaseMiner):
+    """A pytorch-metric-learning miner for ages: positive iff ``|a_i - a_j| < margin``.
+
+    Drop it into a PML training loop in place of (or in front of) a PML miner; every PML loss
+    that takes an ``indices_tuple`` then treats ages within the margin as the same class. Pair
+    losses (``ContrastiveLoss``, ``MultiSimilarityLoss``, ...) take the pairs; triplet losses
+    (``TripletMarginLoss``) build their triplets from them, as PML does for any pair miner.
+
+    Args:
+        margin: the age tolerance in years (agemetric's losses use 4 by default).
+        miner: an agemetric miner choosing the pairs or triplets to return (default: every pair
+            of the batch); its pairs are split into positives and negatives by ``margin``.
+        **kwargs: PML ``BaseMiner`` options (e.g. ``distance``, used for PML's statistics only).
+
+    With ``ref_emb`` / ``ref_labels`` (PML's cross-batch form) every (query, reference) pair is
+    returned, split by ``margin``; a custom ``miner`` is then not supported.
+
+    Examples:
+        >>> miner = AgeToleranceMiner(margin=4)
+        >>> a1, p, a2, n = miner(torch.zeros(3, 2), torch.tensor([20.0, 22.0, 50.0]))
+        >>> miner.num_pos_pairs, miner.num_neg_pairs
+        (2, 4)
+    """
+
+    def __init__(self, margin: float = 4.0, miner: Miner | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        if not margin >= 0:  # also NaN
+            raise ValueError(f"margin must be >= 0 years, got {margin}")
+        if miner is not None and miner.produces not in (Pairs, Triplets):
+            raise ValueError(f"miner must produce Pairs or Triplets, got {miner.produces.__name__}")
+        self.margin = float(margin)
+        self.miner = miner
+
+    def mine(self, embeddings, labels, ref_emb, ref_labels) -> IndicesTuple:
+        if ref_emb is embeddings:  # PML passes the batch itself when no reference set was given
+            if self.miner is not None:
+                indices = self.miner(embeddings, labels)
+            else:
+                indices = F.all_pairs(len(labels), device=labels.device)
+            return to_indices_tuple(indices, labels, self.margin)
+        if self.miner is not None:
+            raise ValueError("AgeToleranceMiner with a custom miner does not take ref_emb / ref_labels")
+        gap = (labels.view(-1, 1).double() - ref_labels.view(1, -1).double()).abs()  # (B, R)
+        a1, p = torch.where(gap < self.margin)
+        a2, n = torch.where(gap >= self.margin)
+        return a1, p, a2, n
+
+
+__all__ = ["AgeToleranceMiner", "IndicesTuple", "from_indices_tuple", "to_indices_tuple"]

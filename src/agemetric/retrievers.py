@@ -1,0 +1,15 @@
+"""Retrievers: ages from embeddings, by search in a gallery of labelled training faces.
+
+The paper's estimate is `L1KNN`'s: the mean age of the 20 nearest gallery faces under L1
+distance::
+
+    knn = L1KNN(k=20)
+    knn.fit(gallery_embeddings, gallery_ages)
+    ages = knn.predict(query_embeddings)
+"""
+
+from agemetric.default_plugins.baselines import DirectAge, ExpectedAge, RidgeAge
+from agemetric.default_plugins.l1_knn import L1KNN, IndexOptions
+from agemetric.interfaces import Retriever
+
+__all__ = ["DirectAge", "ExpectedAge", "IndexOptions", "L1KNN", "Retriever", "RidgeAge"]

@@ -1,0 +1,247 @@
+"""The public Python API: namespaces, losses without indices, and pytorch-metric-learning both ways."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pytorch_metric_learning import losses as pml_losses
+from pytorch_metric_learning import miners as pml_miners
+
+import agemetric
+from agemetric import functional as F
+from agemetric.losses import DEXLoss, L1RegressionLoss, Loss, RevisedContrastiveLoss
+from agemetric.miners import AllPairsMiner, BatchMiner
+from agemetric.pml import AgeToleranceMiner, from_indices_tuple, to_indices_tuple
+from agemetric.types import Pairs, Samples, Triplets
+
+NAMESPACES = {
+    "backbone": "agemetric.backbones",
+    "loss": "agemetric.losses",
+    "miner": "agemetric.miners",
+    "retriever": "agemetric.retrievers",
+    "dataset": "agemetric.datasets",
+    "framer": "agemetric.framers",
+}
+
+ages_strategy = st.lists(st.integers(0, 90), min_size=2, max_size=12).map(
+    lambda a: torch.tensor(a, dtype=torch.float32)
+)
+
+
+# -- the namespace ------------------------------------------------------------------------------
+
+
+def test_every_public_name_imports():
+    for name in agemetric.__all__:
+        assert getattr(agemetric, name) is not None, name
+    done = subprocess.run(
+        [sys.executable, "-c", "from agemetric import *; Samples; Face; Framer; print(len(dir()))"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_dir_lists_the_api_and_nothing_private():
+    names = dir(agemetric)
+    assert {"losses", "miners", "retrievers", "backbones", "pml", "Samples", "__version__"} <= set(names)
+    assert not [n for n in names if n.startswith("_") and n != "__version__"]
+    assert "TYPE_CHECKING" not in names and "importlib" not in names
+
+
+def test_submodules_load_on_attribute_access():
+    done = subprocess.run(
+        [sys.executable, "-c", "import agemetric; print(agemetric.losses.RevisedContrastiveLoss.__name__)"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.strip() == "RevisedContrastiveLoss", done.stderr
+
+
+def test_help_lists_the_classes():
+    import pydoc
+
+    text = pydoc.render_doc(agemetric, renderer=pydoc.plaintext)
+    for name in ("AgeEstimator", "Pairs", "Samples", "create", "list_names"):
+        assert name in text
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACES))
+def test_each_shipped_plugin_is_exported_in_its_namespace(kind):
+    from agemetric.plugins import registry
+
+    module = importlib.import_module(NAMESPACES[kind])
+    exported = {getattr(module, n) for n in module.__all__}
+    shipped = {e.factory for e in registry(kind).values() if e.factory.__module__.startswith("agemetric.")}
+    assert shipped, kind
+    assert shipped <= exported, sorted(f.__name__ for f in shipped - exported)
+
+
+@pytest.mark.parametrize("kind", sorted(NAMESPACES))
+def test_namespace_all_is_importable(kind):
+    module = importlib.import_module(NAMESPACES[kind])
+    for name in module.__all__:
+        assert isinstance(getattr(module, name), type), name
+
+
+# -- losses without indices ------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    ages=ages_strategy,
+    margin=st.sampled_from([0.5, 2.0, 4.0, 10.0]),
+    reduction=st.sampled_from(["mean", "balanced", "sum"]),
+)
+def test_a_pair_loss_without_indices_uses_every_pair(ages, margin, reduction):
+    emb = torch.randn(len(ages), 5, generator=torch.Generator().manual_seed(len(ages)))
+    loss = RevisedContrastiveLoss(margin=margin, reduction=reduction)
+    expected = loss(emb, ages, F.all_pairs(len(ages)))
+    assert torch.equal(loss(emb, ages), expected)
+
+
+def test_the_three_lines_train():
+    embeddings = torch.randn(16, 70, requires_grad=True)
+    loss = RevisedContrastiveLoss(margin=4)
+    loss(embeddings, torch.arange(20.0, 36.0)).backward()
+    assert embeddings.grad is not None and embeddings.grad.abs().sum() > 0
+
+
+def test_sample_losses_without_indices_use_every_sample():
+    ages = torch.tensor([3.0, 40.0, 77.0])
+    logits = torch.randn(3, 101)
+    assert torch.equal(DEXLoss()(logits, ages), DEXLoss()(logits, ages, Samples(torch.arange(3))))
+    direct = torch.randn(3, 1)
+    assert torch.equal(L1RegressionLoss()(direct, ages), L1RegressionLoss()(direct, ages, BatchMiner()(direct, ages)))
+
+
+class _TripletOnly(Loss):
+    accepts = Triplets
+
+    def compute(self, embeddings, labels, indices):
+        return (embeddings[indices.anchor] - embeddings[indices.positive]).abs().sum() * 0 + len(indices)
+
+
+def test_a_triplet_loss_without_indices_uses_every_age_triplet():
+    ages = torch.tensor([20.0, 21.0, 40.0, 42.0])
+    # positives within 4 years: (0,1), (1,0), (2,3), (3,2); each has 2 negatives
+    assert _TripletOnly(margin=4)(torch.zeros(4, 2), ages).item() == 8
+
+
+@settings(max_examples=30, deadline=None)
+@given(ages=ages_strategy, margin=st.sampled_from([0.5, 3.0, 4.0]))
+def test_all_triplets_against_a_loop(ages, margin):
+    t = F.all_triplets(ages, margin)
+    got = list(zip(t.anchor.tolist(), t.positive.tolist(), t.negative.tolist(), strict=True))
+    n = len(ages)
+    want = [
+        (a, p, q)
+        for a in range(n)
+        for p in range(n)
+        for q in range(n)
+        if p != a and abs(ages[a] - ages[p]) < margin <= abs(ages[a] - ages[q])
+    ]
+    assert got == want
+
+
+# -- PML both ways ---------------------------------------------------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(ages=ages_strategy, margin=st.sampled_from([0.5, 2.0, 4.0]))
+def test_pairs_to_pml_against_a_loop(ages, margin):
+    a1, p, a2, n = to_indices_tuple(F.all_pairs(len(ages)), ages, margin)
+    pos, neg = set(zip(a1.tolist(), p.tolist(), strict=True)), set(zip(a2.tolist(), n.tolist(), strict=True))
+    for i in range(len(ages)):
+        for j in range(len(ages)):
+            if i != j:
+                assert ((i, j) in pos) == (abs(ages[i] - ages[j]) < margin)
+                assert ((i, j) in neg) == (abs(ages[i] - ages[j]) >= margin)
+    assert len(a1) + len(a2) == len(ages) * (len(ages) - 1)
+
+
+def test_indices_tuple_round_trips():
+    t = Triplets(torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([2, 2]))
+    back = from_indices_tuple(to_indices_tuple(t))
+    assert isinstance(back, Triplets) and torch.equal(back.negative, t.negative)
+    pairs = from_indices_tuple(
+        to_indices_tuple(Pairs(torch.tensor([0, 0]), torch.tensor([1, 2])), torch.tensor([20.0, 21.0, 60.0]), 4)
+    )
+    assert sorted(zip(pairs.first.tolist(), pairs.second.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 0), (2, 0)]
+
+
+def test_conversions_say_what_they_need():
+    with pytest.raises(ValueError, match="labels and margin"):
+        to_indices_tuple(F.all_pairs(3))
+    with pytest.raises(ValueError, match="Samples"):
+        to_indices_tuple(Samples(torch.arange(3)))
+    with pytest.raises(ValueError, match="3 or 4 one-dimensional tensors"):
+        from_indices_tuple((torch.tensor([0]), torch.tensor([1])))
+
+
+def test_age_tolerance_miner_is_a_pml_miner():
+    ages = torch.tensor([20.0, 22.0, 50.0, 53.0])
+    miner = AgeToleranceMiner(margin=4)
+    a1, p, a2, n = miner(torch.zeros(4, 3), ages)
+    assert sorted(zip(a1.tolist(), p.tolist(), strict=True)) == [(0, 1), (1, 0), (2, 3), (3, 2)]
+    assert miner.num_pos_pairs == 4 and miner.num_neg_pairs == 8
+    # cross-batch form: every (query, reference) pair, split by the margin
+    a1, p, a2, n = miner(torch.zeros(2, 3), ages[:2], torch.zeros(2, 3), ages[2:])
+    assert len(a1) == 0 and len(a2) == 4
+
+
+@pytest.mark.parametrize("pml_loss", ["ContrastiveLoss", "TripletMarginLoss", "MultiSimilarityLoss"])
+def test_pml_losses_take_the_age_tolerance_miner(pml_loss):
+    """Same value as PML's loss fed the hand-made tuple; and unlike label equality it sees age neighbours."""
+    torch.manual_seed(0)
+    emb = torch.randn(10, 4, requires_grad=True)
+    ages = torch.tensor([20.0, 21.0, 22.0, 30.0, 31.0, 50.0, 51.0, 52.0, 70.0, 71.0])
+    loss = getattr(pml_losses, pml_loss)()
+    got = loss(emb, ages, AgeToleranceMiner(margin=4)(emb, ages))
+    gap = (ages.view(-1, 1) - ages.view(1, -1)).abs()
+    off_diagonal = ~torch.eye(10, dtype=torch.bool)
+    a1, p = torch.where((gap < 4) & off_diagonal)
+    a2, n = torch.where(gap >= 4)
+    assert torch.allclose(got, loss(emb, ages, (a1, p, a2, n)))
+    assert got.item() != loss(emb, ages).item()  # PML alone: every age distinct, so no positives
+    got.backward()
+    assert emb.grad.abs().sum() > 0
+
+
+def test_an_agemetric_miner_inside_the_age_tolerance_miner():
+    ages = torch.tensor([20.0, 22.0, 50.0])
+    assert [t.tolist() for t in AgeToleranceMiner(4, miner=AllPairsMiner())(torch.zeros(3, 2), ages)] == [
+        t.tolist() for t in AgeToleranceMiner(4)(torch.zeros(3, 2), ages)
+    ]
+    with pytest.raises(ValueError, match="Pairs or Triplets"):
+        AgeToleranceMiner(4, miner=BatchMiner())
+
+
+@pytest.mark.parametrize("miner", ["MultiSimilarityMiner", "PairMarginMiner", "BatchEasyHardMiner"])
+def test_agemetric_losses_take_pml_miners_output(miner):
+    torch.manual_seed(1)
+    emb = torch.randn(12, 4)
+    labels = torch.tensor([20.0, 20.0, 21.0, 30.0, 30.0, 31.0, 50.0, 50.0, 60.0, 60.0, 61.0, 70.0])
+    mined = getattr(pml_miners, miner)()(emb, labels)
+    loss = RevisedContrastiveLoss(margin=4)
+    pairs = from_indices_tuple(mined)
+    assert torch.equal(loss(emb, labels, mined), loss(emb, labels, pairs))
+    if len(pairs):
+        d = F.pair_l1_distances(emb, pairs.first, pairs.second)
+        z = F.margin_similarity(labels, pairs.first, pairs.second, 4)
+        assert torch.allclose(loss(emb, labels, mined), F.revised_contrastive_loss(d, z))
+
+
+def test_a_pml_triplet_miner_into_a_pair_loss_is_a_clear_error():
+    from agemetric.errors import PluginError
+
+    emb, labels = torch.randn(6, 3), torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    triplets = pml_miners.TripletMarginMiner(type_of_triplets="all")(emb, labels)
+    with pytest.raises(PluginError, match="expected Pairs, got Triplets"):
+        RevisedContrastiveLoss()(emb, labels, triplets)
