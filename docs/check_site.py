@@ -8,7 +8,7 @@ It serves ``SITE`` on a local port, then for every page lets Chromium (Debian's 
 ``--headless --no-sandbox --disable-gpu``) render it and dumps the DOM *after* scripts ran; every
 ``<a href>`` to a page of the site (and its ``#anchor``) and every ``<img src>`` must resolve
 (images must also decode), or the check fails with one line per problem. It saves screenshots of
-the home page and of one API page (``--shots``) and fails if either is blank. External links are
+the home page and of three API pages (``--shots``) and fails if any is blank. External links are
 listed, not fetched (no network here). Exit code 0 = all good, 1 = problems, 2 = bad usage.
 """
 
@@ -26,7 +26,12 @@ import threading
 import urllib.parse
 from pathlib import Path
 
-SHOTS = {"home.png": "", "api.png": "api/estimator/"}
+SHOTS = {
+    "home.png": "",
+    "api.png": "api/estimator/",
+    "api-building-blocks.png": "api/building-blocks/",
+    "api-functional.png": "api/functional/",
+}
 CHROMIUM = ("chromium", "chromium-browser", "google-chrome")
 
 

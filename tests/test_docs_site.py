@@ -184,6 +184,49 @@ def test_site_builds_strict(tmp_path):
         assert option in cli, f"CLI reference lacks {option}"  # generated from the app, so complete
     api = (tmp_path / "site" / "api" / "estimator" / "index.html").read_text()
     assert "fit_gallery" in api and "time_budget" in api
+    check_api_reference(tmp_path / "site")
+
+
+#: Where the public names are: the package's ``__all__`` and each building-block namespace's.
+PUBLIC_MODULES = (
+    "agemetric",
+    "agemetric.losses",
+    "agemetric.miners",
+    "agemetric.retrievers",
+    "agemetric.backbones",
+    "agemetric.datasets",
+    "agemetric.framers",
+    "agemetric.pml",
+    "agemetric.functional",
+    "agemetric.metrics",
+)
+RAW_ROLE = re.compile(r":(meth|class|func|data|attr|mod|exc|obj):(`|<code>)")
+ANCHOR = re.compile(r'\bid="([A-Za-z_][\w.]*)"')
+
+
+def check_api_reference(site: Path) -> None:
+    """The API pages: no raw Sphinx roles, no examples rendered as quotes, an entry for every public name."""
+    import importlib
+
+    html = {str(p.relative_to(site)): p.read_text(encoding="utf-8") for p in (site / "api").rglob("*.html")}
+    for page, text in html.items():
+        body = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
+        assert not RAW_ROLE.search(body), f"{page}: a raw Sphinx role: {RAW_ROLE.search(body).group(0)}"
+        # a docstring's ">>>" read as Markdown quote markers: the example's code ends up in nested quotes
+        assert "<blockquote>" not in body, f"{page}: a blockquote (a >>> example not rendered as code?)"
+    # doctest examples are highlighted code blocks
+    assert any(re.search(r'<div class="(language-pycon )?highlight">.*?&gt;&gt;&gt;', t, re.S) for t in html.values())
+    anchors = {a.rsplit(".", 1)[-1] for t in html.values() for a in ANCHOR.findall(t)}
+    missing = []
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        public = getattr(module, "__all__", None) or [
+            n
+            for n, v in vars(module).items()
+            if callable(v) and not n.startswith("_") and getattr(v, "__module__", "") == name
+        ]
+        missing += [f"{name}.{n}" for n in public if n not in anchors]
+    assert not missing, f"public names without an entry in the API reference: {missing}"
 
 
 def test_every_page_is_in_the_navigation():

@@ -31,8 +31,8 @@ from agemetric import functional as F
 from agemetric.interfaces import Miner
 from agemetric.types import Pairs, Samples, Triplets
 
-Tensor = torch.Tensor
-IndicesTuple = tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]
+_T = torch.Tensor
+IndicesTuple = tuple[_T, _T, _T] | tuple[_T, _T, _T, _T]
 """PML's ``indices_tuple``: ``(anchor, positive, negative)`` or ``(a1, p, a2, n)``."""
 
 
