@@ -185,6 +185,12 @@ def test_site_builds_strict(tmp_path):
     api = (tmp_path / "site" / "api" / "estimator" / "index.html").read_text()
     assert "fit_gallery" in api and "time_budget" in api
     check_api_reference(tmp_path / "site")
+    from agemetric import __version__
+
+    home = (tmp_path / "site" / "index.html").read_text()
+    assert f"agemetric {__version__}" in home and "github.com/agemetric/agemetric" in home  # version, repository
+    assert "slate" in home  # the dark scheme of the light/dark toggle
+    assert not list((tmp_path / "site").rglob("*.py")), "build scripts published into the site"
 
 
 #: Where the public names are: the package's ``__all__`` and each building-block namespace's.
