@@ -216,6 +216,12 @@ def knn_mean_age(neighbour_ages: torch.Tensor, weights: torch.Tensor | None = No
 
     Returns:
         ``(M,)`` predicted ages.
+
+    Examples:
+        >>> knn_mean_age(torch.tensor([[20.0, 30.0], [40.0, 44.0]]))  # (M = 2, k = 2)
+        tensor([25., 42.])
+        >>> knn_mean_age(torch.tensor([[20.0, 30.0]]), weights=torch.tensor([[3.0, 1.0]]))
+        tensor([22.5000])
     """
     if weights is None:
         return neighbour_ages.float().mean(dim=1)

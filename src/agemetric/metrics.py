@@ -70,6 +70,19 @@ def summarise(predicted: torch.Tensor, true: torch.Tensor, train_ages: torch.Ten
 
     The mean predictor answers every test image with the training set's mean age; a model
     that does not beat it by a wide margin has learnt nothing.
+
+    Args:
+        predicted: ``(N,)`` predicted ages.
+        true: ``(N,)`` true ages.
+        train_ages: ``(N_train,)`` the training set's ages (for the mean predictor).
+
+    Returns:
+        ``{"mae", "cs" (CS(T) for T = 0..10), "mae_by_age", "mean_predictor_mae", "n_test"}``.
+
+    Examples:
+        >>> s = summarise(torch.tensor([21.0, 40.0]), torch.tensor([20.0, 44.0]), train_ages=torch.tensor([30.0, 34.0]))
+        >>> s["mae"], s["mean_predictor_mae"], s["n_test"], s["cs"][4]
+        (2.5, 12.0, 2, 100.0)
     """
     baseline = torch.full_like(true.float(), float(train_ages.float().mean()))
     return {

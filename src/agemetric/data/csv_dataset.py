@@ -47,6 +47,17 @@ class CSVFaces(FaceDataset):
     folder holding ``labels.csv``. The optional ``split`` column fixes a record's split:
     ``train`` or ``test`` (any case), empty for none. Rows with a bad age, gender or split, or
     a missing image, are skipped and reported.
+
+    Examples:
+        A folder holding ``labels.csv`` and the image it lists:
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (8, 8)).save(root / "a.png")
+        >>> _ = (root / "labels.csv").write_text("path,age,gender\\na.png,31,f\\n")
+        >>> CSVFaces(root).records()
+        [FaceRecord(key='a.png', age=31.0, gender=1, subject=None, split=None)]
     """
 
     def __init__(self, root: str | Path | None = None, filename: str = "labels.csv"):

@@ -28,6 +28,17 @@ class FGNet(FaceDataset):
     Args:
         root: the FG-NET image folder (``--data-dir``).
         recursive: also look in subfolders of ``root``.
+
+    Examples:
+        Two photos of subject ``001``, at 2 and at 43:
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("001A02.JPG", "001A43a.JPG"):
+        ...     Image.new("RGB", (8, 8)).save(root / name)
+        >>> [(r.key, r.subject, r.age) for r in FGNet(root).records()]
+        [('001A02.JPG', '001', 2.0), ('001A43a.JPG', '001', 43.0)]
     """
 
     has_gender = False

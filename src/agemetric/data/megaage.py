@@ -44,6 +44,18 @@ class MegaAgeAsian(FaceDataset):
 
     Args:
         root: the MegaAge-Asian folder (``--data-dir``).
+
+    Examples:
+        One training image aged 23 (the test lists exist but are empty):
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "train").mkdir(); (root / "list").mkdir(); Image.new("RGB", (8, 8)).save(root / "train/1.jpg")
+        >>> for name, text in {"train_name": "1.jpg", "train_age": "23", "test_name": "", "test_age": ""}.items():
+        ...     _ = (root / "list" / f"{name}.txt").write_text(text)
+        >>> MegaAgeAsian(root).records()
+        [FaceRecord(key='train/1.jpg', age=23.0, gender=-1, subject=None, split='train')]
     """
 
     has_gender = False

@@ -52,6 +52,16 @@ class Morph(FaceDataset):
         csv: the CSV's file name in ``root`` (or a path). Default: the single ``*.csv`` in
             ``root`` whose header has the columns above, if any; with two or more such files,
             pass ``csv`` to choose.
+
+    Examples:
+        Labels from the file name (no CSV): subject ``001234``, photo 1, male, 45:
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> (root / "Album2").mkdir(); Image.new("RGB", (8, 8)).save(root / "Album2/001234_1M45.JPG")
+        >>> Morph(root).records()
+        [FaceRecord(key='Album2/001234_1M45.JPG', age=45.0, gender=0, subject='001234', split=None)]
     """
 
     has_gender = True

@@ -19,6 +19,12 @@ class SyntheticFaces(FaceDataset):
         n: number of faces.
         seed: the dataset's seed (independent of the training seed).
         size: side of the rendered images before resizing to the run's image size.
+
+    Examples:
+        >>> faces = SyntheticFaces(n=3, seed=0, size=64)
+        >>> records = faces.records()
+        >>> len(records), faces.load_image(records[0]).size
+        (3, (64, 64))
     """
 
     has_gender = True

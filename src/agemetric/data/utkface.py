@@ -17,6 +17,16 @@ class UTKFace(FaceDataset):
 
     Known flaw of the real copy, left to the split protocol: some images are byte-identical
     copies carrying different labels.
+
+    Examples:
+        Files named ``{age}_{gender}_{race}_{datetime}.jpg.chip.jpg`` (gender 0 = male, 1 = female):
+
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> Image.new("RGB", (8, 8)).save(root / "26_1_2_20170116174525125.jpg.chip.jpg")
+        >>> UTKFace(root).records()
+        [FaceRecord(key='26_1_2_20170116174525125.jpg.chip.jpg', age=26.0, gender=1, subject=None, split=None)]
     """
 
     has_gender = True

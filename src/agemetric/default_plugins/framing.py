@@ -11,7 +11,12 @@ from agemetric.interfaces.framer import Framer
 
 class CenterFramer(Framer):
     """The whole image (then its centre square): right for aligned, cropped faces (UTKFace,
-    MegaAge-Asian's aligned images)."""
+    MegaAge-Asian's aligned images).
+
+    Examples:
+        >>> CenterFramer()(Image.new("RGB", (100, 80))).image.size  # the whole photo
+        (100, 80)
+    """
 
     def frame(self, image: Image.Image) -> Image.Image:
         return image
@@ -27,6 +32,12 @@ class BoxFramer(Framer):
     Args:
         box: ``(left, top, right, bottom)``, each in [0, 1].
         margin: extra border as a fraction of the box's size (clipped to the image).
+
+    Examples:
+        >>> BoxFramer()(Image.new("RGB", (100, 100))).image.size  # middle 70 % of the width, top 80 %
+        (70, 80)
+        >>> BoxFramer(box=(0.25, 0.25, 0.75, 0.75), margin=0.1)(Image.new("RGB", (100, 100))).image.size
+        (60, 60)
     """
 
     def __init__(self, box: tuple[float, float, float, float] = (0.15, 0.0, 0.85, 0.8), margin: float = 0.0):

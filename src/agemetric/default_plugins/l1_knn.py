@@ -33,6 +33,15 @@ class IndexOptions:
         ef_construction: HNSW candidate list length while building (faiss ``efConstruction``).
         references: ``"all"`` (every gallery face) or ``"per-age"`` (``per_age`` references per integer age).
         per_age: references per integer age with ``references="per-age"``.
+
+    Examples:
+        `L1KNN` builds them from its arguments; invalid choices are refused:
+
+        >>> L1KNN(k=5, index="hnsw", ef_search=128).options
+        IndexOptions(index='hnsw', hnsw_m=32, ef_search=128, ef_construction=40, references='all', per_age=10)
+        >>> IndexOptions(index="ivf")
+        Traceback (most recent call last):
+        ValueError: index must be 'flat' (exact) or 'hnsw' (approximate), got 'ivf'
     """
 
     index: str = "flat"

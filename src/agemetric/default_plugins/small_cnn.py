@@ -29,6 +29,14 @@ class SmallCNN(Backbone):
 
     Not in the paper: it exists so that the embedded default trains in minutes on 2 CPU cores.
     ``weights`` is ``None``/``"none"`` or a state-dict file (there are no pretrained weights).
+
+    Examples:
+        Images ``(B, 3, H, W)`` with ``H, W >= 32`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)``:
+
+        >>> model = SmallCNN(weights="none").eval()
+        >>> out = model(torch.zeros(2, 3, 64, 64))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 70), (2, 10))
     """
 
     min_size = 32

@@ -66,6 +66,15 @@ class TorchvisionBackbone(Backbone):
         dropout: p before the heads.
         head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the pooled features are the
             embedding, for frozen-feature baselines).
+
+    Examples:
+        Another torchvision network is three class attributes away (random weights here):
+
+        >>> class ResNet34(TorchvisionBackbone):
+        ...     arch, features, classifier = "resnet34", 512, "fc"
+        >>> out = ResNet34(weights="none", gender_dim=0).eval()(torch.zeros(2, 3, 64, 64))
+        >>> tuple(out.age.shape), out.gender
+        ((2, 70), None)
     """
 
     arch: str
@@ -102,19 +111,46 @@ class TorchvisionBackbone(Backbone):
 
 
 class MobileNetV2(TorchvisionBackbone):
-    """MobileNetV2 (1280 pooled features); fast on a CPU."""
+    """MobileNetV2 (1280 pooled features); fast on a CPU.
+
+    Examples:
+        Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
+
+        >>> model = MobileNetV2(weights="none").eval()
+        >>> out = model(torch.zeros(2, 3, 64, 64))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 70), (2, 10))
+    """
 
     arch, features, classifier = "mobilenet_v2", 1280, "classifier"
 
 
 class ResNet18(TorchvisionBackbone):
-    """ResNet-18 (512 pooled features)."""
+    """ResNet-18 (512 pooled features).
+
+    Examples:
+        Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
+
+        >>> model = ResNet18(weights="none").eval()
+        >>> out = model(torch.zeros(2, 3, 64, 64))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 70), (2, 10))
+    """
 
     arch, features, classifier = "resnet18", 512, "fc"
 
 
 class ResNet50(TorchvisionBackbone):
-    """ResNet-50 (2048 pooled features)."""
+    """ResNet-50 (2048 pooled features).
+
+    Examples:
+        Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
+
+        >>> model = ResNet50(weights="none").eval()
+        >>> out = model(torch.zeros(2, 3, 64, 64))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 70), (2, 10))
+    """
 
     arch, features, classifier = "resnet50", 2048, "fc"
 
@@ -122,7 +158,17 @@ class ResNet50(TorchvisionBackbone):
 class InceptionV3(TorchvisionBackbone):
     """The paper's backbone: Inception V3 (2048 pooled features), input 227 x 227 in the paper
     (any side >= 75 works); the auxiliary classifier is dropped. Pretrained weights are
-    torchvision's ``IMAGENET1K_V1``, file ``inception_v3_google-0cc3c7bd.pth``."""
+    torchvision's ``IMAGENET1K_V1``, file ``inception_v3_google-0cc3c7bd.pth``.
+
+    Examples:
+        Images ``(B, 3, H, W)`` with ``H, W >= 75`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)``
+        (random weights here):
+
+        >>> model = InceptionV3(weights="none").eval()
+        >>> out = model(torch.zeros(2, 3, 75, 75))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 70), (2, 10))
+    """
 
     arch, features, classifier = "inception_v3", 2048, "fc"
     random_init_kwargs = {"aux_logits": False, "init_weights": True}

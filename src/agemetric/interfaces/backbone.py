@@ -31,6 +31,18 @@ class Backbone(nn.Module, abc.ABC):
     Class attributes:
         mean, std: per-channel normalisation the backbone expects, applied by the estimator.
         min_size: the smallest input side the architecture accepts.
+
+    Examples:
+        A subclass implements `embed`, from checked ``(B, 3, H, W)`` images to
+        [`Embeddings`][agemetric.types.Embeddings] (here: the mean colour as a ``(B, 3)`` age
+        embedding, no gender head):
+
+        >>> class MeanColour(Backbone):
+        ...     def embed(self, images):
+        ...         return Embeddings(images.mean(dim=(2, 3)))
+        >>> out = MeanColour(embedding_dim=3, gender_dim=0)(torch.zeros(2, 3, 32, 32))
+        >>> tuple(out.age.shape), out.gender
+        ((2, 3), None)
     """
 
     mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN

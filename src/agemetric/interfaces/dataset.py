@@ -21,6 +21,10 @@ class FaceRecord:
         subject: the person's id where the dataset has one, else ``None``.
         split: ``"train"`` or ``"test"`` where the dataset fixes the split (an official
             protocol or a ``split`` column), else ``None``.
+
+    Examples:
+        >>> FaceRecord("face.jpg", age=31.0, gender=1)
+        FaceRecord(key='face.jpg', age=31.0, gender=1, subject=None, split=None)
     """
 
     key: str
@@ -61,6 +65,17 @@ class FaceDataset(abc.ABC):
     Subclasses implement `records()` (and `load_image()` when images are not files under
     ``root``); problems with single rows are
     recorded in ``self.skipped`` instead of raised.
+
+    Examples:
+        A subclass implements `records()`; images are read from ``root / key``:
+
+        >>> import tempfile
+        >>> class OneFace(FaceDataset):
+        ...     def records(self):
+        ...         return [FaceRecord("face.png", age=30.0)]
+        >>> data = OneFace(tempfile.mkdtemp()); Image.new("RGB", (8, 6)).save(data.root / "face.png")
+        >>> data.load_image(data.records()[0]).size
+        (8, 6)
     """
 
     #: Whether records carry gender labels (turns the multi-task gender head on by default).

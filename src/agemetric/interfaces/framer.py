@@ -18,6 +18,14 @@ class Face:
             when the framer did not locate it (the whole photo or a fixed region).
         note: why the framer fell back to something other than what it promises (e.g. ``"no face
             found: centre framing"``), else ``None``; runs count and list these.
+
+    Examples:
+        What a framer returns (``center`` does not locate the face, so ``box`` is ``None``):
+
+        >>> from agemetric.framers import CenterFramer
+        >>> face = CenterFramer()(Image.new("L", (64, 48)))  # any PIL mode in, RGB out
+        >>> face.image.mode, face.image.size, face.box, face.note
+        ('RGB', (64, 48), None, None)
     """
 
     image: Image.Image
@@ -33,6 +41,15 @@ class Framer(abc.ABC):
     A plugin implements `frame()` (the face used for training and evaluation); a detector also
     implements `faces()` (every face, for ``agemetric predict``). `key()` must change
     whenever the output would, because decoded images are cached under it.
+
+    Examples:
+        A subclass implements `frame()`; calling the framer gives a [`Face`][agemetric.interfaces.Face]:
+
+        >>> class LeftHalf(Framer):
+        ...     def frame(self, image):
+        ...         return image.crop((0, 0, image.width // 2, image.height))
+        >>> LeftHalf()(Image.new("RGB", (100, 80))).image.size
+        (50, 80)
     """
 
     def __call__(self, image: Image.Image) -> Face:

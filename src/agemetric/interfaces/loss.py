@@ -26,6 +26,16 @@ class Loss(nn.Module, abc.ABC):
         accepts: what the loss takes from a miner: [`Pairs`][agemetric.types.Pairs],
             [`Triplets`][agemetric.types.Triplets], [`Samples`][agemetric.types.Samples], or a tuple of them
             (a loss that handles several).
+
+    Examples:
+        A subclass implements `compute` for checked, non-empty indices (here: the mean L1 distance
+        of the pairs; ``embeddings`` ``(B, D)``, ``labels`` ``(B,)``, a 0-d result):
+
+        >>> class MeanDistance(Loss):
+        ...     def compute(self, embeddings, labels, indices):
+        ...         return F.pair_l1_distances(embeddings, indices.first, indices.second).mean()
+        >>> MeanDistance()(torch.tensor([[0.0, 0.0], [1.0, 2.0]]), torch.tensor([20.0, 30.0]))  # every pair
+        tensor(3.)
     """
 
     accepts: ClassVar[type | tuple[type, ...]] = Pairs

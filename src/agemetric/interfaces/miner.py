@@ -23,6 +23,18 @@ class Miner(nn.Module, abc.ABC):
     Class attributes:
         produces: [`Pairs`][agemetric.types.Pairs], [`Triplets`][agemetric.types.Triplets] or
             [`Samples`][agemetric.types.Samples]; the estimator checks that the loss ``accepts`` it.
+
+    Examples:
+        A subclass implements `mine` (``embeddings`` ``(B, D)``, ``labels`` ``(B,)``); here it pairs
+        the first image with each of the others:
+
+        >>> class FirstVsRest(Miner):
+        ...     def mine(self, embeddings, labels):
+        ...         rest = torch.arange(1, len(labels))
+        ...         return Pairs(torch.zeros_like(rest), rest)
+        >>> pairs = FirstVsRest()(torch.zeros(4, 70), torch.tensor([20.0, 30.0, 40.0, 50.0]))
+        >>> pairs.first.tolist(), pairs.second.tolist()
+        ([0, 0, 0], [1, 2, 3])
     """
 
     produces: ClassVar[type] = Pairs

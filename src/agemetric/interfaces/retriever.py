@@ -38,6 +38,19 @@ class Retriever(abc.ABC):
     Args:
         k: how many neighbours vote (paper: M = 20).
         chunk_size: the most queries searched at once.
+
+    Examples:
+        A concrete retriever, `agemetric.retrievers.L1KNN`: `fit()` takes the gallery's ``(N, D)``
+        embeddings and ``(N,)`` ages, `predict()` gives ``(M,)`` ages for ``(M, D)`` queries and
+        `search()` the ``(M, k)`` distances and indices of their neighbours:
+
+        >>> from agemetric.retrievers import L1KNN
+        >>> gallery, ages = torch.tensor([[0.0], [1.0], [5.0], [6.0]]), torch.tensor([20.0, 22.0, 60.0, 64.0])
+        >>> knn = L1KNN(k=2).fit(gallery, ages)
+        >>> knn.predict(torch.tensor([[0.5], [5.5]]))
+        tensor([21., 62.])
+        >>> knn.search(torch.tensor([[0.5], [5.5]]))[1].shape
+        torch.Size([2, 2])
     """
 
     requires_loss: ClassVar[str | None] = None
