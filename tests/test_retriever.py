@@ -251,3 +251,14 @@ def test_references_are_saved_not_selected_again(tmp_path):
     assert torch.equal(again.embeddings, r.embeddings) and torch.equal(again.weights, r.weights)
     queries, _ = _clustered(50, 8, seed=8)
     assert torch.equal(again.predict(queries), r.predict(queries))
+
+
+def test_ridge_with_one_penalty():
+    """A single candidate penalty (scikit-learn's RidgeCV writes into its alphas list)."""
+    from agemetric.retrievers import RidgeAge
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    ages = 30 + 10 * x[:, 0]
+    ridge = RidgeAge(alphas=(1.0,)).fit(x, ages)
+    assert (ridge.predict(x) - ages).abs().mean() < 1.0

@@ -168,7 +168,7 @@ class RidgeAge(_Decoder):
         from sklearn.preprocessing import StandardScaler
 
         super()._build(embeddings)
-        self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=self.alphas))
+        self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(self.alphas)))
         self.model.fit(embeddings.double().numpy(), self.ages.double().numpy())
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
