@@ -1,0 +1,154 @@
+"""The run folder: where a run keeps its files, named in this one place.
+
+A finished run folder holds::
+
+    config.toml       the run's settings (``agemetric run --config`` reads it back)
+    split.csv         key,side for every image: which were trained on and which were tested
+    skipped.csv       images that could not be read (only when there were some)
+    framing.csv       images whose face was not found and were framed whole (only when there were some)
+    history.json      one entry per epoch: loss, images, seconds
+    model.pt          the estimator: network, gallery and settings (``AgeEstimator.load``)
+    predictions.csv   key,true age,predicted age of every test image
+    metrics.json      MAE, CS(k), the split, timings, the machine
+    report.md, figures/   the run's report and figures (unless ``figures = false``)
+
+and, while it is unfinished, ``checkpoint.pt`` (``agemetric run --resume``).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from agemetric.errors import AgemetricError
+
+
+class RunFolder:
+    """A run's folder and the paths of its files.
+
+    Args:
+        path: the folder (it need not exist yet).
+
+    Examples:
+        >>> folder = RunFolder("runs/example")
+        >>> folder.metrics.as_posix(), folder.finished
+        ('runs/example/metrics.json', False)
+    """
+
+    CONFIG = "config.toml"
+    SPLIT = "split.csv"
+    SKIPPED = "skipped.csv"
+    FRAMING = "framing.csv"
+    CHECKPOINT = "checkpoint.pt"
+    HISTORY = "history.json"
+    MODEL = "model.pt"
+    PREDICTIONS = "predictions.csv"
+    METRICS = "metrics.json"
+    REPORT = "report.md"
+    FIGURES = "figures"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def config(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def split(self) -> Path:
+        return self.path / self.SPLIT
+
+    @property
+    def skipped(self) -> Path:
+        return self.path / self.SKIPPED
+
+    @property
+    def framing(self) -> Path:
+        return self.path / self.FRAMING
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    @property
+    def history(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def model(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / self.PREDICTIONS
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def report(self) -> Path:
+        return self.path / self.REPORT
+
+    @property
+    def figures(self) -> Path:
+        return self.path / self.FIGURES
+
+    @property
+    def finished(self) -> bool:
+        """Whether the folder holds a finished run (its metrics or its model)."""
+        return self.metrics.exists() or self.model.exists()
+
+    def read_metrics(self) -> dict:
+        """``metrics.json``, parsed."""
+        return json.loads(self.metrics.read_text(encoding="utf-8"))
+
+    def read_history(self) -> list[dict]:
+        """``history.json``, parsed."""
+        return json.loads(self.history.read_text(encoding="utf-8"))
+
+    def require_model(self) -> Path:
+        """The path of ``model.pt``; a one-line error when the folder holds no finished run."""
+        if not self.model.is_file():
+            raise AgemetricError(f"{self.path}: not a finished run folder (no {self.MODEL})")
+        return self.model
+
+    @classmethod
+    def create(cls, out: str | Path | None, dataset: str, backbone: str) -> RunFolder:
+        """Make the folder of a new run now, so an unwritable path fails before any training.
+
+        Args:
+            out: the folder, or ``None`` for ``runs/<time>-<dataset>-<backbone>``.
+            dataset: dataset name, for the default folder name.
+            backbone: backbone name, for the default folder name.
+
+        Raises:
+            AgemetricError: the folder already holds a finished run, or cannot be written.
+        """
+        if out is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"{stamp}-{dataset}-{backbone}"
+        folder = cls(out)
+        if folder.finished:
+            raise AgemetricError(f"--out: {folder.path} already holds a run; choose another folder")
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            probe = folder.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise AgemetricError(f"--out: cannot write to {str(folder.path)!r}: {exc.strerror or exc}") from None
+        return folder
+
+
+__all__ = ["RunFolder"]
