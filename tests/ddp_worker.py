@@ -17,7 +17,7 @@ from torch import nn
 
 from agemetric import distributed, plugins
 from agemetric.config import RunConfig
-from agemetric.default_plugins._heads import attach_heads
+from agemetric.default_plugins.heads import attach_heads
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import Backbone

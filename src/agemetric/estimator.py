@@ -15,14 +15,14 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment, normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
-from agemetric.interfaces._checks import describe, registered_name
-from agemetric.interfaces.miner import type_names
+from agemetric.interfaces.checks import describe, registered_name, type_names
 
 #: The gender task's margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
 
-CHECKPOINT_FORMAT = 1
+#: The version of model.pt's layout (what `AgeEstimator.save` writes).
+MODEL_FORMAT = 1
 
 
 def bf16_supported(device: str = "cpu") -> bool:
@@ -268,7 +268,7 @@ class AgeEstimator(nn.Module):
     def save(self, path: str | Path) -> None:
         """Write the weights, the gallery and the config to ``path`` atomically."""
         state = {
-            "format": CHECKPOINT_FORMAT,
+            "format": MODEL_FORMAT,
             "config": self.config.to_dict(),
             "multitask": self.gender_loss is not None,
             "backbone": self.backbone.state_dict(),
@@ -284,8 +284,8 @@ class AgeEstimator(nn.Module):
         """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file."""
         path = Path(path)
         state = load_torch(path, "checkpoint")
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise AgemetricError(f"{path}: not an agemetric checkpoint (format {CHECKPOINT_FORMAT})")
+        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+            raise AgemetricError(f"{path}: not an agemetric checkpoint (format {MODEL_FORMAT})")
         config = RunConfig(**{**state["config"], "weights": "none"})
         est = cls.from_config(config, multitask=state["multitask"])
         est.backbone.load_state_dict(state["backbone"])

@@ -12,7 +12,6 @@ import json
 import platform
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,10 +26,8 @@ from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
+from agemetric.runs import RunFolder
 from agemetric.training import load_checkpoint, recalibrate_batchnorm, train
-
-#: The training checkpoint in a run folder (present while a run is unfinished).
-CHECKPOINT_NAME = "checkpoint.pt"
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -45,25 +42,6 @@ class RunResult:
     metrics: dict
     estimator: AgeEstimator
     history: list[dict]
-
-
-def prepare_run_dir(config: RunConfig) -> Path:
-    """Create the run folder now, so an unwritable path fails before any training."""
-    if config.out is not None:
-        run_dir = Path(config.out)
-    else:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_dir = Path("runs") / f"{stamp}-{config.dataset}-{config.backbone}"
-    if (run_dir / "metrics.json").exists() or (run_dir / "model.pt").exists():
-        raise AgemetricError(f"--out: {run_dir} already holds a run; choose another folder")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise AgemetricError(f"--out: cannot write to {str(run_dir)!r}: {exc.strerror or exc}") from None
-    return run_dir
 
 
 def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
@@ -170,31 +148,31 @@ def run(
     check_plugins(config)  # a misspelt name or option fails at once, not after the data is decoded
     state = None
     if resume is not None:
-        run_dir = Path(resume)
-        state = load_checkpoint(run_dir / CHECKPOINT_NAME)
-        config = dataclasses.replace(config, split_file=str(run_dir / "split.csv"))
-        say(f"resuming {run_dir} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
+        folder = RunFolder(resume)
+        state = load_checkpoint(folder.checkpoint)
+        config = dataclasses.replace(config, split_file=str(folder.split))
+        say(f"resuming {folder.path} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
     if config.threads:
         torch.set_num_threads(config.threads)
 
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
     if main and resume is None:
-        run_dir = prepare_run_dir(config)
-        (run_dir / "config.toml").write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+        folder = RunFolder.create(config.out, config.dataset, config.backbone)
+        folder.config.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     say(describe_run(config, distributed.resolve_device(config.device, world)))
     split = split_records(dataset, records, config, progress)
     records = [r for r in records if r.key in split.side]
     if main and resume is None:
-        write_split(run_dir / "split.csv", split, [r.key for r in records])
+        write_split(folder.split, split, [r.key for r in records])
     data = decode_records(dataset, records, config, progress)
     if len(dataset.skipped) and main:
-        _write_skipped(run_dir / "skipped.csv", dataset.skipped.items)
-        say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()} (all of them in {run_dir / 'skipped.csv'})[/]")
+        _write_skipped(folder.skipped, dataset.skipped.items)
+        say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})[/]")
     noted = data.noted()
     if noted and main:
-        _write_skipped(run_dir / "framing.csv", noted, header=("item", "framing"))
-        say(f"[yellow]{fallback_summary(config, noted)} (all of them in {run_dir / 'framing.csv'})[/]")
+        _write_skipped(folder.framing, noted, header=("item", "framing"))
+        say(f"[yellow]{fallback_summary(config, noted)} (all of them in {folder.framing})[/]")
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train_data, test_data = (
         data.subset(torch.nonzero(~is_test).flatten()),
@@ -220,7 +198,7 @@ def run(
     )
 
     t1 = time.perf_counter()
-    checkpoint = run_dir / CHECKPOINT_NAME if main else None
+    checkpoint = folder.checkpoint if main else None
     curve: list[dict] = []
     on_step = _snapshot_taker(estimator, train_data, test_data, config, snapshots, curve) if snapshots else None
     history = train(
@@ -228,12 +206,12 @@ def run(
     )
     if not main:
         return None
-    _write_json(run_dir / "history.json", history)
+    _write_json(folder.history, history)
     t2 = time.perf_counter()
 
     advance = add_bar(progress, "embed", len(data))
     estimator.fit_gallery(train_data, progress=advance)
-    estimator.save(run_dir / "model.pt")
+    estimator.save(folder.model)
     test_emb = estimator.embed(test_data.images, progress=advance)
     predicted = estimator.retriever.predict(test_emb)
     t3 = time.perf_counter()
@@ -252,14 +230,14 @@ def run(
     }
     if (test_data.genders >= 0).any() and train_data.has_gender:
         metrics.update(gender_accuracies(estimator, train_data, test_data, test_emb))
-    _write_predictions(run_dir / "predictions.csv", test_data, predicted)
-    _write_json(run_dir / "metrics.json", metrics)
+    _write_predictions(folder.predictions, test_data, predicted)
+    _write_json(folder.metrics, metrics)
     if config.figures:
         from agemetric.plots import write_run_figures
 
-        write_run_figures(run_dir)
+        write_run_figures(folder.path)
     checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
-    return RunResult(run_dir, metrics, estimator, history)
+    return RunResult(folder.path, metrics, estimator, history)
 
 
 def describe_run(config: RunConfig, device: torch.device) -> str:
@@ -313,17 +291,17 @@ def _snapshot_taker(estimator, train_data, test_data, config, times, curve):
 
 def resume_config(run_dir: str | Path) -> RunConfig:
     """The config of an unfinished run folder, checked to be resumable (one-line errors)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise AgemetricError(f"--resume: no run folder {str(run_dir)!r}")
-    if (run_dir / "metrics.json").exists():
-        raise AgemetricError(f"--resume: {run_dir} is a finished run (it has metrics.json); nothing to resume")
-    if not (run_dir / CHECKPOINT_NAME).is_file():
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise AgemetricError(f"--resume: no run folder {str(folder.path)!r}")
+    if folder.metrics.exists():
+        raise AgemetricError(f"--resume: {folder.path} is a finished run (it has {folder.METRICS}); nothing to resume")
+    if not folder.checkpoint.is_file():
         raise AgemetricError(
-            f"--resume: {run_dir} has no {CHECKPOINT_NAME} (a run writes one at the end of each epoch "
+            f"--resume: {folder.path} has no {folder.CHECKPOINT} (a run writes one at the end of each epoch "
             "and on Ctrl-C; this one stopped before either)"
         )
-    return resolve(config_file=run_dir / "config.toml")
+    return resolve(config_file=folder.config)
 
 
 def gender_accuracies(

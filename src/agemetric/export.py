@@ -29,6 +29,7 @@ from agemetric.bundle import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES
 from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone
+from agemetric.runs import RunFolder
 
 #: ``--format`` -> the model files it writes
 FORMATS = {"torchscript": ("torchscript",), "onnx": ("onnx",), "both": ("torchscript", "onnx")}
@@ -80,9 +81,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
     if fmt not in FORMATS:
         raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run_dir, out = Path(run_dir), Path(out)
-    checkpoint = run_dir / "model.pt"
+    checkpoint = RunFolder(run_dir).model
     if not checkpoint.is_file():
-        raise AgemetricError(f"{run_dir}: no model.pt (expected a run folder written by `agemetric run`)")
+        raise AgemetricError(f"{run_dir}: no {RunFolder.MODEL} (expected a run folder written by `agemetric run`)")
     if "onnx" in FORMATS[fmt]:
         missing = [name for name in ONNX_EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:

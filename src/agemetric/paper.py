@@ -12,7 +12,6 @@ sub-folders, as ordinary run folders), and returns the numbers it reports:
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -22,11 +21,13 @@ from matplotlib.figure import Figure
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
+from agemetric.data.splits import read_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.experiment import add_bar, decode_records, run, select_records
 from agemetric.metrics import mae
 from agemetric.plots import caption, cs_curves, save_figure
+from agemetric.runs import RunFolder
 
 #: Fig. 10's setting: 2-D embedding, one batch of 48, margin 2, ages 16-63 with 1-3 images each.
 TOY = {"embedding_dim": 2, "batch_size": 48, "margin": 2.0, "multitask": "off", "augment": False}
@@ -47,10 +48,10 @@ def _finished(config: RunConfig) -> dict | None:
     """The metrics of a finished run folder for exactly this config (so a rerun can resume), else None."""
     import tomllib
 
-    folder = Path(config.out)
+    folder = RunFolder(config.out)
     try:
-        same = tomllib.loads((folder / "config.toml").read_text()) == config.to_dict()
-        return json.loads((folder / "metrics.json").read_text()) if same else None
+        same = tomllib.loads(folder.config.read_text()) == config.to_dict()
+        return folder.read_metrics() if same else None
     except (OSError, ValueError):
         return None
 
@@ -61,7 +62,7 @@ def _run(config: RunConfig, progress=None, console=None) -> dict:
     if finished is not None:
         return finished
     run(config, progress=progress, console=console)
-    return json.loads((Path(config.out) / "metrics.json").read_text())
+    return RunFolder(config.out).read_metrics()
 
 
 # -- Fig. 10 -----------------------------------------------------------------------------------
@@ -262,15 +263,12 @@ def margin_sweep(config: RunConfig, out: Path, margins: list[float], progress=No
 
 def load_test_data(run_dir: Path) -> tuple[AgeEstimator, FaceArrays, dict]:
     """A run's estimator (with its gallery), its test images (from ``split.csv``) and its metrics."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "model.pt").is_file():
-        raise AgemetricError(f"{run_dir}: not a finished run folder (no model.pt)")
-    estimator = AgeEstimator.load(run_dir / "model.pt")
-    with (run_dir / "split.csv").open(newline="", encoding="utf-8") as f:
-        test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
+    folder = RunFolder(run_dir)
+    estimator = AgeEstimator.load(folder.require_model())
     dataset, records = select_records(replace(estimator.config, limit=None))
-    data = decode_records(dataset, [r for r in records if r.key in test_keys], estimator.config)
-    return estimator, data, json.loads((run_dir / "metrics.json").read_text())
+    side = read_split(folder.split, records).side
+    data = decode_records(dataset, [r for r in records if side.get(r.key) == "test"], estimator.config)
+    return estimator, data, folder.read_metrics()
 
 
 def k_sweep(run_dir: Path, out: Path, ks: list[int]) -> dict[int, float]:

@@ -9,11 +9,12 @@ caption naming the dataset, the split protocol and the number of images its numb
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
+
+from agemetric.runs import RunFolder
 
 DPI = 120
 #: The figures every run writes, file name -> what it shows.
@@ -198,26 +199,25 @@ def comparison_table(runs: dict[str, dict]) -> str:
 
 def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
     """(true ages, predicted ages) from a run's ``predictions.csv``."""
-    with (Path(run_dir) / "predictions.csv").open(newline="", encoding="utf-8") as f:
+    with RunFolder(run_dir).predictions.open(newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     return [float(r["age"]) for r in rows], [float(r["predicted"]) for r in rows]
 
 
 def write_run_figures(run_dir: Path) -> list[Path]:
     """The four figures of `RUN_FIGURES` and ``report.md`` for a finished run folder."""
-    run_dir = Path(run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    history = json.loads((run_dir / "history.json").read_text())
+    folder = RunFolder(run_dir)
+    metrics, history = folder.read_metrics(), folder.read_history()
     note = caption(metrics)
-    true, predicted = read_predictions(run_dir)
-    figures = run_dir / "figures"
+    true, predicted = read_predictions(folder.path)
+    figures = folder.figures
     paths = [
         cs_curves({f"MAE {metrics['mae']:.2f}": metrics["cs"]}, figures / "cs_curve.png", note),
         mae_by_age(metrics["mae_by_age"], figures / "mae_by_age.png", note),
         predicted_vs_true(true, predicted, figures / "predicted_vs_true.png", note),
         training_loss(history, figures / "training_loss.png", training_caption(metrics)),
     ]
-    (run_dir / "report.md").write_text(run_report(run_dir.name, metrics), encoding="utf-8")
+    folder.report.write_text(run_report(folder.path.name, metrics), encoding="utf-8")
     return paths
 
 

@@ -258,7 +258,7 @@ def create(kind: str, name: str, **kwargs):
     except (TypeError, ValueError) as exc:
         where = f"{kind} {entry.name!r} (plugin {entry.plugin!r})"
         raise PluginError(f"cannot create {where} with {kwargs}: {exc}") from exc
-    try:  # lets error messages name the plugin (see agemetric.interfaces._checks.describe)
+    try:  # lets error messages name the plugin (see agemetric.interfaces.checks.describe)
         object.__setattr__(component, "_agemetric_entry", (kind, entry.name, entry.plugin))
     except (AttributeError, TypeError):
         pass  # a factory returned something that takes no attributes; messages fall back to the class

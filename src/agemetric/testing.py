@@ -22,7 +22,7 @@ import torch
 
 from agemetric import plugins
 from agemetric.data.arrays import FaceArrays
-from agemetric.interfaces.miner import FIELDS
+from agemetric.interfaces.checks import FIELDS
 
 
 def random_face_arrays(n: int = 24, size: int = 32, seed: int = 0) -> FaceArrays:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 
 #: The version of the training checkpoint's layout (``checkpoint.pt`` in a run folder).
-CHECKPOINT_FORMAT = 1
+TRAINING_STATE_FORMAT = 1
 
 
 class TrainingDiverged(AgemetricError):
@@ -157,7 +157,7 @@ def train(
 
     def state(epoch: int, partial: dict | None) -> dict:
         return {
-            "format": CHECKPOINT_FORMAT,
+            "format": TRAINING_STATE_FORMAT,
             "epoch": epoch,  # the epoch to run (or finish) next
             "partial": partial,  # that epoch's batches and progress when it was interrupted, else None
             "history": history,
@@ -278,7 +278,7 @@ def train(
 def load_checkpoint(path: Path) -> dict:
     """Read a training checkpoint written by `train()` (one-line errors for a bad file)."""
     state = load_torch(path, "--resume")
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
         raise AgemetricError(f"--resume: {str(path)!r} is not an agemetric training checkpoint")
     return state
 

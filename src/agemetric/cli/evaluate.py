@@ -65,7 +65,9 @@ def evaluate(
     from agemetric.experiment import fallback_summary, load_data
 
     changes = overrides(set_ or [])
-    estimator = AgeEstimator.load(Path(run_dir) / "model.pt")
+    from agemetric.runs import RunFolder
+
+    estimator = AgeEstimator.load(RunFolder(run_dir).require_model())
     base = estimator.config
     dataset_options = {} if dataset != base.dataset else base.dataset_options
     framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options

@@ -129,8 +129,11 @@ def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray]
     if is_bundle(path):
         bundle = Bundle(path, runtime)
         return bundle.image_size, bundle.framer, bundle.predict
-    if not (Path(path) / "model.pt").is_file():
-        raise AgemetricError(f"{path}: neither a run folder (model.pt) nor a bundle (bundle.json)")
+    from agemetric.runs import RunFolder
+
+    model = RunFolder(path).model
+    if not model.is_file():
+        raise AgemetricError(f"{path}: neither a run folder ({RunFolder.MODEL}) nor a bundle (bundle.json)")
     if runtime != "auto":
         raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
     import torch
@@ -138,7 +141,7 @@ def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray]
     from agemetric.estimator import AgeEstimator
     from agemetric.experiment import make_framer
 
-    estimator = AgeEstimator.load(Path(path) / "model.pt")
+    estimator = AgeEstimator.load(model)
     return estimator.image_size, make_framer(estimator.config), lambda x: estimator.predict(torch.from_numpy(x)).numpy()
 
 

@@ -12,15 +12,16 @@ from rich.table import Table
 
 from agemetric.cli._common import console, guarded
 from agemetric.errors import AgemetricError
+from agemetric.runs import RunFolder
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
     """``label -> metrics`` for run folders; labels are the folder names (made unique)."""
     runs: dict[str, dict] = {}
     for run_dir in run_dirs:
-        path = run_dir / "metrics.json"
+        path = RunFolder(run_dir).metrics
         if not path.is_file():
-            raise AgemetricError(f"{run_dir}: not a finished run folder (no metrics.json)")
+            raise AgemetricError(f"{run_dir}: not a finished run folder (no {RunFolder.METRICS})")
         try:
             metrics = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:

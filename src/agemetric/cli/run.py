@@ -259,8 +259,12 @@ def closing_line(run_dir: Path, metrics: dict, seconds: float) -> str:
     """``Done in 1 min 05 s (...). Run folder: runs/x (metrics.json, ..., figures/, report.md)``."""
     from rich.markup import escape
 
-    files = ["metrics.json", "predictions.csv", "model.pt", "config.toml"]
-    files += [name for name in ("figures/", "report.md") if (Path(run_dir) / name).exists()]
+    from agemetric.runs import RunFolder
+
+    folder = RunFolder(run_dir)
+    files = [folder.METRICS, folder.PREDICTIONS, folder.MODEL, folder.CONFIG]
+    files += [f"{folder.FIGURES}/"] if folder.figures.exists() else []
+    files += [folder.REPORT] if folder.report.exists() else []
     parts = metrics.get("seconds", {})
     labels = {"load": "data", "train": "training", "evaluate": "evaluation"}
     phases = ", ".join(f"{label} {duration(parts[key])}" for key, label in labels.items() if key in parts)

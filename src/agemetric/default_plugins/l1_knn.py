@@ -15,8 +15,7 @@ import torch
 from agemetric.errors import PluginError
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Retriever
-from agemetric.interfaces._checks import describe
-from agemetric.interfaces.retriever import positive_int
+from agemetric.interfaces.checks import describe, positive_int
 
 INDEX_KINDS = ("flat", "hnsw")
 REFERENCE_KINDS = ("all", "per-age")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from agemetric.default_plugins._heads import attach_heads, load_weights_file
+from agemetric.default_plugins.heads import attach_heads, load_weights_file
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone
 from agemetric.types import Embeddings

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from agemetric.default_plugins._heads import attach_heads, load_weights_file
+from agemetric.default_plugins.heads import attach_heads, load_weights_file
 from agemetric.errors import AgemetricError
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone

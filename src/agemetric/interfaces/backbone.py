@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_rows, check_tensor, describe
+from agemetric.interfaces.checks import check_rows, check_tensor, describe
 from agemetric.types import Embeddings
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

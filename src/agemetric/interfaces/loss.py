@@ -10,8 +10,7 @@ from torch import nn
 
 from agemetric import functional as F
 from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_rows, check_tensor, describe
-from agemetric.interfaces.miner import check_indices
+from agemetric.interfaces.checks import check_indices, check_rows, check_tensor, describe
 from agemetric.types import Indices, Pairs, Samples, Triplets
 
 

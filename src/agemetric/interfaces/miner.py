@@ -8,9 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from agemetric.errors import PluginError
-from agemetric.interfaces._checks import check_index_range, check_rows, check_tensor, describe
-from agemetric.types import Indices, Pairs, Samples, Triplets
+from agemetric.interfaces.checks import check_indices, check_rows, check_tensor, describe
+from agemetric.types import Indices, Pairs
 
 
 class Miner(nn.Module, abc.ABC):
@@ -66,26 +65,3 @@ class Miner(nn.Module, abc.ABC):
     @abc.abstractmethod
     def mine(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
         """Return the indices for a checked batch (called under ``torch.no_grad``)."""
-
-
-#: The index fields of each hand-over type.
-FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative"), Samples: ("index",)}
-
-
-def type_names(types: type | tuple[type, ...]) -> str:
-    """``Pairs`` or ``Pairs or Triplets``: for messages about what a loss accepts."""
-    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
-
-
-def check_indices(who: str, indices: object, expected: type | tuple[type, ...], batch_size: int) -> None:
-    """Raise `PluginError` unless ``indices`` is a well-formed ``expected`` (a type or a tuple of types)."""
-    if not isinstance(indices, expected):
-        raise PluginError(f"{who}: expected {type_names(expected)}, got {type(indices).__name__}")
-    fields = FIELDS[type(indices)]
-    n = None
-    for field in fields:
-        t = check_tensor(who, field, getattr(indices, field), 1, floating=False)
-        if n is not None and t.numel() != n:
-            raise PluginError(f"{who}: index tensors must have equal lengths, got {t.numel()} != {n}")
-        n = t.numel()
-        check_index_range(who, field, t, batch_size)

@@ -10,7 +10,7 @@ import torch
 
 from agemetric.errors import PluginError
 from agemetric.functional import knn_mean_age
-from agemetric.interfaces._checks import check_rows, check_tensor, describe
+from agemetric.interfaces.checks import check_rows, check_tensor, describe, positive_int
 
 
 class Retriever(abc.ABC):
@@ -235,10 +235,3 @@ class Retriever(abc.ABC):
     @abc.abstractmethod
     def _search(self, queries: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(distances (M, k), indices (M, k) int64)``, nearest first, for at most ``chunk_size`` queries."""
-
-
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an int; `ValueError` naming the option unless it is a whole number >= 1."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from agemetric import Loss, Pairs
+from agemetric.interfaces.checks import positive_int
 from agemetric_crcnn.functional import N_RELATIONS, SWAP, pair_features, relation
 
 
@@ -40,9 +41,7 @@ class CRCNNLoss(Loss):
 
     def __init__(self, margin: float = 4.0, hidden: int = 64):
         super().__init__(margin)
-        if int(hidden) != hidden or hidden < 1:
-            raise ValueError(f"hidden must be a positive integer, got {hidden!r}")
-        self.hidden = int(hidden)
+        self.hidden = positive_int("hidden", hidden)
         self.head = nn.Sequential(nn.LazyLinear(self.hidden), nn.ReLU(), nn.Linear(self.hidden, N_RELATIONS))
         # A head that never saw a batch (``--epochs 0``) has uninitialised parameters, which
         # ``torch.load(weights_only=True)`` refuses; they are saved as empty placeholders instead.

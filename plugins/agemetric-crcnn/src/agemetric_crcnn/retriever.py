@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from agemetric import PluginError
-from agemetric.default_plugins.l1_knn import L1KNN
-from agemetric.interfaces._checks import check_rows, describe
+from agemetric.interfaces.checks import check_rows, describe, positive_int
+from agemetric.retrievers import L1KNN
 from agemetric_crcnn.functional import candidate_ages, relation_scores
 from agemetric_crcnn.loss import CRCNNLoss
 
@@ -49,12 +49,8 @@ class CRCNNCompare(L1KNN):
 
     def __init__(self, k: int = 20, per_age: int = 5, chunk: int = 32768):
         super().__init__(k)
-        if int(per_age) != per_age or per_age < 1:
-            raise ValueError(f"per_age must be a positive integer, got {per_age!r}")
-        if int(chunk) != chunk or chunk < 1:
-            raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-        self.per_age = int(per_age)
-        self.chunk = int(chunk)
+        self.per_age = positive_int("per_age", per_age)
+        self.chunk = positive_int("chunk", chunk)
         self.comparator: CRCNNLoss | None = None
         self.references: torch.Tensor | None = None  # (R,) int64 gallery indices
         self.candidates: torch.Tensor | None = None  # (C,) float32 ages

@@ -157,7 +157,7 @@ class DlibResNet10(Backbone):
         dropout: float = 0.5,
         head: str = "linear",
     ):
-        from agemetric.default_plugins._heads import attach_heads, load_weights_file
+        from agemetric.default_plugins.heads import attach_heads, load_weights_file
 
         super().__init__(embedding_dim, gender_dim, weights)
         self.trunk = DlibTrunk()

@@ -1,10 +1,14 @@
-"""Shared input/output checks for the interfaces; each error says what was expected."""
+"""The checks the interfaces run on what passes through them; each error says what was expected.
+
+Public, so that plugins and the testing kit check their own inputs the same way.
+"""
 
 from __future__ import annotations
 
 import torch
 
 from agemetric.errors import PluginError
+from agemetric.types import Pairs, Samples, Triplets
 
 
 def describe(component: object) -> str:
@@ -49,3 +53,33 @@ def check_index_range(who: str, name: str, idx: torch.Tensor, size: int) -> None
     """Raise unless every index lies in ``[0, size)``."""
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):
         raise PluginError(f"{who}: {name} must lie in [0, {size}), got range [{int(idx.min())}, {int(idx.max())}]")
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int; `ValueError` naming the option unless it is a whole number >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+#: The index fields of each hand-over type.
+FIELDS = {Pairs: ("first", "second"), Triplets: ("anchor", "positive", "negative"), Samples: ("index",)}
+
+
+def type_names(types: type | tuple[type, ...]) -> str:
+    """``Pairs`` or ``Pairs or Triplets``: for messages about what a loss accepts."""
+    return " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+
+
+def check_indices(who: str, indices: object, expected: type | tuple[type, ...], batch_size: int) -> None:
+    """Raise `PluginError` unless ``indices`` is a well-formed ``expected`` (a type or a tuple of types)."""
+    if not isinstance(indices, expected):
+        raise PluginError(f"{who}: expected {type_names(expected)}, got {type(indices).__name__}")
+    fields = FIELDS[type(indices)]
+    n = None
+    for field in fields:
+        t = check_tensor(who, field, getattr(indices, field), 1, floating=False)
+        if n is not None and t.numel() != n:
+            raise PluginError(f"{who}: index tensors must have equal lengths, got {t.numel()} != {n}")
+        n = t.numel()
+        check_index_range(who, field, t, batch_size)
