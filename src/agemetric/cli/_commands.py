@@ -172,40 +172,30 @@ def _one_line_errors(args):
         raise typer.Exit(2) from None
 
 
-class Command(TyperCommand):
+class _Polished:
+    """What a command and a group share: polished parameters, help as written, one-line usage errors."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            polish(param)
+        return params
+
+    def format_help(self, ctx, formatter):
+        with as_written(self, ctx):
+            return super().format_help(ctx, formatter)
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _one_line_errors(args):
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+
+class Command(_Polished, TyperCommand):
     """A typer command with the help and errors described in this module."""
 
-    def get_params(self, ctx):
-        params = super().get_params(ctx)
-        for param in params:
-            polish(param)
-        return params
 
-    def format_help(self, ctx, formatter):
-        with as_written(self, ctx):
-            return super().format_help(ctx, formatter)
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        with _one_line_errors(args):
-            return super().make_context(info_name, args, parent=parent, **extra)
-
-
-class Group(TyperGroup):
+class Group(_Polished, TyperGroup):
     """A typer group with the help and errors described in this module."""
-
-    def get_params(self, ctx):
-        params = super().get_params(ctx)
-        for param in params:
-            polish(param)
-        return params
-
-    def format_help(self, ctx, formatter):
-        with as_written(self, ctx):
-            return super().format_help(ctx, formatter)
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        with _one_line_errors(args):
-            return super().make_context(info_name, args, parent=parent, **extra)
 
     def resolve_command(self, ctx, args):
         with _one_line_errors(args):
