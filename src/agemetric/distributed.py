@@ -82,9 +82,16 @@ def resolve_device(name: str, world: World) -> torch.device:
     return torch.device(name)
 
 
-def shutdown() -> None:
-    """Leave the process group, if one was joined."""
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group, if one was joined.
+
+    With ``wait`` every process waits for the others first: a process that tears its connections
+    down while another still uses them (rank 0 saving the results, say) can abort in gloo's
+    threads. Leave on an error with ``wait=False``: the others may never arrive.
+    """
     if dist.is_available() and dist.is_initialized():
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

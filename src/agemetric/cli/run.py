@@ -243,8 +243,10 @@ def run(
     try:
         with make_progress(disable=not world.is_main) as progress:
             result = run_experiment(resolved, progress=progress, console=notes_console(progress), resume=resume)
-    finally:
-        distributed.shutdown()
+    except BaseException:
+        distributed.shutdown(wait=False)
+        raise
+    distributed.shutdown()
     if result is None:  # not rank 0: rank 0 evaluates and reports
         return
     m = result.metrics
