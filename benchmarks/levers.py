@@ -40,6 +40,10 @@ LEVERS: dict[str, list[str]] = {
     "balanced + dropout 0.1": [BALANCED, "backbone_options.dropout=0.1"],
     "balanced + 80 px": [BALANCED, "image_size=80"],
     "balanced + no augmentation": [BALANCED, "augment=false"],
+    "dropout 0": ["backbone_options.dropout=0"],
+    "dropout 0.1 + no augmentation": ["backbone_options.dropout=0.1", "augment=false"],
+    "dropout 0.1 + weight average 0.998": ["backbone_options.dropout=0.1", "weight_average=0.998"],
+    "dropout 0.1 + weight average 0.995": ["backbone_options.dropout=0.1", "weight_average=0.995"],
 }
 
 

@@ -70,6 +70,9 @@ class RunConfig:
         warmup: fraction of training (steps, or of ``time_budget``) over which the learning rate
             rises linearly from 0 (0: none).
         weight_decay: L2 penalty.
+        weight_average: keep an exponential moving average of the weights with this decay per
+            step (e.g. 0.998; 0: off) and end training with the averaged weights; the decay
+            ramps up as ``(1 + n) / (10 + n)`` over the first steps.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         augment: random flip, shift and zoom during training.
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
@@ -115,6 +118,7 @@ class RunConfig:
     lr_schedule: str = "constant"
     warmup: float = 0.0
     weight_decay: float = 0.0
+    weight_average: float = 0.0
     multitask: str = "auto"
     augment: bool = True
     tta_flip: bool = False
@@ -150,6 +154,8 @@ class RunConfig:
             raise AgemetricError(f"lr must be > 0, got {self.lr}")
         if self.head_lr is not None and self.head_lr <= 0:
             raise AgemetricError(f"head_lr must be > 0, got {self.head_lr}")
+        if not 0 <= self.weight_average < 1:
+            raise AgemetricError(f"weight_average must be a decay in [0, 1), got {self.weight_average}")
         if not 0 <= self.warmup < 1:
             raise AgemetricError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
         if not 0 < self.test_fraction < 1:

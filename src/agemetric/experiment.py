@@ -13,7 +13,6 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import tomli_w
 import torch
@@ -26,12 +25,9 @@ from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
+from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import RunFolder
 from agemetric.training import load_checkpoint, recalibrate_batchnorm, train
-
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.progress import Progress
 
 
 @dataclass
@@ -76,14 +72,16 @@ def make_framer(config: RunConfig):
     return plugins.create("framer", config.framing, **config.framing_options)
 
 
-def decode_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> FaceArrays:
+def decode_records(
+    dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
+) -> FaceArrays:
     """Decode ``records`` at the config's size and framing (through the disk cache when on);
     fewer than 2 readable images is an error."""
     arrays = decode(
         dataset,
         records,
         config.image_size,
-        progress=add_bar(progress, "decode", len(records)),
+        progress=reporter.bar("decode", len(records)),
         cache=config.cache,
         framer=make_framer(config),
     )
@@ -94,29 +92,29 @@ def decode_records(dataset: FaceDataset, records: list[FaceRecord], config: RunC
     return arrays
 
 
-def load_data(config: RunConfig, progress=None) -> tuple[FaceDataset, FaceArrays]:
+def load_data(config: RunConfig, reporter: Reporter = SILENT) -> tuple[FaceDataset, FaceArrays]:
     """`select_records()` then `decode_records()`: the whole (limited) dataset as arrays."""
     dataset, records = select_records(config)
-    return dataset, decode_records(dataset, records, config, progress)
+    return dataset, decode_records(dataset, records, config, reporter)
 
 
-def split_records(dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, progress=None) -> Split:
+def split_records(
+    dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
+) -> Split:
     """The run's split: ``config.split_file`` when given, else ``config.split`` over content hashes."""
     if config.split_file:
         return read_split(config.split_file, records)
-    advance = add_bar(progress, "fingerprint", len(records))
+    bar = reporter.bar("fingerprint", len(records))
     fingerprints = []
     for record in records:
         fingerprints.append(dataset.fingerprint(record))
-        if advance is not None:
-            advance(1)
+        bar.advance(1)
     return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
 
 
 def run(
     config: RunConfig,
-    progress: Progress | None = None,
-    console: Console | None = None,
+    reporter: Reporter | None = None,
     resume: str | Path | None = None,
     snapshots: tuple[float, ...] = (),
 ) -> RunResult | None:
@@ -133,8 +131,8 @@ def run(
 
     Args:
         config: the run's config.
-        progress: an optional ``rich.progress.Progress`` for the bars.
-        console: an optional ``rich.console.Console`` for notes (skipped files, settings).
+        reporter: where the progress bars and notes (settings, skipped files) go
+            ([`Reporter`][agemetric.reporting.Reporter]); ``None``: nowhere.
         resume: an unfinished run folder to continue from its ``checkpoint.pt``, with its own
             split; ``config`` must be that folder's ``config.toml`` (see `resume_config()`).
         snapshots: training times in seconds at which to evaluate the test split during
@@ -143,8 +141,8 @@ def run(
     """
     world = distributed.init_from_env(config.device)
     main = world.is_main
-    say = console.print if console is not None and main else (lambda *a, **k: None)
-    progress = progress if main else None
+    reporter = reporter if reporter is not None and main else SILENT
+    say = reporter.note
     check_plugins(config)  # a misspelt name or option fails at once, not after the data is decoded
     state = None
     if resume is not None:
@@ -161,18 +159,18 @@ def run(
         folder = RunFolder.create(config.out, config.dataset, config.backbone)
         folder.config.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
     say(describe_run(config, distributed.resolve_device(config.device, world)))
-    split = split_records(dataset, records, config, progress)
+    split = split_records(dataset, records, config, reporter)
     records = [r for r in records if r.key in split.side]
     if main and resume is None:
         write_split(folder.split, split, [r.key for r in records])
-    data = decode_records(dataset, records, config, progress)
+    data = decode_records(dataset, records, config, reporter)
     if len(dataset.skipped) and main:
         _write_skipped(folder.skipped, dataset.skipped.items)
-        say(f"[yellow]{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})[/]")
+        say(f"{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})", warning=True)
     noted = data.noted()
     if noted and main:
         _write_skipped(folder.framing, noted, header=("item", "framing"))
-        say(f"[yellow]{fallback_summary(config, noted)} (all of them in {folder.framing})[/]")
+        say(f"{fallback_summary(config, noted)} (all of them in {folder.framing})", warning=True)
     is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train_data, test_data = (
         data.subset(torch.nonzero(~is_test).flatten()),
@@ -202,17 +200,17 @@ def run(
     curve: list[dict] = []
     on_step = _snapshot_taker(estimator, train_data, test_data, config, snapshots, curve) if snapshots else None
     history = train(
-        estimator, train_data, config, progress, world, checkpoint=checkpoint, resume=state, on_step=on_step
+        estimator, train_data, config, reporter, world, checkpoint=checkpoint, resume=state, on_step=on_step
     )
     if not main:
         return None
     _write_json(folder.history, history)
     t2 = time.perf_counter()
 
-    advance = add_bar(progress, "embed", len(data))
-    estimator.fit_gallery(train_data, progress=advance)
+    bar = reporter.bar("embed", len(data))
+    estimator.fit_gallery(train_data, progress=bar)
     estimator.save(folder.model)
-    test_emb = estimator.embed(test_data.images, progress=advance)
+    test_emb = estimator.embed(test_data.images, progress=bar)
     predicted = estimator.retriever.predict(test_emb)
     t3 = time.perf_counter()
 
@@ -266,7 +264,7 @@ def _snapshot_taker(estimator, train_data, test_data, config, times, curve):
     took. Training continues exactly as without snapshots (the global random state is restored)."""
     pending = sorted(times)
 
-    def on_step(elapsed: float) -> float | None:
+    def on_step(elapsed: float, current: AgeEstimator) -> float | None:
         if not pending or elapsed < pending[0]:
             return None
         began = time.perf_counter()
@@ -274,7 +272,7 @@ def _snapshot_taker(estimator, train_data, test_data, config, times, curve):
         while pending and elapsed >= pending[0]:
             pending.pop(0)
         rng = torch.get_rng_state()  # recalibration runs dropout: training must not see its draws
-        snapshot = copy.deepcopy(estimator)
+        snapshot = copy.deepcopy(current)
         if config.bn_recalibration:
             recalibrate_batchnorm(
                 snapshot, train_data, config.bn_recalibration, config.batch_size, torch.Generator().manual_seed(0)
@@ -328,19 +326,11 @@ def gender_accuracies(
 
 
 def evaluate(
-    estimator: AgeEstimator, data: FaceArrays, train_ages: torch.Tensor, progress=None
+    estimator: AgeEstimator, data: FaceArrays, train_ages: torch.Tensor, reporter: Reporter = SILENT
 ) -> tuple[dict, torch.Tensor]:
     """Metrics of ``estimator`` on ``data`` (its gallery must be fitted); returns (metrics, predictions)."""
-    predicted = estimator.predict(data.images, progress=add_bar(progress, "predict", len(data)))
+    predicted = estimator.predict(data.images, progress=reporter.bar("predict", len(data)))
     return summarise(predicted, data.ages, train_ages), predicted
-
-
-def add_bar(progress, description: str, total: int):
-    """A new bar on ``progress`` and a callback advancing it by n; ``None`` without a progress."""
-    if progress is None:
-        return None
-    task = progress.add_task(description, total=total, loss="", ips="")
-    return lambda n: progress.advance(task, n)
 
 
 def machine() -> dict:

@@ -24,9 +24,10 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.data.splits import read_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
-from agemetric.experiment import add_bar, decode_records, run, select_records
+from agemetric.experiment import decode_records, run, select_records
 from agemetric.metrics import mae
 from agemetric.plots import caption, cs_curves, save_figure
+from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import RunFolder
 
 #: Fig. 10's setting: 2-D embedding, one batch of 48, margin 2, ages 16-63 with 1-3 images each.
@@ -56,12 +57,12 @@ def _finished(config: RunConfig) -> dict | None:
         return None
 
 
-def _run(config: RunConfig, progress=None, console=None) -> dict:
+def _run(config: RunConfig, reporter: Reporter = SILENT) -> dict:
     """A run's metrics as written to its ``metrics.json`` (training only if not finished already)."""
     finished = _finished(config)
     if finished is not None:
         return finished
-    run(config, progress=progress, console=console)
+    run(config, reporter)
     return RunFolder(config.out).read_metrics()
 
 
@@ -83,7 +84,7 @@ def toy_records(records: list, seed: int) -> list:
     return chosen
 
 
-def toy_embedding(config: RunConfig, out: Path, progress=None) -> dict:
+def toy_embedding(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> dict:
     """Train a 2-D embedding on the toy set and plot it against age (paper, Fig. 10).
 
     Returns:
@@ -97,11 +98,11 @@ def toy_embedding(config: RunConfig, out: Path, progress=None) -> dict:
     records = toy_records(records, config.seed)
     if len(records) < 10:
         raise AgemetricError(f"--dataset {config.dataset}: only {len(records)} images aged 16-63; need >= 10")
-    data = decode_records(dataset, records, config, progress)
+    data = decode_records(dataset, records, config, reporter)
     torch.manual_seed(config.seed)
     estimator = AgeEstimator.from_config(config, multitask=False)
-    history = train(estimator, data, config, progress)
-    emb = estimator.embed(data.images, progress=add_bar(progress, "embed", len(data)))  # (N, 2)
+    history = train(estimator, data, config, reporter)
+    emb = estimator.embed(data.images, progress=reporter.bar("embed", len(data)))  # (N, 2)
     ages = data.ages
     stats = {
         "n_images": len(data),
@@ -176,15 +177,15 @@ def _loo_knn_mae(emb: torch.Tensor, ages: torch.Tensor, k: int) -> float:
 # -- Table 2 and Fig. 11 -----------------------------------------------------------------------
 
 
-def multitask(config: RunConfig, out: Path, progress=None, console=None) -> dict:
+def multitask(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> dict:
     """Two runs, same seed and budget, without and with the gender task (paper, Table 2 and Fig. 11).
 
     Returns:
         ``{"off": metrics, "on": metrics}``.
     """
     runs = {
-        "off": _run(_sub(config, out, "multitask-off", multitask="off"), progress, console),
-        "on": _run(_sub(config, out, "multitask-on", multitask="on"), progress, console),
+        "off": _run(_sub(config, out, "multitask-off", multitask="off"), reporter),
+        "on": _run(_sub(config, out, "multitask-on", multitask="on"), reporter),
     }
     note = caption(runs["on"])
     figure = cs_curves(
@@ -244,13 +245,13 @@ def _line_plot(xs, ys, path: Path, title: str, xlabel: str, note: str, label: st
     return save_figure(fig, path)
 
 
-def margin_sweep(config: RunConfig, out: Path, margins: list[float], progress=None, console=None) -> dict:
+def margin_sweep(config: RunConfig, out: Path, margins: list[float], reporter: Reporter = SILENT) -> dict:
     """One run per margin (same seed and settings); MAE against the margin.
 
     Returns:
         ``{margin: metrics}``.
     """
-    runs = {m: _run(_sub(config, out, f"margin-{m:g}", margin=float(m)), progress, console) for m in margins}
+    runs = {m: _run(_sub(config, out, f"margin-{m:g}", margin=float(m)), reporter) for m in margins}
     note = caption(next(iter(runs.values())))
     maes = [runs[m]["mae"] for m in margins]
     figure = _line_plot(margins, maes, out / "margin_sweep.png", "MAE against the margin", "margin (years)", note,

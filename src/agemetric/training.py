@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from agemetric import distributed
 from agemetric._io import atomic_torch_save, load_torch
@@ -18,10 +20,7 @@ from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
-
+from agemetric.reporting import SILENT, Reporter
 
 #: The version of the training checkpoint's layout (``checkpoint.pt`` in a run folder).
 TRAINING_STATE_FORMAT = 1
@@ -82,24 +81,263 @@ def batches(n: int, batch_size: int, generator: torch.Generator, smallest: int =
     return [c for c in chunks if c.numel() >= smallest]
 
 
+@dataclass
+class EpochProgress:
+    """One epoch under way: its batches, the next step, and what the finished steps added up to."""
+
+    batches: list[torch.Tensor]
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    step_losses: list[float] = field(default_factory=list)
+    seen: int = 0
+    seconds: float = 0.0  # of training in this epoch before an interruption
+
+    def record(self, parts: dict[str, torch.Tensor], images: int) -> None:
+        """Add one finished step's loss parts and image count."""
+        for key, value in parts.items():
+            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
+        self.step_losses.append(float(parts["loss"].detach()))
+        self.seen += images
+        self.step += 1
+
+    def row(self, epoch: int, seconds: float) -> dict:
+        """The epoch's line of the history."""
+        steps = max(len(self.step_losses), 1)
+        return {
+            "epoch": epoch,
+            **{key: value / steps for key, value in self.sums.items()},
+            "images": self.seen,
+            "seconds": seconds,
+            "images_per_second": self.seen / max(seconds, 1e-9),
+            "step_losses": self.step_losses,
+        }
+
+
+@dataclass
+class TrainState:
+    """Where training stands between two steps: what a checkpoint holds besides the tensors."""
+
+    epoch: int = 1  # the epoch to run (or finish) next
+    partial: EpochProgress | None = None  # that epoch, when it was interrupted
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0  # seconds of training so far
+
+
+class RandomStreams:
+    """The batch order (the same on every process) and the augmentation draws (one process keeps
+    the single stream it always had; N processes draw apart), saved and restored on resume."""
+
+    def __init__(self, seed: int, world: distributed.World):
+        self.batches = torch.Generator().manual_seed(seed)
+        self.augment = torch.Generator().manual_seed(seed + 7919 * world.rank) if world.active else self.batches
+
+    def state(self) -> dict:
+        return {
+            "batches": self.batches.get_state(),
+            "augment": self.augment.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+
+    def restore(self, state: dict) -> None:
+        self.batches.set_state(state["batches"])
+        self.augment.set_state(state["augment"])
+        torch.set_rng_state(state["torch"])
+
+
+def weight_averager(estimator: AgeEstimator, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``estimator``'s weights and BatchNorm statistics
+    (``torch.optim.swa_utils.AveragedModel``), its decay ramped up as ``(1 + n) / (10 + n)`` so that
+    the first steps' weights fade fast; ``None`` when ``decay`` is 0."""
+    if not decay:
+        return None
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return AveragedModel(estimator, avg_fn=average, use_buffers=True)
+
+
+class _Training:
+    """The state and the parts of one `train()` call; `run()` is the loop."""
+
+    def __init__(self, estimator, data, config, reporter, world, checkpoint, resume, on_step):
+        self.estimator, self.data, self.config = estimator, data, config
+        self.reporter, self.world, self.on_step = reporter, world, on_step
+        self.streams = RandomStreams(config.seed, world)
+        self.smallest = 2 * world.size  # every process needs two images of each batch
+        if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
+            estimator.backbone.to(memory_format=torch.channels_last)
+        estimator.train()
+        if world.active or resume is not None or config.weight_average:  # lazy parameters must exist
+            # before DDP, a state load or a copy for the average
+            _materialise_lazy(estimator, data, self.smallest)
+        self.step_module = distributed.wrap(estimator, world)
+        self.optimizer = make_optimizer(parameter_groups(estimator, config), config)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.averaged = weight_averager(estimator, config.weight_average)
+        self.state = TrainState()
+        if resume is not None:
+            self._restore(resume)
+        self.checkpoint = checkpoint if world.is_main else None
+        self.began = time.perf_counter() - self.state.elapsed
+
+    # -- the clock: seconds of training, less what on_step spent itself ---------------------
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.began
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _restore(self, saved: dict) -> None:
+        self.estimator.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        if self.averaged is not None and saved.get("averaged") is not None:
+            self.averaged.load_state_dict(saved["averaged"])
+        self.streams.restore(saved["rng"])
+        partial = saved["partial"]
+        self.state = TrainState(
+            epoch=saved["epoch"],
+            partial=None if partial is None else EpochProgress(**partial),
+            history=list(saved["history"]),
+            elapsed=saved["elapsed"],
+        )
+
+    def save(self, epoch: int, partial: EpochProgress | None) -> None:
+        """Write the checkpoint (rank 0, when there is one): training continues from ``epoch``."""
+        if self.checkpoint is None:
+            return
+        saved = {
+            "format": TRAINING_STATE_FORMAT,
+            "epoch": epoch,
+            "partial": None if partial is None else dataclasses.asdict(partial),
+            "history": self.state.history,
+            "elapsed": self.elapsed(),
+            "model": self.estimator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "averaged": None if self.averaged is None else self.averaged.state_dict(),
+            "rng": self.streams.state(),
+        }
+        atomic_torch_save(saved, self.checkpoint)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        config, state = self.config, self.state
+        n = len(self.data)
+        tail = n % config.batch_size
+        per_epoch = n - (tail if 0 < tail < self.smallest else 0)  # images per epoch, as batches() yields them
+        done = per_epoch * (state.epoch - 1) + (state.partial.seen if state.partial else 0)
+        self.bar = self.reporter.bar("train", total=per_epoch * config.epochs, completed=done)
+        with _StopOnSigint() as stop:
+            while state.epoch <= config.epochs:
+                epoch = state.partial or EpochProgress(
+                    batches(n, config.batch_size, self.streams.batches, self.smallest)
+                )
+                state.partial = None
+                out_of_time = self.run_epoch(state.epoch, epoch, stop)
+                row = epoch.row(state.epoch, epoch.seconds)
+                state.history.append(row)
+                self.bar.line(
+                    f"epoch {state.epoch}/{config.epochs}: loss {row.get('loss', 0.0):.3f}, "
+                    f"{row['images_per_second']:.0f} images/s"
+                )
+                if out_of_time:
+                    self.bar.line(f"time budget of {config.time_budget:g} s reached in epoch {state.epoch}")
+                    break
+                state.epoch += 1
+                self.save(state.epoch, None)
+        if self.averaged is not None and state.history:
+            self.estimator.load_state_dict(self.averaged.module.state_dict())
+        if state.history and config.bn_recalibration and self.world.is_main:  # only rank 0's model is kept
+            recalibrate_batchnorm(
+                self.estimator, self.data, config.bn_recalibration, config.batch_size, self.streams.batches
+            )
+        return state.history
+
+    def run_epoch(self, number: int, epoch: EpochProgress, stop: _StopOnSigint) -> bool:
+        """Run ``epoch``'s remaining steps; True when the time budget ended it."""
+        config = self.config
+        start = self.elapsed() - epoch.seconds
+        while epoch.step < len(epoch.batches):
+            over_budget = config.time_budget is not None and self.elapsed() >= config.time_budget
+            interrupted, over_budget = distributed.any_rank([stop.requested, over_budget], self.world)
+            if interrupted:
+                epoch.seconds = self.elapsed() - start
+                self.save(number, epoch)
+                resume = f"; checkpoint saved, continue with: agemetric run --resume {self.checkpoint.parent}"
+                raise Interrupted(
+                    f"interrupted in epoch {number}, step {epoch.step + 1}" + (resume if self.checkpoint else "")
+                )
+            if over_budget:
+                epoch.seconds = self.elapsed() - start
+                return True
+            self.set_lr(number, epoch)
+            self.step(number, epoch)
+            if self.on_step is not None:
+                self.began += self.on_step(self.elapsed(), self.current()) or 0.0
+            epoch.seconds = self.elapsed() - start
+            self.bar.advance(
+                epoch.batches[epoch.step - 1].numel(),
+                label=f"epoch {number}/{config.epochs}",
+                status=f"loss {epoch.step_losses[-1]:9.3f} {epoch.seen / max(epoch.seconds, 1e-9):5.0f} img/s",
+            )
+        return False
+
+    def set_lr(self, number: int, epoch: EpochProgress) -> None:
+        """The scheduled learning rate: by steps, or by time when the budget ends training first."""
+        config = self.config
+        if config.warmup == 0 and config.lr_schedule == "constant":
+            return
+        steps = len(epoch.batches)
+        progress = ((number - 1) * steps + epoch.step) / (config.epochs * steps)
+        if config.time_budget is not None:
+            progress = max(progress, self.elapsed() / config.time_budget)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * lr_factor(progress, config)
+
+    def step(self, number: int, epoch: EpochProgress) -> None:
+        """One optimiser step on the epoch's next batch (this process's share of it)."""
+        data, world = self.data, self.world
+        index = epoch.batches[epoch.step]
+        mine, sizes = world.share(index)
+        x = self.estimator.prepare(data.images[mine], self.streams.augment if self.config.augment else None)
+        gather = (lambda t: distributed.gather(t, sizes, world)) if world.active else None
+        parts = self.step_module(x, data.ages[mine], data.genders[mine], gather)
+        loss = parts["loss"]
+        if not torch.isfinite(loss):
+            kept = f"; the checkpoint of epoch {number - 1} is kept" if self.checkpoint and number > 1 else ""
+            raise TrainingDiverged(
+                f"training diverged at epoch {number}, step {epoch.step + 1}: loss is {float(loss.detach())}; "
+                f"try a smaller lr or --bf16 off{kept}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.estimator)
+        epoch.record(parts, index.numel())
+
+    def current(self) -> AgeEstimator:
+        """The weights training would end with now: the average when weights are averaged."""
+        return self.estimator if self.averaged is None else self.averaged.module
+
+
 def train(
     estimator: AgeEstimator,
     data: FaceArrays,
     config: RunConfig,
-    progress: Progress | None = None,
+    reporter: Reporter | None = None,
     world: distributed.World | None = None,
     checkpoint: Path | None = None,
     resume: dict | None = None,
-    on_step: Callable[[float], float | None] | None = None,
+    on_step: Callable[[float, AgeEstimator], float | None] | None = None,
 ) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
 
     Args:
         estimator: the model (its parameters are updated in place).
         data: the training split.
-        config: epochs, batch size, optimiser, seed, augmentation.
-        progress: a ``rich.progress.Progress`` to show a bar on (its ``loss`` and ``ips`` text
-            fields are filled in), or ``None``.
+        config: epochs, batch size, optimiser and schedule, weight averaging, seed, augmentation.
+        reporter: where the bar (``train``) and a line per epoch go
+            ([`Reporter`][agemetric.reporting.Reporter]); ``None``: nowhere.
         world: in data-parallel training (`agemetric.distributed`), this process: every
             process draws the same global batches, embeds its share, and the loss spans the
             gathered global batch. ``None``: one process.
@@ -107,9 +345,10 @@ def train(
             rename) after every epoch and when Ctrl-C stops training; ``None``: nowhere.
         resume: a state read back by `load_checkpoint()`: training continues exactly where
             it stopped (weights, optimiser, random streams, the interrupted epoch's batches).
-        on_step: called after every optimiser step with the seconds of training so far; it may
-            return seconds it spent itself (e.g. evaluating a snapshot), which are left out of
-            the training time and the budget.
+        on_step: called after every optimiser step with the seconds of training so far and the
+            weights training would end with now (the averaged ones with ``weight_average``); it
+            may return seconds it spent itself (e.g. evaluating a snapshot), which are left out
+            of the training time and the budget.
 
     Training stops early, between two steps, once ``config.time_budget`` seconds have passed
     (time spent before a resume counts). The first Ctrl-C (SIGINT) also stops it between two
@@ -124,155 +363,10 @@ def train(
         TrainingDiverged: on a NaN or infinite loss (the last checkpoint, from before it, stays).
         Interrupted: on Ctrl-C, after writing the checkpoint.
     """
-    world = world or distributed.World()
-    generator = torch.Generator().manual_seed(config.seed)  # batch order: the same on every process
-    # augmentation: one process keeps the single stream it always had; N processes draw apart
-    aug_generator = torch.Generator().manual_seed(config.seed + 7919 * world.rank) if world.active else generator
-    if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
-        estimator.backbone.to(memory_format=torch.channels_last)
-    estimator.train()
-    n = len(data)
-    smallest = 2 * world.size
-    if world.active or resume is not None:  # lazy parameters must exist before DDP or a state load
-        _materialise_lazy(estimator, data, smallest)
-    step_module = distributed.wrap(estimator, world)
-    optimizer = make_optimizer(parameter_groups(estimator, config), config)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    scheduled = config.warmup > 0 or config.lr_schedule != "constant"
-    history: list[dict] = []
-    first_epoch, partial, elapsed = 1, None, 0.0
-    if resume is not None:
-        estimator.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        generator.set_state(resume["rng"]["batches"])
-        aug_generator.set_state(resume["rng"]["augment"])
-        torch.set_rng_state(resume["rng"]["torch"])
-        history, first_epoch, partial, elapsed = (
-            list(resume["history"]),
-            resume["epoch"],
-            resume["partial"],
-            resume["elapsed"],
-        )
-    save = checkpoint is not None and world.is_main
-
-    def state(epoch: int, partial: dict | None) -> dict:
-        return {
-            "format": TRAINING_STATE_FORMAT,
-            "epoch": epoch,  # the epoch to run (or finish) next
-            "partial": partial,  # that epoch's batches and progress when it was interrupted, else None
-            "history": history,
-            "elapsed": time.perf_counter() - began,
-            "model": estimator.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": {
-                "batches": generator.get_state(),
-                "augment": aug_generator.get_state(),
-                "torch": torch.get_rng_state(),
-            },
-        }
-
-    tail = n % config.batch_size
-    per_epoch = n - (tail if 0 < tail < smallest else 0)  # images per epoch, as batches() yields them
-    task = None
-    if progress is not None:
-        done_before = per_epoch * (first_epoch - 1) + (partial["seen"] if partial else 0)
-        task = progress.add_task("train", total=per_epoch * config.epochs, completed=done_before, loss="", ips="")
-    began = time.perf_counter() - elapsed
-    out_of_time = False
-    with _StopOnSigint() as stop:
-        for epoch in range(first_epoch, config.epochs + 1):
-            if partial is None:
-                epoch_batches = batches(n, config.batch_size, generator, smallest)
-                done, sums, step_losses, seen, carried = 0, {}, [], 0, 0.0
-            else:
-                epoch_batches, done, sums = partial["batches"], partial["step"], dict(partial["sums"])
-                step_losses, seen, carried = list(partial["step_losses"]), partial["seen"], partial["seconds"]
-                partial = None
-            start = time.perf_counter() - carried
-            for step in range(done, len(epoch_batches)):
-                over_budget = config.time_budget is not None and time.perf_counter() - began >= config.time_budget
-                interrupted, over_budget = distributed.any_rank([stop.requested, over_budget], world)
-                if interrupted:
-                    if save:
-                        progress_so_far = {"batches": epoch_batches, "step": step, "sums": sums,
-                                           "step_losses": step_losses, "seen": seen,
-                                           "seconds": time.perf_counter() - start}  # fmt: skip
-                        atomic_torch_save(state(epoch, progress_so_far), checkpoint)
-                    raise Interrupted(
-                        f"interrupted in epoch {epoch}, step {step + 1}"
-                        + (
-                            f"; checkpoint saved, continue with: agemetric run --resume {checkpoint.parent}"
-                            if save
-                            else ""
-                        )
-                    )
-                if over_budget:
-                    out_of_time = True
-                    break
-                if scheduled:  # by steps, or by time when the budget ends training first
-                    progress_now = ((epoch - 1) * len(epoch_batches) + step) / (config.epochs * len(epoch_batches))
-                    if config.time_budget is not None:
-                        progress_now = max(progress_now, (time.perf_counter() - began) / config.time_budget)
-                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                        group["lr"] = base * lr_factor(progress_now, config)
-                index = epoch_batches[step]
-                mine, sizes = world.share(index)
-                x = estimator.prepare(data.images[mine], aug_generator if config.augment else None)
-                gather = (lambda t, sizes=sizes: distributed.gather(t, sizes, world)) if world.active else None
-                parts = step_module(x, data.ages[mine], data.genders[mine], gather)
-                loss = parts["loss"]
-                if not torch.isfinite(loss):
-                    kept = f"; the checkpoint of epoch {epoch - 1} is kept" if save and epoch > 1 else ""
-                    raise TrainingDiverged(
-                        f"training diverged at epoch {epoch}, step {step + 1}: loss is {float(loss.detach())}; "
-                        f"try a smaller lr or --bf16 off{kept}"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                for key, value in parts.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach())
-                step_losses.append(float(loss.detach()))
-                seen += index.numel()
-                if on_step is not None:
-                    spent = on_step(time.perf_counter() - began) or 0.0
-                    began += spent
-                    start += spent
-                if task is not None:
-                    ips = seen / max(time.perf_counter() - start, 1e-9)
-                    progress.update(
-                        task,
-                        advance=index.numel(),
-                        loss=f"loss {float(loss.detach()):9.3f}",
-                        ips=f"{ips:5.0f} img/s",
-                        description=f"epoch {epoch}/{config.epochs}",
-                    )
-            steps = len(step_losses)
-            seconds = time.perf_counter() - start
-            if progress is not None:  # one line per epoch: readable in logs where bars do not refresh
-                progress.console.print(
-                    f"epoch {epoch}/{config.epochs}: loss {sums.get('loss', 0.0) / max(steps, 1):.3f}, "
-                    f"{seen / max(seconds, 1e-9):.0f} images/s"
-                )
-            history.append(
-                {
-                    "epoch": epoch,
-                    **{key: value / max(steps, 1) for key, value in sums.items()},
-                    "images": seen,
-                    "seconds": seconds,
-                    "images_per_second": seen / max(seconds, 1e-9),
-                    "step_losses": step_losses,
-                }
-            )
-            if out_of_time:
-                if progress is not None:
-                    progress.console.print(f"time budget of {config.time_budget:g} s reached in epoch {epoch}")
-                break
-            if save:
-                atomic_torch_save(state(epoch + 1, None), checkpoint)
-    if history and config.bn_recalibration and world.is_main:  # only rank 0's model is kept
-        recalibrate_batchnorm(estimator, data, config.bn_recalibration, config.batch_size, generator)
-    return history
+    training = _Training(
+        estimator, data, config, reporter or SILENT, world or distributed.World(), checkpoint, resume, on_step
+    )
+    return training.run()
 
 
 def load_checkpoint(path: Path) -> dict:

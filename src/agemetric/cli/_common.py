@@ -8,10 +8,19 @@ from dataclasses import dataclass
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from agemetric.errors import AgemetricError
+from agemetric.reporting import Bar, Reporter
 
 #: The width of output that goes to a pipe or a file: tables are not cut or folded to a terminal's width.
 PIPE_WIDTH = 1000
@@ -109,9 +118,9 @@ class _Progress(Progress):
 
 
 def make_progress(disable: bool = False) -> Progress:
-    """Bars with the loss, images/s and time left (on stderr, so stdout stays clean); ``disable``
-    hides them (processes other than rank 0 under torchrun), as does a stderr that is not a terminal
-    (a log file has the one line per epoch instead).
+    """Bars with a status (the loss and images/s while training) and the time left, on stderr so
+    that stdout stays clean; ``disable`` hides them (processes other than rank 0 under torchrun),
+    as does a stderr that is not a terminal (a log file has the one line per epoch instead).
 
     Print messages through ``progress.console`` while it runs, never through another console: the
     bars would be redrawn over them."""
@@ -119,8 +128,7 @@ def make_progress(disable: bool = False) -> Progress:
         TextColumn("[bold]{task.description:<14}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TextColumn("{task.fields[ips]}"),
+        TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
@@ -145,6 +153,34 @@ def notes_console(progress: Progress) -> Console:
     """Where a command prints its notes while ``progress`` runs: above the bars, through the bars'
     own console, when they are shown; on stdout when they are not (output to a pipe or a file)."""
     return progress.console if progress.live.is_started else console
+
+
+class RichReporter(Reporter):
+    """A run's bars on ``progress`` (see `make_progress()`), each bar's lines and the notes above
+    them; warnings in yellow."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+
+    def bar(self, label: str, total: int, completed: int = 0) -> Bar:
+        return _RichBar(self.progress, self.progress.add_task(label, total=total, completed=completed, status=""))
+
+    def note(self, text: str, warning: bool = False) -> None:
+        notes_console(self.progress).print(f"[yellow]{escape(text)}[/]" if warning else escape(text))
+
+
+class _RichBar(Bar):
+    def __init__(self, progress: Progress, task: TaskID):
+        self.progress, self.task = progress, task
+
+    def advance(self, n: int = 1, label: str | None = None, status: str | None = None) -> None:
+        fields = {"description": label} if label is not None else {}
+        if status is not None:
+            fields["status"] = status
+        self.progress.update(self.task, advance=n, **fields)
+
+    def line(self, text: str) -> None:
+        self.progress.console.print(escape(text))
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

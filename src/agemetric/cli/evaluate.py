@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from agemetric.cli._commands import DATASETS
-from agemetric.cli._common import bucket_table, console, guarded, make_progress, metrics_table
+from agemetric.cli._common import RichReporter, bucket_table, console, guarded, make_progress, metrics_table
 from agemetric.errors import AgemetricError
 
 #: What ``--set`` may change at evaluation: how the images are found, read and framed. The model
@@ -82,8 +82,9 @@ def evaluate(
         **changes,
     )
     with make_progress() as progress:
-        ds, data = load_data(config, progress)
-        metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, progress)
+        reporter = RichReporter(progress)
+        ds, data = load_data(config, reporter)
+        metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, reporter)
     if len(ds.skipped):
         console.print(f"[yellow]{ds.describe()}: {ds.skipped.summary()}[/]")
     noted = data.noted()

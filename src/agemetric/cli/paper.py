@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import typer
 
 from agemetric.cli._commands import DATASETS, Command, Group
-from agemetric.cli._common import console, guarded, make_progress, notes_console
+from agemetric.cli._common import RichReporter, console, guarded, make_progress
 from agemetric.config import PRESETS
 
 app = typer.Typer(
@@ -77,7 +77,7 @@ def toy_embedding(
 
     resolved, folder = _config("toy", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 200})
     with make_progress() as progress:
-        stats = paper.toy_embedding(resolved, folder, progress)
+        stats = paper.toy_embedding(resolved, folder, RichReporter(progress))
     console.print(
         f"{stats['n_images']} images of {stats['n_ages']} ages: |Spearman| of age with the first principal axis "
         f"{stats['rank_correlation']:.3f}, leave-one-out 3-NN MAE {stats['loo_mae']:.2f} years"
@@ -97,7 +97,7 @@ def multitask(
 
     resolved, folder = _config("multitask", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 8})
     with make_progress() as progress:
-        runs = paper.multitask(resolved, folder, progress, notes_console(progress))
+        runs = paper.multitask(resolved, folder, RichReporter(progress))
     for side, m in runs.items():
         gender = m.get("gender_accuracy_from_age_embedding")
         extra = "" if gender is None else f", gender from the age embedding {gender:.1f} %"
@@ -129,7 +129,7 @@ def margin_sweep(
         raise AgemetricError(f"--margins expects margins >= 0, got {margins!r}")
     resolved, folder = _config("margin", preset, config, dataset, data_dir, seed, epochs, set_, out, {"epochs": 5})
     with make_progress() as progress:
-        runs = paper.margin_sweep(resolved, folder, values, progress, notes_console(progress))
+        runs = paper.margin_sweep(resolved, folder, values, RichReporter(progress))
     console.print(", ".join(f"margin {m:g}: MAE {r['mae']:.2f}" for m, r in runs.items()))
     _done(folder)
 

@@ -14,7 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agemetric.cli._common import console, err_console, guarded, make_progress, print_error
+from agemetric.cli._common import RichReporter, console, err_console, guarded, make_progress, print_error
 
 #: photos framed and estimated together (bounded memory for any number of files)
 CHUNK = 32
@@ -75,7 +75,7 @@ def predict(
     writer = _Writer(fmt)
     failed = 0
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
-        task = progress.add_task("photos", total=len(files), loss="", ips="")
+        bar = RichReporter(progress).bar("photos", len(files))
         for start in range(0, len(files), CHUNK):
             chunk, images = [], []
             for path in files[start : start + CHUNK]:
@@ -99,7 +99,7 @@ def predict(
                 writer.photo(str(path), image.size, mine)
                 if annotate is not None:
                     _annotate(image, mine).save(annotate / f"{path.stem}.jpg", quality=92)
-            progress.advance(task, len(files[start : start + CHUNK]))
+            bar.advance(len(files[start : start + CHUNK]))
     writer.close()
     if failed:
         raise typer.Exit(1)

@@ -11,13 +11,13 @@ import typer
 
 from agemetric.cli._commands import DATASETS
 from agemetric.cli._common import (
+    RichReporter,
     bucket_table,
     console,
     duration,
     guarded,
     make_progress,
     metrics_table,
-    notes_console,
 )
 from agemetric.config import CHOICES, PRESETS
 
@@ -242,7 +242,7 @@ def run(
     world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
     try:
         with make_progress(disable=not world.is_main) as progress:
-            result = run_experiment(resolved, progress=progress, console=notes_console(progress), resume=resume)
+            result = run_experiment(resolved, RichReporter(progress), resume=resume)
     except BaseException:
         distributed.shutdown(wait=False)
         raise
