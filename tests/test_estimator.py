@@ -9,7 +9,7 @@ from agemetric.errors import PluginError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import Miner
 from agemetric.testing import random_face_arrays
-from agemetric.types import Triplets
+from agemetric.types import Pairs, Triplets
 
 TINY = ["image_size=32", "embedding_dim=8", "gender_dim=4", "backbone_options.width=8", "k=3"]
 
@@ -137,3 +137,37 @@ def test_head_none_makes_the_pooled_features_the_embedding():
     assert out.age.shape == (2, 64)
     with pytest.raises(PluginError, match="head must be 'linear' or 'none'"):
         plugins.create("backbone", "small_cnn", head="mlp")
+
+
+class RecordingMiner(Miner):
+    """All pairs, remembering the margin it was made with and the labels it was called on."""
+
+    def __init__(self, margin: float = 4.0):
+        super().__init__()
+        self.margin, self.calls = margin, []
+
+    def mine(self, embeddings, labels):
+        self.calls.append(labels.clone())
+        i, j = torch.triu_indices(len(labels), len(labels), offset=1)
+        return Pairs(i, j)
+
+
+def test_the_gender_task_has_its_own_miner_at_its_own_margin():
+    mod = type("R", (), {"register_miners": staticmethod(hookimpl(lambda register: register("rec", RecordingMiner)))})
+    plugins.load_plugins().register(mod, name="rec_plugin")
+    plugins.reset()
+    try:
+        est = AgeEstimator.from_config(
+            resolve("quick", sets=[*TINY, "miner=rec", "gender_margin=0.25"]), multitask=True
+        )
+        assert est.miner is not est.gender_miner and (est.miner.margin, est.gender_miner.margin) == (4.0, 0.25)
+        assert est.gender_loss.margin == 0.25
+        data = random_face_arrays()
+        est.training_loss(est.prepare(data.images), data.ages, data.genders)
+        assert len(est.miner.calls) == 1 and est.miner.calls[0].max() > 1  # ages
+        assert len(est.gender_miner.calls) == 1 and set(est.gender_miner.calls[0].tolist()) <= {0.0, 1.0}
+        other = AgeEstimator.from_config(resolve("quick", sets=[*TINY, "miner=rec", "gender_miner=all-pairs"]), True)
+        assert type(other.gender_miner).__name__ == "AllPairsMiner" and type(other.miner) is RecordingMiner
+    finally:
+        plugins.pm.unregister(mod)
+        plugins.reset()

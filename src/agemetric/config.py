@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import tomllib
 import types
@@ -74,6 +75,10 @@ class RunConfig:
             step (e.g. 0.998; 0: off) and end training with the averaged weights; the decay
             ramps up as ``(1 + n) / (10 + n)`` over the first steps.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
+        gender_loss / gender_miner: the gender task's loss and miner plugins (``None``: the age
+            task's, created again with ``gender_margin`` and the same options).
+        gender_margin: the gender task's margin on 0/1 labels: Z = 1 iff ``|g_i - g_j| < 0.5``, the
+            same gender (the paper's "margin 0").
         augment: random flip, shift and zoom during training.
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.
@@ -120,6 +125,9 @@ class RunConfig:
     weight_decay: float = 0.0
     weight_average: float = 0.0
     multitask: str = "auto"
+    gender_loss: str | None = None
+    gender_miner: str | None = None
+    gender_margin: float = 0.5
     augment: bool = True
     tta_flip: bool = False
     bn_recalibration: int = 20
@@ -139,13 +147,17 @@ class RunConfig:
     framing_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise AgemetricError(f"{f.name} must be a finite number, got {value}")
         positive = ("embedding_dim", "k", "image_size", "batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
-        for name in ("gender_dim", "margin", "weight_decay", "epochs", "bn_recalibration"):
+        for name in ("gender_dim", "margin", "gender_margin", "weight_decay", "epochs", "bn_recalibration"):
             if getattr(self, name) < 0:
                 raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.time_budget is not None and self.time_budget <= 0:

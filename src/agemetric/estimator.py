@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,9 +18,61 @@ from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 from agemetric.interfaces.checks import describe, registered_name, type_names
 
-#: The gender task's margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
+#: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
+
+
+@dataclass
+class Parts:
+    """The plugins a config names, created: what `AgeEstimator` is made of."""
+
+    backbone: Backbone | None  # None when `build_parts()` was asked for the light parts only
+    miner: Miner
+    loss: Loss
+    retriever: Retriever
+    gender_miner: Miner | None = None
+    gender_loss: Loss | None = None
+
+
+def build_parts(config: RunConfig, multitask: bool, backbone: bool = True) -> Parts:
+    """Create every part ``config`` names, with its options (one-line errors for a wrong name or
+    option). The gender task's parts come from ``gender_loss`` / ``gender_miner`` at
+    ``gender_margin`` (by default the age task's plugins, created again with that margin).
+
+    Args:
+        config: the run's config.
+        multitask: whether to create the gender head and the gender task's parts.
+        backbone: ``False`` skips the backbone (the heavy part), e.g. for an early check.
+    """
+    net = None
+    if backbone:
+        net = plugins.create(
+            "backbone",
+            config.backbone,
+            embedding_dim=config.embedding_dim,
+            gender_dim=config.gender_dim if multitask else 0,
+            weights=config.weights,
+            **config.backbone_options,
+        )
+    parts = Parts(
+        net,
+        plugins.create("miner", config.miner, margin=config.margin, **config.miner_options),
+        plugins.create("loss", config.loss, margin=config.margin, **config.loss_options),
+        plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options),
+    )
+    if multitask:
+        parts.gender_miner = _gender_part("miner", config.gender_miner, config.miner, config.miner_options, config)
+        parts.gender_loss = _gender_part("loss", config.gender_loss, config.loss, config.loss_options, config)
+    return parts
+
+
+def _gender_part(kind: str, name: str | None, age_name: str, age_options: dict, config: RunConfig):
+    """The gender task's miner or loss: its own plugin, or the age task's with the same options."""
+    if name is None or plugins.canonical(name) == plugins.canonical(age_name):
+        return plugins.create(kind, age_name, margin=config.gender_margin, **age_options)
+    return plugins.create(kind, name, margin=config.gender_margin)
+
 
 #: The version of model.pt's layout (what `AgeEstimator.save` writes).
 MODEL_FORMAT = 1
@@ -35,6 +88,14 @@ def bf16_supported(device: str = "cpu") -> bool:
     return bool((check and check()) or (amx and amx()))
 
 
+def _check_pair(miner: Miner, loss: Loss, task: str) -> None:
+    if not loss.takes(miner.produces):
+        raise PluginError(
+            f"{task}{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
+            f"{type_names(loss.accepts)}; choose a matching pair"
+        )
+
+
 class AgeEstimator(nn.Module):
     """The paper's model: one network embeds faces; ages come from the nearest gallery faces.
 
@@ -43,9 +104,11 @@ class AgeEstimator(nn.Module):
         miner: chooses the pairs (or triplets) of a batch.
         loss: scores them; its ``accepts`` must equal the miner's ``produces``.
         retriever: the gallery and the age estimate.
-        gender_loss: the multi-task gender loss (same form, margin 0), or ``None``.
+        gender_loss: the multi-task gender loss (by default the age loss's form at margin 0.5),
+            or ``None``: no gender task.
         image_size: the input side in pixels.
         config: the run's config, stored in checkpoints so `load()` can rebuild the parts.
+        gender_miner: the gender task's miner (on 0/1 labels); ``None``: the all-pairs miner.
     """
 
     def __init__(
@@ -57,15 +120,17 @@ class AgeEstimator(nn.Module):
         gender_loss: Loss | None = None,
         image_size: int = 227,
         config: RunConfig | None = None,
+        gender_miner: Miner | None = None,
     ):
         super().__init__()
-        if not loss.takes(miner.produces):
-            raise PluginError(
-                f"{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
-                f"{type_names(loss.accepts)}; choose a matching pair"
-            )
-        if gender_loss is not None and backbone.gender_dim == 0:
-            raise PluginError("the gender task needs a backbone with gender_dim > 0")
+        _check_pair(miner, loss, "")
+        if gender_loss is not None:
+            if backbone.gender_dim == 0:
+                raise PluginError("the gender task needs a backbone with gender_dim > 0")
+            if gender_miner is None:
+                gender_miner = plugins.create("miner", "all-pairs", margin=GENDER_MARGIN)
+            _check_pair(gender_miner, gender_loss, "gender task: ")
+        self.gender_miner = gender_miner if gender_loss is not None else None
         if image_size < backbone.min_size:
             raise AgemetricError(
                 f"image_size must be >= {backbone.min_size} for {describe(backbone)}, got {image_size}"
@@ -94,22 +159,8 @@ class AgeEstimator(nn.Module):
         """
         if multitask is None:
             multitask = config.multitask == "on"
-        gender_dim = config.gender_dim if multitask else 0
-        backbone = plugins.create(
-            "backbone",
-            config.backbone,
-            embedding_dim=config.embedding_dim,
-            gender_dim=gender_dim,
-            weights=config.weights,
-            **config.backbone_options,
-        )
-        miner = plugins.create("miner", config.miner, margin=config.margin, **config.miner_options)
-        loss = plugins.create("loss", config.loss, margin=config.margin, **config.loss_options)
-        gender_loss = (
-            plugins.create("loss", config.loss, margin=GENDER_MARGIN, **config.loss_options) if multitask else None
-        )
-        retriever = plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options)
-        return cls(backbone, miner, loss, retriever, gender_loss, config.image_size, config)
+        p = build_parts(config, multitask)
+        return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, config.image_size, config, p.gender_miner)
 
     @property
     def device(self) -> torch.device:
@@ -174,7 +225,7 @@ class AgeEstimator(nn.Module):
         if self.gender_loss is not None:
             known = genders >= 0  # (B,)
             g_emb, g = emb.gender.float()[known], genders[known]  # (B', N_g), (B',)
-            g_loss = self.gender_loss(g_emb, g.float(), self.miner(g_emb, g.float()))
+            g_loss = self.gender_loss(g_emb, g.float(), self.gender_miner(g_emb, g.float()))
             out["loss"] = age_loss + g_loss
             out["gender"] = g_loss.detach()
         return out

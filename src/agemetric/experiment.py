@@ -22,7 +22,7 @@ from agemetric.config import RunConfig, resolve
 from agemetric.data.arrays import FaceArrays, decode
 from agemetric.data.splits import Split, make_split, read_split, write_split
 from agemetric.errors import AgemetricError
-from agemetric.estimator import AgeEstimator
+from agemetric.estimator import AgeEstimator, build_parts
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.metrics import summarise
 from agemetric.reporting import SILENT, Reporter
@@ -61,9 +61,7 @@ def check_plugins(config: RunConfig) -> None:
     and the light parts (miner, loss, retriever, framer) must accept their options."""
     for kind, name in (("backbone", config.backbone), ("dataset", config.dataset)):
         plugins.get_entry(kind, name)
-    plugins.create("miner", config.miner, margin=config.margin, **config.miner_options)
-    plugins.create("loss", config.loss, margin=config.margin, **config.loss_options)
-    plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options)
+    build_parts(config, multitask=config.multitask != "off", backbone=False)
     make_framer(config)
 
 

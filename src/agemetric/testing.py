@@ -60,17 +60,33 @@ def check_backbone(name: str, embedding_dim: int = 6, gender_dim: int = 3) -> No
         assert any(p.grad is not None for p in backbone.parameters()), f"backbone {name}: no gradients"
 
 
-def check_miner(name: str, margin: float = 4.0) -> None:
-    """Output type is ``produces``, int64 1-d index tensors of equal length inside the batch."""
+def _genders(b: int = 12) -> torch.Tensor:
+    return (torch.arange(b) % 2).float()  # (B,) 0/1, both in every batch of two or more
+
+
+def check_miner(name: str, margin: float = 4.0, gender_margin: float = 0.5) -> None:
+    """Output type is ``produces``, int64 1-d index tensors of equal length inside the batch; on
+    0/1 gender labels at ``gender_margin`` (the gender task) it finds something to train on."""
     miner = plugins.create("miner", name, margin=margin)
     assert miner.produces in FIELDS, f"miner {name}: produces must be one of {[t.__name__ for t in FIELDS]}"
     for b in (2, 12):
         emb, ages = _batch(b)
-        out = miner(emb, ages)  # the base class checks types, lengths and ranges
-        assert isinstance(out, miner.produces)
-        for t in vars(out).values():
-            assert t.dtype == torch.int64 and t.ndim == 1, f"miner {name}: indices must be (P,) int64"
-            assert t.numel() == 0 or (0 <= int(t.min()) and int(t.max()) < b), f"miner {name}: index range"
+        _check_indices(name, miner(emb, ages), miner.produces, b)  # the base class checks lengths too
+    gender_miner = plugins.create("miner", name, margin=gender_margin)
+    emb, _ = _batch(12)
+    out = gender_miner(emb, _genders(12))
+    _check_indices(name, out, miner.produces, 12)
+    assert next(iter(vars(out).values())).numel() > 0, (
+        f"miner {name}: no {miner.produces.__name__.lower()} on 0/1 gender labels at margin {gender_margin} "
+        "(a batch of 6 + 6); the gender task would never train"
+    )
+
+
+def _check_indices(name: str, out, produces: type, b: int) -> None:
+    assert isinstance(out, produces)
+    for t in vars(out).values():
+        assert t.dtype == torch.int64 and t.ndim == 1, f"miner {name}: indices must be (P,) int64"
+        assert t.numel() == 0 or (0 <= int(t.min()) and int(t.max()) < b), f"miner {name}: index range"
 
 
 def _matching_miner(loss) -> str:
