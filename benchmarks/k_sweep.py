@@ -17,8 +17,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from agemetric import plugins
+from agemetric.data.loading import decode_records, select_records
 from agemetric.estimator import AgeEstimator
-from agemetric.experiment import decode_records, select_records
 from agemetric.metrics import mae
 
 

@@ -55,7 +55,7 @@ def evaluation_levers(run_dir: Path) -> None:
     import torch
 
     from agemetric import AgeEstimator
-    from agemetric.experiment import decode_records, select_records, split_records
+    from agemetric.data.loading import decode_records, select_records, split_records
     from agemetric.metrics import summarise
 
     estimator = AgeEstimator.load(run_dir / "model.pt")

@@ -195,8 +195,8 @@ def real_embeddings(run_dir: Path, cache: Path, data_dir: str | None):
     """The run's gallery (retriever state) and its test set's embeddings and ages (embedded once, cached)."""
     gallery = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["retriever"]
     if not cache.is_file():
+        from agemetric.data.loading import decode_records, select_records
         from agemetric.estimator import AgeEstimator
-        from agemetric.experiment import decode_records, select_records
 
         estimator = AgeEstimator.load(run_dir / "model.pt")
         with (run_dir / "split.csv").open() as f:
@@ -233,12 +233,14 @@ def references_table(gallery: dict, queries: torch.Tensor, truth: torch.Tensor, 
 
     def unweighted():
         r = L1KNN(k=K, references="per-age", per_age=n).fit(emb, ages)
-        r.weights = None
+        r.gallery.weights = None
         return r
 
     def random():
         keep, weights = random_per_age(ages, n)
-        return L1KNN(k=K).set_gallery(emb[keep], ages[keep], None, weights)
+        knn = L1KNN(k=K)
+        knn.gallery.set(emb[keep], ages[keep], None, weights)
+        return knn
 
     cases += [(f"per-age, {n} per age, plain mean (no weights)", unweighted), (f"random, {n} per age", random)]
     rows = []

@@ -104,9 +104,9 @@ def test_manifest_describes_the_bundle(run, bundle_dir):
     assert manifest["gallery_size"] == 60 and manifest["source"]["retriever"] == "l1-knn"
     bundle = Bundle(bundle_dir)
     assert bundle.runtime == "torchscript"  # auto prefers TorchScript when torch is there
-    np.testing.assert_array_equal(bundle.embeddings, estimator.retriever.embeddings.numpy())
+    np.testing.assert_array_equal(bundle.embeddings, estimator.retriever.gallery.embeddings.numpy())
     np.testing.assert_array_equal(bundle.ages, estimator.retriever.ages.numpy())
-    np.testing.assert_array_equal(bundle.genders, estimator.retriever.genders.numpy())
+    np.testing.assert_array_equal(bundle.genders, estimator.retriever.gallery.genders.numpy())
 
 
 @pytest.mark.parametrize("runtime", FORMATS)

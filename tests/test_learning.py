@@ -7,9 +7,9 @@ Small and fast (about 20 s on 2 cores): 1,000 faces at 48 px, a narrow CNN, Adam
 import torch
 
 from agemetric.config import resolve
+from agemetric.data.loading import load_data
 from agemetric.data.splits import random_split
 from agemetric.estimator import AgeEstimator
-from agemetric.experiment import load_data
 from agemetric.metrics import mae
 from agemetric.training import train
 

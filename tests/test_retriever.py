@@ -140,8 +140,8 @@ def test_no_queries():
 def test_exact_gallery_is_not_copied():
     gallery = torch.randn(100, 5)
     r = L1KNN(k=3).fit(gallery, torch.rand(100))
-    assert r.embeddings.data_ptr() == gallery.data_ptr()  # float32, contiguous, CPU: kept as is
-    assert r.state_dict()["embeddings"] is r.embeddings
+    assert r.gallery.embeddings.data_ptr() == gallery.data_ptr()  # float32, contiguous, CPU: kept as is
+    assert r.state_dict()["embeddings"] is r.gallery.embeddings
 
 
 def _clustered(n, d, seed):
@@ -163,10 +163,10 @@ def test_hnsw_recall_storage_and_reload(tmp_path):
     assert recall > 0.95
     assert torch.allclose((queries.unsqueeze(1) - gallery[got]).abs().sum(2), dist, rtol=1e-5)
     # one copy of the vectors: the gallery tensor is the index's storage
-    assert torch.equal(hnsw.embeddings, gallery) and hnsw.embeddings.data_ptr() != gallery.data_ptr()
+    assert torch.equal(hnsw.gallery.embeddings, gallery) and hnsw.gallery.embeddings.data_ptr() != gallery.data_ptr()
     torch.save(hnsw.state_dict(), tmp_path / "r.pt")
     again = L1KNN().load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))  # options come with the state
-    assert again.options == hnsw.options and again._hnsw is not None
+    assert again.options == hnsw.options and again.gallery._hnsw is not None
     assert torch.allclose(again.predict(queries), exact.predict(queries), atol=2.0)
 
 
@@ -175,7 +175,7 @@ def test_hnsw_storage_outlives_the_retriever():
 
     gallery, ages = _clustered(300, 4, seed=5)
     r = L1KNN(k=5, index="hnsw").fit(gallery, ages)
-    stored = r.embeddings
+    stored = r.gallery.embeddings
     del r
     gc.collect()
     assert torch.equal(stored, gallery)  # the tensor keeps the faiss index (its memory) alive
@@ -207,7 +207,7 @@ def test_old_checkpoints_load_as_exact_search():
     gallery, ages = torch.randn(30, 4), torch.rand(30) * 50
     old = {"k": 3, "embeddings": gallery, "ages": ages, "genders": None}  # saved before options and weights
     r = L1KNN(index="hnsw").load_state_dict(old)
-    assert r.options.index == "flat" and r.weights is None
+    assert r.options.index == "flat" and r.gallery.weights is None
     assert torch.allclose(r.predict(gallery[:5]), L1KNN(k=3).fit(gallery, ages).predict(gallery[:5]))
 
 
@@ -217,7 +217,7 @@ def test_weighted_estimate_of_references():
     r = L1KNN(k=2, references="per-age", per_age=1).fit(
         gallery, torch.tensor([10.0, 10.0, 10.0, 50.0]), torch.tensor([1, 1, 1, 0])
     )
-    assert len(r) == 2 and r.weights.tolist() == [3.0, 1.0]
+    assert len(r) == 2 and r.gallery.weights.tolist() == [3.0, 1.0]
     assert torch.allclose(r.predict(torch.tensor([[1.0]])), torch.tensor([20.0]))  # (3 * 10 + 1 * 50) / 4
     assert r.predict_gender(torch.tensor([[4.0]])).tolist() == [1]  # 3 votes to 1, though age 50 is nearer
 
@@ -233,9 +233,9 @@ def test_per_age_references(n, per_age, seed):
     for year in years.unique():
         chosen = r.ages.floor() == year
         assert 1 <= int(chosen.sum()) <= min(per_age, int((years == year).sum()))
-        assert float(r.weights[chosen].sum()) == float((years == year).sum())  # every face counted once
-    assert float(r.weights.min()) >= 1
-    rows = (r.embeddings.unsqueeze(1) == gallery.unsqueeze(0)).all(2)  # (R, N): references are gallery faces
+        assert float(r.gallery.weights[chosen].sum()) == float((years == year).sum())  # every face counted once
+    assert float(r.gallery.weights.min()) >= 1
+    rows = (r.gallery.embeddings.unsqueeze(1) == gallery.unsqueeze(0)).all(2)  # (R, N): references are gallery faces
     assert bool(rows.any(1).all())
     pred = r.predict(torch.randn(9, 4, generator=g))
     assert bool((pred >= ages.min() - 1e-4).all() and (pred <= ages.max() + 1e-4).all())
@@ -244,11 +244,11 @@ def test_per_age_references(n, per_age, seed):
 def test_references_are_saved_not_selected_again(tmp_path):
     gallery, ages = _clustered(600, 8, seed=7)
     r = L1KNN(k=20, references="per-age", per_age=3).fit(gallery, ages)
-    assert len(r) < 600 and float(r.weights.sum()) == 600
+    assert len(r) < 600 and float(r.gallery.weights.sum()) == 600
     torch.save(r.state_dict(), tmp_path / "r.pt")
     again = L1KNN().load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
     assert again.options.references == "per-age"
-    assert torch.equal(again.embeddings, r.embeddings) and torch.equal(again.weights, r.weights)
+    assert torch.equal(again.gallery.embeddings, r.gallery.embeddings) and torch.equal(again.gallery.weights, r.gallery.weights)
     queries, _ = _clustered(50, 8, seed=8)
     assert torch.equal(again.predict(queries), r.predict(queries))
 

@@ -16,7 +16,7 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment, normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
-from agemetric.interfaces.checks import describe, registered_name, type_names
+from agemetric.interfaces.checks import describe, type_names
 
 #: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
@@ -136,12 +136,8 @@ class AgeEstimator(nn.Module):
                 f"image_size must be >= {backbone.min_size} for {describe(backbone)}, got {image_size}"
             )
         self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
-        needed = retriever.requires_loss
-        loss_name = registered_name(loss)
-        if needed is not None and plugins.canonical(needed) != plugins.canonical(loss_name):
-            raise PluginError(f"{describe(retriever)} works only with --loss {needed}, got loss {loss_name!r}")
+        retriever.attach(loss)  # a retriever that needs the trained loss keeps it (or refuses it)
         self.retriever = retriever
-        retriever.bind(self)
         self.image_size = image_size
         self.config = config or RunConfig(image_size=image_size)
         self.channels_last = self.config.channels_last

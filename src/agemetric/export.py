@@ -73,10 +73,10 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         AgemetricError: the run is missing or cannot be bundled (a retriever other than ``l1-knn``),
             ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
     """
+    from agemetric.data.loading import make_framer
     from agemetric.default_plugins.framing import BoxFramer, CenterFramer
     from agemetric.default_plugins.l1_knn import L1KNN
     from agemetric.estimator import AgeEstimator
-    from agemetric.experiment import make_framer
 
     if fmt not in FORMATS:
         raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
@@ -92,10 +92,16 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
             )
     estimator = AgeEstimator.load(checkpoint)
     config, retriever, backbone = estimator.config, estimator.retriever, estimator.backbone
-    if type(retriever) is not L1KNN:
+    if not isinstance(retriever, L1KNN):
         raise AgemetricError(
             f"{run_dir}: retriever {config.retriever!r} does not estimate ages from L1 nearest neighbours; "
             "only runs with --retriever l1-knn can be exported as a bundle"
+        )
+    gallery = retriever.gallery
+    if gallery.weights is not None:
+        raise AgemetricError(
+            f"{run_dir}: the gallery is reduced to weighted per-age references, which a bundle cannot "
+            "hold yet; export a run with the full gallery (retriever_options.references = \"all\")"
         )
     if len(retriever) == 0:
         raise AgemetricError(f"{checkpoint}: the model has no gallery")
@@ -127,11 +133,11 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
             raise AgemetricError(
                 f"backbone {config.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
             ) from exc
-    genders = retriever.genders if retriever.genders is not None else torch.full((len(retriever),), -1)
+    genders = gallery.genders if gallery.genders is not None else torch.full((len(gallery),), -1)
     np.savez(
         out / GALLERY,
-        embeddings=retriever.embeddings.numpy().astype(np.float32),  # (N, N_a)
-        ages=retriever.ages.numpy().astype(np.float32),  # (N,)
+        embeddings=gallery.embeddings.numpy().astype(np.float32),  # (N, N_a)
+        ages=gallery.ages.numpy().astype(np.float32),  # (N,)
         genders=genders.numpy().astype(np.int64),  # (N,)
     )
     manifest = {

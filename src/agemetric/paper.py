@@ -21,10 +21,11 @@ from matplotlib.figure import Figure
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
+from agemetric.data.loading import decode_records, select_records
 from agemetric.data.splits import read_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
-from agemetric.experiment import decode_records, run, select_records
+from agemetric.experiment import run
 from agemetric.metrics import mae
 from agemetric.plots import caption, cs_curves, save_figure
 from agemetric.reporting import SILENT, Reporter

@@ -6,10 +6,14 @@ distance::
     knn = L1KNN(k=20)
     knn.fit(gallery_embeddings, gallery_ages)
     ages = knn.predict(query_embeddings)
+
+Every retriever composes a `Gallery` (``retriever.gallery``): the training faces and their L1
+search.
 """
 
 from agemetric.default_plugins.baselines import DirectAge, ExpectedAge, RidgeAge
-from agemetric.default_plugins.l1_knn import L1KNN, IndexOptions
+from agemetric.default_plugins.l1_knn import L1KNN
+from agemetric.gallery import Gallery, IndexOptions
 from agemetric.interfaces import Retriever
 
-__all__ = ["DirectAge", "ExpectedAge", "IndexOptions", "L1KNN", "Retriever", "RidgeAge"]
+__all__ = ["DirectAge", "ExpectedAge", "Gallery", "IndexOptions", "L1KNN", "Retriever", "RidgeAge"]

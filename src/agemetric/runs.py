@@ -17,11 +17,23 @@ and, while it is unfinished, ``checkpoint.pt`` (``agemetric run --resume``).
 
 from __future__ import annotations
 
+import csv
 import json
+import math
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import tomli_w
 
 from agemetric.errors import AgemetricError
+
+if TYPE_CHECKING:
+    import torch
+
+    from agemetric.config import RunConfig
+    from agemetric.data.splits import Split
 
 
 class RunFolder:
@@ -117,6 +129,40 @@ class RunFolder:
             raise AgemetricError(f"{self.path}: not a finished run folder (no {self.MODEL})")
         return self.model
 
+    # -- writing -------------------------------------------------------------------------
+    def write_config(self, config: RunConfig) -> None:
+        """``config.toml``: the resolved settings (``None`` values left out: TOML has no null)."""
+        self.config.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+
+    def write_split(self, split: Split, keys: list[str]) -> None:
+        """``split.csv``: the side of every key, in ``keys``' order."""
+        from agemetric.data.splits import write_split
+
+        write_split(self.split, split, keys)
+
+    def write_history(self, history: list[dict]) -> None:
+        _write_json(self.history, history)
+
+    def write_metrics(self, metrics: dict) -> None:
+        """``metrics.json`` (strict JSON: a value that is not finite is written as ``null``)."""
+        _write_json(self.metrics, metrics)
+
+    def write_predictions(self, keys: Sequence[str], ages: torch.Tensor, predicted: torch.Tensor) -> None:
+        """``predictions.csv``: key, true age, predicted age and absolute error of every test image."""
+        with self.predictions.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["key", "age", "predicted", "abs_error"])
+            for key, age, pred in zip(keys, ages.tolist(), predicted.tolist(), strict=True):
+                w.writerow([key, f"{age:g}", f"{pred:.2f}", f"{abs(pred - age):.2f}"])
+
+    @staticmethod
+    def write_items(path: Path, items: list[tuple[str, str]], header: tuple[str, str]) -> None:
+        """A two-column CSV of images and what happened to them (``skipped.csv``, ``framing.csv``)."""
+        with path.open("w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows(items)
+
     @classmethod
     def create(cls, out: str | Path | None, dataset: str, backbone: str) -> RunFolder:
         """Make the folder of a new run now, so an unwritable path fails before any training.
@@ -143,6 +189,21 @@ class RunFolder:
         except OSError as exc:
             raise AgemetricError(f"--out: cannot write to {str(folder.path)!r}: {exc.strerror or exc}") from None
         return folder
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
 __all__ = ["RunFolder"]

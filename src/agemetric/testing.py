@@ -15,14 +15,13 @@ Example (in a plugin package's tests)::
 from __future__ import annotations
 
 import tempfile
-import types
 from pathlib import Path
 
 import torch
 
 from agemetric import plugins
 from agemetric.data.arrays import FaceArrays
-from agemetric.interfaces.checks import FIELDS
+from agemetric.interfaces.checks import FIELDS, describe
 
 
 def random_face_arrays(n: int = 24, size: int = 32, seed: int = 0) -> FaceArrays:
@@ -117,21 +116,19 @@ def check_loss(name: str, miner: str | None = None, margin: float = 4.0) -> None
 def check_retriever(name: str, k: int = 5) -> None:
     """Nearest-first order, self-exclusion, predictions within the gallery's ages, save/load.
 
-    A retriever with ``requires_loss`` is bound (as by the estimator) to that loss, after one
-    forward pass of the loss on the check batch (so lazy layers have their sizes).
+    A retriever that refuses some losses in `attach()` is attached (as by the estimator) to the
+    first registered loss it accepts, after one forward pass of that loss on the check batch (so
+    lazy layers have their sizes).
     """
     emb, ages = _batch(b=40, d=6, seed=1)
-    needed = plugins.create("retriever", name, k=k).requires_loss
-    owner = None
-    if needed is not None:
-        loss = plugins.create("loss", needed)
+    loss = _accepted_loss(plugins.create("retriever", name, k=k))
+    if loss is not None:
         loss(emb, ages, plugins.create("miner", _matching_miner(loss))(emb, ages))
-        owner = types.SimpleNamespace(loss=loss)  # what bind() reads from an AgeEstimator
 
     def create():
         retriever = plugins.create("retriever", name, k=k)
-        if owner is not None:
-            retriever.bind(owner)
+        if loss is not None:
+            retriever.attach(loss)
         return retriever
 
     retriever = create()
@@ -150,6 +147,25 @@ def check_retriever(name: str, k: int = 5) -> None:
         torch.save(retriever.state_dict(), path)
         again = create().load_state_dict(torch.load(path, weights_only=True))
     assert torch.allclose(again.predict(emb[:7]), pred), f"retriever {name}: save/load changed predictions"
+
+
+def _accepted_loss(retriever):
+    """``None`` when ``retriever`` accepts any loss, else the first registered loss it accepts."""
+    from agemetric.errors import PluginError
+
+    try:
+        retriever.attach(plugins.create("loss", "revised-contrastive"))
+        return None
+    except PluginError:
+        pass
+    for entry in plugins.registry("loss").values():
+        loss = plugins.create("loss", entry.name)
+        try:
+            retriever.attach(loss)
+            return loss
+        except PluginError:
+            continue
+    raise AssertionError(f"{describe(retriever)}: attach() refuses every registered loss")
 
 
 def check_framer(name: str) -> None:

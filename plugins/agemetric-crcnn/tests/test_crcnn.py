@@ -22,13 +22,6 @@ TINY = ["image_size=32", "embedding_dim=8", "gender_dim=4", "backbone_options.wi
 CRCNN = ["loss=crcnn", "retriever=crcnn-compare", "batch_size=12", "epochs=1"]
 
 
-class Bound:
-    """The one attribute of an AgeEstimator that CRCNNCompare.bind reads."""
-
-    def __init__(self, loss):
-        self.loss = loss
-
-
 def trained_loss(d=6, margin=4.0, seed=0) -> CRCNNLoss:
     """A CRCNN loss whose head has seen one batch of ``d``-dimensional embeddings (random weights)."""
     torch.manual_seed(seed)
@@ -176,7 +169,7 @@ def test_vectorised_estimate_matches_the_loops():
     gallery, ages = torch.randn(30, 6), torch.randint(10, 25, (30,)).float()
     loss = trained_loss(d=6, margin=3)
     r = CRCNNCompare(k=3, per_age=2, chunk=7)  # chunks smaller than one query's references
-    r.bind(Bound(loss))
+    r.attach(loss)
     r.fit(gallery, ages)
     queries = torch.cat([torch.randn(4, 6), gallery[:3]])
     exclude = torch.tensor([-1, -1, -1, -1, 0, 1, 2])
@@ -190,7 +183,7 @@ def test_a_perfect_comparator_recovers_the_true_age_exactly():
     ages = torch.arange(5, 61).float().repeat_interleave(2)  # every age twice
     gallery = ages.view(-1, 1) + 0.0  # the embedding is the age
     r = CRCNNCompare(k=3, per_age=1)
-    r.bind(Bound(perfect_loss(margin=4)))
+    r.attach(perfect_loss(margin=4))
     r.fit(gallery, ages)
     assert len(r.references) == 56  # one per integer age
     truth = torch.tensor([5.0, 6.0, 12.0, 33.0, 47.0, 59.0, 60.0])
@@ -206,11 +199,11 @@ def test_references_are_the_most_typical_faces_of_each_age():
 
 
 def test_retriever_contract_and_references_survive_save_load(tmp_path):
-    check_retriever("crcnn-compare")  # binds a `crcnn` loss: the retriever declares requires_loss
+    check_retriever("crcnn-compare")  # attaches a `crcnn` loss: the retriever refuses the others
     g = torch.Generator().manual_seed(1)
     emb, ages = torch.randn(40, 6, generator=g), torch.randint(1, 80, (40,), generator=g).float()
     r = plugins.create("retriever", "crcnn-compare", k=5)
-    r.bind(Bound(trained_loss(d=6)))
+    r.attach(trained_loss(d=6))
     r.fit(emb, ages)
     torch.save(r.state_dict(), tmp_path / "r.pt")
     again = plugins.create("retriever", "crcnn-compare", k=5)
@@ -227,10 +220,9 @@ def test_predict_needs_the_crcnn_loss():
     r = CRCNNCompare(k=3).fit(torch.randn(10, 4), torch.arange(10).float())
     with pytest.raises(PluginError, match="--loss crcnn"):
         r.predict(torch.randn(2, 4))
-    r.bind(Bound(plugins.create("loss", "revised-contrastive", margin=4)))
-    with pytest.raises(PluginError, match="--loss crcnn"):
-        r.predict(torch.randn(2, 4))
-    r.bind(Bound(CRCNNLoss()))  # never saw a batch
+    with pytest.raises(PluginError, match="works only with --loss crcnn"):
+        r.attach(plugins.create("loss", "revised-contrastive", margin=4))
+    r.attach(CRCNNLoss())  # never saw a batch
     with pytest.raises(PluginError, match="untrained"):
         r.predict(torch.randn(2, 4))
 

@@ -60,9 +60,9 @@ def evaluate(
     """
     from dataclasses import replace
 
+    from agemetric.data.loading import fallback_summary, load_data
     from agemetric.estimator import AgeEstimator
-    from agemetric.experiment import evaluate as evaluate_arrays
-    from agemetric.experiment import fallback_summary, load_data
+    from agemetric.evaluation import evaluate as evaluate_arrays
 
     changes = overrides(set_ or [])
     from agemetric.runs import RunFolder

@@ -138,8 +138,8 @@ def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray]
         raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
     import torch
 
+    from agemetric.data.loading import make_framer
     from agemetric.estimator import AgeEstimator
-    from agemetric.experiment import make_framer
 
     estimator = AgeEstimator.load(model)
     return estimator.image_size, make_framer(estimator.config), lambda x: estimator.predict(torch.from_numpy(x)).numpy()

@@ -20,9 +20,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from agemetric.default_plugins.l1_knn import L1KNN
 from agemetric.hookspecs import hookimpl
-from agemetric.interfaces import Loss, Miner
+from agemetric.interfaces import Loss, Miner, Retriever
 from agemetric.types import Samples
 
 
@@ -102,7 +101,10 @@ class DEXLoss(Loss):
         return F.cross_entropy(logits, target)
 
 
-class _Decoder(L1KNN):
+class _Decoder(Retriever):
+    """An estimate read from the embedding itself; the gallery gives the age range and the
+    neighbours for the gender vote."""
+
     def clip(self, ages: torch.Tensor) -> torch.Tensor:
         """``(M,)`` ages clipped to the gallery's range."""
         return ages.clamp(float(self.ages.min()), float(self.ages.max()))
@@ -162,14 +164,13 @@ class RidgeAge(_Decoder):
         super().__init__(k)
         self.alphas = tuple(float(a) for a in alphas)
 
-    def _build(self, embeddings: torch.Tensor) -> None:
+    def on_gallery(self) -> None:
         from sklearn.linear_model import RidgeCV
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        super()._build(embeddings)
         self.model = make_pipeline(StandardScaler(), RidgeCV(alphas=list(self.alphas)))
-        self.model.fit(embeddings.double().numpy(), self.ages.double().numpy())
+        self.model.fit(self.gallery.embeddings.double().numpy(), self.ages.double().numpy())
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         return self.clip(torch.from_numpy(self.model.predict(queries.detach().double().cpu().numpy())).float())

@@ -6,12 +6,12 @@ import torch
 
 from agemetric import PluginError
 from agemetric.interfaces.checks import check_rows, describe, positive_int
-from agemetric.retrievers import L1KNN
+from agemetric.retrievers import Retriever
 from agemetric_crcnn.functional import candidate_ages, relation_scores
 from agemetric_crcnn.loss import CRCNNLoss
 
 
-class CRCNNCompare(L1KNN):
+class CRCNNCompare(Retriever):
     """Estimates an age by comparing the query with reference faces through the trained CRCNN head.
 
     **References.** From the gallery, up to ``per_age`` faces per distinct integer age
@@ -33,19 +33,16 @@ class CRCNNCompare(L1KNN):
 
     (query, reference) pairs go through the head in chunks of about ``chunk`` pairs, whole
     blocks of queries at a time. `search()` and `predict_gender()` are the exact L1 kNN
-    ones (``l1-knn``).
+    ones of its gallery.
 
-    The comparator is the estimator's loss: `bind()` keeps ``estimator.loss`` when it is a
-    `CRCNNLoss` (``--loss crcnn``); `predict()` raises [`PluginError`][agemetric.PluginError]
-    otherwise.
+    The comparator is the estimator's loss: `attach()` keeps it when it is a `CRCNNLoss`
+    (``--loss crcnn``) and refuses any other loss, so the estimator is refused at construction.
 
     Args:
         k: neighbours for `search()` and the gender vote (not used by `predict()`).
         per_age: the most references per integer age.
         chunk: roughly how many (query, reference) pairs go through the head at once.
     """
-
-    requires_loss = "crcnn"  # the estimator refuses other losses at construction
 
     def __init__(self, k: int = 20, per_age: int = 5, chunk: int = 32768):
         super().__init__(k)
@@ -55,14 +52,14 @@ class CRCNNCompare(L1KNN):
         self.references: torch.Tensor | None = None  # (R,) int64 gallery indices
         self.candidates: torch.Tensor | None = None  # (C,) float32 ages
 
-    def bind(self, estimator) -> None:
-        """Keep the estimator's loss as the comparator when it is a `CRCNNLoss`."""
-        loss = getattr(estimator, "loss", None)
-        self.comparator = loss if isinstance(loss, CRCNNLoss) else None
+    def attach(self, loss) -> None:
+        """Keep the estimator's loss as the comparator; any loss but a `CRCNNLoss` is refused."""
+        if not isinstance(loss, CRCNNLoss):
+            raise PluginError(f"{describe(self)} works only with --loss crcnn, got {describe(loss)}")
+        self.comparator = loss
 
-    def _build(self, embeddings: torch.Tensor) -> None:
-        super()._build(embeddings)
-        self.references = select_references(embeddings, self.ages, self.per_age)
+    def on_gallery(self) -> None:
+        self.references = select_references(self.gallery.embeddings, self.ages, self.per_age)
         self.candidates = candidate_ages(self.ages)
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,17 +74,17 @@ class CRCNNCompare(L1KNN):
         if comparator is None:
             raise PluginError(
                 f"{who} compares faces with the trained CRCNN head, which lives in the loss: use it with "
-                "`--loss crcnn` (an AgeEstimator binds its loss to the retriever)"
+                "`--loss crcnn` (an AgeEstimator attaches its loss to the retriever)"
             )
         if not comparator.initialized:
             raise PluginError(
                 f"{who}: the CRCNN comparator has never seen a batch (untrained); train with --epochs >= 1"
             )
-        self.check_queries(queries, "predict")
+        self.gallery.check_queries(queries, "predict")
         if exclude is not None:
             check_rows(who, "exclude", exclude, queries.shape[0])
         device = next(comparator.parameters()).device
-        refs = self.embeddings[self.references].to(device)  # (R, D)
+        refs = self.gallery.embeddings[self.references].to(device)  # (R, D)
         ref_ages = self.ages[self.references]  # (R,)
         queries = queries.detach().float().to(device)
         block = max(1, self.chunk // refs.shape[0])  # queries per chunk

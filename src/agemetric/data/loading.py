@@ -1,0 +1,88 @@
+"""A config's data: its dataset's records, their split, and the decoded, framed images."""
+
+from __future__ import annotations
+
+import torch
+
+from agemetric import plugins
+from agemetric.config import RunConfig
+from agemetric.data.arrays import FaceArrays, decode
+from agemetric.data.splits import Split, make_split, read_split
+from agemetric.errors import AgemetricError
+from agemetric.interfaces import FaceDataset, FaceRecord
+from agemetric.reporting import SILENT, Reporter
+
+
+def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
+    """Create the dataset plugin and list its records (a seeded random ``limit`` of them)."""
+    dataset = plugins.create("dataset", config.dataset, root=config.data_dir, **config.dataset_options)
+    records = dataset.records()
+    if config.limit is not None and config.limit < len(records):
+        pick = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed))
+        records = [records[i] for i in sorted(pick[: config.limit].tolist())]
+    if len(records) < 2:
+        where = f" in {dataset.root}" if dataset.root else ""
+        raise AgemetricError(
+            f"--dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
+            + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
+        )
+    return dataset, records
+
+
+def make_framer(config: RunConfig):
+    """The run's face framer, by name."""
+    return plugins.create("framer", config.framing, **config.framing_options)
+
+
+def decode_records(
+    dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
+) -> FaceArrays:
+    """Decode ``records`` at the config's size and framing (through the disk cache when on);
+    fewer than 2 readable images is an error."""
+    arrays = decode(
+        dataset,
+        records,
+        config.image_size,
+        progress=reporter.bar("decode", len(records)),
+        cache=config.cache,
+        framer=make_framer(config),
+    )
+    if len(arrays) < 2:
+        raise AgemetricError(
+            f"{dataset.describe()}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
+        )
+    return arrays
+
+
+def load_data(config: RunConfig, reporter: Reporter = SILENT) -> tuple[FaceDataset, FaceArrays]:
+    """`select_records()` then `decode_records()`: the whole (limited) dataset as arrays."""
+    dataset, records = select_records(config)
+    return dataset, decode_records(dataset, records, config, reporter)
+
+
+def split_records(
+    dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
+) -> Split:
+    """The run's split: ``config.split_file`` when given, else ``config.split`` over content hashes."""
+    if config.split_file:
+        return read_split(config.split_file, records)
+    bar = reporter.bar("fingerprint", len(records))
+    fingerprints = []
+    for record in records:
+        fingerprints.append(dataset.fingerprint(record))
+        bar.advance(1)
+    return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
+
+
+def split_arrays(data: FaceArrays, split: Split) -> tuple[FaceArrays, FaceArrays]:
+    """``data``'s training and test sides; fewer than 2 training or 1 test image is an error."""
+    is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
+    train, test = data.subset(torch.nonzero(~is_test).flatten()), data.subset(torch.nonzero(is_test).flatten())
+    if len(train) < 2 or len(test) < 1:
+        raise AgemetricError(f"after decoding, {len(train)} train / {len(test)} test images remain; need >= 2 / >= 1")
+    return train, test
+
+
+def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:
+    """``"framing dlib-align: 3 image(s) fell back, e.g. a.jpg (no face found: centre framing)"``."""
+    return f"framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"

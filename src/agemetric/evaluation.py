@@ -1,0 +1,89 @@
+"""Scoring a model: metrics on a test set, gender accuracy, snapshots during training, the machine."""
+
+from __future__ import annotations
+
+import copy
+import platform
+import time
+from collections.abc import Callable
+
+import torch
+
+from agemetric.config import RunConfig
+from agemetric.data.arrays import FaceArrays
+from agemetric.estimator import AgeEstimator
+from agemetric.metrics import summarise
+from agemetric.reporting import SILENT, Reporter
+from agemetric.training import recalibrate_batchnorm
+
+
+def evaluate(
+    estimator: AgeEstimator, data: FaceArrays, train_ages: torch.Tensor, reporter: Reporter = SILENT
+) -> tuple[dict, torch.Tensor]:
+    """Metrics of ``estimator`` on ``data`` (its gallery must be fitted); returns (metrics, predictions)."""
+    predicted = estimator.predict(data.images, progress=reporter.bar("predict", len(data)))
+    return summarise(predicted, data.ages, train_ages), predicted
+
+
+def gender_accuracies(
+    estimator: AgeEstimator, train_data: FaceArrays, test_data: FaceArrays, test_emb: torch.Tensor
+) -> dict[str, float]:
+    """Gender accuracy (%) of the majority of the k nearest training faces (paper, Table 2).
+
+    In the age embedding always (gender was never a label of its loss); in the gender
+    embedding too when the gender head was trained (multi-task).
+    """
+    known = test_data.genders >= 0  # (N,)
+    truth = test_data.genders[known]
+    guessed = estimator.retriever.predict_gender(test_emb[known])
+    out = {"gender_accuracy_from_age_embedding": 100.0 * float((guessed == truth).float().mean())}
+    if estimator.gender_loss is not None:
+        from agemetric.default_plugins.l1_knn import L1KNN
+
+        gallery = L1KNN(k=estimator.retriever.k).fit(
+            estimator.embed(train_data.images, part="gender"), train_data.ages, train_data.genders
+        )
+        guessed = gallery.predict_gender(estimator.embed(test_data.images[known], part="gender"))
+        out["gender_accuracy_from_gender_embedding"] = 100.0 * float((guessed == truth).float().mean())
+    return out
+
+
+def snapshot_taker(
+    train_data: FaceArrays, test_data: FaceArrays, config: RunConfig, times: tuple[float, ...], curve: list[dict]
+) -> Callable[[float, AgeEstimator], float | None]:
+    """An ``on_step`` for `train()` that evaluates a copy of the model at each of ``times``
+    (seconds of training): BatchNorm recalibrated as at the end of training, gallery fitted, test
+    split predicted; appends ``{mark, seconds, mae, cs5}`` to ``curve`` and returns the time it
+    took. Training continues exactly as without snapshots (the global random state is restored)."""
+    pending = sorted(times)
+
+    def on_step(elapsed: float, current: AgeEstimator) -> float | None:
+        if not pending or elapsed < pending[0]:
+            return None
+        began = time.perf_counter()
+        mark = pending[0]
+        while pending and elapsed >= pending[0]:
+            pending.pop(0)
+        rng = torch.get_rng_state()  # recalibration runs dropout: training must not see its draws
+        snapshot = copy.deepcopy(current)
+        if config.bn_recalibration:
+            recalibrate_batchnorm(
+                snapshot, train_data, config.bn_recalibration, config.batch_size, torch.Generator().manual_seed(0)
+            )
+        snapshot.fit_gallery(train_data)
+        summary = summarise(snapshot.predict(test_data.images), test_data.ages, train_data.ages)
+        curve.append({"mark": mark, "seconds": round(elapsed, 1), "mae": summary["mae"], "cs5": summary["cs"][5]})
+        torch.set_rng_state(rng)
+        return time.perf_counter() - began
+
+    return on_step
+
+
+def machine() -> dict:
+    """Where the numbers were measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
