@@ -248,7 +248,8 @@ def test_references_are_saved_not_selected_again(tmp_path):
     torch.save(r.state_dict(), tmp_path / "r.pt")
     again = L1KNN().load_state_dict(torch.load(tmp_path / "r.pt", weights_only=True))
     assert again.options.references == "per-age"
-    assert torch.equal(again.gallery.embeddings, r.gallery.embeddings) and torch.equal(again.gallery.weights, r.gallery.weights)
+    assert torch.equal(again.gallery.embeddings, r.gallery.embeddings)
+    assert torch.equal(again.gallery.weights, r.gallery.weights)
     queries, _ = _clustered(50, 8, seed=8)
     assert torch.equal(again.predict(queries), r.predict(queries))
 

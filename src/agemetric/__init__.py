@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"  # the single source of the version (pyproject reads it)
+from agemetric._version import __version__ as __version__
 
 #: public name -> the module that defines it
 _LAZY = {

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from agemetric import __version__
+from agemetric._version import __version__
 from agemetric.bundle import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES
 from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError

@@ -24,7 +24,8 @@ from importlib import metadata
 
 import pluggy
 
-from agemetric import __version__, hookspecs
+from agemetric import hookspecs
+from agemetric._version import __version__
 from agemetric.errors import PluginError
 
 ENTRY_POINT_GROUP = "agemetric"

@@ -124,8 +124,9 @@ class TrainState:
 
 
 class RandomStreams:
-    """The batch order (the same on every process) and the augmentation draws (one process keeps
-    the single stream it always had; N processes draw apart), saved and restored on resume."""
+    """The batch order (the same on every process) and the augmentation draws (one process draws
+    them from the batch-order stream; N processes each from their own), saved and restored on
+    resume."""
 
     def __init__(self, seed: int, world: distributed.World):
         self.batches = torch.Generator().manual_seed(seed)

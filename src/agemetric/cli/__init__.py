@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import evaluate, export, install, paper, plugins_cmd, predict, report, run
+from agemetric.cli import evaluate, export, install, paper, predict, report, run
+from agemetric.cli import plugins as plugins_command
 from agemetric.cli._commands import Command, Group
 from agemetric.cli._common import state
 
@@ -52,7 +53,7 @@ app.command("predict", cls=Command)(predict.predict)
 app.command("export", cls=Command)(export.export)
 app.command("report", cls=Command)(report.report)
 app.add_typer(paper.app, name="paper")
-app.command("plugins", cls=Command)(plugins_cmd.plugins)
+app.command("plugins", cls=Command)(plugins_command.plugins)
 app.command("install", cls=Command, context_settings={"ignore_unknown_options": True})(install.install)
 app.command("uninstall", cls=Command)(install.uninstall)
 
