@@ -101,7 +101,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
     if gallery.weights is not None:
         raise AgemetricError(
             f"{run_dir}: the gallery is reduced to weighted per-age references, which a bundle cannot "
-            "hold yet; export a run with the full gallery (retriever_options.references = \"all\")"
+            'hold yet; export a run with the full gallery (retriever_options.references = "all")'
         )
     if len(retriever) == 0:
         raise AgemetricError(f"{checkpoint}: the model has no gallery")
