@@ -1,29 +1,26 @@
-"""One plain, readable training loop (no framework)."""
+"""One plain, readable training loop (no framework): `train()`."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from agemetric import distributed
-from agemetric._io import atomic_torch_save, load_torch
+from agemetric._io import atomic_torch_save
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.reporting import SILENT, Reporter
-
-#: The version of the training checkpoint's layout (``checkpoint.pt`` in a run folder).
-TRAINING_STATE_FORMAT = 1
+from agemetric.training.batchnorm import recalibrate_batchnorm
+from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
+from agemetric.training.state import TRAINING_STATE_FORMAT, EpochProgress, RandomStreams, TrainState, batches
 
 
 class TrainingDiverged(AgemetricError):
@@ -36,127 +33,6 @@ class Interrupted(AgemetricError):
     """Ctrl-C stopped training between two steps; the checkpoint holds the state."""
 
     exit_code = 130
-
-
-def parameter_groups(estimator: AgeEstimator, config: RunConfig) -> list[dict]:
-    """The trunk at ``config.lr``; the embedding heads and loss parameters at ``config.head_lr``
-    (one group when it is unset)."""
-    if config.head_lr is None:
-        return [{"params": list(estimator.parameters())}]
-    heads = getattr(estimator.backbone, "heads", None)
-    new = {id(p) for p in (heads.parameters() if heads is not None else ())}
-    new |= {id(p) for name, p in estimator.named_parameters() if name.startswith(("loss.", "gender_loss."))}
-    params = list(estimator.parameters())
-    return [
-        {"params": [p for p in params if id(p) not in new]},
-        {"params": [p for p in params if id(p) in new], "lr": config.head_lr},
-    ]
-
-
-def lr_factor(progress: float, config: RunConfig) -> float:
-    """The learning-rate multiplier at ``progress`` (0 at the start of training, 1 at its end):
-    linear warm-up over ``config.warmup``, then constant or a cosine decay to 0."""
-    if progress < config.warmup:
-        return max(progress / config.warmup, 1e-3)
-    if config.lr_schedule == "constant":
-        return 1.0
-    rest = (progress - config.warmup) / (1.0 - config.warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
-
-
-def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
-    """Adadelta (the paper's), Adam or SGD with momentum 0.9; ``params`` may be parameter groups."""
-    if config.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-
-
-def batches(n: int, batch_size: int, generator: torch.Generator, smallest: int = 2) -> list[torch.Tensor]:
-    """A shuffled epoch of index batches; a last batch of fewer than ``smallest`` images is dropped
-    (one image has no pairs; in data-parallel training every process needs two)."""
-    order = torch.randperm(n, generator=generator)  # (N,)
-    chunks = list(order.split(batch_size))
-    return [c for c in chunks if c.numel() >= smallest]
-
-
-@dataclass
-class EpochProgress:
-    """One epoch under way: its batches, the next step, and what the finished steps added up to."""
-
-    batches: list[torch.Tensor]
-    step: int = 0
-    sums: dict[str, float] = field(default_factory=dict)
-    step_losses: list[float] = field(default_factory=list)
-    seen: int = 0
-    seconds: float = 0.0  # of training in this epoch before an interruption
-
-    def record(self, parts: dict[str, torch.Tensor], images: int) -> None:
-        """Add one finished step's loss parts and image count."""
-        for key, value in parts.items():
-            self.sums[key] = self.sums.get(key, 0.0) + float(value.detach())
-        self.step_losses.append(float(parts["loss"].detach()))
-        self.seen += images
-        self.step += 1
-
-    def row(self, epoch: int, seconds: float) -> dict:
-        """The epoch's line of the history."""
-        steps = max(len(self.step_losses), 1)
-        return {
-            "epoch": epoch,
-            **{key: value / steps for key, value in self.sums.items()},
-            "images": self.seen,
-            "seconds": seconds,
-            "images_per_second": self.seen / max(seconds, 1e-9),
-            "step_losses": self.step_losses,
-        }
-
-
-@dataclass
-class TrainState:
-    """Where training stands between two steps: what a checkpoint holds besides the tensors."""
-
-    epoch: int = 1  # the epoch to run (or finish) next
-    partial: EpochProgress | None = None  # that epoch, when it was interrupted
-    history: list[dict] = field(default_factory=list)
-    elapsed: float = 0.0  # seconds of training so far
-
-
-class RandomStreams:
-    """The batch order (the same on every process) and the augmentation draws (one process draws
-    them from the batch-order stream; N processes each from their own), saved and restored on
-    resume."""
-
-    def __init__(self, seed: int, world: distributed.World):
-        self.batches = torch.Generator().manual_seed(seed)
-        self.augment = torch.Generator().manual_seed(seed + 7919 * world.rank) if world.active else self.batches
-
-    def state(self) -> dict:
-        return {
-            "batches": self.batches.get_state(),
-            "augment": self.augment.get_state(),
-            "torch": torch.get_rng_state(),
-        }
-
-    def restore(self, state: dict) -> None:
-        self.batches.set_state(state["batches"])
-        self.augment.set_state(state["augment"])
-        torch.set_rng_state(state["torch"])
-
-
-def weight_averager(estimator: AgeEstimator, decay: float) -> AveragedModel | None:
-    """An exponential moving average of ``estimator``'s weights and BatchNorm statistics
-    (``torch.optim.swa_utils.AveragedModel``), its decay ramped up as ``(1 + n) / (10 + n)`` so that
-    the first steps' weights fade fast; ``None`` when ``decay`` is 0."""
-    if not decay:
-        return None
-
-    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
-        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
-        return averaged + (current - averaged) * (1.0 - d)
-
-    return AveragedModel(estimator, avg_fn=average, use_buffers=True)
 
 
 class _Training:
@@ -370,14 +246,6 @@ def train(
     return training.run()
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Read a training checkpoint written by `train()` (one-line errors for a bad file)."""
-    state = load_torch(path, "--resume")
-    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        raise AgemetricError(f"--resume: {str(path)!r} is not an agemetric training checkpoint")
-    return state
-
-
 class _StopOnSigint:
     """While active, the first SIGINT only sets `requested`; a second one interrupts at once.
 
@@ -408,32 +276,3 @@ def _materialise_lazy(estimator: AgeEstimator, data: FaceArrays, n: int) -> None
     if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in estimator.parameters()):
         index = torch.arange(min(n, len(data)))
         estimator.training_loss(estimator.prepare(data.images[index]), data.ages[index], data.genders[index])
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    estimator: AgeEstimator, data: FaceArrays, n_batches: int, batch_size: int, generator: torch.Generator
-) -> None:
-    """Recompute every BatchNorm's running statistics for the final weights ("precise BN").
-
-    During training the running averages trail the weights; after a short or fast-moving run
-    they no longer match, and eval-mode outputs drift (measured: a regression head fine-tuned
-    for 45 s predicted 25.5 years MAE in eval mode against 13.0 with batch statistics). Here
-    the statistics are reset and averaged (cumulatively) over ``n_batches`` un-augmented
-    training batches in train mode, without gradients.
-    """
-    norms = [m for m in estimator.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    estimator.train()
-    try:
-        for index in batches(len(data), batch_size, generator)[:n_batches]:
-            with estimator.autocast():
-                estimator.backbone(estimator.prepare(data.images[index]))
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum

@@ -1,0 +1,36 @@
+"""Training: the loop (`train()`), its state and checkpoint, the optimiser and schedule.
+
+- `loop`: `train()`, and the errors it stops with (`Interrupted`, `TrainingDiverged`).
+- `state`: `TrainState`, `EpochProgress`, `RandomStreams`, the checkpoint format (`load_checkpoint()`).
+- `optim`: parameter groups, the optimiser, the learning-rate schedule, weight averaging.
+- `batchnorm`: BatchNorm statistics recomputed for the final weights.
+"""
+
+from agemetric.training.batchnorm import recalibrate_batchnorm
+from agemetric.training.loop import Interrupted, TrainingDiverged, train
+from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
+from agemetric.training.state import (
+    TRAINING_STATE_FORMAT,
+    EpochProgress,
+    RandomStreams,
+    TrainState,
+    batches,
+    load_checkpoint,
+)
+
+__all__ = [
+    "TRAINING_STATE_FORMAT",
+    "EpochProgress",
+    "Interrupted",
+    "RandomStreams",
+    "TrainState",
+    "TrainingDiverged",
+    "batches",
+    "load_checkpoint",
+    "lr_factor",
+    "make_optimizer",
+    "parameter_groups",
+    "recalibrate_batchnorm",
+    "train",
+    "weight_averager",
+]

@@ -1,0 +1,60 @@
+"""The optimiser, its parameter groups and schedule, and the moving average of the weights."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.optim.swa_utils import AveragedModel
+
+from agemetric.config import RunConfig
+from agemetric.estimator import AgeEstimator
+
+
+def parameter_groups(estimator: AgeEstimator, config: RunConfig) -> list[dict]:
+    """The trunk at ``config.lr``; the embedding heads and loss parameters at ``config.head_lr``
+    (one group when it is unset)."""
+    if config.head_lr is None:
+        return [{"params": list(estimator.parameters())}]
+    heads = getattr(estimator.backbone, "heads", None)
+    new = {id(p) for p in (heads.parameters() if heads is not None else ())}
+    new |= {id(p) for name, p in estimator.named_parameters() if name.startswith(("loss.", "gender_loss."))}
+    params = list(estimator.parameters())
+    return [
+        {"params": [p for p in params if id(p) not in new]},
+        {"params": [p for p in params if id(p) in new], "lr": config.head_lr},
+    ]
+
+
+def lr_factor(progress: float, config: RunConfig) -> float:
+    """The learning-rate multiplier at ``progress`` (0 at the start of training, 1 at its end):
+    linear warm-up over ``config.warmup``, then constant or a cosine decay to 0."""
+    if progress < config.warmup:
+        return max(progress / config.warmup, 1e-3)
+    if config.lr_schedule == "constant":
+        return 1.0
+    rest = (progress - config.warmup) / (1.0 - config.warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
+
+
+def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
+    """Adadelta (the paper's), Adam or SGD with momentum 0.9; ``params`` may be parameter groups."""
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+
+
+def weight_averager(estimator: AgeEstimator, decay: float) -> AveragedModel | None:
+    """An exponential moving average of ``estimator``'s weights and BatchNorm statistics
+    (``torch.optim.swa_utils.AveragedModel``), its decay ramped up as ``(1 + n) / (10 + n)`` so that
+    the first steps' weights fade fast; ``None`` when ``decay`` is 0."""
+    if not decay:
+        return None
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        return averaged + (current - averaged) * (1.0 - d)
+
+    return AveragedModel(estimator, avg_fn=average, use_buffers=True)
