@@ -23,13 +23,13 @@ from agemetric.data.loading import (
     split_arrays,
     split_records,
 )
+from agemetric.data.splits import Split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator, build_parts
 from agemetric.evaluation import gender_accuracies, machine, snapshot_taker
-from agemetric.interfaces import FaceDataset
 from agemetric.metrics import summarise
 from agemetric.reporting import SILENT, Reporter
-from agemetric.runs import RunFolder
+from agemetric.runs import RunFolder, checkpoint_settings
 from agemetric.training import load_checkpoint, train
 
 
@@ -86,76 +86,120 @@ def run(
     if resume is not None:
         state = load_checkpoint(RunFolder(resume).checkpoint)
         config = dataclasses.replace(config, split_file=str(RunFolder(resume).split))
+        check_resumable(state, config, resume)
         reporter.note(f"resuming {resume} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
     if config.threads:
         torch.set_num_threads(config.threads)
-
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
-    folder = None  # rank 0 alone writes the run folder
-    if world.is_main and resume is not None:
-        folder = RunFolder(resume)
-    elif world.is_main:
-        folder = RunFolder.create(config.out, config.dataset, config.backbone)
-        folder.write_config(config)
-    device = distributed.resolve_device(config.device, world)
-    reporter.note(describe_run(config, device))
+    folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
+    try:
+        device = distributed.resolve_device(config.device, world)
+        reporter.note(describe_run(config, device))
+        data, split = _load(dataset, records, config, folder, resume is None, reporter)
+        train_data, test_data = split_arrays(data, split)
+        multitask = decide_multitask(config, train_data)
+        torch.manual_seed(config.seed)
+        estimator = AgeEstimator.from_config(config, multitask=multitask).to(device)
+        reporter.note(_describe_data(dataset, split, train_data, test_data, config, multitask, world))
+
+        t1 = time.perf_counter()
+        curve: list[dict] = []
+        on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
+        checkpoint = None if folder is None else folder.checkpoint
+        history = train(estimator, train_data, config, reporter, world, checkpoint, resume=state, on_step=on_step)
+        if folder is None:  # not rank 0: rank 0 evaluates and writes the run folder
+            return None
+        folder.write_history(history)
+        t2 = time.perf_counter()
+        metrics = _evaluate(folder, estimator, train_data, test_data, reporter)
+        metrics.update(
+            split={**split.info, "n_train": len(train_data), "n_test": len(test_data)},
+            dataset=dataset.describe(),
+            multitask=multitask,
+            training_images_seen=sum(h["images"] for h in history),
+            seconds={"load": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2},
+            skipped=len(dataset.skipped),
+            framing_fallbacks=len(data.noted()),
+            **({"snapshots": curve} if snapshots else {}),
+            machine=machine(),
+        )
+        folder.write_metrics(metrics)
+        if config.figures:
+            from agemetric.plots import write_run_figures
+
+            write_run_figures(folder.path)
+        folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
+        return RunResult(folder.path, metrics, estimator, history)
+    finally:
+        if folder is not None:
+            folder.unlock()
+
+
+def _open_folder(config: RunConfig, resume: str | Path | None) -> RunFolder:
+    """The run folder, locked: the one to resume, or a new one with its ``config.toml``."""
+    if resume is not None:
+        return RunFolder(resume).lock()
+    folder = RunFolder.create(config.out, config.dataset, config.backbone)
+    folder.write_config(config)
+    return folder
+
+
+def _load(
+    dataset, records, config: RunConfig, folder: RunFolder | None, new: bool, reporter
+) -> tuple[FaceArrays, Split]:
+    """Split and decode the records; write ``split.csv`` (a new run) and the lists of images that
+    could not be read or were framed whole, and say so."""
     split = split_records(dataset, records, config, reporter)
     records = [r for r in records if r.key in split.side]
-    if folder is not None and resume is None:
+    if folder is not None and new:
         folder.write_split(split, [r.key for r in records])
     data = decode_records(dataset, records, config, reporter)
-    if folder is not None:
-        _write_losses(folder, dataset, data, config, reporter)
-    train_data, test_data = split_arrays(data, split)
-    multitask = decide_multitask(config, train_data)
-    torch.manual_seed(config.seed)
-    estimator = AgeEstimator.from_config(config, multitask=multitask).to(device)
-    reporter.note(
+    if folder is not None and len(dataset.skipped):
+        folder.write_items(folder.skipped, dataset.skipped.items, header=("item", "reason"))
+        reporter.note(f"{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})", True)
+    noted = data.noted()
+    if folder is not None and noted:
+        folder.write_items(folder.framing, noted, header=("item", "framing"))
+        reporter.note(f"{fallback_summary(config, noted)} (all of them in {folder.framing})", True)
+    return data, split
+
+
+def _evaluate(
+    folder: RunFolder, estimator: AgeEstimator, train_data: FaceArrays, test_data: FaceArrays, reporter
+) -> dict:
+    """Fit the gallery, save ``model.pt``, predict the test split and write ``predictions.csv``;
+    returns the test metrics (and the gender accuracies when the data has genders)."""
+    bar = reporter.bar("embed", len(train_data) + len(test_data))
+    estimator.fit_gallery(train_data, progress=bar)
+    estimator.save(folder.model)
+    test_emb = estimator.embed(test_data.images, progress=bar)
+    predicted = estimator.retriever.predict(test_emb)
+    metrics = summarise(predicted, test_data.ages, train_data.ages)
+    if (test_data.genders >= 0).any() and train_data.has_gender:
+        metrics.update(gender_accuracies(estimator, train_data, test_data, test_emb))
+    folder.write_predictions(test_data.keys, test_data.ages, predicted)
+    return metrics
+
+
+def _describe_data(dataset, split, train_data, test_data, config, multitask, world) -> str:
+    return (
         f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
         f"({split.info['protocol']} split), {config.image_size} px, multi-task {'on' if multitask else 'off'}"
         + (f", {world.size} processes" if world.active else "")
     )
 
-    t1 = time.perf_counter()
-    curve: list[dict] = []
-    on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
-    checkpoint = None if folder is None else folder.checkpoint
-    history = train(estimator, train_data, config, reporter, world, checkpoint, resume=state, on_step=on_step)
-    if folder is None:  # not rank 0: rank 0 evaluates and writes the run folder
-        return None
-    folder.write_history(history)
-    t2 = time.perf_counter()
 
-    bar = reporter.bar("embed", len(data))
-    estimator.fit_gallery(train_data, progress=bar)
-    estimator.save(folder.model)
-    test_emb = estimator.embed(test_data.images, progress=bar)
-    predicted = estimator.retriever.predict(test_emb)
-    t3 = time.perf_counter()
-
-    metrics = {
-        **summarise(predicted, test_data.ages, train_data.ages),
-        "split": {**split.info, "n_train": len(train_data), "n_test": len(test_data)},
-        "dataset": dataset.describe(),
-        "multitask": multitask,
-        "training_images_seen": sum(h["images"] for h in history),
-        "seconds": {"load": t1 - t0, "train": t2 - t1, "evaluate": t3 - t2},
-        "skipped": len(dataset.skipped),
-        "framing_fallbacks": len(data.noted()),
-        **({"snapshots": curve} if snapshots else {}),
-        "machine": machine(),
-    }
-    if (test_data.genders >= 0).any() and train_data.has_gender:
-        metrics.update(gender_accuracies(estimator, train_data, test_data, test_emb))
-    folder.write_predictions(test_data.keys, test_data.ages, predicted)
-    folder.write_metrics(metrics)
-    if config.figures:
-        from agemetric.plots import write_run_figures
-
-        write_run_figures(folder.path)
-    folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
-    return RunResult(folder.path, metrics, estimator, history)
+def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
+    """Refuse a checkpoint written under other settings than the run folder's ``config.toml``
+    (older checkpoints, which do not record them, are trusted)."""
+    saved, now = state.get("settings"), checkpoint_settings(config)
+    if saved is not None and saved != now:
+        differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+        raise AgemetricError(
+            f"--resume: {RunFolder(resume).checkpoint} was written with other settings than "
+            f"{RunFolder(resume).config} ({', '.join(differ)}); it cannot be continued"
+        )
 
 
 def decide_multitask(config: RunConfig, train_data: FaceArrays) -> bool:
@@ -165,17 +209,6 @@ def decide_multitask(config: RunConfig, train_data: FaceArrays) -> bool:
     if multitask and not train_data.has_gender:
         raise AgemetricError(f"--set multitask=on: dataset {config.dataset!r} has no gender labels")
     return multitask
-
-
-def _write_losses(folder: RunFolder, dataset: FaceDataset, data: FaceArrays, config: RunConfig, reporter) -> None:
-    """List the images that could not be read and those whose framing fell back, and say so."""
-    if len(dataset.skipped):
-        folder.write_items(folder.skipped, dataset.skipped.items, header=("item", "reason"))
-        reporter.note(f"{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})", True)
-    noted = data.noted()
-    if noted:
-        folder.write_items(folder.framing, noted, header=("item", "framing"))
-        reporter.note(f"{fallback_summary(config, noted)} (all of them in {folder.framing})", True)
 
 
 def describe_run(config: RunConfig, device: torch.device) -> str:

@@ -12,7 +12,9 @@ A finished run folder holds::
     metrics.json      MAE, CS(k), the split, timings, the machine
     report.md, figures/   the run's report and figures (unless ``figures = false``)
 
-and, while it is unfinished, ``checkpoint.pt`` (``agemetric run --resume``).
+and, while it is unfinished, ``checkpoint.pt`` (``agemetric run --resume``). A run holds the
+folder's lock (``.lock``, an advisory ``flock`` that ends with the process) from its start to its
+end, so that two runs never write into the same folder.
 """
 
 from __future__ import annotations
@@ -59,9 +61,11 @@ class RunFolder:
     METRICS = "metrics.json"
     REPORT = "report.md"
     FIGURES = "figures"
+    LOCK = ".lock"
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock = None  # the open lock file while this process holds the folder
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -131,8 +135,17 @@ class RunFolder:
 
     # -- writing -------------------------------------------------------------------------
     def write_config(self, config: RunConfig) -> None:
-        """``config.toml``: the resolved settings (``None`` values left out: TOML has no null)."""
-        self.config.write_text(tomli_w.dumps(config.to_dict()), encoding="utf-8")
+        """``config.toml``: the run's settings (see `settings()`), reusable with ``--config``."""
+        self.config.write_text(tomli_w.dumps(settings(config)), encoding="utf-8")
+
+    def holds_config(self, config: RunConfig) -> bool:
+        """Whether ``config.toml`` holds exactly ``config``'s settings."""
+        import tomllib
+
+        try:
+            return tomllib.loads(self.config.read_text(encoding="utf-8")) == settings(config)
+        except (OSError, ValueError):
+            return False
 
     def write_split(self, split: Split, keys: list[str]) -> None:
         """``split.csv``: the side of every key, in ``keys``' order."""
@@ -172,23 +185,85 @@ class RunFolder:
             dataset: dataset name, for the default folder name.
             backbone: backbone name, for the default folder name.
 
+        The new run holds the folder's lock (`lock()`) until the process ends or `unlock()`.
+
         Raises:
-            AgemetricError: the folder already holds a finished run, or cannot be written.
+            AgemetricError: the folder holds a finished or an unfinished run, another run is using
+                it, or it cannot be written.
         """
-        if out is None:
-            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-            out = Path("runs") / f"{stamp}-{dataset}-{backbone}"
-        folder = cls(out)
-        if folder.finished:
-            raise AgemetricError(f"--out: {folder.path} already holds a run; choose another folder")
         try:
+            folder = cls._new_default(dataset, backbone) if out is None else cls(out)
             folder.path.mkdir(parents=True, exist_ok=True)
+            folder.lock()
             probe = folder.path / ".write-test"
             probe.write_text("")
             probe.unlink()
         except OSError as exc:
-            raise AgemetricError(f"--out: cannot write to {str(folder.path)!r}: {exc.strerror or exc}") from None
+            raise AgemetricError(
+                f"--out: cannot write to {str(cls(out or 'runs').path)!r}: {exc.strerror or exc}"
+            ) from None
+        if folder.finished:
+            folder.unlock()
+            raise AgemetricError(f"--out: {folder.path} already holds a run; choose another folder")
+        if folder.checkpoint.exists():
+            folder.unlock()
+            raise AgemetricError(
+                f"--out: {folder.path} holds an unfinished run ({cls.CHECKPOINT}); continue it with "
+                f"agemetric run --resume {folder.path}, or choose another folder"
+            )
         return folder
+
+    @classmethod
+    def _new_default(cls, dataset: str, backbone: str) -> RunFolder:
+        """A folder ``runs/<time>-<dataset>-<backbone>`` made now (``-2``, ``-3``... when a run
+        started in the same second already took the name)."""
+        stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{dataset}-{backbone}"
+        Path("runs").mkdir(exist_ok=True)
+        for n in range(1, 1000):
+            path = Path("runs") / (stem if n == 1 else f"{stem}-{n}")
+            try:
+                path.mkdir()  # atomic: exactly one run gets each name
+                return cls(path)
+            except FileExistsError:
+                continue
+        raise AgemetricError(f"--out: runs/{stem}-*: too many runs started in the same second")
+
+    def lock(self) -> RunFolder:
+        """Take the folder's lock for this process (released when it ends, or by `unlock()`).
+
+        Raises:
+            AgemetricError: another process holds it.
+        """
+        import fcntl
+
+        handle = open(self.path / self.LOCK, "a")  # noqa: SIM115 - held open for the run's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise AgemetricError(
+                f"--out: {self.path} is in use by another agemetric run; wait for it to end or choose another folder"
+            ) from None
+        self._lock = handle
+        return self
+
+    def unlock(self) -> None:
+        """Release the lock taken by `lock()` (a no-op when this process does not hold it)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+
+def settings(config: RunConfig) -> dict[str, Any]:
+    """What describes a run: every setting except ``out`` (where it was written), so that a
+    ``config.toml`` reused with ``--config`` starts a new run folder."""
+    return {k: v for k, v in config.to_dict().items() if k != "out"}
+
+
+def checkpoint_settings(config: RunConfig) -> dict[str, Any]:
+    """The settings a training checkpoint is tied to: `settings()` without ``split_file`` (a
+    resumed run reads its own ``split.csv``)."""
+    return {k: v for k, v in settings(config).items() if k != "split_file"}
 
 
 def _finite(value: Any) -> Any:

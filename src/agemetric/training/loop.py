@@ -18,6 +18,7 @@ from agemetric.data.arrays import FaceArrays
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.reporting import SILENT, Reporter
+from agemetric.runs import checkpoint_settings
 from agemetric.training.batchnorm import recalibrate_batchnorm
 from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
 from agemetric.training.state import TRAINING_STATE_FORMAT, EpochProgress, RandomStreams, TrainState, batches
@@ -91,6 +92,7 @@ class _Training:
             "model": self.estimator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "averaged": None if self.averaged is None else self.averaged.state_dict(),
+            "settings": checkpoint_settings(self.config),  # resuming under other settings is refused
             "rng": self.streams.state(),
         }
         atomic_torch_save(saved, self.checkpoint)

@@ -1,0 +1,103 @@
+"""The run folder keeps what it holds: an unfinished run is not overwritten, two runs never share
+a folder, a reused config.toml starts a new one, a checkpoint resumes only under its own settings,
+and metrics.json is strict JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import torch
+
+from agemetric.config import RunConfig, resolve
+from agemetric.errors import AgemetricError
+from agemetric.experiment import check_resumable
+from agemetric.runs import RunFolder, checkpoint_settings
+
+TINY = ["--epochs", "1", "--image-size", "32", "--set", "dataset_options.n=60", "--set", "backbone_options.width=4",
+        "--set", "figures=false"]  # fmt: skip
+
+
+def agemetric(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env.update(AGEMETRIC_CACHE=str(cwd / "cache"), COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "agemetric", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def test_an_unfinished_run_folder_is_not_overwritten(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "checkpoint.pt").write_bytes(b"the interrupted run's state")
+    done = agemetric(tmp_path, "run", *TINY, "--out", "r")
+    assert done.returncode == 2, done.stderr
+    assert "holds an unfinished run (checkpoint.pt); continue it with agemetric run --resume r" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (folder / "checkpoint.pt").read_bytes() == b"the interrupted run's state"
+
+
+def test_a_folder_in_use_is_refused_and_free_again_after(tmp_path):
+    first = RunFolder.create(tmp_path / "r", "synthetic", "small_cnn")
+    with pytest.raises(AgemetricError, match="is in use by another agemetric run"):
+        RunFolder.create(tmp_path / "r", "synthetic", "small_cnn")
+    first.unlock()
+    RunFolder.create(tmp_path / "r", "synthetic", "small_cnn").unlock()
+
+
+def test_default_folders_of_the_same_second_do_not_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folders = [RunFolder.create(None, "synthetic", "small_cnn") for _ in range(3)]
+    assert len({f.path for f in folders}) == 3
+    for f in folders:
+        f.unlock()
+
+
+def test_a_reused_config_starts_a_new_folder(tmp_path):
+    done = agemetric(tmp_path, "run", *TINY, "--out", "first")
+    assert done.returncode == 0, done.stderr
+    saved = tomllib.loads((tmp_path / "first" / "config.toml").read_text())
+    assert "out" not in saved
+    again = agemetric(tmp_path, "run", "--config", "first/config.toml", "--set", "margin=6", "--out", "second")
+    assert again.returncode == 0, again.stderr
+    assert tomllib.loads((tmp_path / "second" / "config.toml").read_text())["margin"] == 6.0
+
+
+def test_a_checkpoint_resumes_only_under_its_own_settings(tmp_path):
+    config = resolve("quick")
+    state = {"settings": checkpoint_settings(config)}
+    check_resumable(state, config, tmp_path)  # the same settings: fine
+    other = RunConfig(**{**config.to_dict(), "margin": 6.0, "epochs": 3})
+    with pytest.raises(AgemetricError, match=r"other settings than .*config.toml \(epochs, margin\)"):
+        check_resumable(state, other, tmp_path)
+    check_resumable({}, other, tmp_path)  # a checkpoint that recorded no settings is trusted
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.write_metrics({"mae": float("inf"), "cs": {"5": float("nan")}, "n": 3, "ok": [1.5, float("-inf")]})
+    text = folder.metrics.read_text()
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
+        "mae": None, "cs": {"5": None}, "n": 3, "ok": [1.5, None]
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("option", [["--margin", "nan"], ["--set", "lr=nan"], ["--set", "weight_decay=inf"]])
+def test_float_settings_refuse_nan_and_inf(tmp_path, option):
+    done = agemetric(tmp_path, "run", *TINY, *option, "--out", "r")
+    assert done.returncode == 2 and "must be a finite number" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_training_checkpoint_records_its_settings(tmp_path):
+    from agemetric.estimator import AgeEstimator
+    from agemetric.testing import random_face_arrays
+    from agemetric.training import train
+
+    config = resolve("quick", sets=["image_size=32", "backbone_options.width=4", "epochs=1", "bn_recalibration=0"])
+    checkpoint = tmp_path / "checkpoint.pt"
+    train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=False)["settings"] == checkpoint_settings(config)
