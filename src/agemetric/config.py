@@ -71,9 +71,10 @@ class RunConfig:
         warmup: fraction of training (steps, or of ``time_budget``) over which the learning rate
             rises linearly from 0 (0: none).
         weight_decay: L2 penalty.
-        weight_average: keep an exponential moving average of the weights with this decay per
-            step (e.g. 0.998; 0: off) and end training with the averaged weights; the decay
-            ramps up as ``(1 + n) / (10 + n)`` over the first steps.
+        weight_average: end training with an exponential moving average of the weights (0: off).
+            At step ``n`` the average moves by ``1 - d`` towards the new weights, with
+            ``d = min(weight_average, (1 + n) / (10 + n))``: until ``d`` reaches the cap (about
+            4,500 steps for 0.998) the average spans roughly the last ninth of the steps.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
         gender_loss / gender_miner: the gender task's loss and miner plugins (``None``: the age
             task's, created again with ``gender_margin`` and the same options).

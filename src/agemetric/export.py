@@ -73,66 +73,17 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         AgemetricError: the run is missing or cannot be bundled (a retriever other than ``l1-knn``),
             ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
     """
-    from agemetric.data.loading import make_framer
-    from agemetric.default_plugins.framing import BoxFramer, CenterFramer
-    from agemetric.default_plugins.l1_knn import L1KNN
-    from agemetric.estimator import AgeEstimator
-
     if fmt not in FORMATS:
         raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run_dir, out = Path(run_dir), Path(out)
-    checkpoint = RunFolder(run_dir).model
-    if not checkpoint.is_file():
-        raise AgemetricError(f"{run_dir}: no {RunFolder.MODEL} (expected a run folder written by `agemetric run`)")
-    if "onnx" in FORMATS[fmt]:
-        missing = [name for name in ONNX_EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
-        if missing:
-            raise AgemetricError(
-                f"--format {fmt} needs {' and '.join(missing)} for the ONNX export: pip install 'agemetric[export]'"
-            )
-    estimator = AgeEstimator.load(checkpoint)
+    estimator = _exportable(run_dir, fmt)
     config, retriever, backbone = estimator.config, estimator.retriever, estimator.backbone
-    if not isinstance(retriever, L1KNN):
-        raise AgemetricError(
-            f"{run_dir}: retriever {config.retriever!r} does not estimate ages from L1 nearest neighbours; "
-            "only runs with --retriever l1-knn can be exported as a bundle"
-        )
-    gallery = retriever.gallery
-    if gallery.weights is not None:
-        raise AgemetricError(
-            f"{run_dir}: the gallery is reduced to weighted per-age references, which a bundle cannot "
-            'hold yet; export a run with the full gallery (retriever_options.references = "all")'
-        )
-    if len(retriever) == 0:
-        raise AgemetricError(f"{checkpoint}: the model has no gallery")
-    framer = make_framer(config)
-    if type(framer) is CenterFramer:
-        framing = {"name": "center"}
-    elif type(framer) is BoxFramer:
-        framing = {"name": "box", "box": list(framer.box), "margin": framer.margin}
-    else:  # a plugin's framer: the bundle imports its class (its package must be installed where it runs)
-        cls = type(framer)
-        framing = {"name": config.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
-                   "options": dict(config.framing_options)}  # fmt: skip
+    framing = _framing(config)
     _clear_out(out)
-
-    model = EmbeddingModel(backbone, flip=config.tta_flip).float().eval()
     size = estimator.image_size
-    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     outputs = ["age"] if backbone.gender_dim == 0 else ["age", "gender"]
-    files = {"gallery": GALLERY}
-    for name in FORMATS[fmt]:
-        files[name] = MODEL_FILES[name]
-        save = _save_torchscript if name == "torchscript" else _save_onnx
-        try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+. is deprecated", category=FutureWarning)
-                save(model, example, outputs, out / files[name])
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise AgemetricError(
-                f"backbone {config.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
-            ) from exc
+    files = {"gallery": GALLERY, **_save_models(estimator, fmt, outputs, out)}
+    gallery = retriever.gallery
     genders = gallery.genders if gallery.genders is not None else torch.full((len(gallery),), -1)
     np.savez(
         out / GALLERY,
@@ -166,6 +117,73 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     os.replace(tmp, out / MANIFEST)  # last, so that a failed export leaves no bundle.json
     return manifest
+
+
+def _exportable(run_dir: Path, fmt: str):
+    """The run's estimator, checked to fit in a bundle (L1 kNN, a full gallery; ONNX packages)."""
+    from agemetric.default_plugins.l1_knn import L1KNN
+    from agemetric.estimator import AgeEstimator
+
+    checkpoint = RunFolder(run_dir).model
+    if not checkpoint.is_file():
+        raise AgemetricError(f"{run_dir}: no {RunFolder.MODEL} (expected a run folder written by `agemetric run`)")
+    if "onnx" in FORMATS[fmt]:
+        missing = [name for name in ONNX_EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+        if missing:
+            raise AgemetricError(
+                f"--format {fmt} needs {' and '.join(missing)} for the ONNX export: pip install 'agemetric[export]'"
+            )
+    estimator = AgeEstimator.load(checkpoint)
+    retriever = estimator.retriever
+    if not isinstance(retriever, L1KNN):
+        raise AgemetricError(
+            f"{run_dir}: retriever {estimator.config.retriever!r} does not estimate ages from L1 nearest "
+            "neighbours; only runs with --retriever l1-knn can be exported as a bundle"
+        )
+    if retriever.gallery.weights is not None:
+        raise AgemetricError(
+            f"{run_dir}: the gallery is reduced to weighted per-age references, which a bundle cannot "
+            'hold yet; export a run with the full gallery (retriever_options.references = "all")'
+        )
+    if len(retriever) == 0:
+        raise AgemetricError(f"{checkpoint}: the model has no gallery")
+    return estimator
+
+
+def _framing(config) -> dict:
+    """How the bundle frames a photo: the built-in framings by value, a plugin's by its class."""
+    from agemetric.data.loading import make_framer
+    from agemetric.default_plugins.framing import BoxFramer, CenterFramer
+
+    framer = make_framer(config)
+    if type(framer) is CenterFramer:
+        return {"name": "center"}
+    if type(framer) is BoxFramer:
+        return {"name": "box", "box": list(framer.box), "margin": framer.margin}
+    cls = type(framer)  # a plugin's framer: the bundle imports its class (its package must be installed where it runs)
+    return {"name": config.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
+            "options": dict(config.framing_options)}  # fmt: skip
+
+
+def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str, str]:
+    """Write the embedding network in each of ``fmt``'s formats; returns ``{format: file name}``."""
+    model = EmbeddingModel(estimator.backbone, flip=estimator.config.tta_flip).float().eval()
+    size = estimator.image_size
+    example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    files = {}
+    for name in FORMATS[fmt]:
+        files[name] = MODEL_FILES[name]
+        save = _save_torchscript if name == "torchscript" else _save_onnx
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r".*torch\.jit\.\w+. is deprecated", category=FutureWarning)
+                save(model, example, outputs, out / files[name])
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise AgemetricError(
+                f"backbone {estimator.config.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
+            ) from exc
+    return files
 
 
 def _clear_out(out: Path) -> None:

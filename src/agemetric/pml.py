@@ -29,11 +29,7 @@ from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
 from agemetric.interfaces import Miner
-from agemetric.types import Pairs, Samples, Triplets
-
-_T = torch.Tensor
-IndicesTuple = tuple[_T, _T, _T] | tuple[_T, _T, _T, _T]
-"""PML's ``indices_tuple``: ``(anchor, positive, negative)`` or ``(a1, p, a2, n)``."""
+from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
 
 
 def to_indices_tuple(
@@ -70,31 +66,6 @@ def to_indices_tuple(
     if isinstance(indices, Samples):
         raise ValueError("Samples have no PML indices_tuple (PML's tuples hold pairs or triplets)")
     raise TypeError(f"expected Pairs or Triplets, got {type(indices).__name__}")
-
-
-def from_indices_tuple(indices_tuple: IndicesTuple | list) -> Pairs | Triplets:
-    """PML's ``indices_tuple`` (from any PML miner) as agemetric ``Triplets`` or ``Pairs``.
-
-    ``(anchor, positive, negative)`` becomes ``Triplets``; ``(a1, p, a2, n)`` becomes the
-    ``Pairs`` ``(a1, p)`` followed by ``(a2, n)``: which of them are similar is then decided by
-    the age margin of the loss that takes them, not by PML's label equality.
-
-    Raises:
-        ValueError: a tuple of another length, or of tensors that are not 1-d.
-
-    Examples:
-        >>> pairs = from_indices_tuple((torch.tensor([0]), torch.tensor([1]), torch.tensor([0]), torch.tensor([2])))
-        >>> pairs.first.tolist(), pairs.second.tolist()
-        ([0, 0], [1, 2])
-    """
-    parts = [torch.as_tensor(t).long() for t in indices_tuple]
-    if len(parts) not in (3, 4) or any(t.ndim != 1 for t in parts):
-        shapes = [tuple(t.shape) for t in parts]
-        raise ValueError(f"a PML indices_tuple is 3 or 4 one-dimensional tensors, got {len(parts)} of shapes {shapes}")
-    if len(parts) == 3:
-        return Triplets(*parts)
-    a1, p, a2, n = parts
-    return Pairs(torch.cat([a1, a2]), torch.cat([p, n]))
 
 
 class AgeToleranceMiner(BaseMiner):

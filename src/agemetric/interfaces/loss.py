@@ -11,7 +11,7 @@ from torch import nn
 from agemetric import functional as F
 from agemetric.errors import PluginError
 from agemetric.interfaces.checks import check_indices, check_rows, check_tensor, describe
-from agemetric.types import Indices, Pairs, Samples, Triplets
+from agemetric.types import Indices, Pairs, Samples, Triplets, from_indices_tuple
 
 
 class Loss(nn.Module, abc.ABC):
@@ -80,8 +80,6 @@ class Loss(nn.Module, abc.ABC):
         if indices is None:
             indices = self.every(embeddings, labels)
         elif isinstance(indices, tuple | list):
-            from agemetric.pml import from_indices_tuple
-
             indices = from_indices_tuple(indices)
         check_indices(who, indices, self.accepts, embeddings.shape[0])
         if len(indices) == 0:

@@ -1,0 +1,123 @@
+"""The layout the architecture page describes: imports run one way (CLI -> orchestration -> parts
+-> core), no module imports another package's private name, and files and functions stay small."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+SRC = ROOT / "src"
+
+#: layer of each module, by longest matching prefix (0 = core types, 3 = the CLI)
+LAYERS = {
+    "agemetric.errors": 0, "agemetric.types": 0, "agemetric._version": 0, "agemetric._io": 0,
+    "agemetric._imaging": 0, "agemetric.functional": 0, "agemetric.metrics": 0, "agemetric.hookspecs": 0,
+    "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.gallery": 0, "agemetric.data.transforms": 0,
+    "agemetric.photos": 0,
+    "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.default_plugins": 1, "agemetric.data": 1,
+    "agemetric.pml": 1, "agemetric.losses": 1, "agemetric.miners": 1, "agemetric.retrievers": 1,
+    "agemetric.backbones": 1, "agemetric.datasets": 1, "agemetric.framers": 1, "agemetric.testing": 1,
+    "agemetric.distributed": 1,
+    "agemetric.estimator": 2, "agemetric.training": 2, "agemetric.experiment": 2, "agemetric.evaluation": 2,
+    "agemetric.data.loading": 2, "agemetric.runs": 2, "agemetric.paper": 2, "agemetric.export": 2,
+    "agemetric.bundle": 2, "agemetric.plots": 2,
+    "agemetric.cli": 3, "agemetric.__main__": 3,
+}  # fmt: skip
+NAMES = ("core", "parts", "orchestration", "CLI")
+#: functions longer than 60 lines on purpose, and why
+LONG_ON_PURPOSE = {
+    "src/agemetric/data/synthetic.py:render_face": "one face drawn in the fixed order of its random draws, "
+    "on which every pixel of the embedded dataset depends",
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts)
+        out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def _layer(module: str) -> int | None:
+    best = max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len, default=None)
+    return None if best is None else LAYERS[best]
+
+
+def _imports(path: Path, modules: dict[str, Path]):
+    """``(line, imported module)`` for every agemetric import outside ``if TYPE_CHECKING:``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("agemetric"):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                yield node.lineno, (sub if sub in modules else node.module), alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("agemetric"):
+                    yield node.lineno, alias.name, ""
+
+
+def test_every_module_has_a_layer():
+    assert [m for m in _modules() if m != "agemetric" and _layer(m) is None] == []
+
+
+def test_imports_run_one_way():
+    modules = _modules()
+    wrong = []
+    for name, path in modules.items():
+        if name == "agemetric":  # the lazy namespace re-exports every layer
+            continue
+        for line, target, _ in _imports(path, modules):
+            if target == "agemetric":
+                continue  # `from agemetric import x`: resolved to the submodule when x is one
+            if _layer(target) > _layer(name):
+                wrong.append(f"{path.relative_to(ROOT)}:{line} ({NAMES[_layer(name)]}) imports {target} "
+                             f"({NAMES[_layer(target)]})")  # fmt: skip
+    assert wrong == []
+
+
+def test_no_module_imports_a_private_name_of_another_package():
+    """``a.b._x`` (a module or a name) belongs to the package ``a.b``: only modules inside it use it."""
+    modules = _modules()
+    wrong = []
+    for path in [*SRC.rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")]:
+        src = next(p for p in path.parents if p.name == "src")
+        importer = ".".join(path.relative_to(src).with_suffix("").parts)
+        for line, target, name in _imports(path, modules):
+            parts = target.split(".") + ([name] if name else [])
+            first = next((i for i, p in enumerate(parts) if p.startswith("_") and not p.startswith("__")), None)
+            if first is None:
+                continue
+            owner = ".".join(parts[:first])
+            if importer != owner and not importer.startswith(owner + "."):
+                wrong.append(f"{path.relative_to(ROOT)}:{line} imports {'.'.join(parts)}, private to {owner}")
+    assert wrong == []
+
+
+def test_files_and_functions_stay_small():
+    long_files, long_functions = [], []
+    for path in [*SRC.rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")]:
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > 400:
+            long_files.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+        if "/cli/" in str(path):  # the commands' option lists are long by nature
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body
+                has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
+                start = body[0].end_lineno + 1 if has_doc and len(body) > 1 else node.lineno
+                where = f"{path.relative_to(ROOT)}:{node.name}"
+                if node.end_lineno - start + 1 > 60 and where not in LONG_ON_PURPOSE:
+                    long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert long_files == [] and long_functions == []
