@@ -73,13 +73,28 @@ def test_inline_plugin_registers_a_loss(register_inline):
     assert infos["halved_plugin"].registered == {"loss": ["halved"]}
 
 
-def test_duplicate_name_names_both_plugins(register_inline):
+def test_a_name_registered_twice_is_refused_by_name_and_the_rest_works(register_inline):
     register_inline(_inline("copycat", register_losses=lambda register: register("Revised_Contrastive", object)))
     with pytest.raises(PluginError) as info:
-        plugins.registry("loss")
+        plugins.create("loss", "revised-contrastive")
     message = str(info.value)
-    assert "registered twice" in message
+    assert "registered twice" in message and "AGEMETRIC_LOAD_PLUGINS" in message
     assert "agemetric.revised_contrastive" in message and "copycat" in message
+    assert type(plugins.create("loss", "dex")).__name__ == "DEXLoss"  # the other names still work
+    assert {i.name for i in plugins.plugin_info()} >= {"copycat", "agemetric.revised_contrastive"}
+    assert any(p == "copycat" and "registered twice" in m for p, m in plugins.load_errors)
+
+
+def test_a_misspelt_hook_skips_that_plugin_with_a_hint():
+    module = _inline("misspelt_plugin", register_loss=lambda register: register("never", object))
+    assert not plugins._register_checked(module, "misspelt", "misspelt_plugin:module")
+    try:
+        assert plugins.pm.get_plugin("misspelt") is None  # unregistered again: every command keeps working
+        (name, message), *_ = [e for e in plugins.load_errors if e[0] == "misspelt"]
+        assert "register_loss (did you mean register_losses?)" in message and "not an agemetric hook" in message
+        assert "revised-contrastive" in plugins.list_names("loss")
+    finally:
+        plugins.load_errors[:] = [e for e in plugins.load_errors if e[0] != "misspelt"]
 
 
 def test_hook_raising_is_reported_and_the_others_keep_working(register_inline):
@@ -244,15 +259,18 @@ class _FolderOfAges(FaceDataset):
 
 
 class _BruteForceL1(Retriever):
-    """A third-party retriever: exact L1 search with torch instead of faiss."""
+    """A third-party retriever: exact L1 search with torch instead of faiss, the mean age of the k nearest."""
 
-    def _build(self, embeddings):
-        self._gallery = embeddings
-
-    def _search(self, queries, k):
-        dist = torch.cdist(queries, self._gallery, p=1)  # (M, N)
+    def search(self, queries, k=None, exclude=None):
+        k = min(self.k if k is None else k, len(self) - (exclude is not None))
+        dist = torch.cdist(queries.float(), self.gallery.embeddings, p=1)  # (M, N)
+        if exclude is not None:
+            dist[torch.arange(len(queries)), exclude] = float("inf")
         values, idx = dist.topk(k, dim=1, largest=False)
         return values, idx
+
+    def predict(self, queries, exclude=None):
+        return self.gallery.ages[self.search(queries, exclude=exclude)[1]].mean(dim=1)
 
 
 class _GreyFramer(Framer):

@@ -137,13 +137,34 @@ def load_plugins() -> pluggy.PluginManager:
         except Exception as exc:  # a broken plugin must not take the others down
             _failed(ep.name, f"import of {ep.value!r} failed: {type(exc).__name__}: {exc}")
             continue
-        pm.register(plugin, name=ep.name)
+        if not _register_checked(plugin, ep.name, ep.value):
+            continue
         if ep.dist is not None:
             _versions[ep.name] = ep.dist.version
         dist = f" ({ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
         trace(f"loaded plugin {ep.name!r} = {ep.value}{dist} in {1000 * (time.perf_counter() - started):.1f} ms")
-    pm.check_pending()
     return pm
+
+
+def _register_checked(plugin, name: str, where: str) -> bool:
+    """Register ``plugin``; one whose hooks are not agemetric's (a misspelt name, wrong arguments)
+    is unregistered again and recorded in `load_errors`. Returns whether it stays."""
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        _failed(name, f"{where!r} does not fit agemetric's hooks: {exc}")
+        return False
+    unknown = sorted(h.name for h in pm.get_hookcallers(plugin) or [] if not h.has_spec())
+    if unknown:
+        pm.unregister(plugin)
+        hooks = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+        named = []
+        for hook in unknown:
+            close = difflib.get_close_matches(hook, hooks, n=1)
+            named.append(f"{hook} (did you mean {close[0]}?)" if close else hook)
+        _failed(name, f"{where!r} implements {', '.join(named)}, which is not an agemetric hook; skipped")
+        return False
+    return True
 
 
 def call_each(
@@ -176,11 +197,16 @@ def call_each(
         trace(f"{hook} <- plugin {impl.plugin_name!r}{note} ({1000 * (time.perf_counter() - started):.1f} ms)")
 
 
+#: (kind, canonical name) -> the plugins that registered it, when more than one did
+clashes: dict[tuple[str, str], list[str]] = {}
+
+
 class _Registrar:
     """The ``register`` callback handed to one plugin's hook; entries join the registry only if the hook returns."""
 
     def __init__(self, kind: str, plugin: str, registry: dict[str, Entry]):
         self.kind, self.plugin, self.registry, self.pending = kind, plugin, registry, {}
+        self.clashing: list[str] = []
 
     def __call__(self, name: str, factory: Callable) -> None:
         if not isinstance(name, str) or not name.strip():
@@ -188,11 +214,11 @@ class _Registrar:
         if not callable(factory):
             raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r} with a non-callable factory")
         key = canonical(name)
-        if key in self.registry or key in self.pending:
-            first = self.registry[key].plugin if key in self.registry else self.plugin
-            raise PluginError(
-                f"{self.kind} name {name!r} is registered twice: by plugin {first!r} and by plugin {self.plugin!r}"
-            )
+        if key in self.pending:
+            raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r} twice")
+        if key in self.registry:  # another plugin has it: the name is refused when asked for, the rest works
+            self.clashing.append(key)
+            return
         self.pending[key] = Entry(name, factory, self.plugin)
 
 
@@ -206,6 +232,11 @@ def _build(kind: str) -> dict[str, Entry]:
 
     def commit(plugin: str) -> str:  # only a hook that returned adds its names
         registry.update(current[plugin].pending)
+        for key in current[plugin].clashing:
+            owners = clashes.setdefault((kind, key), [registry[key].plugin])
+            owners.append(plugin)
+            _failed(plugin, f"{kind} name {registry[key].name!r} is registered twice: by plugin {owners[0]!r} and by "
+                            f"plugin {plugin!r} (neither is used)")  # fmt: skip
         return ": " + (", ".join(e.name for e in current[plugin].pending.values()) or "-")
 
     call_each(KINDS[kind], start, commit)
@@ -224,6 +255,9 @@ def registry(kind: str) -> dict[str, Entry]:
 def reset() -> None:
     """Forget the built registries (after registering or unregistering a plugin)."""
     _registries.clear()
+    for key in list(clashes):
+        del clashes[key]
+    load_errors[:] = [e for e in load_errors if "is registered twice" not in e[1]]
 
 
 def list_names(kind: str) -> list[str]:
@@ -234,6 +268,13 @@ def list_names(kind: str) -> list[str]:
 def get_entry(kind: str, name: str) -> Entry:
     """The entry for ``name``, or a `PluginError` listing the known names."""
     entry = registry(kind).get(canonical(name))
+    owners = clashes.get((kind, canonical(name)))
+    if owners:
+        raise PluginError(
+            f"{kind} name {name!r} is registered twice: by plugin {owners[0]!r} and by plugin {owners[1]!r}; "
+            "uninstall one of them, or list the third-party plugins to load in AGEMETRIC_LOAD_PLUGINS "
+            "(comma-separated; the built-in ones always load)"
+        )
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
         broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors)
