@@ -89,6 +89,29 @@ def plugin_dir(tmp_path: Path) -> Path:
     return site
 
 
+def bad_model(folder: Path, how: str) -> None:
+    """A run folder whose model.pt has NaN gallery ages (``how="nan ages"``) or a config key this
+    version does not know (``how="unknown key"``)."""
+    import torch
+
+    from agemetric.config import resolve
+    from agemetric.estimator import AgeEstimator
+    from agemetric.testing import random_face_arrays
+
+    folder.mkdir(parents=True)
+    config = resolve("quick", sets=["image_size=32", "backbone_options.width=4", "k=3"])
+    estimator = AgeEstimator.from_config(config)
+    estimator.fit_gallery(random_face_arrays(12, size=32))
+    estimator.save(folder / "model.pt")
+    state = torch.load(folder / "model.pt", weights_only=False)
+    if how == "nan ages":
+        state["retriever"]["ages"][:3] = float("nan")
+    else:
+        state["config"]["a_setting_from_the_future"] = 1
+    torch.save(state, folder / "model.pt")
+    face(folder.parent / "a.png", 0)
+
+
 # (case id as in docs/reliability.md, setup(tmp) -> CLI args, expected message on stderr)
 ERRORS = {
     "missing data folder": (lambda t: ["run", "--dataset", "utkface", "--data-dir", "nope"],
@@ -118,6 +141,21 @@ ERRORS = {
                                "c.toml"),
     "warm-up of the whole run": (lambda t: ["run", "--set", "warmup=1"],
                                  "warmup must be a fraction in [0, 1), got 1.0"),
+    "NaN or infinite setting": (lambda t: ["run", "--margin", "nan"], "margin must be a finite number, got nan"),
+    "age out of range": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a.png", "1e39"]])
+                         or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
+                         "age '1e39' is not a number of years between 0 and 150"),
+    "k larger than the gallery": (lambda t: write_csv(t / "d" / "l.csv", good_csv(t / "d", 12))
+                                  or ["run", *TINY, "--dataset", "csv", "--data-dir", "d/l.csv", "--k", "1000000"],
+                                  "--k 1000000: the gallery has only 10 training faces; choose k <= 10"),
+    "unfinished run folder": (lambda t: files(t, {"r/checkpoint.pt": "state"}) or ["run", "--out", "r"],
+                              "--out: r holds an unfinished run (checkpoint.pt); continue it with agemetric run "
+                              "--resume r"),
+    "NaN ages in a model's gallery": (lambda t: bad_model(t / "r", "nan ages") or ["predict", "r", "a.png"],
+                                      "the gallery's ages must be finite numbers; 3 are not"),
+    "model from another version": (lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],
+                                   "r/model.pt: cannot rebuild the model (RunConfig.__init__() got an unexpected "
+                                   "keyword argument 'a_setting_from_the_future')"),
 }  # fmt: skip
 
 
@@ -152,7 +190,7 @@ def test_bad_rows_and_files_are_skipped_counted_and_listed(tmp_path):
     with (tmp_path / "r" / "skipped.csv").open() as f:
         skipped = dict(list(csv.reader(f))[1:])
     assert skipped["corrupt.jpg"].startswith("unreadable image") and skipped["empty.jpg"].startswith("unreadable")
-    assert "is not a finite number >= 0" in skipped["row 28"] and "is not a finite number >= 0" in skipped["row 29"]
+    assert "between 0 and 150" in skipped["row 28"] and "between 0 and 150" in skipped["row 29"]
     assert "is not a number" in skipped["row 30"] and "no image file 'missing.png'" in skipped["row 31"]
     assert len(skipped) == 6
 

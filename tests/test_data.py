@@ -38,7 +38,7 @@ def test_csv_skips_bad_rows_with_reasons(csv_dir):
     assert [r.gender for r in records] == [0, 1, -1]
     assert records[0].subject == "s1"
     reasons = dict(ds.skipped.items)
-    assert "finite number >= 0" in reasons["row 5"]
+    assert "between 0 and 150" in reasons["row 5"]
     assert "not a number" in reasons["row 6"]
     assert "finite number" in reasons["row 7"]
     assert "no image file" in reasons["row 8"]

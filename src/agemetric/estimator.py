@@ -333,13 +333,20 @@ class AgeEstimator(nn.Module):
         state = load_torch(path, "checkpoint")
         if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
             raise AgemetricError(f"{path}: not an agemetric checkpoint (format {MODEL_FORMAT})")
-        config = RunConfig(**{**state["config"], "weights": "none"})
-        est = cls.from_config(config, multitask=state["multitask"])
-        est.backbone.load_state_dict(state["backbone"])
-        est.loss.load_state_dict(state.get("loss") or {})
-        if est.gender_loss is not None:
-            est.gender_loss.load_state_dict(state.get("gender_loss") or {})
-        if state["retriever"]["embeddings"] is not None:
-            est.retriever.load_state_dict(state["retriever"])
+        try:
+            config = RunConfig(**{**state["config"], "weights": "none"})
+            est = cls.from_config(config, multitask=state["multitask"])
+            est.backbone.load_state_dict(state["backbone"])
+            est.loss.load_state_dict(state.get("loss") or {})
+            if est.gender_loss is not None:
+                est.gender_loss.load_state_dict(state.get("gender_loss") or {})
+            if state["retriever"]["embeddings"] is not None:
+                est.retriever.load_state_dict(state["retriever"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AgemetricError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
+            raise AgemetricError(
+                f"{path}: cannot rebuild the model ({what}); it may come from another agemetric version or "
+                "need a plugin that is not installed"
+            ) from None
         est.eval()
         return est

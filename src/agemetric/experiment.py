@@ -93,11 +93,16 @@ def run(
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
     folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
+    training = False
     try:
         device = distributed.resolve_device(config.device, world)
         reporter.note(describe_run(config, device))
         data, split = _load(dataset, records, config, folder, resume is None, reporter)
         train_data, test_data = split_arrays(data, split)
+        if config.k > len(train_data):  # every estimate would be the mean age of the whole gallery
+            raise AgemetricError(
+                f"--k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
+            )
         multitask = decide_multitask(config, train_data)
         torch.manual_seed(config.seed)
         estimator = AgeEstimator.from_config(config, multitask=multitask).to(device)
@@ -107,6 +112,7 @@ def run(
         curve: list[dict] = []
         on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
         checkpoint = None if folder is None else folder.checkpoint
+        training = True
         history = train(estimator, train_data, config, reporter, world, checkpoint, resume=state, on_step=on_step)
         if folder is None:  # not rank 0: rank 0 evaluates and writes the run folder
             return None
@@ -131,6 +137,10 @@ def run(
             write_run_figures(folder.path)
         folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
         return RunResult(folder.path, metrics, estimator, history)
+    except BaseException:
+        if folder is not None and resume is None and not training:
+            folder.discard()  # a run refused before training leaves no half-written folder behind
+        raise
     finally:
         if folder is not None:
             folder.unlock()

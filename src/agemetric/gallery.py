@@ -138,6 +138,11 @@ class Gallery:
         check_tensor(self.who, "embeddings", embeddings, 2, floating=True)
         check_tensor(self.who, "ages", ages, 1)
         check_rows(self.who, "ages", ages, embeddings.shape[0])
+        if not torch.isfinite(ages).all():
+            bad = int((~torch.isfinite(ages)).sum())
+            raise PluginError(f"{self.who}: the gallery's ages must be finite numbers; {bad} are not")
+        if not torch.isfinite(embeddings).all():
+            raise PluginError(f"{self.who}: the gallery's embeddings must be finite numbers")
         if genders is not None:
             check_rows(self.who, "genders", genders, embeddings.shape[0])
 

@@ -213,6 +213,19 @@ class RunFolder:
             )
         return folder
 
+    def discard(self) -> None:
+        """Remove what a run that stopped before training wrote (its settings, split and lists,
+        the lock) and the folder itself when nothing else is left in it."""
+        for name in (self.CONFIG, self.SPLIT, self.SKIPPED, self.FRAMING, self.LOCK):
+            (self.path / name).unlink(missing_ok=True)
+        self.unlock()
+        empty = [self.path] + ([self.path.parent] if self.path.parent.name == "runs" else [])
+        for folder in empty:  # the default parent runs/ goes too when this was its only run
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # it holds other files (it existed before): keep it
+
     @classmethod
     def _new_default(cls, dataset: str, backbone: str) -> RunFolder:
         """A folder ``runs/<time>-<dataset>-<backbone>`` made now (``-2``, ``-3``... when a run

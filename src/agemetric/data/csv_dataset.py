@@ -29,14 +29,18 @@ def parse_split(value: str) -> str | None:
     return _SPLITS[key]
 
 
+#: The oldest age a label may give (years): anything above is a typo or a unit error.
+MAX_AGE = 150.0
+
+
 def parse_age(value: str) -> float:
-    """A finite, non-negative age in years."""
+    """An age in years, between 0 and `MAX_AGE`."""
     try:
         age = float(value)
     except ValueError:
         raise ValueError(f"age {value!r} is not a number") from None
-    if not math.isfinite(age) or age < 0:
-        raise ValueError(f"age {value!r} is not a finite number >= 0")
+    if not math.isfinite(age) or not 0 <= age <= MAX_AGE:
+        raise ValueError(f"age {value!r} is not a number of years between 0 and {MAX_AGE:g}")
     return age
 
 

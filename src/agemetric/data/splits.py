@@ -127,13 +127,16 @@ def make_split(
             f"split {protocol!r} put {n_test} of {n} images in the test set; need images on both sides "
             "(more images, another test_fraction, or another protocol)"
         )
+    fixed_count = sum(len(members[r]) for r in fixed)
+    # what decided the sides: the dataset's own split for the rows it fixes, the protocol for the rest
+    decided = "dataset" if fixed_count == n else f"dataset+{protocol}" if fixed_count else protocol
     info = {
-        "protocol": protocol,
+        "protocol": decided,
         "test_fraction": test_fraction,
         "seed": seed,
         "n_train": n - n_test,
         "n_test": n_test,
-        "fixed_by_dataset": sum(len(members[r]) for r in fixed),
+        "fixed_by_dataset": fixed_count,
         "groups_with_identical_images": duplicates,
         "of_which_with_different_labels": conflicting,
     }
