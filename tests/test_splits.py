@@ -91,3 +91,13 @@ def test_split_file_round_trip_and_errors(tmp_path):
         read_split(bad, records)
     with pytest.raises(AgemetricError, match="cannot read"):
         read_split(tmp_path / "none.csv", records)
+
+
+def test_the_split_says_what_decided_the_sides():
+    fixed = [FaceRecord(f"{i}.png", 30.0, split="test" if i % 4 == 0 else "train") for i in range(8)]
+    loose = [FaceRecord(f"x{i}.png", 30.0) for i in range(8)]
+    prints = [hashlib.md5(str(i).encode()).hexdigest() for i in range(16)]
+    assert make_split(fixed, prints[:8], "random", 0.25, 0).info["protocol"] == "dataset"
+    mixed = make_split(fixed + loose, prints, "hash", 0.25, 0).info
+    assert mixed["protocol"] == "dataset+hash" and mixed["fixed_by_dataset"] == 8
+    assert make_split(loose, prints[8:], "random", 0.25, 0).info["protocol"] == "random"
