@@ -156,6 +156,19 @@ ERRORS = {
     "model from another version": (lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],
                                    "r/model.pt: cannot rebuild the model (RunConfig.__init__() got an unexpected "
                                    "keyword argument 'a_setting_from_the_future')"),
+    "plugin option that is a setting": (lambda t: ["run", "--set", "loss_options.margin=3"],
+                                        "loss_options.margin: set it with the setting 'margin' (--set margin=...)"),
+    "GPU asked for where there is none": (lambda t: ["run", "--set", "device=cuda"],
+                                          "--device cuda: this machine has 0 CUDA GPU(s); use --device cpu or auto"),
+    "huge image size": (lambda t: ["run", "--image-size", "100000"], "image_size must be <= 2048, got 100000"),
+    "config file that is a folder": (lambda t: (t / "conf").mkdir() or ["run", "--config", "conf"],
+                                     "--config: conf is a folder; expected a TOML file"),
+    "config file that is not UTF-8": (lambda t: [(t / "c.toml").write_bytes(b"epochs = 3\n# \xff\xfe\n"), "run"][1:]
+                                      + ["--config", "c.toml"], "--config: c.toml is not UTF-8 text"),
+    "config file with a list as preset": (lambda t: files(t, {"c.toml": "preset = ['quick']"})
+                                          or ["run", "--config", "c.toml"], "preset expects a name"),
+    "config file nested too deeply": (lambda t: files(t, {"c.toml": "x = " + "[" * 5000 + "]" * 5000})
+                                      or ["run", "--config", "c.toml"], "--config: c.toml is not valid TOML"),
 }  # fmt: skip
 
 

@@ -148,6 +148,8 @@ class RunConfig:
     framing_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for table in RESERVED_OPTIONS:
+            check_options(table, getattr(self, table))
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -156,6 +158,9 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, most in LIMITS.items():
+            if getattr(self, name) > most:
+                raise AgemetricError(f"{name} must be <= {most}, got {getattr(self, name)}")
         if self.batch_size < 2:
             raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
         for name in ("gender_dim", "margin", "gender_margin", "weight_decay", "epochs", "bn_recalibration"):
@@ -186,6 +191,10 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, ``None`` values dropped (TOML has no null)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+#: The largest values of the size settings: beyond them a run only runs out of memory.
+LIMITS = {"image_size": 2048, "embedding_dim": 8192, "gender_dim": 8192, "batch_size": 65536}
 
 
 #: Named starting points. ``quick`` is what ``agemetric run`` does with no options.
@@ -278,6 +287,25 @@ def _parse_literal(text: str) -> Any:
         return text
 
 
+#: plugin options that agemetric passes itself, from these settings: ``--set loss_options.margin=3``
+#: would give the factory ``margin`` twice
+RESERVED_OPTIONS = {
+    "backbone_options": {"embedding_dim": "embedding_dim", "gender_dim": "gender_dim", "weights": "weights"},
+    "loss_options": {"margin": "margin"},
+    "miner_options": {"margin": "margin"},
+    "retriever_options": {"k": "k"},
+    "dataset_options": {"root": "data_dir"},
+}
+
+
+def check_options(table: str, options: dict) -> None:
+    """Refuse an entry of a ``*_options`` table that agemetric sets from its own setting."""
+    for key in options:
+        setting = RESERVED_OPTIONS.get(table, {}).get(key)
+        if setting is not None:
+            raise AgemetricError(f"{table}.{key}: set it with the setting {setting!r} (--set {setting}=...), not here")
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["epochs=3", "loss_options.q=50"]`` -> overrides (nested for ``*_options``)."""
     out: dict[str, Any] = {}
@@ -304,9 +332,18 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise AgemetricError(f"--config: no such file {str(path)!r}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise AgemetricError(f"--config: {path} is not valid TOML: {exc}") from None
+    except IsADirectoryError:
+        raise AgemetricError(f"--config: {path} is a folder; expected a TOML file (e.g. a run's config.toml)") from None
+    except UnicodeDecodeError as exc:
+        raise AgemetricError(f"--config: {path} is not UTF-8 text (byte {exc.start})") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+        raise AgemetricError(f"--config: {path} is not valid TOML: {reason}") from None
+    except OSError as exc:
+        raise AgemetricError(f"--config: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     preset = data.pop("preset", None)
+    if preset is not None and not isinstance(preset, str):
+        raise AgemetricError(f"--config: {path}: preset expects a name ({', '.join(PRESETS)}), got {preset!r}")
     out = {key: coerce(key, value) for key, value in data.items()}
     if preset is not None:
         out["preset"] = preset

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from agemetric.errors import AgemetricError
+
 
 @dataclass(frozen=True)
 class World:
@@ -77,6 +79,11 @@ def resolve_device(name: str, world: World) -> torch.device:
     ``cuda`` (or ``auto``) becomes this process's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        index = int(name.partition(":")[2] or 0)
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            raise AgemetricError(f"--device {name}: this machine has {found} CUDA GPU(s); use --device cpu or auto")
     if name == "cuda" and world.active:
         name = f"cuda:{world.local_rank}"
     return torch.device(name)

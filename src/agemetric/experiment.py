@@ -92,10 +92,10 @@ def run(
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
+    device = distributed.resolve_device(config.device, world)
     folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
     training = False
     try:
-        device = distributed.resolve_device(config.device, world)
         reporter.note(describe_run(config, device))
         data, split = _load(dataset, records, config, folder, resume is None, reporter)
         train_data, test_data = split_arrays(data, split)
