@@ -167,6 +167,15 @@ ERRORS = {
                                       + ["--config", "c.toml"], "--config: c.toml is not UTF-8 text"),
     "config file with a list as preset": (lambda t: files(t, {"c.toml": "preset = ['quick']"})
                                           or ["run", "--config", "c.toml"], "preset expects a name"),
+    "CSV that is not UTF-8 further down": (lambda t: [write_csv(t / "d" / "l.csv", good_csv(t / "d", 400)),
+                                                      (t / "d" / "l.csv").open("ab").write(b"x.png,3\xff\n"), "run"][2:]
+                                           + ["--dataset", "csv", "--data-dir", "d/l.csv"],
+                                           "--data-dir: d/l.csv is not UTF-8 text"),
+    "CSV field over the csv limit": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a" * 200_000, "3"]])
+                                     or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
+                                     "l.csv is not a readable CSV file (field larger than field limit (131072))"),
+    "split file that is not UTF-8": (lambda t: [(t / "s.csv").write_bytes(b"key,side\n\xff,test\n"), "run"][1:]
+                                     + ["--split-file", "s.csv"], "--split-file: s.csv is not UTF-8 text"),
     "config file nested too deeply": (lambda t: files(t, {"c.toml": "x = " + "[" * 5000 + "]" * 5000})
                                       or ["run", "--config", "c.toml"], "--config: c.toml is not valid TOML"),
 }  # fmt: skip
@@ -239,3 +248,18 @@ def test_the_documented_table_lists_every_case():
     for case in [*ERRORS, "corrupt JPEG", "zero-byte file", "negative / NaN / non-numeric age",
                  "unparseable file name", "plugin raising at import", "plugin returning the wrong shape"]:  # fmt: skip
         assert f"| {case} |" in table, case
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path):
+    from agemetric.data.utkface import UTKFace
+    from agemetric.runs import RunFolder
+
+    face(tmp_path / "26_1_2_20170116174525125.jpg.chip.jpg", 0)
+    with open(os.fsencode(tmp_path) + b"/\xff_photo.jpg", "wb") as f:
+        f.write(b"not looked at")
+    dataset = UTKFace(tmp_path)
+    assert len(dataset.records()) == 1
+    ((name, reason),) = dataset.skipped.items
+    assert name == "\\xff_photo.jpg" and "name is not" in reason
+    RunFolder.write_items(tmp_path / "skipped.csv", dataset.skipped.items, header=("item", "reason"))
+    assert "\\xff_photo.jpg" in (tmp_path / "skipped.csv").read_text(encoding="utf-8")

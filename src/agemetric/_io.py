@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -42,3 +45,19 @@ def atomic_torch_save(obj, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def readable_text(path: str | Path, what: str) -> Iterator[None]:
+    """Turn what reading a text or CSV file can raise into one-line errors naming ``path``:
+    bytes that are not UTF-8, a CSV field over the csv module's limit, an unreadable file."""
+    try:
+        yield
+    except UnicodeDecodeError as exc:
+        raise AgemetricError(
+            f"{what}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start} of a block)"
+        ) from None
+    except csv.Error as exc:
+        raise AgemetricError(f"{what}: {path} is not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise AgemetricError(f"{what}: cannot read {str(path)!r}: {exc.strerror or exc}") from None

@@ -6,6 +6,7 @@ import csv
 import math
 from pathlib import Path
 
+from agemetric._io import readable_text
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -71,7 +72,7 @@ class CSVFaces(FaceDataset):
         self.csv_path = self.root / filename if self.root.is_dir() else self.root
         if not self.csv_path.is_file():
             raise AgemetricError(f"--data-dir: no CSV file at {str(self.csv_path)!r}")
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
         self.columns = [c.strip().lower() for c in header]
         missing = {"path", "age"} - set(self.columns)
@@ -85,7 +86,7 @@ class CSVFaces(FaceDataset):
     def records(self) -> list[FaceRecord]:
         base = self.csv_path.parent
         out = []
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f, fieldnames=self.columns)
             next(reader)  # header
             for row_number, row in enumerate(reader, start=2):

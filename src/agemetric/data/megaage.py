@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from agemetric._io import readable_text
 from agemetric.data.csv_dataset import parse_age
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -17,7 +18,8 @@ LAYOUT = (
 
 def _read_list(path: Path) -> list[str]:
     """The stripped lines of ``path``, without trailing blank lines."""
-    lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    with readable_text(path, "--data-dir"):
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     return lines

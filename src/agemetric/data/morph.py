@@ -6,6 +6,7 @@ import csv
 import re
 from pathlib import Path, PurePosixPath
 
+from agemetric._io import readable_text
 from agemetric.data.csv_dataset import parse_age, parse_gender
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
@@ -23,7 +24,7 @@ LAYOUT = (
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
+    with readable_text(path, "--data-dir"), path.open(newline="", encoding="utf-8-sig") as f:
         return [c.strip().lower() for c in next(csv.reader(f), [])]
 
 
@@ -116,7 +117,7 @@ class Morph(FaceDataset):
 
     def _from_csv(self) -> list[FaceRecord]:
         out, seen = [], set()
-        with self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             columns = [c.strip().lower() for c in next(reader, [])]
             index = {c: columns.index(c) for c in CSV_COLUMNS}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from agemetric._io import readable_text
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceRecord
 
@@ -154,11 +155,8 @@ def write_split(path: Path, split: Split, keys: Sequence[str]) -> None:
 def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
     """Reuse a ``split.csv``: its records keep their side; records it does not list are left out."""
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as exc:
-        raise AgemetricError(f"--split-file: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    with readable_text(path, "--split-file"), path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["key", "side"]:
         raise AgemetricError(f"--split-file: {path} must start with the header 'key,side'")
     given = {}

@@ -41,7 +41,9 @@ class Skipped:
     items: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, name: str, reason: str) -> None:
-        self.items.append((name, reason))
+        """Record one unusable row or file; a name that is not valid text (a file name in another
+        encoding) is kept with its odd bytes escaped (``\\xff``), printable and writable."""
+        self.items.append((_printable(name), _printable(reason)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -119,3 +121,8 @@ class FaceDataset(abc.ABC):
     def describe(self) -> str:
         """A short name for reports, e.g. ``"utkface (/data/UTKFace)"``."""
         return type(self).__name__ if self.root is None else f"{type(self).__name__} ({self.root})"
+
+
+def _printable(text: str) -> str:
+    """``text`` with undecodable bytes (surrogate escapes) written as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
