@@ -101,3 +101,42 @@ def test_the_training_checkpoint_records_its_settings(tmp_path):
     checkpoint = tmp_path / "checkpoint.pt"
     train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config, checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=False)["settings"] == checkpoint_settings(config)
+
+
+def test_a_new_run_cleans_the_temporary_file_a_killed_save_left(tmp_path):
+    (tmp_path / "r").mkdir()
+    orphan = tmp_path / "r" / ".checkpoint.pt.abc123.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    RunFolder.create(tmp_path / "r", "synthetic", "small_cnn").unlock()
+    assert not orphan.exists()
+
+
+def test_saved_models_get_the_mode_of_any_other_file(tmp_path):
+    from agemetric._io import atomic_torch_save
+
+    atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "model.pt")
+    (tmp_path / "other.txt").write_text("")
+    assert (tmp_path / "model.pt").stat().st_mode == (tmp_path / "other.txt").stat().st_mode
+
+
+def test_an_unsafe_pickle_is_refused_without_advice_to_load_it_anyway(tmp_path):
+    from agemetric._io import load_torch
+
+    torch.save({"config": RunConfig()}, tmp_path / "model.pt")  # a Python object: not weights-only loadable
+    with pytest.raises(AgemetricError) as info:
+        load_torch(tmp_path / "model.pt", "checkpoint")
+    assert "never unpickles" in str(info.value) and "weights_only" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [({"k": "lots"}, "k must be a whole number >= 1, got 'lots'"), ({"files": ["model.pt"]}, "files must map names")],
+)
+def test_a_malformed_bundle_manifest_is_a_one_line_error(tmp_path, change, message):
+    from agemetric.bundle import BUNDLE_FORMAT, read_manifest
+
+    manifest = {"format": BUNDLE_FORMAT, "image_size": 32, "k": 5, "framing": {"name": "center"},
+                "files": {"gallery": "gallery.npz"}, **change}  # fmt: skip
+    (tmp_path / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(AgemetricError, match=message):
+        read_manifest(tmp_path)

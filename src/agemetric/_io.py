@@ -31,6 +31,8 @@ def load_torch(path: str | Path, what: str):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights only load failed" in first_line.lower():  # never pass on torch's advice to load it unsafely
+            first_line = "it holds Python objects besides tensors, which agemetric never unpickles"
         raise AgemetricError(f"{what}: cannot read {str(path)!r} as a PyTorch file ({first_line})") from None
 
 
@@ -39,12 +41,28 @@ def atomic_torch_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600): give it the mode of any other file
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def remove_orphans(folder: Path) -> list[Path]:
+    """Delete the temporary files an `atomic_torch_save()` killed mid-write left in ``folder``
+    (``.NAME.*.tmp``); returns them."""
+    orphans = [p for p in folder.glob(".*.tmp") if p.is_file()]
+    for p in orphans:
+        p.unlink(missing_ok=True)
+    return orphans
 
 
 @contextmanager

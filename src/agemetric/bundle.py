@@ -66,6 +66,17 @@ def read_manifest(path: str | Path) -> dict:
     missing = [key for key in ("image_size", "k", "framing", "files") if key not in manifest]
     if missing:
         raise AgemetricError(f"{file}: the manifest lacks {', '.join(missing)}")
+    for key in ("image_size", "k"):
+        value = manifest[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AgemetricError(f"{file}: {key} must be a whole number >= 1, got {value!r}")
+    files = manifest["files"]
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise AgemetricError(
+            f'{file}: files must map names to file names (e.g. {{"gallery": "{GALLERY}"}}), got {files!r}'
+        )
+    if not isinstance(manifest["framing"], dict) or "name" not in manifest["framing"]:
+        raise AgemetricError(f"{file}: framing must be a table with a name, got {manifest['framing']!r}")
     return manifest
 
 

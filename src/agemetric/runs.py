@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
+from agemetric._io import remove_orphans
 from agemetric.errors import AgemetricError
 
 if TYPE_CHECKING:
@@ -258,6 +259,7 @@ class RunFolder:
                 f"--out: {self.path} is in use by another agemetric run; wait for it to end or choose another folder"
             ) from None
         self._lock = handle
+        remove_orphans(self.path)  # a run killed while saving left its temporary file; no run is writing now
         return self
 
     def unlock(self) -> None:

@@ -114,7 +114,8 @@ class FaceDataset(abc.ABC):
         if path is None:
             return hashlib.md5(record.key.encode()).hexdigest()
         try:
-            return hashlib.md5(path.read_bytes()).hexdigest()
+            with path.open("rb") as f:
+                return hashlib.file_digest(f, "md5").hexdigest()  # streamed: a huge file is never held whole
         except OSError:
             return hashlib.md5(record.key.encode()).hexdigest()  # decode() reports the file
 
