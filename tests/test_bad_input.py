@@ -176,6 +176,12 @@ ERRORS = {
                                      "l.csv is not a readable CSV file (field larger than field limit (131072))"),
     "split file that is not UTF-8": (lambda t: [(t / "s.csv").write_bytes(b"key,side\n\xff,test\n"), "run"][1:]
                                      + ["--split-file", "s.csv"], "--split-file: s.csv is not UTF-8 text"),
+    "metrics file that is a folder": (lambda t: (t / "o").mkdir() or ["evaluate", "nowhere", "--out", "o"],
+                                      "--out: o is a folder; expected a file name for the metrics"),
+    "report into a file": (lambda t: files(t, {"r/metrics.json": "{}", "f": "x"}) or ["report", "r", "--out", "f"],
+                           "--out: f is a file; expected a folder for the report"),
+    "uninstalling agemetric itself": (lambda t: ["uninstall", "-y", "agemetric==0.1.0"],
+                                      "refusing to uninstall agemetric itself"),
     "config file nested too deeply": (lambda t: files(t, {"c.toml": "x = " + "[" * 5000 + "]" * 5000})
                                       or ["run", "--config", "c.toml"], "--config: c.toml is not valid TOML"),
 }  # fmt: skip

@@ -64,6 +64,10 @@ def evaluate(
     from agemetric.estimator import AgeEstimator
     from agemetric.evaluation import evaluate as evaluate_arrays
 
+    if out is not None and out.is_dir():  # before the slow part
+        raise AgemetricError(
+            f"--out: {out} is a folder; expected a file name for the metrics (e.g. {out}/metrics.json)"
+        )
     changes = overrides(set_ or [])
     from agemetric.runs import RunFolder
 

@@ -6,6 +6,7 @@ pip install into *this* interpreter's environment (not whatever ``pip`` is first
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from typing import Annotated
@@ -60,6 +61,12 @@ def uninstall(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Uninstall plugin packages from the environment agemetric runs in (`agemetric uninstall -y agemetric-pml`)."""
-    if any(p.strip().lower().replace("_", "-") == "agemetric" for p in packages):
+    if any(_project(p) == "agemetric" for p in packages):
         raise AgemetricError("refusing to uninstall agemetric itself with `agemetric uninstall`; use pip")
     _pip(["uninstall", *(["--yes"] if yes else []), *packages])
+
+
+def _project(requirement: str) -> str:
+    """The normalised project name of a pip argument: ``"Agemetric==0.1.0"`` -> ``"agemetric"``."""
+    name = re.split(r"[\s\[<>=!~;@(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()

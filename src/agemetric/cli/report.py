@@ -52,7 +52,12 @@ def report(
         for run_dir in run_dirs:
             write_run_figures(run_dir)
     out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise AgemetricError(f"--out: {out} is a file; expected a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AgemetricError(f"--out: cannot make the folder {str(out)!r}: {exc.strerror or exc}") from None
     figure = comparison(runs, out / "comparison.png")
     table_md = comparison_table(runs)
     (out / "comparison.md").write_text(
