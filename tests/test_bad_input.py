@@ -21,7 +21,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
     "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--set", "backbone=small_cnn",
-    "--set", "weights=none", "--set", "backbone_options.width=4", "--set", "figures=false",
+    "--set", "weights=none", "--set", "backbone_options.width=4", "--set", "figures=false", "--k", "3",
 ]  # fmt: skip
 
 VECTOR_LOSS_PLUGIN = """

@@ -137,3 +137,25 @@ def test_predict_command_errors_are_one_line(run_folder, tmp_path):
     ):
         result = runner.invoke(app, ["predict", str(run_folder), *args])
         assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_training_images_are_read_as_predict_reads_photos(tmp_path):
+    """A dataset's images get the same conversions as photos: 16-bit and 0-1 float images keep
+    their brightness, and EXIF orientation is applied."""
+    import numpy as np
+    from PIL import Image
+
+    from agemetric.datasets import CSVFaces
+
+    ramp = np.linspace(0, 1, 48 * 32).reshape(48, 32)
+    Image.fromarray((ramp * 65535).astype(np.uint16)).save(tmp_path / "deep.png")
+    Image.fromarray(ramp.astype(np.float32), mode="F").save(tmp_path / "float.tif")
+    turned = Image.fromarray(np.zeros((48, 32, 3), np.uint8))  # 32 wide, 48 high, stored turned
+    exif = turned.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees to show upright
+    turned.save(tmp_path / "turned.jpg", exif=exif)
+    (tmp_path / "labels.csv").write_text("path,age\ndeep.png,30\nfloat.tif,31\nturned.jpg,32\n")
+    dataset = CSVFaces(tmp_path)
+    deep, flt, upright = (dataset.load_image(r) for r in dataset.records())
+    assert abs(np.asarray(deep).mean() - 127.5) < 1 and abs(np.asarray(flt).mean() - 127.5) < 1
+    assert upright.size == (48, 32)

@@ -44,7 +44,13 @@ def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
     downscaled so that its longer side is at most ``max_side``."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        finite = values[np.isfinite(values)]
+        peak = float(finite.max()) if finite.size else 0.0
+        if image.mode.startswith("I;16") or peak > 255:
+            top = 65535.0
+        else:  # a float image of 0-1 values is scaled by 255, like one of 0-255 values is kept
+            top = 1.0 if image.mode == "F" and peak <= 1.0 else 255.0
+        values = np.nan_to_num(values, nan=0.0, posinf=top, neginf=0.0)
         image = Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8))
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

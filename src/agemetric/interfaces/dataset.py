@@ -92,13 +92,16 @@ class FaceDataset(abc.ABC):
         """All usable records, in a stable order."""
 
     def load_image(self, record: FaceRecord) -> Image.Image:
-        """The image of ``record`` as an RGB PIL image, read from `file()` (may raise on a
-        corrupt file). Datasets without files (synthetic) override this."""
+        """The image of ``record`` as an upright RGB PIL image, read from `file()` as `predict`
+        reads photos (`agemetric.photos.load_photo`: EXIF orientation applied, 16-bit and float
+        images scaled to 8 bits, transparency over white); may raise on a corrupt file. Datasets
+        without files (synthetic) override this."""
+        from agemetric.photos import load_photo
+
         path = self.file(record)
         if path is None:
             raise NotImplementedError(f"{type(self).__name__} has no files: override load_image()")
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        return load_photo(path)
 
     def file(self, record: FaceRecord) -> Path | None:
         """The image file of ``record`` (``root / key``, or beside a CSV root), or ``None`` when the
