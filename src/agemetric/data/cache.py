@@ -2,9 +2,10 @@
 
 Decoding and resizing JPEGs costs more CPU than a small backbone's training step, so
 `agemetric.data.arrays.decode()` stores its result here and later runs read it back at disk
-speed. The key covers the dataset (type and options), each record's key, each file's size and
-modification time, the output size and the framing, so a changed file or setting never returns
-stale pixels. Files are written to a temporary name and renamed.
+speed. The key covers the dataset (type and options), each record's key, each file's content (its
+md5, which the split computes anyway), the output size and the framing, so a changed file or
+setting never returns stale pixels, even when the new file has the old one's size and
+modification time. Files are written to a temporary name and renamed.
 
 Location: ``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``. Delete the folder to reclaim space.
 """
@@ -22,7 +23,7 @@ import numpy as np
 
 from agemetric.interfaces import FaceDataset, FaceRecord
 
-FORMAT = 2  # 2: framing notes in the metadata
+FORMAT = 3  # 2: framing notes in the metadata; 3: keyed by file content
 
 
 def cache_dir() -> Path:
@@ -33,15 +34,11 @@ def cache_dir() -> Path:
 def cache_key(dataset: FaceDataset, records: Sequence[FaceRecord], size: int, framing: str = "") -> str:
     """A hex digest identifying the decoded result of ``records`` at ``size``."""
     h = hashlib.sha256()
-    options = {k: repr(v) for k, v in sorted(vars(dataset).items()) if k != "skipped"}  # n, seed, root, ...
+    options = {k: repr(v) for k, v in sorted(vars(dataset).items()) if k != "skipped" and not k.startswith("_")}
     h.update(json.dumps([FORMAT, type(dataset).__qualname__, options, size, framing]).encode())
-    for record in records:
+    for record in records:  # by content: a file replaced by another of the same size and time is seen
         path = dataset.file(record)
-        try:
-            stat = path.stat() if path is not None else None
-            ident = (stat.st_size, stat.st_mtime_ns) if stat is not None else ()
-        except OSError:
-            ident = ("missing",)
+        ident = () if path is None else (dataset.fingerprint(record) if path.is_file() else "missing",)
         h.update(json.dumps([record.key, *ident]).encode())
     return h.hexdigest()[:32]
 

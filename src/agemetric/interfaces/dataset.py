@@ -117,8 +117,11 @@ class FaceDataset(abc.ABC):
         if path is None:
             return hashlib.md5(record.key.encode()).hexdigest()
         try:
-            with path.open("rb") as f:
-                return hashlib.file_digest(f, "md5").hexdigest()  # streamed: a huge file is never held whole
+            digests = self.__dict__.setdefault("_digests", {})  # the split and the decode cache both ask
+            if record.key not in digests:  # so this dataset object reads each file once
+                with path.open("rb") as f:
+                    digests[record.key] = hashlib.file_digest(f, "md5").hexdigest()  # streamed, never held whole
+            return digests[record.key]
         except OSError:
             return hashlib.md5(record.key.encode()).hexdigest()  # decode() reports the file
 
