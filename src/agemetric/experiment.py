@@ -131,11 +131,11 @@ def run(
             machine=machine(),
         )
         folder.write_metrics(metrics)
-        if config.figures:
+        folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
+        if config.figures:  # stopped here, the run stays complete: `agemetric report --run-figures` redraws them
             from agemetric.plots import write_run_figures
 
             write_run_figures(folder.path)
-        folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
         return RunResult(folder.path, metrics, estimator, history)
     except BaseException:
         if folder is not None and resume is None and not training:
