@@ -45,6 +45,11 @@ def atomic_torch_save(obj, path: Path) -> None:
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # a full disk: torch reports it as a RuntimeError
+        Path(tmp).unlink(missing_ok=True)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        kept = "; the previous file is kept" if path.exists() else ""
+        raise AgemetricError(f"cannot write {path} ({first}){kept}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -66,6 +66,11 @@ class _Training:
 
     # -- checkpoints -------------------------------------------------------------------------
     def _restore(self, saved: dict) -> None:
+        if saved.get("images") not in (None, len(self.data)):
+            raise AgemetricError(
+                f"--resume: the training split now has {len(self.data)} readable images, the checkpoint was "
+                f"written with {saved['images']} (an image became unreadable or was replaced); it cannot be continued"
+            )
         self.estimator.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.averaged is not None and saved.get("averaged") is not None:
@@ -93,6 +98,7 @@ class _Training:
             "optimizer": self.optimizer.state_dict(),
             "averaged": None if self.averaged is None else self.averaged.state_dict(),
             "settings": checkpoint_settings(self.config),  # resuming under other settings is refused
+            "images": len(self.data),  # and with another training split
             "rng": self.streams.state(),
         }
         atomic_torch_save(saved, self.checkpoint)
