@@ -140,3 +140,23 @@ def test_a_malformed_bundle_manifest_is_a_one_line_error(tmp_path, change, messa
     (tmp_path / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(AgemetricError, match=message):
         read_manifest(tmp_path)
+
+
+def test_resume_refuses_a_training_split_that_changed(tmp_path):
+    from agemetric.estimator import AgeEstimator
+    from agemetric.testing import random_face_arrays
+    from agemetric.training import load_checkpoint, train
+
+    config = resolve("quick", sets=["image_size=32", "backbone_options.width=4", "epochs=1", "bn_recalibration=0"])
+    checkpoint = tmp_path / "checkpoint.pt"
+    train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config, checkpoint=checkpoint)
+    fewer = random_face_arrays(n=15, size=32)  # one image became unreadable
+    more = RunConfig(**{**config.to_dict(), "epochs": 2})
+    with pytest.raises(AgemetricError, match="now has 15 readable images, the checkpoint was written with 16"):
+        train(AgeEstimator.from_config(more), fewer, more, resume=load_checkpoint(checkpoint))
+
+
+def test_a_failed_write_names_the_file(tmp_path):
+    folder = RunFolder(tmp_path / "gone")  # its folder does not exist: every write fails
+    with pytest.raises(AgemetricError, match=r"cannot write .*gone/metrics.json"):
+        folder.write_metrics({"mae": 1.0})

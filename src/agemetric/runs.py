@@ -22,7 +22,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,7 +138,8 @@ class RunFolder:
     # -- writing -------------------------------------------------------------------------
     def write_config(self, config: RunConfig) -> None:
         """``config.toml``: the run's settings (see `settings()`), reusable with ``--config``."""
-        self.config.write_text(tomli_w.dumps(settings(config)), encoding="utf-8")
+        with writing(self.config):
+            self.config.write_text(tomli_w.dumps(settings(config)), encoding="utf-8")
 
     def holds_config(self, config: RunConfig) -> bool:
         """Whether ``config.toml`` holds exactly ``config``'s settings."""
@@ -163,7 +165,7 @@ class RunFolder:
 
     def write_predictions(self, keys: Sequence[str], ages: torch.Tensor, predicted: torch.Tensor) -> None:
         """``predictions.csv``: key, true age, predicted age and absolute error of every test image."""
-        with self.predictions.open("w", newline="", encoding="utf-8") as f:
+        with writing(self.predictions), self.predictions.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["key", "age", "predicted", "abs_error"])
             for key, age, pred in zip(keys, ages.tolist(), predicted.tolist(), strict=True):
@@ -172,7 +174,7 @@ class RunFolder:
     @staticmethod
     def write_items(path: Path, items: list[tuple[str, str]], header: tuple[str, str]) -> None:
         """A two-column CSV of images and what happened to them (``skipped.csv``, ``framing.csv``)."""
-        with path.open("w", newline="", encoding="utf-8") as f:
+        with writing(path), path.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(header)
             w.writerows(items)
@@ -293,7 +295,17 @@ def _finite(value: Any) -> Any:
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    with writing(path):
+        path.write_text(json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A failed write of ``path`` (a full disk, a read-only folder) as a one-line error naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise AgemetricError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 __all__ = ["RunFolder"]
