@@ -13,7 +13,7 @@ from agemetric import plugins
 from agemetric._io import atomic_torch_save, load_torch
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
-from agemetric.data.transforms import augment, normalise
+from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 from agemetric.interfaces.checks import describe, type_names
@@ -172,15 +172,20 @@ class AgeEstimator(nn.Module):
 
     # -- training -----------------------------------------------------------------------
 
-    def prepare(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def prepare(
+        self, images: torch.Tensor, transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
         """uint8 ``(B, 3, S, S)`` -> normalised float on the estimator's device, in the backbone's
         memory format.
 
-        With a ``generator``, the batch is also augmented (random flip, shift, zoom).
+        Args:
+            images: the batch.
+            transform: applied to the normalised batch on the CPU before it moves to the device
+                (training passes its augmentation), or ``None``.
         """
         x = normalise(images, self.backbone.mean, self.backbone.std)  # (B, 3, S, S)
-        if generator is not None:
-            x = augment(x, generator)  # on the CPU: the generator is a CPU one
+        if transform is not None:
+            x = transform(x)
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 

@@ -15,6 +15,7 @@ from agemetric import distributed
 from agemetric._io import atomic_torch_save
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
+from agemetric.data.transforms import augment
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.reporting import SILENT, Reporter
@@ -183,7 +184,8 @@ class _Training:
         data, world = self.data, self.world
         index = epoch.batches[epoch.step]
         mine, sizes = world.share(index)
-        x = self.estimator.prepare(data.images[mine], self.streams.augment if self.config.augment else None)
+        augmentation = (lambda x: augment(x, self.streams.augment)) if self.config.augment else None
+        x = self.estimator.prepare(data.images[mine], augmentation)
         gather = (lambda t: distributed.gather(t, sizes, world)) if world.active else None
         parts = self.step_module(x, data.ages[mine], data.genders[mine], gather)
         loss = parts["loss"]
