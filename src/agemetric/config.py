@@ -200,7 +200,7 @@ LIMITS = {"image_size": 2048, "embedding_dim": 8192, "gender_dim": 8192, "batch_
 #: Named starting points. ``quick`` is what ``agemetric run`` does with no options.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        # The embedded synthetic faces and a small CNN: a few minutes on 2 CPU cores.
+        # The embedded synthetic faces and a small CNN: 5 to 15 minutes on 2 CPU cores.
         "backbone": "small_cnn",
         "weights": "none",
         "dataset": "synthetic",

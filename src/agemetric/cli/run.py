@@ -191,7 +191,7 @@ def run(
 ) -> None:
     """Train the model on a dataset's training split and evaluate it on the test split.
 
-    With no options: the quick preset (embedded synthetic faces, small CNN, a few minutes on a
+    With no options: the quick preset (embedded synthetic faces, small CNN; 5 to 15 minutes on a
     laptop CPU). Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
     The paper's exact setting: --preset paper.
     Several processes: torchrun --nproc_per_node 2 -m agemetric run ... (--batch-size is the global batch).
