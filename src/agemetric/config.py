@@ -71,15 +71,13 @@ class RunConfig:
         warmup: fraction of training (steps, or of ``time_budget``) over which the learning rate
             rises linearly from 0 (0: none).
         weight_decay: L2 penalty.
-        weight_average: end training with an exponential moving average of the weights (0: off).
-            At step ``n`` the average moves by ``1 - d`` towards the new weights, with
-            ``d = min(weight_average, (1 + n) / (10 + n))``: until ``d`` reaches the cap (about
-            4,500 steps for 0.998) the average spans roughly the last ninth of the steps.
+        weight_average: end training with a moving average of the weights (0: off); at step ``n``
+            its decay is ``min(weight_average, (1 + n) / (10 + n))``, so early on it spans
+            about the last ninth of the steps.
         multitask: gender task: ``"auto"`` (on when the data has gender labels), ``"on"``, ``"off"``.
-        gender_loss / gender_miner: the gender task's loss and miner plugins (``None``: the age
-            task's, created again with ``gender_margin`` and the same options).
-        gender_margin: the gender task's margin on 0/1 labels: Z = 1 iff ``|g_i - g_j| < 0.5``, the
-            same gender (the paper's "margin 0").
+        gender_loss / gender_miner: the gender task's plugins (``None``: the age task's, made
+            again with ``gender_margin`` and the same options).
+        gender_margin: the margin on 0/1 gender labels (0.5: Z = 1 iff the same gender).
         augment: random flip, shift and zoom during training.
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.

@@ -79,14 +79,18 @@ def resolve_device(name: str, world: World) -> torch.device:
     ``cuda`` (or ``auto``) becomes this process's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        index = int(name.partition(":")[2] or 0)
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            found = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            raise AgemetricError(f"--device {name}: this machine has {found} CUDA GPU(s); use --device cpu or auto")
     if name == "cuda" and world.active:
         name = f"cuda:{world.local_rank}"
     return torch.device(name)
+
+
+def require_device(device: torch.device) -> torch.device:
+    """``device``, checked to exist on this machine (a one-line error for a GPU that is not there)."""
+    if device.type == "cuda":
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (device.index or 0) >= found:
+            raise AgemetricError(f"--device {device}: this machine has {found} CUDA GPU(s); use --device cpu or auto")
+    return device
 
 
 def shutdown(wait: bool = True) -> None:

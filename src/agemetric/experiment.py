@@ -92,18 +92,14 @@ def run(
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
-    device = distributed.resolve_device(config.device, world)
+    device = distributed.require_device(distributed.resolve_device(config.device, world))
     folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
     training = False
     try:
         reporter.note(describe_run(config, device))
         data, split = _load(dataset, records, config, folder, resume is None, reporter)
         train_data, test_data = split_arrays(data, split)
-        if config.k > len(train_data):  # every estimate would be the mean age of the whole gallery
-            raise AgemetricError(
-                f"--k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
-            )
-        multitask = decide_multitask(config, train_data)
+        multitask = check_against_data(config, train_data)
         torch.manual_seed(config.seed)
         estimator = AgeEstimator.from_config(config, multitask=multitask).to(device)
         reporter.note(_describe_data(dataset, split, train_data, test_data, config, multitask, world))
@@ -125,11 +121,9 @@ def run(
             multitask=multitask,
             training_images_seen=sum(h["images"] for h in history),
             seconds={"load": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2},
-            skipped=len(dataset.skipped),
-            framing_fallbacks=len(data.noted()),
-            **({"snapshots": curve} if snapshots else {}),
-            machine=machine(),
-        )
+            skipped=len(dataset.skipped), framing_fallbacks=len(data.noted()),
+            **({"snapshots": curve} if snapshots else {}), machine=machine(),
+        )  # fmt: skip
         folder.write_metrics(metrics)
         folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
         if config.figures:  # stopped here, the run stays complete: `agemetric report --run-figures` redraws them
@@ -212,9 +206,14 @@ def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
         )
 
 
-def decide_multitask(config: RunConfig, train_data: FaceArrays) -> bool:
-    """Whether the run trains the gender task: ``multitask = "auto"`` is on when the training
-    data has gender labels; ``"on"`` without them is an error."""
+def check_against_data(config: RunConfig, train_data: FaceArrays) -> bool:
+    """Check the settings that depend on the training data; returns whether the run trains the
+    gender task (``multitask = "auto"``: when the data has gender labels; ``"on"`` without them
+    is an error). ``k`` above the number of training faces is an error: every estimate would be
+    the mean age of the whole gallery."""
+    if config.k > len(train_data):
+        raise AgemetricError(f"--k {config.k}: the gallery has only {len(train_data)} training faces; "
+                             f"choose k <= {len(train_data)}")  # fmt: skip
     multitask = {"on": True, "off": False, "auto": train_data.has_gender}[config.multitask]
     if multitask and not train_data.has_gender:
         raise AgemetricError(f"--set multitask=on: dataset {config.dataset!r} has no gender labels")

@@ -242,7 +242,7 @@ def run(
     world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
     try:
         with make_progress(disable=not world.is_main) as progress:
-            result = run_experiment(resolved, RichReporter(progress), resume=resume)
+            result = run_experiment(resolved, reporter=RichReporter(progress), resume=resume)
     except BaseException:
         distributed.shutdown(wait=False)
         raise

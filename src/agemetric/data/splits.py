@@ -116,12 +116,7 @@ def make_split(
         s = fixed.get(root) or ("test" if root in test_groups else "train")
         for i in idx:
             side[records[i].key] = s
-    duplicates = sum(1 for idx in members.values() if len({fingerprints[i] for i in idx}) < len(idx))
-    conflicting = sum(
-        1
-        for idx in members.values()
-        if len({fingerprints[i] for i in idx}) < len(idx) and len({records[i].age for i in idx}) > 1
-    )
+    duplicates, conflicting = _duplicates(members, fingerprints, records)
     n_test = sum(1 for s in side.values() if s == "test")
     if n_test == 0 or n_test == n:
         raise AgemetricError(
@@ -142,6 +137,12 @@ def make_split(
         "of_which_with_different_labels": conflicting,
     }
     return Split(side, info)
+
+
+def _duplicates(members: dict[int, list[int]], fingerprints, records) -> tuple[int, int]:
+    """Groups holding byte-identical images, and how many of them carry different ages."""
+    copied = [idx for idx in members.values() if len({fingerprints[i] for i in idx}) < len(idx)]
+    return len(copied), sum(1 for idx in copied if len({records[i].age for i in idx}) > 1)
 
 
 def write_split(path: Path, split: Split, keys: Sequence[str]) -> None:
