@@ -87,7 +87,7 @@ def main() -> None:
     estimator = AgeEstimator.load(args.run_dir / "model.pt")
     fp32 = EmbeddingModel(estimator.backbone).eval()
     size = estimator.image_size
-    print(f"run: {estimator.config.backbone} {size} px, gallery {len(estimator.retriever)}, bf16 {estimator.bf16}")
+    print(f"run: {estimator.spec.backbone} {size} px, gallery {len(estimator.retriever)}, bf16 {estimator.bf16}")
 
     def eager_fp32(images: np.ndarray) -> np.ndarray:
         with torch.inference_mode():

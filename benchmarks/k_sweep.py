@@ -20,6 +20,7 @@ from agemetric import plugins
 from agemetric.data.loading import decode_records, select_records
 from agemetric.estimator import AgeEstimator
 from agemetric.metrics import mae
+from agemetric.runs import RunFolder
 
 
 def main() -> None:
@@ -30,9 +31,10 @@ def main() -> None:
     estimator = AgeEstimator.load(args.run_dir / "model.pt")
     with (args.run_dir / "split.csv").open() as f:
         test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
-    dataset, records = select_records(replace(estimator.config, limit=None))
+    config = RunFolder(args.run_dir).read_config()
+    dataset, records = select_records(replace(config, limit=None))
     records = [r for r in records if r.key in test_keys]
-    data = decode_records(dataset, records, estimator.config)
+    data = decode_records(dataset, records, config)
     queries = estimator.embed(data.images)
     gallery = estimator.retriever
     print(f"{args.run_dir}: {len(data)} test images, gallery {len(gallery)}")

@@ -26,8 +26,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from time_to_accuracy import validation_split  # noqa: E402
 
-#: where the levers start: the face preset before them (dropout 0.5 before the heads, no flip TTA)
-START = ["backbone_options.dropout=0.5", "tta_flip=false"]
+#: where the levers start: the face preset before them (dropout 0.5 before the heads, no flip TTA,
+#: no weight averaging), every training face training (no calibration faces held out)
+START = ["backbone_options.dropout=0.5", "tta_flip=false", "weight_average=0", "calibration=0"]
 BALANCED = "loss_options.reduction=balanced"
 #: name -> --set items on top of --preset face and START
 LEVERS: dict[str, list[str]] = {
@@ -57,9 +58,10 @@ def evaluation_levers(run_dir: Path) -> None:
     from agemetric import AgeEstimator
     from agemetric.data.loading import decode_records, select_records, split_records
     from agemetric.metrics import summarise
+    from agemetric.runs import RunFolder
 
     estimator = AgeEstimator.load(run_dir / "model.pt")
-    config = dataclasses.replace(estimator.config, split_file=str(run_dir / "split.csv"))
+    config = dataclasses.replace(RunFolder(run_dir).read_config(), split_file=str(run_dir / "split.csv"))
     dataset, records = select_records(config)
     split = split_records(dataset, records, config)
     data = decode_records(dataset, [r for r in records if r.key in split.side], config)
@@ -67,7 +69,7 @@ def evaluation_levers(run_dir: Path) -> None:
     train, held_out = data.subset(torch.nonzero(~test).flatten()), data.subset(torch.nonzero(test).flatten())
     print("| | k = 10 | k = 20 | k = 30 |\n|---|---|---|---|")
     for flip in (False, True):
-        estimator.config = dataclasses.replace(estimator.config, tta_flip=flip)
+        estimator.spec = dataclasses.replace(estimator.spec, tta_flip=flip)
         estimator.fit_gallery(train)
         cells = []
         for k in (10, 20, 30):

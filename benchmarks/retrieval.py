@@ -197,11 +197,13 @@ def real_embeddings(run_dir: Path, cache: Path, data_dir: str | None):
     if not cache.is_file():
         from agemetric.data.loading import decode_records, select_records
         from agemetric.estimator import AgeEstimator
+        from agemetric.runs import RunFolder
 
         estimator = AgeEstimator.load(run_dir / "model.pt")
         with (run_dir / "split.csv").open() as f:
             test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
-        config = replace(estimator.config, limit=None, data_dir=data_dir or estimator.config.data_dir)
+        config = RunFolder(run_dir).read_config()
+        config = replace(config, limit=None, data_dir=data_dir or config.data_dir)
         dataset, records = select_records(config)
         data = decode_records(dataset, [r for r in records if r.key in test_keys], config)
         torch.save({"queries": estimator.embed(data.images), "ages": data.ages}, cache)

@@ -90,7 +90,7 @@ def plugin_dir(tmp_path: Path) -> Path:
 
 
 def bad_model(folder: Path, how: str) -> None:
-    """A run folder whose model.pt has NaN gallery ages (``how="nan ages"``) or a config key this
+    """A run folder whose model.pt has NaN gallery ages (``how="nan ages"``) or a model field this
     version does not know (``how="unknown key"``)."""
     import torch
 
@@ -107,7 +107,7 @@ def bad_model(folder: Path, how: str) -> None:
     if how == "nan ages":
         state["retriever"]["ages"][:3] = float("nan")
     else:
-        state["config"]["a_setting_from_the_future"] = 1
+        state["spec"]["a_setting_from_the_future"] = 1
     torch.save(state, folder / "model.pt")
     face(folder.parent / "a.png", 0)
 
@@ -147,15 +147,15 @@ ERRORS = {
                          "age '1e39' is not a number of years between 0 and 150"),
     "k larger than the gallery": (lambda t: write_csv(t / "d" / "l.csv", good_csv(t / "d", 12))
                                   or ["run", *TINY, "--dataset", "csv", "--data-dir", "d/l.csv", "--k", "1000000"],
-                                  "--k 1000000: the gallery has only 10 training faces; choose k <= 10"),
+                                  "--k 1000000: the gallery has only 9 training faces; choose k <= 9"),
     "unfinished run folder": (lambda t: files(t, {"r/checkpoint.pt": "state"}) or ["run", "--out", "r"],
                               "--out: r holds an unfinished run (checkpoint.pt); continue it with agemetric run "
                               "--resume r"),
     "NaN ages in a model's gallery": (lambda t: bad_model(t / "r", "nan ages") or ["predict", "r", "a.png"],
                                       "the gallery's ages must be finite numbers; 3 are not"),
     "model from another version": (lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],
-                                   "r/model.pt: cannot rebuild the model (RunConfig.__init__() got an unexpected "
-                                   "keyword argument 'a_setting_from_the_future')"),
+                                   "r/model.pt: cannot rebuild the model (unknown model field(s) "
+                                   "a_setting_from_the_future)"),
     "plugin option that is a setting": (lambda t: ["run", "--set", "loss_options.margin=3"],
                                         "loss_options.margin: set it with the setting 'margin' (--set margin=...)"),
     "GPU asked for where there is none": (lambda t: ["run", "--set", "device=cuda"],

@@ -3,8 +3,9 @@
 import pytest
 import tomli_w
 
-from agemetric.config import PRESETS, RunConfig, parse_set, resolve
+from agemetric.config import RunConfig, parse_set, resolve
 from agemetric.errors import AgemetricError
+from agemetric.presets import PRESETS
 
 
 def test_defaults_are_the_papers_but_for_the_measured_optimiser():

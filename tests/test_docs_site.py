@@ -137,7 +137,8 @@ def stand_ins(tmp_path_factory) -> Path:
     return root
 
 
-def run_page(page: Path, stand_ins: Path, workdir: Path) -> None:
+def run_page(page: Path, stand_ins: Path, workdir: Path) -> list[str]:
+    """Run every example of ``page`` in ``workdir``; returns the python examples' outputs."""
     import shutil
 
     shutil.copytree(stand_ins, workdir, dirs_exist_ok=True)
@@ -149,6 +150,7 @@ def run_page(page: Path, stand_ins: Path, workdir: Path) -> None:
         OMP_NUM_THREADS="1",
         COLUMNS="200",
     )
+    outputs = []
     for block in examples(page):
         where = f"{block.page}:{block.line}"
         if block.language == "python":
@@ -156,6 +158,7 @@ def run_page(page: Path, stand_ins: Path, workdir: Path) -> None:
                 [sys.executable, "-c", block.code], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
             )
             assert done.returncode == 0, f"{where}: python example failed\n{done.stderr[-3000:]}"
+            outputs.append(done.stdout)
             continue
         for command in commands(block.code):
             if TRAINING.search(command):
@@ -164,6 +167,20 @@ def run_page(page: Path, stand_ins: Path, workdir: Path) -> None:
                 ["bash", "-c", command], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
             )
             assert done.returncode == 0, f"{where}: `{command}` failed\n{done.stdout[-1500:]}\n{done.stderr[-3000:]}"
+    return outputs
+
+
+def loops_learn(outputs: list[str]) -> None:
+    """The building-blocks page's training loops: both beat the mean training age."""
+    maes = {line.partition(": MAE")[0]: float(line.rpartition("MAE ")[2].rstrip(")"))
+            for out in outputs for line in out.splitlines() if "MAE " in line}  # fmt: skip
+    mean = maes.pop("(the mean training age for everyone")
+    assert set(maes) == {"revised contrastive", "PML contrastive with age tolerance"}, maes
+    assert all(value < 0.8 * mean for value in maes.values()), (maes, mean)
+
+
+#: what a page's python examples must print, beyond running
+OUTPUT_CHECKS = {"api/building-blocks.md": loops_learn}
 
 
 # -- the tests ------------------------------------------------------------------------------------
@@ -270,9 +287,17 @@ PAGES = [p for p in pages() if examples(p)]
 
 def test_the_examples_cover_the_user_pages():
     executed = {str(p.relative_to(DOCS)) for p in PAGES}
-    assert {"quickstart.md", "concepts.md", "datasets.md", "api/estimator.md", "api/distributed.md"} <= executed
+    assert {
+        "quickstart.md",
+        "concepts.md",
+        "datasets.md",
+        "api/estimator.md",
+        "api/distributed.md",
+        "api/building-blocks.md",
+    } <= executed
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_examples_run(page, stand_ins, tmp_path):
-    run_page(page, stand_ins, tmp_path)
+    outputs = run_page(page, stand_ins, tmp_path)
+    OUTPUT_CHECKS.get(str(page.relative_to(DOCS)), lambda outputs: None)(outputs)

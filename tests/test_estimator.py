@@ -62,7 +62,23 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     est.save(tmp_path / "model.pt")
     again = AgeEstimator.load(tmp_path / "model.pt")
     assert torch.allclose(again.predict(data.images[:6]), before)
-    assert again.config == est.config.__class__(**{**est.config.to_dict(), "weights": "none"})
+    assert again.spec == est.spec and again.spec.multitask
+
+
+def test_model_files_of_the_first_format_still_load(tmp_path):
+    """model.pt once stored the whole run config and the gender task beside it (format 1)."""
+    config = resolve("quick", sets=TINY)
+    est = AgeEstimator.from_config(config, multitask=True)
+    est.fit_gallery(random_face_arrays())
+    est.save(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=False)
+    del state["spec"]
+    state.update(format=1, config=config.to_dict(), multitask=True)
+    torch.save(state, tmp_path / "old.pt")
+    old = AgeEstimator.load(tmp_path / "old.pt")
+    assert old.spec == est.spec
+    images = random_face_arrays().images[:4]
+    torch.testing.assert_close(old.predict(images), est.predict(images))
 
 
 def test_weights_file_round_trip(tmp_path):

@@ -71,7 +71,7 @@ def test_flip_tta_embeds_the_mean_of_the_image_and_its_mirror():
     images = random_face_arrays(6, size=32).images
     plain = est.embed(images)
     mirrored = est.embed(images.flip(3))
-    est.config = dataclasses.replace(config, tta_flip=True)
+    est.spec = dataclasses.replace(est.spec, tta_flip=True)
     torch.testing.assert_close(est.embed(images), (plain + mirrored) / 2)
 
 

@@ -87,7 +87,7 @@ def test_split_file_round_trip_and_errors(tmp_path):
     assert again.side == split.side and again.info["left_out"] == 1
     bad = tmp_path / "bad.csv"
     bad.write_text("key,side\nk1,validation\n")
-    with pytest.raises(AgemetricError, match="row 2: expected 'key,train' or 'key,test'"):
+    with pytest.raises(AgemetricError, match="row 2: expected 'key,train', 'key,calibration' or 'key,test'"):
         read_split(bad, records)
     with pytest.raises(AgemetricError, match="cannot read"):
         read_split(tmp_path / "none.csv", records)

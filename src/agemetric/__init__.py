@@ -49,6 +49,7 @@ _LAZY = {
     "Triplets": "agemetric.types",
     "Samples": "agemetric.types",
     "AgeEstimator": "agemetric.estimator",
+    "ModelSpec": "agemetric.spec",
     "run": "agemetric.experiment",
 }
 
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     from agemetric.hookspecs import hookimpl
     from agemetric.interfaces import Backbone, Face, FaceDataset, FaceRecord, Framer, Loss, Miner, Retriever
     from agemetric.plugins import create, list_names
+    from agemetric.spec import ModelSpec
     from agemetric.types import Embeddings, Pairs, Samples, Triplets
 
 
@@ -106,6 +108,7 @@ __all__ = [
     "Framer",
     "Loss",
     "Miner",
+    "ModelSpec",
     "Pairs",
     "PluginError",
     "Retriever",

@@ -77,6 +77,10 @@ def read_manifest(path: str | Path) -> dict:
         )
     if not isinstance(manifest["framing"], dict) or "name" not in manifest["framing"]:
         raise AgemetricError(f"{file}: framing must be a table with a name, got {manifest['framing']!r}")
+    intervals = manifest.get("intervals")
+    fields = {"level", "quantile", "offset", "normalised", "n_calibration"}
+    if intervals is not None and not (isinstance(intervals, dict) and fields <= set(intervals)):
+        raise AgemetricError(f"{file}: intervals must be a table with {', '.join(sorted(fields))}, got {intervals!r}")
     return manifest
 
 
@@ -96,6 +100,8 @@ class Bundle:
         image_size: the input side S in pixels.
         k: neighbours averaged for an age.
         embeddings, ages, genders: the gallery (``(N, N_a)`` float32, ``(N,)`` float32, ``(N,)`` int64).
+        intervals: the calibrated intervals (``level``, ``quantile``, ``offset``, ``normalised``,
+            ``n_calibration``; see `agemetric.intervals.ConformalIntervals`), or ``None``.
     """
 
     def __init__(self, path: str | Path, runtime: str = "auto", threads: int | None = None):
@@ -103,6 +109,7 @@ class Bundle:
         self.manifest = read_manifest(self.path)
         self.image_size = int(self.manifest["image_size"])
         self.k = int(self.manifest["k"])
+        self.intervals = self.manifest.get("intervals")
         self._framer = _framer(self.manifest["framing"], self.path / MANIFEST)
         gallery_file = self.path / self.manifest["files"].get("gallery", GALLERY)
         try:
@@ -191,6 +198,26 @@ class Bundle:
             return np.empty(0, np.float32)
         _, idx = self.nearest(age_embeddings)  # (N, k)
         return self.ages[idx].mean(axis=1)
+
+    def estimate(self, images: np.ndarray | str | Path | list, under: float | None = None) -> dict:
+        """Ages with the neighbours' spread, the calibrated interval and, with ``under``, the
+        probability of being younger than that age (as `AgeEstimator.estimate()` gives them).
+
+        Returns:
+            ``{"age", "spread", "low", "high", "under"}``: ``(N,)`` float32 arrays; ``low`` and
+            ``high`` are ``None`` for a bundle without intervals, ``under`` without ``under``.
+        """
+        age_embeddings, _ = self.embed(photo_batch(images, self.image_size, self._framer))
+        neighbours = self.ages[self.nearest(age_embeddings)[1]] if len(age_embeddings) else np.empty((0, self.k))
+        age, spread = neighbours.mean(axis=1), neighbours.std(axis=1)  # (N,) each
+        out = {"age": age, "spread": spread, "low": None, "high": None, "under": None}
+        if self.intervals is not None:
+            i = self.intervals
+            half = i["quantile"] * ((spread + i["offset"]) if i["normalised"] else np.ones_like(spread))
+            out["low"], out["high"] = np.clip(age - half, 0, 150), np.clip(age + half, 0, 150)
+        if under is not None:
+            out["under"] = (neighbours < under).mean(axis=1)
+        return {k: None if v is None else np.asarray(v, np.float32) for k, v in out.items()}
 
 
 def _framer(framing: dict, manifest_file: Path):

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agemetric.errors import AgemetricError
+from agemetric.presets import PRESETS
 
 CHOICES = {
     "multitask": ("auto", "on", "off"),
@@ -56,6 +57,10 @@ class RunConfig:
             images always share a side (see `agemetric.data.splits`).
         split_file: reuse a ``split.csv`` from an earlier run (overrides ``split``).
         test_fraction: share of images held out for testing.
+        calibration: share of the training split held out of training and of the gallery to
+            calibrate the prediction intervals (0: no intervals); identical images, and under
+            ``split = "subject"`` each person's images, stay together.
+        interval_level: the coverage the intervals are calibrated for (0.9: nine faces in ten).
         image_size: input side in pixels (paper: 227).
         framing: face framing plugin applied before resizing: ``"center"`` (the whole image, for
             cropped faces) or ``"box"`` (a crop box, for uncropped mug-shots; ``framing_options``).
@@ -94,6 +99,15 @@ class RunConfig:
         out: the run folder (``None``: a new folder under ``runs/`` named by time, dataset and backbone).
         backbone_options / loss_options / miner_options / retriever_options / dataset_options / framing_options:
             extra keyword arguments for the plugin factories.
+
+    Examples:
+        >>> config = RunConfig(backbone="resnet18", weights="none", epochs=2)
+        >>> config.margin, config.k, config.retriever
+        (4.0, 20, 'l1-knn')
+        >>> RunConfig(batch_size=1)
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: batch_size must be >= 2 (pairs need two images), got 1
     """
 
     backbone: str = "inception_v3"
@@ -111,6 +125,8 @@ class RunConfig:
     split: str = "random"
     split_file: str | None = None
     test_fraction: float = 0.2
+    calibration: float = 0.1
+    interval_level: float = 0.9
     image_size: int = 227
     framing: str = "center"
     epochs: int = 275
@@ -176,6 +192,9 @@ class RunConfig:
             raise AgemetricError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
         if not 0 < self.test_fraction < 1:
             raise AgemetricError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        if not 0 <= self.calibration < 1 or not 0 < self.interval_level < 1:
+            raise AgemetricError(f"calibration must be in [0, 1) and interval_level in (0, 1), got "
+                                 f"{self.calibration} and {self.interval_level}")  # fmt: skip
         if self.limit is not None and self.limit < 2:
             raise AgemetricError(f"limit must be >= 2 images, got {self.limit}")
         if self.threads is not None and self.threads < 1:
@@ -193,46 +212,6 @@ class RunConfig:
 
 #: The largest values of the size settings: beyond them a run only runs out of memory.
 LIMITS = {"image_size": 2048, "embedding_dim": 8192, "gender_dim": 8192, "batch_size": 65536}
-
-
-#: Named starting points. ``quick`` is what ``agemetric run`` does with no options.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": {
-        # The embedded synthetic faces and a small CNN: 5 to 15 minutes on 2 CPU cores.
-        "backbone": "small_cnn",
-        "weights": "none",
-        "dataset": "synthetic",
-        "image_size": 64,
-        "epochs": 15,
-        "batch_size": 128,
-        # measured for this from-scratch small CNN (docs/benchmarks.md); Adam 1e-4 is for fine-tuning
-        "optimizer": "adadelta",
-        "lr": 1.0,
-    },
-    "paper": {
-        # Jeong et al. (2018): Inception V3 (ImageNet), 227 px, batch 128, Adadelta, 275 epochs.
-        "optimizer": "adadelta",
-        "lr": 1.0,
-    },
-    "face": {
-        # Real faces and ordinary photos: dlib's face-trained ResNet-10 (agemetric-dlib) on
-        # dlib-aligned 64 px chips, Adam 1e-4 (heads 1e-3), dropout 0.1 before the heads, flip
-        # test-time augmentation. Each choice was measured on a validation split
-        # (docs/benchmarks.md, "Levers of the face recipe").
-        "backbone": "dlib-resnet10",
-        "weights": "dlib",
-        "framing": "dlib-align",
-        "image_size": 64,
-        "head_lr": 1e-3,
-        "backbone_options": {"dropout": 0.1},
-        "tta_flip": True,
-        "epochs": 30,
-    },
-    "finetune": {
-        # The defaults: the paper's method with Adam at lr 1e-4 (measured best for fine-tuning an
-        # ImageNet backbone at a fixed budget). Name your data, backbone and budget on top.
-    },
-}
 
 
 def _field_types() -> dict[str, Any]:
@@ -358,12 +337,22 @@ def resolve(
     """Build the run's config: defaults < preset < ``command_defaults`` < file < ``options`` < ``sets``.
 
     Args:
-        preset: ``"quick"`` (default when neither argument nor file names one), ``"paper"`` or ``"finetune"``.
+        preset: a name from `agemetric.presets.PRESETS` (``"quick"``, the default when neither
+            argument nor file names one; ``"face"``, ``"paper"``, ``"finetune"``).
         config_file: a TOML file.
         options: explicit values (e.g. from CLI flags); ``None`` values are ignored.
         sets: ``KEY=VALUE`` strings.
         command_defaults: a command's own defaults (e.g. more epochs for ``agemetric paper
             toy-embedding``): above the preset, below everything the user gives.
+
+    Examples:
+        >>> config = resolve("quick", options={"epochs": 3}, sets=["k=10", "loss_options.q=50"])
+        >>> config.backbone, config.epochs, config.k, config.loss_options
+        ('small_cnn', 3, 10, {'q': 50})
+        >>> resolve(sets=["epoch=3"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: unknown setting 'epoch'; did you mean 'epochs'? ...
     """
     from_file = load_toml(config_file) if config_file else {}
     name = preset or from_file.pop("preset", None) or "quick"

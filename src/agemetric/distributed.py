@@ -74,6 +74,12 @@ def init_from_env(device: str = "auto") -> World:
     return World(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one), from torchrun's ``RANK``, without joining
+    the process group (`init_from_env()` joins it)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def resolve_device(name: str, world: World) -> torch.device:
     """``config.device`` as a device: ``auto`` is CUDA when available; under torchrun a plain
     ``cuda`` (or ``auto``) becomes this process's GPU, ``cuda:LOCAL_RANK``."""

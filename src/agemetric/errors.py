@@ -5,10 +5,26 @@ class AgemetricError(Exception):
     """A problem with the user's input (option, file, plugin name, data).
 
     The message names the offending option, file or row and says what was expected.
+
+    Examples:
+        >>> import agemetric
+        >>> try:
+        ...     agemetric.resolve(sets=["k=0"])
+        ... except agemetric.AgemetricError as exc:
+        ...     print(exc)
+        k must be >= 1, got 0
     """
 
     exit_code = 2
 
 
 class PluginError(AgemetricError):
-    """A plugin is unknown, registered twice, or broke its contract."""
+    """A plugin is unknown, registered twice, or broke its contract.
+
+    Examples:
+        >>> import agemetric
+        >>> agemetric.create("loss", "revised-contrastiv")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.PluginError: unknown loss 'revised-contrastiv'...
+    """

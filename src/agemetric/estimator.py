@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,65 +16,17 @@ from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 from agemetric.interfaces.checks import describe, type_names
+from agemetric.intervals import ConformalIntervals, Estimates
+from agemetric.spec import ModelSpec, build_parts
 
 #: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
 
 
-@dataclass
-class Parts:
-    """The plugins a config names, created: what `AgeEstimator` is made of."""
-
-    backbone: Backbone | None  # None when `build_parts()` was asked for the light parts only
-    miner: Miner
-    loss: Loss
-    retriever: Retriever
-    gender_miner: Miner | None = None
-    gender_loss: Loss | None = None
-
-
-def build_parts(config: RunConfig, multitask: bool, backbone: bool = True) -> Parts:
-    """Create every part ``config`` names, with its options (one-line errors for a wrong name or
-    option). The gender task's parts come from ``gender_loss`` / ``gender_miner`` at
-    ``gender_margin`` (by default the age task's plugins, created again with that margin).
-
-    Args:
-        config: the run's config.
-        multitask: whether to create the gender head and the gender task's parts.
-        backbone: ``False`` skips the backbone (the heavy part), e.g. for an early check.
-    """
-    net = None
-    if backbone:
-        net = plugins.create(
-            "backbone",
-            config.backbone,
-            embedding_dim=config.embedding_dim,
-            gender_dim=config.gender_dim if multitask else 0,
-            weights=config.weights,
-            **config.backbone_options,
-        )
-    parts = Parts(
-        net,
-        plugins.create("miner", config.miner, margin=config.margin, **config.miner_options),
-        plugins.create("loss", config.loss, margin=config.margin, **config.loss_options),
-        plugins.create("retriever", config.retriever, k=config.k, **config.retriever_options),
-    )
-    if multitask:
-        parts.gender_miner = _gender_part("miner", config.gender_miner, config.miner, config.miner_options, config)
-        parts.gender_loss = _gender_part("loss", config.gender_loss, config.loss, config.loss_options, config)
-    return parts
-
-
-def _gender_part(kind: str, name: str | None, age_name: str, age_options: dict, config: RunConfig):
-    """The gender task's miner or loss: its own plugin, or the age task's with the same options."""
-    if name is None or plugins.canonical(name) == plugins.canonical(age_name):
-        return plugins.create(kind, age_name, margin=config.gender_margin, **age_options)
-    return plugins.create(kind, name, margin=config.gender_margin)
-
-
-#: The version of model.pt's layout (what `AgeEstimator.save` writes).
-MODEL_FORMAT = 1
+#: The version of model.pt's layout (what `AgeEstimator.save` writes; 1 stored the whole run
+#: config, which `AgeEstimator.load` still reads).
+MODEL_FORMAT = 2
 
 
 def bf16_supported(device: str = "cpu") -> bool:
@@ -107,8 +58,21 @@ class AgeEstimator(nn.Module):
         gender_loss: the multi-task gender loss (by default the age loss's form at margin 0.5),
             or ``None``: no gender task.
         image_size: the input side in pixels.
-        config: the run's config, stored in checkpoints so `load()` can rebuild the parts.
+        spec: the parts by name, stored in ``model.pt`` so `load()` can rebuild them (``None``: the
+            default config's, at ``image_size``).
         gender_miner: the gender task's miner (on 0/1 labels); ``None``: the all-pairs miner.
+
+    Examples:
+        >>> import agemetric
+        >>> from agemetric.testing import random_face_arrays
+        >>> est = agemetric.AgeEstimator.from_config(agemetric.resolve("quick", sets=["image_size=32"]))
+        >>> faces = random_face_arrays(24, size=32)  # uint8 (24, 3, 32, 32) images, ages, genders
+        >>> est.training_loss(est.prepare(faces.images), faces.ages, faces.genders)["loss"].ndim
+        0
+        >>> est.fit_gallery(faces).shape  # the gallery's embeddings (N, N_a)
+        torch.Size([24, 70])
+        >>> est.predict(faces.images[:5]).shape
+        torch.Size([5])
     """
 
     def __init__(
@@ -119,7 +83,7 @@ class AgeEstimator(nn.Module):
         retriever: Retriever,
         gender_loss: Loss | None = None,
         image_size: int = 227,
-        config: RunConfig | None = None,
+        spec: ModelSpec | None = None,
         gender_miner: Miner | None = None,
     ):
         super().__init__()
@@ -139,13 +103,14 @@ class AgeEstimator(nn.Module):
         retriever.attach(loss)  # a retriever that needs the trained loss keeps it (or refuses it)
         self.retriever = retriever
         self.image_size = image_size
-        self.config = config or RunConfig(image_size=image_size)
-        self.channels_last = self.config.channels_last
-        self._framer = None  # the run's framer, made on first use by as_batch()
+        self.spec = spec or ModelSpec.from_config(RunConfig(image_size=image_size), gender_loss is not None)
+        self.channels_last = self.spec.channels_last
+        self._framer = None  # the model's framer, made on first use
+        self.intervals: ConformalIntervals | None = None  # set by calibrate()
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
-        """Create every part by name from ``config``.
+        """Create every part by name from ``config``, the backbone with ``config.weights``.
 
         Args:
             config: the run's config.
@@ -153,10 +118,18 @@ class AgeEstimator(nn.Module):
                 (``"auto"`` counts as off here: [`agemetric.experiment.run()`][agemetric.experiment.run] decides it
                 from the data).
         """
-        if multitask is None:
-            multitask = config.multitask == "on"
-        p = build_parts(config, multitask)
-        return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, config.image_size, config, p.gender_miner)
+        return cls.from_spec(ModelSpec.from_config(config, multitask), weights=config.weights)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, weights: str = "none") -> AgeEstimator:
+        """Create every part by name from ``spec``.
+
+        Args:
+            spec: the model.
+            weights: the backbone's initial weights (``"none"``: random).
+        """
+        p = build_parts(spec, weights)
+        return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, spec.image_size, spec, p.gender_miner)
 
     @property
     def device(self) -> torch.device:
@@ -165,10 +138,18 @@ class AgeEstimator(nn.Module):
 
     @property
     def bf16(self) -> bool:
-        """Whether `autocast()` uses bfloat16 on the current device (``config.bf16``)."""
-        if self.config.bf16 == "auto":
+        """Whether `autocast()` uses bfloat16 on the current device (``spec.bf16``)."""
+        if self.spec.bf16 == "auto":
             return bf16_supported(self.device.type)
-        return self.config.bf16 == "on"
+        return self.spec.bf16 == "on"
+
+    @property
+    def framer(self):
+        """The model's face framer ([`Framer`][agemetric.interfaces.Framer]), made on first use
+        from ``spec.framing``."""
+        if self._framer is None:
+            self._framer = plugins.create("framer", self.spec.framing, **self.spec.framing_options)
+        return self._framer
 
     # -- training -----------------------------------------------------------------------
 
@@ -241,7 +222,7 @@ class AgeEstimator(nn.Module):
         progress: Callable[[int], None] | None = None,
         part: str = "age",
     ) -> torch.Tensor:
-        """Embeddings of images, in eval mode (with ``config.tta_flip``, the mean of each image's
+        """Embeddings of images, in eval mode (with ``spec.tta_flip``, the mean of each image's
         and its mirror image's embedding).
 
         Args:
@@ -266,7 +247,7 @@ class AgeEstimator(nn.Module):
                 x = self.prepare(batch)
                 with self.autocast():
                     e = getattr(self.backbone(x), part).float()  # (b, D)
-                    if self.config.tta_flip:  # the mean of the image's and its mirror's embedding
+                    if self.spec.tta_flip:  # the mean of the image's and its mirror's embedding
                         e = (e + getattr(self.backbone(x.flip(3)), part).float()) / 2
                 out.append(e.cpu())
                 if progress is not None:
@@ -283,9 +264,7 @@ class AgeEstimator(nn.Module):
             return images
         from agemetric.photos import photo_batch
 
-        if self._framer is None:
-            self._framer = plugins.create("framer", self.config.framing, **self.config.framing_options)
-        return torch.from_numpy(photo_batch(images, s, self._framer))
+        return torch.from_numpy(photo_batch(images, s, self.framer))
 
     def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""
@@ -315,19 +294,60 @@ class AgeEstimator(nn.Module):
             raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
         return self.retriever.predict(self.embed(images, progress=progress))
 
+    def calibrate(
+        self, data: FaceArrays, level: float = 0.9, embeddings: torch.Tensor | None = None
+    ) -> ConformalIntervals:
+        """Calibrate prediction intervals on ``data``: faces neither trained on nor in the gallery
+        (see `agemetric.intervals`); `estimate()` gives them from then on, and `save()` keeps them.
+        ``embeddings``: ``data``'s, when already computed."""
+        emb = self.embed(data.images) if embeddings is None else embeddings
+        self.intervals = ConformalIntervals.calibrate(
+            data.ages, self.retriever.predict(emb), self.retriever.spread(emb), level
+        )
+        return self.intervals
+
+    def estimate(
+        self,
+        images: torch.Tensor | str | Path | list,
+        under: float | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Estimates:
+        """Ages with the neighbours' spread, the calibrated interval (after `calibrate()`) and,
+        with ``under``, the probability of being younger than that age.
+
+        Examples:
+            >>> import agemetric
+            >>> from agemetric.testing import random_face_arrays
+            >>> est = agemetric.AgeEstimator.from_config(agemetric.resolve("quick", sets=["image_size=32", "k=5"]))
+            >>> _ = est.fit_gallery(random_face_arrays(40, size=32, seed=0))
+            >>> ci = est.calibrate(random_face_arrays(20, size=32, seed=1), level=0.9)
+            >>> e = est.estimate(random_face_arrays(3, size=32, seed=2).images, under=18)
+            >>> e.age.shape, bool((e.low <= e.age).all() and (e.age <= e.high).all()), e.under.shape
+            (torch.Size([3]), True, torch.Size([3]))
+        """
+        if len(self.retriever) == 0:
+            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+        emb = self.embed(images, progress=progress)
+        out = Estimates(self.retriever.predict(emb), self.retriever.spread(emb))
+        if self.intervals is not None:
+            out.low, out.high = self.intervals.bounds(out.age, out.spread)
+        if under is not None:
+            out.under = self.retriever.probability_under(emb, under)
+        return out
+
     # -- persistence --------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write the weights, the gallery and the config to ``path`` atomically."""
+        """Write the spec, the weights and the gallery to ``path`` atomically."""
         state = {
             "format": MODEL_FORMAT,
-            "config": self.config.to_dict(),
-            "multitask": self.gender_loss is not None,
+            "spec": self.spec.to_dict(),
             "backbone": self.backbone.state_dict(),
             # empty unless a loss has parameters (e.g. a comparator head)
             "loss": self.loss.state_dict(),
             "gender_loss": None if self.gender_loss is None else self.gender_loss.state_dict(),
             "retriever": self.retriever.state_dict(),
+            "intervals": None if self.intervals is None else self.intervals.to_dict(),
         }
         atomic_torch_save(state, Path(path))
 
@@ -336,17 +356,22 @@ class AgeEstimator(nn.Module):
         """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file."""
         path = Path(path)
         state = load_torch(path, "checkpoint")
-        if not isinstance(state, dict) or state.get("format") != MODEL_FORMAT:
+        if not isinstance(state, dict) or state.get("format") not in (1, MODEL_FORMAT):
             raise AgemetricError(f"{path}: not an agemetric checkpoint (format {MODEL_FORMAT})")
         try:
-            config = RunConfig(**{**state["config"], "weights": "none"})
-            est = cls.from_config(config, multitask=state["multitask"])
+            if state["format"] == 1:  # the whole run config, and the gender task beside it
+                spec = ModelSpec.from_config(RunConfig(**state["config"]), multitask=state["multitask"])
+            else:
+                spec = ModelSpec.from_dict(state["spec"])
+            est = cls.from_spec(spec)
             est.backbone.load_state_dict(state["backbone"])
             est.loss.load_state_dict(state.get("loss") or {})
             if est.gender_loss is not None:
                 est.gender_loss.load_state_dict(state.get("gender_loss") or {})
             if state["retriever"]["embeddings"] is not None:
                 est.retriever.load_state_dict(state["retriever"])
+            if state.get("intervals") is not None:
+                est.intervals = ConformalIntervals.from_dict(state["intervals"])
         except (KeyError, TypeError, ValueError, RuntimeError, AgemetricError) as exc:
             what = f"missing {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
             raise AgemetricError(

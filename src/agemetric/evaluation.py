@@ -11,7 +11,10 @@ import torch
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
+from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
+from agemetric.groups import group_errors, groups_of
+from agemetric.intervals import CURVE_LEVELS, compare_levels, interval_report, threshold_rates
 from agemetric.metrics import summarise
 from agemetric.reporting import SILENT, Reporter
 from agemetric.training import recalibrate_batchnorm
@@ -20,9 +23,60 @@ from agemetric.training import recalibrate_batchnorm
 def evaluate(
     estimator: AgeEstimator, data: FaceArrays, train_ages: torch.Tensor, reporter: Reporter = SILENT
 ) -> tuple[dict, torch.Tensor]:
-    """Metrics of ``estimator`` on ``data`` (its gallery must be fitted); returns (metrics, predictions)."""
-    predicted = estimator.predict(data.images, progress=reporter.bar("predict", len(data)))
-    return summarise(predicted, data.ages, train_ages), predicted
+    """Metrics of ``estimator`` on ``data`` (its gallery must be fitted; see `score()`); returns
+    (metrics, predictions)."""
+    if len(estimator.retriever) == 0:
+        raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+    emb = estimator.embed(data.images, progress=reporter.bar("predict", len(data)))
+    metrics, predicted, _ = score(estimator, emb, data, train_ages)
+    return metrics, predicted
+
+
+#: The ages at which `score()` reports decisions "under this age" (age assurance).
+AGE_THRESHOLDS = (18, 21, 25)
+
+
+def score(
+    estimator: AgeEstimator,
+    test_emb: torch.Tensor,
+    data: FaceArrays,
+    train_ages: torch.Tensor,
+    calibration: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[dict, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+    """Metrics of the embedded test faces ``data``: MAE and CS (`summarise`), the decisions at
+    `AGE_THRESHOLDS`, the error by group (`agemetric.groups`), and with intervals their coverage
+    and width (overall, per age bucket and per group, and at other levels beside constant-width
+    intervals when the ``calibration`` faces' embeddings and ages are given).
+
+    Returns:
+        ``(metrics, predicted (N,), (low (N,), high (N,)) or None)``.
+    """
+    retriever, ages = estimator.retriever, data.ages
+    predicted = retriever.predict(test_emb)
+    metrics = summarise(predicted, ages, train_ages)
+    metrics["age_thresholds"] = {str(t): threshold_rates(predicted, ages, t) for t in AGE_THRESHOLDS}
+    bounds = None
+    if estimator.intervals is not None:
+        bounds = _intervals(estimator, test_emb, predicted, ages, calibration, metrics)
+    groups = groups_of(data)
+    if groups:
+        metrics["groups"] = group_errors(predicted, ages, groups, bounds)
+    return metrics, predicted, bounds
+
+
+def _intervals(estimator, test_emb, predicted, ages, calibration, metrics: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test intervals; their report goes into ``metrics["intervals"]``."""
+    retriever = estimator.retriever
+    spread = retriever.spread(test_emb)
+    bounds = estimator.intervals.bounds(predicted, spread)
+    metrics["intervals"] = {**estimator.intervals.to_dict(), **interval_report(ages, *bounds)}
+    if calibration is not None:
+        emb, cal_ages = calibration
+        levels = tuple(sorted({*CURVE_LEVELS, estimator.intervals.level}))
+        curve = compare_levels((cal_ages, retriever.predict(emb), retriever.spread(emb)), (ages, predicted, spread),
+                               estimator.intervals.offset, levels)  # fmt: skip
+        metrics["intervals"]["curve"] = curve
+    return bounds
 
 
 def gender_accuracies(

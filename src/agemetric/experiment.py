@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from agemetric import distributed, plugins
-from agemetric.config import RunConfig, resolve
+from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.loading import (
     decode_records,
@@ -23,13 +23,13 @@ from agemetric.data.loading import (
     split_arrays,
     split_records,
 )
-from agemetric.data.splits import Split
+from agemetric.data.splits import SIDES, Split
 from agemetric.errors import AgemetricError
-from agemetric.estimator import AgeEstimator, build_parts
-from agemetric.evaluation import gender_accuracies, machine, snapshot_taker
-from agemetric.metrics import summarise
+from agemetric.estimator import AgeEstimator
+from agemetric.evaluation import gender_accuracies, machine, score, snapshot_taker
 from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import RunFolder, checkpoint_settings
+from agemetric.spec import ModelSpec, build_parts
 from agemetric.training import load_checkpoint, train
 
 
@@ -48,7 +48,7 @@ def check_plugins(config: RunConfig) -> None:
     and the light parts (miners, losses, retriever, framer) must accept their options."""
     for kind, name in (("backbone", config.backbone), ("dataset", config.dataset)):
         plugins.get_entry(kind, name)
-    build_parts(config, multitask=config.multitask != "off", backbone=False)
+    build_parts(ModelSpec.from_config(config, multitask=config.multitask != "off"), backbone=False)
     make_framer(config)
 
 
@@ -78,6 +78,17 @@ def run(
         snapshots: training times in seconds at which to evaluate the test split during
             training (a learning curve against the clock, ``metrics["snapshots"]``); evaluating
             is left out of the training time and the budget.
+
+    Examples:
+        >>> import tempfile, agemetric
+        >>> out = tempfile.mkdtemp()
+        >>> config = agemetric.resolve("quick", sets=["dataset_options.n=60", "epochs=1", "image_size=32",
+        ...                                           "batch_size=16", "k=3", "figures=false", f"out={out}/run"])
+        >>> result = agemetric.run(config)
+        >>> sorted(p.name for p in result.run_dir.iterdir() if p.suffix in (".pt", ".json", ".csv", ".toml"))
+        ['config.toml', 'history.json', 'metrics.json', 'model.pt', 'predictions.csv', 'split.csv']
+        >>> result.metrics["split"]["n_test"], result.metrics["mae"] > 0
+        (12, True)
     """
     world = distributed.init_from_env(config.device)
     reporter = reporter if reporter is not None and world.is_main else SILENT
@@ -98,12 +109,12 @@ def run(
     try:
         reporter.note(describe_run(config, device))
         data, split = _load(dataset, records, config, folder, resume is None, reporter)
-        train_data, test_data = split_arrays(data, split)
+        sides = split_arrays(data, split)  # train, calibration, test
+        train_data, _, test_data = sides
         multitask = check_against_data(config, train_data)
         torch.manual_seed(config.seed)
         estimator = AgeEstimator.from_config(config, multitask=multitask).to(device)
-        reporter.note(_describe_data(dataset, split, train_data, test_data, config, multitask, world))
-
+        reporter.note(_describe_data(dataset, split, sides, config, multitask, world))
         t1 = time.perf_counter()
         curve: list[dict] = []
         on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
@@ -114,9 +125,9 @@ def run(
             return None
         folder.write_history(history)
         t2 = time.perf_counter()
-        metrics = _evaluate(folder, estimator, train_data, test_data, reporter)
+        metrics = _evaluate(folder, estimator, sides, config, reporter)
         metrics.update(
-            split={**split.info, "n_train": len(train_data), "n_test": len(test_data)},
+            split={**split.info, **{f"n_{name}": len(side) for name, side in zip(SIDES, sides, strict=True)}},
             dataset=dataset.describe(),
             multitask=multitask,
             training_images_seen=sum(h["images"] for h in history),
@@ -170,25 +181,32 @@ def _load(
 
 
 def _evaluate(
-    folder: RunFolder, estimator: AgeEstimator, train_data: FaceArrays, test_data: FaceArrays, reporter
+    folder: RunFolder, estimator: AgeEstimator, sides: tuple[FaceArrays, ...], config: RunConfig, reporter
 ) -> dict:
-    """Fit the gallery, save ``model.pt``, predict the test split and write ``predictions.csv``;
-    returns the test metrics (and the gender accuracies when the data has genders)."""
-    bar = reporter.bar("embed", len(train_data) + len(test_data))
+    """Fit the gallery, calibrate the intervals (when there are calibration faces), save
+    ``model.pt``, predict the test split and write ``predictions.csv``; returns the test metrics
+    (and the gender accuracies when the data has genders)."""
+    train_data, calibration_data, test_data = sides
+    bar = reporter.bar("embed", sum(len(side) for side in sides))
     estimator.fit_gallery(train_data, progress=bar)
+    calibration = None
+    if len(calibration_data):
+        calibration = (estimator.embed(calibration_data.images, progress=bar), calibration_data.ages)
+        estimator.calibrate(calibration_data, config.interval_level, embeddings=calibration[0])
     estimator.save(folder.model)
     test_emb = estimator.embed(test_data.images, progress=bar)
-    predicted = estimator.retriever.predict(test_emb)
-    metrics = summarise(predicted, test_data.ages, train_data.ages)
+    metrics, predicted, bounds = score(estimator, test_emb, test_data, train_data.ages, calibration)
     if (test_data.genders >= 0).any() and train_data.has_gender:
         metrics.update(gender_accuracies(estimator, train_data, test_data, test_emb))
-    folder.write_predictions(test_data.keys, test_data.ages, predicted)
+    folder.write_predictions(test_data.keys, test_data.ages, predicted, bounds)
     return metrics
 
 
-def _describe_data(dataset, split, train_data, test_data, config, multitask, world) -> str:
+def _describe_data(dataset, split, sides, config, multitask, world) -> str:
+    train_data, calibration_data, test_data = sides
+    held = f" / {len(calibration_data)} calibration" if len(calibration_data) else ""
     return (
-        f"{dataset.describe()}: {len(train_data)} train / {len(test_data)} test images "
+        f"{dataset.describe()}: {len(train_data)} train{held} / {len(test_data)} test images "
         f"({split.info['protocol']} split), {config.image_size} px, multi-task {'on' if multitask else 'off'}"
         + (f", {world.size} processes" if world.active else "")
     )
@@ -246,4 +264,4 @@ def resume_config(run_dir: str | Path) -> RunConfig:
             f"--resume: {folder.path} has no {folder.CHECKPOINT} (a run writes one at the end of each epoch "
             "and on Ctrl-C; this one stopped before either)"
         )
-    return resolve(config_file=folder.config)
+    return folder.read_config()

@@ -77,8 +77,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run_dir, out = Path(run_dir), Path(out)
     estimator = _exportable(run_dir, fmt)
-    config, retriever, backbone = estimator.config, estimator.retriever, estimator.backbone
-    framing = _framing(config)
+    spec, retriever, backbone = estimator.spec, estimator.retriever, estimator.backbone
+    framing = _framing(estimator)
     _clear_out(out)
     size = estimator.image_size
     outputs = ["age"] if backbone.gender_dim == 0 else ["age", "gender"]
@@ -98,9 +98,9 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "source": {
             "run": str(run_dir.resolve()),
-            "backbone": config.backbone,
-            "loss": config.loss,
-            "retriever": config.retriever,
+            "backbone": spec.backbone,
+            "loss": spec.loss,
+            "retriever": spec.retriever,
         },
         "image_size": size,
         "input": "uint8 RGB (B, 3, S, S), 0-255; the model normalises",
@@ -111,6 +111,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         "embedding_dim": backbone.embedding_dim,
         "gender_dim": backbone.gender_dim,
         "gallery_size": len(retriever),
+        "intervals": None if estimator.intervals is None else estimator.intervals.to_dict(),
         "files": files,
     }
     tmp = out / f".{MANIFEST}.tmp"
@@ -137,7 +138,7 @@ def _exportable(run_dir: Path, fmt: str):
     retriever = estimator.retriever
     if not isinstance(retriever, L1KNN):
         raise AgemetricError(
-            f"{run_dir}: retriever {estimator.config.retriever!r} does not estimate ages from L1 nearest "
+            f"{run_dir}: retriever {estimator.spec.retriever!r} does not estimate ages from L1 nearest "
             "neighbours; only runs with --retriever l1-knn can be exported as a bundle"
         )
     if retriever.gallery.weights is not None:
@@ -150,24 +151,23 @@ def _exportable(run_dir: Path, fmt: str):
     return estimator
 
 
-def _framing(config) -> dict:
+def _framing(estimator) -> dict:
     """How the bundle frames a photo: the built-in framings by value, a plugin's by its class."""
-    from agemetric.data.loading import make_framer
     from agemetric.default_plugins.framing import BoxFramer, CenterFramer
 
-    framer = make_framer(config)
+    framer, spec = estimator.framer, estimator.spec
     if type(framer) is CenterFramer:
         return {"name": "center"}
     if type(framer) is BoxFramer:
         return {"name": "box", "box": list(framer.box), "margin": framer.margin}
     cls = type(framer)  # a plugin's framer: the bundle imports its class (its package must be installed where it runs)
-    return {"name": config.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
-            "options": dict(config.framing_options)}  # fmt: skip
+    return {"name": spec.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
+            "options": dict(spec.framing_options)}  # fmt: skip
 
 
 def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str, str]:
     """Write the embedding network in each of ``fmt``'s formats; returns ``{format: file name}``."""
-    model = EmbeddingModel(estimator.backbone, flip=estimator.config.tta_flip).float().eval()
+    model = EmbeddingModel(estimator.backbone, flip=estimator.spec.tta_flip).float().eval()
     size = estimator.image_size
     example = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     files = {}
@@ -181,7 +181,7 @@ def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             raise AgemetricError(
-                f"backbone {estimator.config.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
+                f"backbone {estimator.spec.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
             ) from exc
     return files
 

@@ -203,8 +203,15 @@ class Gallery:
 
     def mean_age(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """``(M,)``: the mean age of each query's ``k`` nearest items (weighted by ``weights``)."""
+        return self.over_neighbours(knn_mean_age, queries, k, exclude)
+
+    def over_neighbours(
+        self, statistic, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(M,)``: ``statistic(ages (m, k), weights (m, k) or None) -> (m,)`` of each query's
+        ``k`` nearest items, block by block (e.g. `agemetric.functional.knn_mean_age`)."""
         return torch.cat(
-            [knn_mean_age(self.ages[idx], self._weights(idx)) for idx in self.neighbours(queries, k, exclude)]
+            [statistic(self.ages[idx], self._weights(idx)) for idx in self.neighbours(queries, k, exclude)]
         )
 
     def vote_gender(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:

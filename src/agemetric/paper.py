@@ -266,9 +266,10 @@ def load_test_data(run_dir: Path) -> tuple[AgeEstimator, FaceArrays, dict]:
     """A run's estimator (with its gallery), its test images (from ``split.csv``) and its metrics."""
     folder = RunFolder(run_dir)
     estimator = AgeEstimator.load(folder.require_model())
-    dataset, records = select_records(replace(estimator.config, limit=None))
+    config = folder.read_config()
+    dataset, records = select_records(replace(config, limit=None))
     side = read_split(folder.split, records).side
-    data = decode_records(dataset, [r for r in records if side.get(r.key) == "test"], estimator.config)
+    data = decode_records(dataset, [r for r in records if side.get(r.key) == "test"], config)
     return estimator, data, folder.read_metrics()
 
 

@@ -24,6 +24,12 @@ RUN_FIGURES = {
     "predicted_vs_true.png": "predicted against true age, with the diagonal",
     "training_loss.png": "training loss per step",
 }
+#: The figures a run writes when its metrics hold what they show.
+OPTIONAL_FIGURES = {
+    "intervals.png": "test coverage of the prediction intervals against the level they were calibrated for",
+    "age_threshold.png": "share of test faces estimated at or above an age threshold, by true age",
+    "groups.png": "MAE per group of people, with 95 % bootstrap intervals",
+}
 
 
 #: Gender accuracies a run may report, key -> label.
@@ -114,6 +120,92 @@ def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: P
     return save_figure(fig, path)
 
 
+def interval_coverage(intervals: dict, path: Path, note: str) -> Path:
+    """Test coverage against the nominal level (normalised and constant-width intervals, the
+    diagonal), each point labelled with its mean width."""
+    fig, ax = _figure("Prediction intervals: coverage", note)
+    curve = intervals["curve"]
+    levels = [100 * row["level"] for row in curve]
+    for prefix, label, colour in (
+        ("", "neighbour-normalised", "tab:blue"),
+        ("constant_", "constant width", "tab:grey"),
+    ):
+        ax.plot(levels, [row[f"{prefix}coverage"] for row in curve], marker="o", color=colour, label=label)
+        for x, row in zip(levels, curve, strict=True):
+            ax.annotate(f"{row[f'{prefix}mean_width']:.1f} y", (x, row[f"{prefix}coverage"]), fontsize=6,
+                        textcoords="offset points", xytext=(4, -10 if prefix else 4), color=colour)  # fmt: skip
+    ax.plot([levels[0], levels[-1]], [levels[0], levels[-1]], color="black", linewidth=1, label="nominal (y = x)")
+    ax.set_xlabel("level the intervals were calibrated for (%)")
+    ax.set_ylabel("test faces inside their interval (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", title="labels: mean width", title_fontsize=7, fontsize=8)
+    return save_figure(fig, path)
+
+
+def age_threshold(thresholds: dict, path: Path, note: str) -> Path:
+    """For each threshold, the share of faces of each true age estimated at or above it: below
+    the threshold that share is the false-accept rate, above it one minus the false-reject rate."""
+    fig, ax = _figure("Decisions at an age threshold", note)
+    for (name, rates), colour in zip(
+        thresholds.items(), ("tab:red", "tab:blue", "tab:green", "tab:purple"), strict=False
+    ):
+        ages = sorted(rates["by_age"], key=float)
+        ax.plot([float(a) for a in ages], [rates["by_age"][a]["estimated_over"] for a in ages], color=colour,
+                label=f"{name}: false accept {rates['false_accept'] or 0:.1f} %, "
+                      f"false reject {rates['false_reject'] or 0:.1f} %")  # fmt: skip
+        ax.axvline(float(name), color=colour, linestyle=":", linewidth=1)
+    ax.set_xlabel("true age (years)")
+    ax.set_ylabel("faces estimated at or above the threshold (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    return save_figure(fig, path)
+
+
+def group_mae(groupings: dict, path: Path, note: str) -> Path:
+    """One panel per grouping: MAE per group with its 95 % bootstrap interval and its count."""
+    fig = Figure(figsize=(3.2 * len(groupings) + 1, 4.2), layout="constrained")
+    fig.suptitle("MAE per group")
+    fig.supxlabel(note, fontsize=8, color="0.35")
+    axes = fig.subplots(1, len(groupings), squeeze=False, sharey=True)[0]
+    for ax, (name, grouping) in zip(axes, groupings.items(), strict=True):
+        names = list(grouping["groups"])
+        rows = [grouping["groups"][g] for g in names]
+        maes = [r["mae"] for r in rows]
+        errors = [[m - (r["mae_ci"] or [m, m])[0] for m, r in zip(maes, rows, strict=True)],
+                  [(r["mae_ci"] or [m, m])[1] - m for m, r in zip(maes, rows, strict=True)]]  # fmt: skip
+        bars = ax.bar(names, maes, yerr=errors, capsize=3, color="tab:blue")
+        ax.bar_label(bars, labels=[f"n={r['n']}" for r in rows], fontsize=7, label_type="center", color="white")
+        gap = grouping.get("largest_gap")
+        ax.set_title(name + (f" (largest gap {gap['mae']:.2f} y)" if gap else ""), fontsize=9)
+        ax.tick_params(axis="x", rotation=30)
+    axes[0].set_ylabel("MAE (years), 95 % bootstrap interval")
+    return save_figure(fig, path)
+
+
+def group_table(groupings: dict) -> list[str]:
+    """Markdown lines: per grouping, MAE and CS(5) with their intervals (and coverage) per group."""
+    lines = []
+    for name, grouping in groupings.items():
+        rows = grouping["groups"]
+        coverage = any("coverage" in r for r in rows.values())
+        unknown = f" (unknown: {grouping['unknown']})" if grouping.get("unknown") else ""
+        header = "| group | faces | MAE [95 % CI] | CS(5) % [95 % CI] |" + (" coverage % |" if coverage else "")
+        lines += ["", f"**{name}**{unknown}", "", header, "|---|---|---|---|" + ("---|" if coverage else "")]
+        for value, r in rows.items():
+            cells = [value, f"{r['n']:,}", f"{r['mae']:.2f} {_ci(r['mae_ci'])}"]
+            cells.append(f"{r['cs5']:.1f} {_ci(r['cs5_ci'], 1)}")
+            lines.append("| " + " | ".join(cells + ([f"{r['coverage']:.1f}"] if coverage else [])) + " |")
+        gap = grouping.get("largest_gap")
+        if gap:
+            lines += ["", f"Largest gap in MAE: {gap['mae']:.2f} years ({' vs '.join(gap['between'])})."]
+    return lines
+
+
+def _ci(ci: list[float] | None, digits: int = 2) -> str:
+    return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def training_loss(history: list[dict], path: Path, note: str) -> Path:
     """Per-step loss (light) with a moving average (dark), against images seen; epochs marked."""
     fig, ax = _figure("Training loss", note)
@@ -186,15 +278,29 @@ def comparison_figure(runs: dict[str, dict]) -> Figure:
 def comparison_table(runs: dict[str, dict]) -> str:
     """The markdown table of `comparison()`'s runs."""
     lines = [
-        "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | training images seen |",
-        "|---|---|---|---|---|---|---|",
+        "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | interval coverage / width | largest group gap "
+        "(MAE) | training images seen |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, m in runs.items():
         lines.append(
             f"| {label} | {caption(m)} | {m['mae']:.2f} | {m['mean_predictor_mae']:.2f} | {m['cs']['3']:.1f} | "
-            f"{m['cs']['5']:.1f} | {m.get('training_images_seen', 0):,} |"
+            f"{m['cs']['5']:.1f} | {interval_summary(m)} | {gap_summary(m)} | {m.get('training_images_seen', 0):,} |"
         )
     return "\n".join(lines)
+
+
+def interval_summary(metrics: dict) -> str:
+    """``90 %: 89.8 % / 9.1 y`` (level: test coverage / mean width), or ``-``."""
+    i = metrics.get("intervals")
+    return "-" if not i else f"{100 * i['level']:.0f} %: {i['coverage']:.1f} % / {i['mean_width']:.1f} y"
+
+
+def gap_summary(metrics: dict) -> str:
+    """``race 1.20 (asian vs black)``: the largest MAE gap of each grouping, or ``-``."""
+    gaps = [f"{name} {g['largest_gap']['mae']:.2f} ({' vs '.join(g['largest_gap']['between'])})"
+            for name, g in metrics.get("groups", {}).items() if g.get("largest_gap")]  # fmt: skip
+    return "; ".join(gaps) or "-"
 
 
 def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
@@ -205,7 +311,8 @@ def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
 
 
 def write_run_figures(run_dir: Path) -> list[Path]:
-    """The four figures of `RUN_FIGURES` and ``report.md`` for a finished run folder."""
+    """The figures of `RUN_FIGURES` (and of `OPTIONAL_FIGURES` the metrics allow) and
+    ``report.md`` for a finished run folder."""
     folder = RunFolder(run_dir)
     metrics, history = folder.read_metrics(), folder.read_history()
     note = caption(metrics)
@@ -217,12 +324,19 @@ def write_run_figures(run_dir: Path) -> list[Path]:
         predicted_vs_true(true, predicted, figures / "predicted_vs_true.png", note),
         training_loss(history, figures / "training_loss.png", training_caption(metrics)),
     ]
-    folder.report.write_text(run_report(folder.path.name, metrics), encoding="utf-8")
+    if "curve" in metrics.get("intervals", {}):
+        paths.append(interval_coverage(metrics["intervals"], figures / "intervals.png", note))
+    if metrics.get("age_thresholds"):
+        paths.append(age_threshold(metrics["age_thresholds"], figures / "age_threshold.png", note))
+    if metrics.get("groups"):
+        paths.append(group_mae(metrics["groups"], figures / "groups.png", note))
+    folder.report.write_text(run_report(folder.path.name, metrics, [p.name for p in paths]), encoding="utf-8")
     return paths
 
 
-def run_report(name: str, metrics: dict) -> str:
-    """A short markdown report of one run: the numbers of ``metrics.json`` and its figures."""
+def run_report(name: str, metrics: dict, figures: Sequence[str] | None = None) -> str:
+    """A short markdown report of one run: the numbers of ``metrics.json`` and its figures
+    (`RUN_FIGURES`, and those of ``figures``, file names, that are in `OPTIONAL_FIGURES`)."""
     cs = metrics["cs"]
     lines = [
         f"# Run {name}",
@@ -239,5 +353,23 @@ def run_report(name: str, metrics: dict) -> str:
     for key, label in GENDER_METRICS.items():
         if key in metrics:
             lines.append(f"| {label} (%) | {metrics[key]:.1f} |")
-    lines += ["", *(f"![{what}](figures/{file})" for file, what in RUN_FIGURES.items()), ""]
+    intervals = metrics.get("intervals")
+    if intervals:
+        lines.append(f"| {100 * intervals['level']:.0f} % intervals: test coverage (%) / mean width (years) | "
+                     f"{intervals['coverage']:.1f} / {intervals['mean_width']:.1f} |")  # fmt: skip
+        same = [row for row in intervals.get("curve", []) if row["level"] == intervals["level"]]
+        if same:
+            lines.append(f"| constant-width intervals at the same level: coverage (%) / mean width (years) | "
+                         f"{same[0]['constant_coverage']:.1f} / {same[0]['constant_mean_width']:.1f} |")  # fmt: skip
+    for name, rates in metrics.get("age_thresholds", {}).items():
+        lines.append(f"| under {name}: false accept / false reject (%) | {_percent(rates['false_accept'])} / "
+                     f"{_percent(rates['false_reject'])} |")  # fmt: skip
+    if metrics.get("groups"):
+        lines += ["", "## Error by group", *group_table(metrics["groups"])]
+    shown = {**RUN_FIGURES, **{f: what for f, what in OPTIONAL_FIGURES.items() if f in (figures or ())}}
+    lines += ["", *(f"![{what}](figures/{file})" for file, what in shown.items()), ""]
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -261,7 +261,15 @@ def reset() -> None:
 
 
 def list_names(kind: str) -> list[str]:
-    """The display names registered for ``kind``, sorted."""
+    """The display names registered for ``kind``, sorted.
+
+    Examples:
+        >>> from agemetric import list_names
+        >>> {"revised-contrastive", "dex"} <= set(list_names("loss"))
+        True
+        >>> "l1-knn" in list_names("retriever")
+        True
+    """
     return sorted(e.name for e in registry(kind).values())
 
 

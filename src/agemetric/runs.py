@@ -8,7 +8,7 @@ A finished run folder holds::
     framing.csv       images whose face was not found and were framed whole (only when there were some)
     history.json      one entry per epoch: loss, images, seconds
     model.pt          the estimator: network, gallery and settings (``AgeEstimator.load``)
-    predictions.csv   key,true age,predicted age of every test image
+    predictions.csv   key,true age,predicted age (and interval) of every test image
     metrics.json      MAE, CS(k), the split, timings, the machine
     report.md, figures/   the run's report and figures (unless ``figures = false``)
 
@@ -129,6 +129,14 @@ class RunFolder:
         """``history.json``, parsed."""
         return json.loads(self.history.read_text(encoding="utf-8"))
 
+    def read_config(self) -> RunConfig:
+        """``config.toml``, resolved (one-line errors for a missing or bad file)."""
+        from agemetric.config import resolve
+
+        if not self.config.is_file():
+            raise AgemetricError(f"{self.path}: no {self.CONFIG} (expected a run folder written by `agemetric run`)")
+        return resolve(config_file=self.config)
+
     def require_model(self) -> Path:
         """The path of ``model.pt``; a one-line error when the folder holds no finished run."""
         if not self.model.is_file():
@@ -163,13 +171,21 @@ class RunFolder:
         """``metrics.json`` (strict JSON: a value that is not finite is written as ``null``)."""
         _write_json(self.metrics, metrics)
 
-    def write_predictions(self, keys: Sequence[str], ages: torch.Tensor, predicted: torch.Tensor) -> None:
-        """``predictions.csv``: key, true age, predicted age and absolute error of every test image."""
+    def write_predictions(
+        self,
+        keys: Sequence[str],
+        ages: torch.Tensor,
+        predicted: torch.Tensor,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> None:
+        """``predictions.csv``: key, true age, predicted age and absolute error of every test image,
+        and the interval's ends (``low``, ``high``) when the model has intervals."""
         with writing(self.predictions), self.predictions.open("w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["key", "age", "predicted", "abs_error"])
-            for key, age, pred in zip(keys, ages.tolist(), predicted.tolist(), strict=True):
-                w.writerow([key, f"{age:g}", f"{pred:.2f}", f"{abs(pred - age):.2f}"])
+            w.writerow(["key", "age", "predicted", "abs_error"] + (["low", "high"] if bounds else []))
+            ends = list(zip(*(b.tolist() for b in bounds), strict=True)) if bounds else [()] * len(keys)
+            for key, age, pred, end in zip(keys, ages.tolist(), predicted.tolist(), ends, strict=True):
+                w.writerow([key, f"{age:g}", f"{pred:.2f}", f"{abs(pred - age):.2f}", *(f"{e:.1f}" for e in end)])
 
     @staticmethod
     def write_items(path: Path, items: list[tuple[str, str]], header: tuple[str, str]) -> None:

@@ -19,6 +19,13 @@ class Embeddings(NamedTuple):
         age: ``(B, N_a)`` float, the age embedding (not normalised).
         gender: ``(B, N_g)`` float, the gender embedding, or ``None`` when the backbone
             has no gender head.
+
+    Examples:
+        >>> import torch
+        >>> from agemetric.backbones import SmallCNN
+        >>> out = SmallCNN(embedding_dim=16, gender_dim=4, width=4)(torch.rand(2, 3, 32, 32))
+        >>> out.age.shape, out.gender.shape
+        (torch.Size([2, 16]), torch.Size([2, 4]))
     """
 
     age: torch.Tensor
@@ -32,6 +39,13 @@ class Pairs:
     Attributes:
         first: ``(P,)`` int64.
         second: ``(P,)`` int64.
+
+    Examples:
+        >>> import torch
+        >>> from agemetric.miners import AllPairsMiner
+        >>> pairs = AllPairsMiner()(torch.randn(3, 8), torch.tensor([20.0, 22.0, 40.0]))
+        >>> len(pairs), pairs.first.tolist(), pairs.second.tolist()
+        (3, [0, 0, 1], [1, 2, 2])
     """
 
     first: torch.Tensor
@@ -49,6 +63,13 @@ class Triplets:
         anchor: ``(T,)`` int64.
         positive: ``(T,)`` int64.
         negative: ``(T,)`` int64.
+
+    Examples:
+        >>> import torch
+        >>> from agemetric.types import Triplets
+        >>> t = Triplets(torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))  # 0 is nearer 1's age
+        >>> len(t)
+        1
     """
 
     anchor: torch.Tensor
@@ -65,6 +86,12 @@ class Samples:
 
     Attributes:
         index: ``(S,)`` int64.
+
+    Examples:
+        >>> import torch
+        >>> from agemetric.miners import BatchMiner
+        >>> BatchMiner()(torch.randn(4, 101), torch.tensor([3.0, 30.0, 50.0, 70.0])).index.tolist()
+        [0, 1, 2, 3]
     """
 
     index: torch.Tensor

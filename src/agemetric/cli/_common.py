@@ -195,6 +195,15 @@ def metrics_table(metrics: dict, title: str) -> Table:
         table.add_row(f"CS({t}) %", f"{cs:.1f}")
     if "gender_accuracy_from_age_embedding" in metrics:
         table.add_row("gender from age embedding %", f"{metrics['gender_accuracy_from_age_embedding']:.1f}")
+    intervals = metrics.get("intervals")
+    if intervals:
+        level = f"{100 * intervals['level']:.0f} %"
+        table.add_row(f"{level} intervals: coverage %", f"{intervals['coverage']:.1f}")
+        table.add_row(f"{level} intervals: mean width (years)", f"{intervals['mean_width']:.1f}")
+    if "18" in metrics.get("age_thresholds", {}):
+        rates = metrics["age_thresholds"]["18"]
+        for key, label in (("false_accept", "under 18: false accept %"), ("false_reject", "under 18: false reject %")):
+            table.add_row(label, "-" if rates[key] is None else f"{rates[key]:.1f}")
     table.add_row("test images", str(metrics["n_test"]))
     return table
 

@@ -71,8 +71,9 @@ def evaluate(
     changes = overrides(set_ or [])
     from agemetric.runs import RunFolder
 
-    estimator = AgeEstimator.load(RunFolder(run_dir).require_model())
-    base = estimator.config
+    folder = RunFolder(run_dir)
+    estimator = AgeEstimator.load(folder.require_model())
+    base = folder.read_config()
     dataset_options = {} if dataset != base.dataset else base.dataset_options
     framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options
     config = replace(

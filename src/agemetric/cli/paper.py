@@ -10,7 +10,7 @@ import typer
 
 from agemetric.cli._commands import DATASETS, Command, Group
 from agemetric.cli._common import RichReporter, console, guarded, make_progress
-from agemetric.config import PRESETS
+from agemetric.presets import PRESETS
 
 app = typer.Typer(
     cls=Group,

@@ -42,9 +42,19 @@ def predict(
     csv_out: Annotated[
         bool,
         typer.Option(
-            "--csv", help="CSV on stdout: photo,face,left,top,right,bottom,age,note (the default when piped)."
+            "--csv",
+            help="CSV on stdout: photo,face,left,top,right,bottom,age,low,high,note (the default when piped); "
+            "low and high are the ends of the model's calibrated interval, empty when it has none.",
         ),
     ] = False,
+    under: Annotated[
+        float | None,
+        typer.Option(
+            metavar="YEARS",
+            help="Also answer 'is this person under YEARS?': the share of the nearest training faces that "
+            "are (a column p_under, or the field p_under in --json).",
+        ),
+    ] = None,
     annotate: Annotated[
         Path | None,
         typer.Option(metavar="DIR", help="Write each photo into this folder with its faces boxed and ages drawn."),
@@ -54,9 +64,11 @@ def predict(
         typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime)."),
     ] = "auto",
 ) -> None:
-    """Estimate the age of every face in each photo.
+    """Estimate the age of every face in each photo, with its interval when the model has one.
 
-    A table on a terminal; CSV when stdout is piped (or with --csv); JSON Lines with --json.
+    An age reads "34 (29-40)": the estimate and the interval calibrated to hold the true age for
+    nine faces in ten (the run's interval_level). A table on a terminal; CSV when stdout is piped
+    (or with --csv); JSON Lines with --json.
     A photo without a face is reported on stderr and the others estimated; unreadable files are
     reported and skipped (exit 1). A bundle runs without the training code (see `agemetric export`).
     """
@@ -72,7 +84,9 @@ def predict(
     if annotate is not None:
         _make_folder(annotate)
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
-    writer = _Writer(fmt)
+    if under is not None and not 0 < under <= 150:
+        raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
+    writer = _Writer(fmt, under)
     failed = 0
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
         bar = RichReporter(progress).bar("photos", len(files))
@@ -87,8 +101,9 @@ def predict(
                     print_error(f"{path}: cannot read image ({type(exc).__name__}: {str(exc)[:80]}); skipped")
             faces = find_faces(images, size, framer)
             found = [f for f in faces if f.note is None]
-            ages = estimate(np.stack([f.pixels for f in found])) if found else np.empty(0)
-            age_of = {id(f): float(a) for f, a in zip(found, ages, strict=True)}
+            results = estimate(np.stack([f.pixels for f in found]), under) if found else {}
+            age_of = {id(f): {k: None if v is None else float(v[j]) for k, v in results.items()}
+                      for j, f in enumerate(found)}  # fmt: skip
             for i, (path, image) in enumerate(zip(chunk, images, strict=True)):
                 mine = [(f, age_of.get(id(f))) for f in faces if f.photo == i]
                 for face, _ in mine:
@@ -120,15 +135,15 @@ def _make_folder(folder: Path) -> None:
         raise AgemetricError(f"--annotate: cannot create {str(folder)!r}: {exc.strerror or exc}") from None
 
 
-def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray], np.ndarray]]:
-    """``(image size, framer, estimate)`` of a run folder or a bundle; ``estimate`` maps uint8
-    ``(N, 3, S, S)`` to ages ``(N,)``."""
+def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray, float | None], dict]]:
+    """``(image size, framer, estimate)`` of a run folder or a bundle; ``estimate(images, under)``
+    maps uint8 ``(N, 3, S, S)`` to ``{"age", "low", "high", "under", ...}`` arrays ``(N,)`` (or ``None``)."""
     from agemetric.bundle import Bundle, is_bundle
     from agemetric.errors import AgemetricError
 
     if is_bundle(path):
         bundle = Bundle(path, runtime)
-        return bundle.image_size, bundle.framer, bundle.predict
+        return bundle.image_size, bundle.framer, bundle.estimate
     from agemetric.runs import RunFolder
 
     model = RunFolder(path).model
@@ -138,38 +153,50 @@ def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray]
         raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
     import torch
 
-    from agemetric.data.loading import make_framer
     from agemetric.estimator import AgeEstimator
 
     estimator = AgeEstimator.load(model)
-    return estimator.image_size, make_framer(estimator.config), lambda x: estimator.predict(torch.from_numpy(x)).numpy()
+
+    def estimate(images: np.ndarray, under: float | None) -> dict:
+        found = vars(estimator.estimate(torch.from_numpy(images), under=under))
+        return {k: None if v is None else v.numpy() for k, v in found.items()}
+
+    return estimator.image_size, estimator.framer, estimate
 
 
 class _Writer:
     """Rows out, as a rich table (printed at the end), CSV or JSON Lines (streamed)."""
 
-    def __init__(self, fmt: str):
-        self.fmt = fmt
+    def __init__(self, fmt: str, under: float | None = None):
+        self.fmt, self.under = fmt, under
+        extra = [] if under is None else [f"p_under_{under:g}"]
         if fmt == "table":
             self.table = Table(header_style="bold")
-            for name, justify in (("photo", "left"), ("face", "right"), ("box", "left"), ("age", "right")):
+            columns = [("photo", "left"), ("face", "right"), ("box", "left"), ("age", "right")]
+            for name, justify in columns + [(f"P(under {under:g})", "right")] * (under is not None):
                 self.table.add_column(name, justify=justify, overflow="fold")
         elif fmt == "csv":
             self.csv = csv.writer(sys.stdout, lineterminator="\n")
-            self.csv.writerow(["photo", "face", "left", "top", "right", "bottom", "age", "note"])
+            self.csv.writerow(["photo", "face", "left", "top", "right", "bottom", "age", "low", "high", *extra, "note"])
 
     def photo(self, name: str, size: tuple[int, int], faces: list) -> None:
         if self.fmt == "json":
-            rows = [{"box": None if f.box is None else list(f.box), "age": _round(a), "note": f.note} for f, a in faces]
+            rows = [{"box": None if f.box is None else list(f.box), **_fields(r, self.under), "note": f.note}
+                    for f, r in faces]  # fmt: skip
             print(json.dumps({"photo": name, "width": size[0], "height": size[1], "faces": rows}), flush=True)
             return
-        for number, (face, age) in enumerate(faces, start=1):
+        for number, (face, result) in enumerate(faces, start=1):
             box = face.box or ("", "", "", "")
+            fields = _fields(result, self.under)
             if self.fmt == "csv":
-                self.csv.writerow([name, number, *box, "" if age is None else f"{age:.2f}", face.note or ""])
+                cells = ["" if fields.get(k) is None else f"{fields[k]:g}" for k in ("age", "low", "high")]
+                cells += ["" if fields.get("p_under") is None else f"{fields['p_under']:g}"] * (self.under is not None)
+                self.csv.writerow([name, number, *box, *cells, face.note or ""])
             else:
                 where = "whole photo" if face.box is None else ",".join(map(str, face.box))
-                self.table.add_row(name, str(number), where, escape(face.note or "") if age is None else f"{age:.1f}")
+                shown = escape(face.note or "") if result is None else _shown(fields)
+                extra = [] if self.under is None else ["" if result is None else f"{fields['p_under']:.2f}"]
+                self.table.add_row(name, str(number), where, shown, *extra)
         if self.fmt == "csv":
             sys.stdout.flush()
 
@@ -178,8 +205,21 @@ class _Writer:
             console.print(self.table)
 
 
-def _round(age: float | None) -> float | None:
-    return None if age is None else round(age, 2)
+def _fields(result: dict | None, under: float | None) -> dict:
+    """A face's age, interval ends and (with ``under``) probability, rounded; ``None`` values for
+    a face that was not estimated."""
+    result = result or {}
+    out = {k: None if result.get(k) is None else round(result[k], 2) for k in ("age", "low", "high")}
+    if under is not None:
+        out["p_under"] = None if result.get("under") is None else round(result["under"], 3)
+    return out
+
+
+def _shown(fields: dict) -> str:
+    """``34`` or, with an interval, ``34 (29-40)``."""
+    if fields["low"] is None:
+        return f"{fields['age']:.1f}"
+    return f"{fields['age']:.0f} ({fields['low']:.0f}-{fields['high']:.0f})"
 
 
 def _annotate(image, faces: list):
@@ -190,8 +230,8 @@ def _annotate(image, faces: list):
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 300))
     font_size = max(12, round(max(out.size) / 30))
-    for face, age in faces:
-        label = "no face" if age is None else f"{age:.0f}"
+    for face, result in faces:
+        label = "no face" if result is None else _shown(_fields(result, None))
         box = face.box or (0, 0, out.width - 1, out.height - 1)
         draw.rectangle(box, outline=(255, 215, 0), width=width)
         text_at = (box[0] + width, max(0, box[1] - font_size - 2 * width))

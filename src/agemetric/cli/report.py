@@ -45,7 +45,7 @@ def report(
     ] = False,
 ) -> None:
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
-    from agemetric.plots import comparison, comparison_table, write_run_figures
+    from agemetric.plots import comparison, comparison_table, gap_summary, interval_summary, write_run_figures
 
     runs = load_runs(run_dirs)
     if run_figures:
@@ -64,12 +64,12 @@ def report(
         f"# Comparison\n\n![comparison](comparison.png)\n\n{table_md}\n", encoding="utf-8"
     )
     table = Table(title="runs", header_style="bold")
-    for col in ("run", "MAE", "mean predictor", "CS(3) %", "CS(5) %", "images seen"):
-        table.add_column(col, justify="left" if col == "run" else "right")
+    for col in ("run", "MAE", "mean predictor", "CS(3) %", "CS(5) %", "intervals", "largest group gap", "images seen"):
+        table.add_column(col, justify="left" if col in ("run", "largest group gap") else "right")
     for label, m in runs.items():
         table.add_row(
             label, f"{m['mae']:.2f}", f"{m['mean_predictor_mae']:.2f}", f"{m['cs']['3']:.1f}", f"{m['cs']['5']:.1f}",
-            f"{m.get('training_images_seen', 0):,}",
+            interval_summary(m), gap_summary(m), f"{m.get('training_images_seen', 0):,}",
         )  # fmt: skip
     console.print(table)
     console.print(f"wrote {figure} and {out / 'comparison.md'}")

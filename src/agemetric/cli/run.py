@@ -19,7 +19,8 @@ from agemetric.cli._common import (
     make_progress,
     metrics_table,
 )
-from agemetric.config import CHOICES, PRESETS
+from agemetric.config import CHOICES
+from agemetric.presets import PRESETS
 
 _MODEL = "Model"
 _DATA = "Data"
@@ -239,9 +240,8 @@ def run(
     else:
         resolved = cfg.resolve(preset, config, options, set_)
     started = time.perf_counter()
-    world = distributed.init_from_env(resolved.device)  # one process, or this one's rank under torchrun
-    try:
-        with make_progress(disable=not world.is_main) as progress:
+    try:  # run() joins the process group under torchrun; rank 0 alone draws progress
+        with make_progress(disable=not distributed.is_main_process()) as progress:
             result = run_experiment(resolved, reporter=RichReporter(progress), resume=resume)
     except BaseException:
         distributed.shutdown(wait=False)

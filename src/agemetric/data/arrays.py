@@ -25,6 +25,8 @@ class FaceArrays:
         keys: ``N`` record keys (file names or synthetic ids), for prediction files and splits.
         notes: ``N`` framing notes (``None`` where the framer did what it promises, else why it
             fell back, e.g. no face found), or ``None`` when nothing was noted.
+        groups: grouping name -> ``N`` group values (``None`` where unknown), from the records'
+            ``groups``, or ``None`` when the dataset labels none.
     """
 
     images: torch.Tensor
@@ -32,6 +34,7 @@ class FaceArrays:
     genders: torch.Tensor
     keys: list[str]
     notes: list[str | None] | None = None
+    groups: dict[str, list[str | None]] | None = None
 
     def __len__(self) -> int:
         return int(self.ages.numel())
@@ -45,6 +48,7 @@ class FaceArrays:
             self.genders[index],
             [self.keys[i] for i in rows],
             None if self.notes is None else [self.notes[i] for i in rows],
+            None if self.groups is None else {name: [v[i] for i in rows] for name, v in self.groups.items()},
         )
 
     def noted(self) -> list[tuple[str, str]]:
@@ -100,7 +104,17 @@ def decode(
         genders=torch.tensor([r.gender for r in kept], dtype=torch.int64),
         keys=[r.key for r in kept],
         notes=[n for n, good in zip(notes, ok, strict=True) if good] if any(notes) else None,
+        groups=_groups(kept),
     )
+
+
+def _groups(records: Sequence[FaceRecord]) -> dict[str, list[str | None]] | None:
+    """The records' groups by name (``None`` where a record has no value for a name)."""
+    names = sorted({name for r in records for name, _ in r.groups})
+    if not names:
+        return None
+    labelled = [dict(r.groups) for r in records]
+    return {name: [g.get(name) for g in labelled] for name in names}
 
 
 def _decode_all(dataset, records, size, progress, workers, framer) -> tuple[np.ndarray, np.ndarray, list, list]:

@@ -51,7 +51,9 @@ class CSVFaces(FaceDataset):
     ``path`` is relative to the CSV's folder (or absolute). ``root`` is the CSV file, or a
     folder holding ``labels.csv``. The optional ``split`` column fixes a record's split:
     ``train`` or ``test`` (any case), empty for none. Rows with a bad age, gender or split, or
-    a missing image, are skipped and reported.
+    a missing image, are skipped and reported. ``groups`` names further columns that label
+    groups of people (``--set 'dataset_options.groups=["skin_tone"]'``): the error is reported
+    per value of each; an empty value is unknown (counted, and left out of that grouping).
 
     Examples:
         A folder holding ``labels.csv`` and the image it lists:
@@ -65,7 +67,7 @@ class CSVFaces(FaceDataset):
         [FaceRecord(key='a.png', age=31.0, gender=1, subject=None, split=None)]
     """
 
-    def __init__(self, root: str | Path | None = None, filename: str = "labels.csv"):
+    def __init__(self, root: str | Path | None = None, filename: str = "labels.csv", groups: list[str] | str = ()):
         super().__init__(root)
         if self.root is None:
             raise AgemetricError("--data-dir is required: a CSV file, or a folder holding labels.csv")
@@ -82,6 +84,13 @@ class CSVFaces(FaceDataset):
                 f"'path,age[,gender][,subject][,split]', got {','.join(header) or '(empty file)'!r}"
             )
         self.has_gender = "gender" in self.columns
+        self.groups = [str(g).strip().lower() for g in ([groups] if isinstance(groups, str) else groups)]
+        absent = [g for g in self.groups if g not in self.columns]
+        if absent:
+            raise AgemetricError(
+                f"dataset_options.groups: {self.csv_path} has no column {', '.join(map(repr, absent))}; "
+                f"its columns: {', '.join(self.columns)}"
+            )
 
     def records(self) -> list[FaceRecord]:
         base = self.csv_path.parent
@@ -105,5 +114,6 @@ class CSVFaces(FaceDataset):
                     self.skipped.add(where, f"no image file {path!r}")
                     continue
                 subject = (row.get("subject") or "").strip() or None
-                out.append(FaceRecord(key=path, age=age, gender=gender, subject=subject, split=split))
+                labels = tuple((g, value) for g in self.groups if (value := (row.get(g) or "").strip()))
+                out.append(FaceRecord(path, age, gender, subject, split, groups=labels))
         return out

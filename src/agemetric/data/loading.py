@@ -7,7 +7,7 @@ import torch
 from agemetric import plugins
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays, decode
-from agemetric.data.splits import Split, make_split, read_split
+from agemetric.data.splits import SIDES, Split, hold_out_calibration, make_split, read_split
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 from agemetric.reporting import SILENT, Reporter
@@ -63,24 +63,46 @@ def load_data(config: RunConfig, reporter: Reporter = SILENT) -> tuple[FaceDatas
 def split_records(
     dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
 ) -> Split:
-    """The run's split: ``config.split_file`` when given, else ``config.split`` over content hashes."""
+    """The run's split: ``config.split_file`` when given, else ``config.split`` over content
+    hashes; then ``config.calibration`` of the training side held out for calibration (unless the
+    split file already holds calibration images)."""
     if config.split_file:
-        return read_split(config.split_file, records)
-    bar = reporter.bar("fingerprint", len(records))
-    fingerprints = []
-    for record in records:
-        fingerprints.append(dataset.fingerprint(record))
-        bar.advance(1)
-    return make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
+        split = read_split(config.split_file, records)
+        if "n_calibration" in split.info or not config.calibration:
+            return split
+        records = [r for r in records if r.key in split.side]
+    fingerprints = _fingerprints(dataset, records, split.side if config.split_file else None, reporter)
+    if not config.split_file:
+        split = make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
+    if not config.calibration:
+        return split
+    return hold_out_calibration(
+        split, records, fingerprints, config.calibration, config.seed, config.split == "subject"
+    )
 
 
-def split_arrays(data: FaceArrays, split: Split) -> tuple[FaceArrays, FaceArrays]:
-    """``data``'s training and test sides; fewer than 2 training or 1 test image is an error."""
-    is_test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
-    train, test = data.subset(torch.nonzero(~is_test).flatten()), data.subset(torch.nonzero(is_test).flatten())
+def _fingerprints(dataset: FaceDataset, records: list[FaceRecord], side: dict | None, reporter: Reporter) -> list:
+    """md5 of each record's image (of the training side's only, when ``side`` is given: the others
+    are not needed and stand in by their key)."""
+    needed = [side is None or side[r.key] == "train" for r in records]
+    bar = reporter.bar("fingerprint", sum(needed))
+    out = []
+    for record, need in zip(records, needed, strict=True):
+        out.append(dataset.fingerprint(record) if need else record.key)
+        bar.advance(int(need))
+    return out
+
+
+def split_arrays(data: FaceArrays, split: Split) -> tuple[FaceArrays, FaceArrays, FaceArrays]:
+    """``data``'s training, calibration (possibly empty) and test sides; fewer than 2 training or
+    1 test image is an error."""
+    sides = [split.side[k] for k in data.keys]
+    train, calibration, test = (
+        data.subset(torch.tensor([i for i, s in enumerate(sides) if s == name], dtype=torch.long)) for name in SIDES
+    )
     if len(train) < 2 or len(test) < 1:
         raise AgemetricError(f"after decoding, {len(train)} train / {len(test)} test images remain; need >= 2 / >= 1")
-    return train, test
+    return train, calibration, test
 
 
 def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:

@@ -7,6 +7,9 @@ whose dataset fixes their side (an official split or a ``split`` column) keep it
 - ``subject``: no person on both sides (needs subject ids; records without one count as their own person).
 - ``hash``: a group is a test group when ``int(md5[:8], 16) % round(1 / test_fraction) == 0``, so
   anyone can recompute the split from the files alone (with 0.2: ``% 5 == 0``).
+
+A share of the training side can then be held out as ``calibration`` (`hold_out_calibration()`):
+faces neither trained on nor in the gallery, on which prediction intervals are calibrated.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceRecord
 
 PROTOCOLS = ("random", "subject", "hash")
+#: The sides a record can be on.
+SIDES = ("train", "calibration", "test")
 
 
 @dataclass
@@ -30,7 +35,7 @@ class Split:
     """Which records train and which test.
 
     Attributes:
-        side: record key -> ``"train"`` or ``"test"``.
+        side: record key -> ``"train"``, ``"calibration"`` or ``"test"``.
         info: the protocol and its counts, written to ``metrics.json``.
     """
 
@@ -139,6 +144,53 @@ def make_split(
     return Split(side, info)
 
 
+def hold_out_calibration(
+    split: Split,
+    records: Sequence[FaceRecord],
+    fingerprints: Sequence[str],
+    fraction: float,
+    seed: int,
+    by_subject: bool = False,
+) -> Split:
+    """Move about ``fraction`` of the training side to ``"calibration"``: groups of byte-identical
+    images (with ``by_subject``, each person's images too) drawn at random with ``seed``, so that
+    no calibration face has a copy (or, by subject, its person) in the gallery.
+
+    Args:
+        split: the train/test split of ``records``.
+        records: the records, in the order of ``fingerprints``.
+        fingerprints: md5 of each record's image.
+        fraction: the share of the training side to hold out (0: none).
+        seed: the seed of the draw.
+        by_subject: keep each subject's images together.
+
+    Examples:
+        >>> recs = [FaceRecord(str(i), 20.0 + i) for i in range(20)]
+        >>> s = Split({r.key: "test" if int(r.key) < 5 else "train" for r in recs}, {"n_train": 15, "n_test": 5})
+        >>> held = hold_out_calibration(s, recs, [r.key for r in recs], 0.2, seed=0)
+        >>> sorted(held.side.values()).count("calibration"), held.info["n_train"], held.info["n_calibration"]
+        (3, 12, 3)
+    """
+    train = [i for i, r in enumerate(records) if split.side.get(r.key) == "train"]
+    groups = _Groups(len(train))
+    groups.union_by([fingerprints[i] for i in train])
+    if by_subject:
+        groups.union_by([records[i].subject for i in train])
+    members: dict[int, list[int]] = {}
+    for j in range(len(train)):
+        members.setdefault(groups.find(j), []).append(train[j])
+    roots = sorted(members)
+    order = torch.randperm(len(roots), generator=torch.Generator().manual_seed(seed)).tolist()
+    side, target, count = dict(split.side), round(len(train) * fraction), 0
+    for j in order:
+        if count >= target:
+            break
+        for i in members[roots[j]]:
+            side[records[i].key] = "calibration"
+        count += len(members[roots[j]])
+    return Split(side, {**split.info, "n_train": len(train) - count, "n_calibration": count})
+
+
 def _duplicates(members: dict[int, list[int]], fingerprints, records) -> tuple[int, int]:
     """Groups holding byte-identical images, and how many of them carry different ages."""
     copied = [idx for idx in members.values() if len({fingerprints[i] for i in idx}) < len(idx)]
@@ -162,18 +214,23 @@ def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
         raise AgemetricError(f"--split-file: {path} must start with the header 'key,side'")
     given = {}
     for number, row in enumerate(rows[1:], start=2):
-        if len(row) < 2 or row[1].strip().lower() not in ("train", "test"):
-            raise AgemetricError(f"--split-file: {path} row {number}: expected 'key,train' or 'key,test', got {row}")
+        if len(row) < 2 or row[1].strip().lower() not in SIDES:
+            raise AgemetricError(
+                f"--split-file: {path} row {number}: expected 'key,train', 'key,calibration' or 'key,test', got {row}"
+            )
         given[row[0]] = row[1].strip().lower()
     side = {r.key: given[r.key] for r in records if r.key in given}
-    n_test = sum(1 for s in side.values() if s == "test")
-    if n_test == 0 or n_test == len(side):
-        raise AgemetricError(f"--split-file: {path} leaves {n_test} test and {len(side) - n_test} train images here")
+    counts = {s: sum(1 for v in side.values() if v == s) for s in SIDES}
+    if counts["test"] == 0 or counts["train"] == 0:
+        raise AgemetricError(
+            f"--split-file: {path} leaves {counts['test']} test and {counts['train']} train images here"
+        )
     info = {
         "protocol": f"file:{path.name}",
-        "n_train": len(side) - n_test,
-        "n_test": n_test,
+        "n_train": counts["train"],
+        "n_test": counts["test"],
         "left_out": len(records) - len(side),
+        **({"n_calibration": counts["calibration"]} if counts["calibration"] else {}),
     }
     return Split(side, info)
 

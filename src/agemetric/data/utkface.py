@@ -9,11 +9,14 @@ from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
 #: ``{age}_{gender}_{race}_{datetime}.jpg.chip.jpg``; gender 0 = male, 1 = female.
+#: The race codes, as the dataset's authors name them.
+RACES = ("white", "black", "asian", "indian", "others")
 NAME = re.compile(r"^(?P<age>\d{1,3})_(?P<gender>[01])_(?P<race>[0-4])_(?P<time>\d+)\.jpg\.chip\.jpg$")
 
 
 class UTKFace(FaceDataset):
     """The UTKFace folder; files whose names do not follow the pattern are skipped and reported.
+    Each record carries its race as the group ``race`` (`RACES`).
 
     Known flaw of the real copy, left to the split protocol: some images are byte-identical
     copies carrying different labels.
@@ -45,7 +48,8 @@ class UTKFace(FaceDataset):
             if m is None:
                 self.skipped.add(path.name, "name is not {age}_{gender}_{race}_{datetime}.jpg.chip.jpg")
                 continue
-            out.append(FaceRecord(key=path.name, age=float(m["age"]), gender=int(m["gender"])))
+            race = (("race", RACES[int(m["race"])]),)
+            out.append(FaceRecord(key=path.name, age=float(m["age"]), gender=int(m["gender"]), groups=race))
         if not out:
             raise AgemetricError(f"--data-dir: no UTKFace images in {str(self.root)!r}")
         return out

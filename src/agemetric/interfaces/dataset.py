@@ -21,6 +21,8 @@ class FaceRecord:
         subject: the person's id where the dataset has one, else ``None``.
         split: ``"train"`` or ``"test"`` where the dataset fixes the split (an official
             protocol or a ``split`` column), else ``None``.
+        groups: ``(name, value)`` pairs naming the person's groups where the dataset labels them
+            (UTKFace: ``(("race", "asian"),)``), for the error by group; not in the repr.
 
     Examples:
         >>> FaceRecord("face.jpg", age=31.0, gender=1)
@@ -32,6 +34,7 @@ class FaceRecord:
     gender: int = -1
     subject: str | None = None
     split: str | None = None
+    groups: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass

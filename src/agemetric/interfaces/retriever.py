@@ -71,6 +71,25 @@ class Retriever(abc.ABC):
         ``(distances (M, k), indices (M, k) int64)`` (see `Gallery.search()`)."""
         return self.gallery.search(queries, self.k if k is None else k, exclude)
 
+    def spread(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        """How much the ``k`` nearest gallery faces of each query disagree: the standard deviation
+        of their ages ``(M,)`` (`agemetric.intervals.knn_age_spread`); what calibrated intervals
+        widen with."""
+        from agemetric.intervals import knn_age_spread
+
+        return self.gallery.over_neighbours(knn_age_spread, queries, self.k, exclude)
+
+    def probability_under(
+        self, queries: torch.Tensor, threshold: float, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(M,)``: the share of each query's ``k`` nearest gallery faces younger than
+        ``threshold`` (`agemetric.intervals.knn_share_under`)."""
+        from agemetric.intervals import knn_share_under
+
+        return self.gallery.over_neighbours(
+            lambda ages, weights: knn_share_under(ages, threshold, weights), queries, self.k, exclude
+        )
+
     def predict_gender(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Majority gender ``(M,)`` of the ``k`` nearest gallery faces with a known gender."""
         return self.gallery.vote_gender(queries, self.k, exclude)

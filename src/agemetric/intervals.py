@@ -1,0 +1,291 @@
+"""How sure an estimate is: conformal prediction intervals from the neighbours' spread, and the
+probability of being under an age threshold.
+
+The paper's estimate is the mean age of the ``k`` nearest gallery faces; how much those ages
+disagree is a per-face difficulty. Split-conformal calibration (Papadopoulos, Vovk & Gammerman,
+"Regression conformal prediction with nearest neighbours", JAIR 2011) turns it into intervals
+with a coverage guarantee: on ``n`` calibration faces the model never trained on and the gallery
+does not hold, the score of a face is ``|age - estimate| / (spread + offset)``; the interval of a
+new face is ``estimate +- q (spread + offset)``, with ``q`` the ``ceil((n + 1) level)``-th smallest
+score. For a face exchangeable with the calibration faces it holds the true age with probability
+at least ``level`` (and below ``level + 1 / (n + 1)``). The intervals are narrow where the
+neighbours agree and wide where they do not.
+
+(The crepes library implements the same normalised conformal regressor; agemetric keeps the
+calibrated quantile itself, a number that ``model.pt`` and an exported bundle carry and the
+bundle's numpy runtime applies, rather than a pickled object that brings pandas.)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+
+from agemetric.errors import AgemetricError
+
+#: The ages an interval is clipped to, in years.
+AGE_RANGE = (0.0, 150.0)
+
+
+def knn_age_spread(neighbour_ages: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """How much each query's neighbours disagree: the (weighted) standard deviation of their ages.
+
+    Args:
+        neighbour_ages: ``(M, k)`` ages of each query's neighbours.
+        weights: ``(M, k)`` positive weights (faces a reference stands for), or ``None``.
+
+    Returns:
+        ``(M,)`` spreads in years (0 for ``k = 1``).
+
+    Examples:
+        >>> knn_age_spread(torch.tensor([[20.0, 30.0], [40.0, 40.0]]))
+        tensor([5., 0.])
+    """
+    ages = neighbour_ages.double()
+    w = torch.ones_like(ages) if weights is None else weights.double()
+    mean = (ages * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)  # (M, 1)
+    return (((ages - mean) ** 2 * w).sum(1) / w.sum(1)).sqrt().float()
+
+
+def knn_share_under(
+    neighbour_ages: torch.Tensor, threshold: float, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The probability of being younger than ``threshold``: the (weighted) share of the ``k``
+    nearest faces that are.
+
+    Args:
+        neighbour_ages: ``(M, k)`` ages of each query's neighbours.
+        threshold: the age in years (``age < threshold`` counts as under).
+        weights: ``(M, k)`` positive weights, or ``None``.
+
+    Returns:
+        ``(M,)`` probabilities in [0, 1].
+
+    Examples:
+        >>> knn_share_under(torch.tensor([[15.0, 17.0, 19.0, 30.0]]), 18)
+        tensor([0.5000])
+    """
+    under = (neighbour_ages < threshold).double()
+    w = torch.ones_like(under) if weights is None else weights.double()
+    return ((under * w).sum(1) / w.sum(1)).float()
+
+
+def conformal_quantile(scores: torch.Tensor, level: float) -> float:
+    """The split-conformal quantile: the ``ceil((n + 1) level)``-th smallest of ``n`` scores
+    (``inf`` when that rank exceeds ``n``: too few calibration faces for the level).
+
+    Examples:
+        >>> conformal_quantile(torch.arange(1.0, 20.0), 0.9)  # n = 19: the 18th smallest
+        18.0
+        >>> conformal_quantile(torch.tensor([1.0, 2.0]), 0.9)
+        inf
+    """
+    n = scores.numel()
+    rank = math.ceil((n + 1) * level)
+    if rank > n:
+        return math.inf
+    return float(torch.sort(scores.double().flatten()).values[rank - 1])
+
+
+@dataclass
+class Estimates:
+    """Ages with how sure they are, for ``N`` faces (`AgeEstimator.estimate()`).
+
+    Attributes:
+        age: ``(N,)`` the estimates.
+        spread: ``(N,)`` the standard deviation of the neighbours' ages.
+        low / high: ``(N,)`` the calibrated interval's ends, or ``None`` (a model without intervals).
+        under: ``(N,)`` the probability of being under the threshold asked for, or ``None``.
+    """
+
+    age: torch.Tensor
+    spread: torch.Tensor
+    low: torch.Tensor | None = None
+    high: torch.Tensor | None = None
+    under: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ConformalIntervals:
+    """Calibrated prediction intervals: ``estimate +- quantile * (spread + offset)`` (normalised)
+    or ``estimate +- quantile`` (``normalised=False``: the same width for every face).
+
+    Attributes:
+        level: the coverage asked for (0.9: nine faces in ten).
+        quantile: the calibrated quantile of the scores.
+        offset: years added to the spread, so that neighbours of one age still give an interval.
+        normalised: whether the width follows the neighbours' spread.
+        n_calibration: how many faces calibrated it.
+
+    Examples:
+        >>> true = torch.tensor([20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 25.0, 35.0])
+        >>> estimate = true + torch.tensor([1.0, -2.0, 3.0, 0.0, 1.0, -1.0, 2.0, 0.5, -0.5, 1.5])
+        >>> spread = torch.ones(10)
+        >>> ci = ConformalIntervals.calibrate(true, estimate, spread, level=0.8, offset=1.0)
+        >>> ci.quantile, ci.n_calibration
+        (1.0, 10)
+        >>> ci.bounds(torch.tensor([40.0]), torch.tensor([3.0]))  # 40 +- 1.0 * (3 + 1)
+        (tensor([36.]), tensor([44.]))
+    """
+
+    level: float
+    quantile: float
+    offset: float
+    normalised: bool
+    n_calibration: int
+
+    @classmethod
+    def calibrate(
+        cls,
+        true: torch.Tensor,
+        estimate: torch.Tensor,
+        spread: torch.Tensor,
+        level: float = 0.9,
+        offset: float = 1.0,
+        normalised: bool = True,
+    ) -> ConformalIntervals:
+        """Calibrate on faces neither trained on nor in the gallery.
+
+        Args:
+            true: ``(n,)`` their true ages.
+            estimate: ``(n,)`` their estimates.
+            spread: ``(n,)`` their neighbours' spread (`knn_age_spread()`).
+            level: the coverage, in (0, 1).
+            offset: years added to the spread (> 0).
+            normalised: ``False`` for constant-width intervals.
+        """
+        if not 0 < level < 1:
+            raise AgemetricError(f"interval level must be between 0 and 1, got {level}")
+        if offset <= 0:
+            raise AgemetricError(f"interval offset must be > 0 years, got {offset}")
+        if true.numel() == 0:
+            raise AgemetricError("intervals need calibration faces; got none")
+        scores = (true.double() - estimate.double()).abs() / _scale(spread, offset, normalised).double()
+        return cls(level, conformal_quantile(scores, level), offset, normalised, int(true.numel()))
+
+    def scale(self, spread: torch.Tensor) -> torch.Tensor:
+        """``(M,)``: what the quantile is multiplied by for each face."""
+        return _scale(spread, self.offset, self.normalised)
+
+    def bounds(self, estimate: torch.Tensor, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low (M,), high (M,))`` of each estimate, clipped to `AGE_RANGE`."""
+        half = self.quantile * self.scale(spread)
+        low = (estimate.float() - half).clamp(*AGE_RANGE)
+        high = (estimate.float() + half).clamp(*AGE_RANGE)
+        return low, high
+
+    def to_dict(self) -> dict:
+        """Plain values (``model.pt`` and ``bundle.json`` store them)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ConformalIntervals:
+        """What `to_dict()` wrote."""
+        return cls(**values)
+
+
+def _scale(spread: torch.Tensor, offset: float, normalised: bool) -> torch.Tensor:
+    return spread.float() + offset if normalised else torch.ones_like(spread, dtype=torch.float32)
+
+
+def interval_report(true: torch.Tensor, low: torch.Tensor, high: torch.Tensor, width: int = 10) -> dict:
+    """Test coverage and mean width of intervals, overall and per age bucket of ``width`` years.
+
+    Returns:
+        ``{"coverage": percent, "mean_width": years, "by_age": {"0-9": {...}, ...}}``.
+
+    Examples:
+        >>> r = interval_report(torch.tensor([5.0, 15.0]), torch.tensor([4.0, 16.0]), torch.tensor([8.0, 20.0]))
+        >>> r["coverage"], r["mean_width"], r["by_age"]["10-19"]
+        (50.0, 4.0, {'coverage': 0.0, 'mean_width': 4.0, 'n': 1})
+    """
+    inside = ((true >= low) & (true <= high)).double()  # (N,)
+    widths = (high - low).double()  # (N,)
+    bucket = torch.div(true.float(), width, rounding_mode="floor").long()
+    by_age = {}
+    for b in torch.unique(bucket).tolist():
+        mask = bucket == b
+        by_age[f"{b * width}-{b * width + width - 1}"] = {
+            "coverage": 100.0 * float(inside[mask].mean()),
+            "mean_width": float(widths[mask].mean()),
+            "n": int(mask.sum()),
+        }
+    return {"coverage": 100.0 * float(inside.mean()), "mean_width": float(widths.mean()), "by_age": by_age}
+
+
+#: The levels of the coverage curve (`compare_levels()`).
+CURVE_LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def compare_levels(
+    calibration: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    offset: float = 1.0,
+    levels: tuple[float, ...] = CURVE_LEVELS,
+) -> list[dict]:
+    """Test coverage and mean width at each of ``levels``, of the normalised intervals and of
+    constant-width ones, both calibrated on the same faces.
+
+    Args:
+        calibration: ``(true, estimate, spread)`` of the calibration faces, ``(n,)`` each.
+        test: the same of the test faces, ``(N,)`` each.
+
+    Returns:
+        ``[{"level", "coverage", "mean_width", "constant_coverage", "constant_mean_width"}, ...]``
+        (percent and years).
+
+    Examples:
+        >>> torch.manual_seed(0); spread = torch.rand(400) * 5; true = torch.randn(400) * (spread + 1) + 40
+        >>> rows = compare_levels((true[:200], torch.full((200,), 40.0), spread[:200]),
+        ...                       (true[200:], torch.full((200,), 40.0), spread[200:]), levels=(0.9,))
+        >>> rows[0]["mean_width"] < rows[0]["constant_mean_width"]
+        True
+    """
+    rows = []
+    for level in levels:
+        row: dict = {"level": level}
+        for name, normalised in (("", True), ("constant_", False)):
+            intervals = ConformalIntervals.calibrate(*calibration, level=level, offset=offset, normalised=normalised)
+            report = interval_report(test[0], *intervals.bounds(test[1], test[2]))
+            row[f"{name}coverage"], row[f"{name}mean_width"] = report["coverage"], report["mean_width"]
+        rows.append(row)
+    return rows
+
+
+def threshold_rates(estimate: torch.Tensor, true: torch.Tensor, threshold: float) -> dict:
+    """Decisions "under ``threshold``" (``estimate < threshold``) against the truth, as age
+    assurance reports them: the false-accept rate (people truly under the threshold estimated at
+    or above it), the false-reject rate (people at or above it estimated under it), and, per true
+    age in whole years, the share estimated at or above the threshold.
+
+    Returns:
+        ``{"threshold", "false_accept", "false_reject", "n_under", "n_over",
+        "by_age": {age: {"estimated_over": percent, "n": count}}}`` (rates in percent; ``None``
+        where no face is on that side).
+
+    Examples:
+        >>> r = threshold_rates(torch.tensor([16.0, 19.0, 17.0, 30.0]), torch.tensor([15.0, 17.0, 20.0, 31.0]), 18)
+        >>> r["false_accept"], r["false_reject"], r["by_age"][17]
+        (50.0, 50.0, {'estimated_over': 100.0, 'n': 1})
+    """
+    over = estimate >= threshold  # (N,) decided "not under"
+    truly_under = true < threshold
+
+    def percent(mask: torch.Tensor) -> float | None:
+        return 100.0 * float(mask.double().mean()) if mask.numel() else None
+
+    ages = torch.floor(true).long()
+    by_age = {
+        int(a): {"estimated_over": percent(over[ages == a]), "n": int((ages == a).sum())}
+        for a in torch.unique(ages).tolist()
+    }
+    return {
+        "threshold": float(threshold),
+        "false_accept": percent(over[truly_under]),
+        "false_reject": percent(~over[~truly_under]),
+        "n_under": int(truly_under.sum()),
+        "n_over": int((~truly_under).sum()),
+        "by_age": by_age,
+    }

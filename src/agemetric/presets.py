@@ -1,0 +1,45 @@
+"""The presets: named starting points for a run's settings (`agemetric.config.resolve`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: Named starting points. ``quick`` is what ``agemetric run`` does with no options.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        # The embedded synthetic faces and a small CNN: 5 to 15 minutes on 2 CPU cores.
+        "backbone": "small_cnn",
+        "weights": "none",
+        "dataset": "synthetic",
+        "image_size": 64,
+        "epochs": 15,
+        "batch_size": 128,
+        # measured for this from-scratch small CNN (docs/benchmarks.md); Adam 1e-4 is for fine-tuning
+        "optimizer": "adadelta",
+        "lr": 1.0,
+    },
+    "paper": {
+        # Jeong et al. (2018): Inception V3 (ImageNet), 227 px, batch 128, Adadelta, 275 epochs.
+        "optimizer": "adadelta",
+        "lr": 1.0,
+    },
+    "face": {
+        # Real faces and ordinary photos: dlib's face-trained ResNet-10 (agemetric-dlib) on
+        # dlib-aligned 64 px chips, Adam 1e-4 (heads 1e-3), dropout 0.1 before the heads, flip
+        # test-time augmentation, a moving average of the weights. Each choice was measured on a
+        # validation split (docs/benchmarks.md, "Levers of the face recipe").
+        "backbone": "dlib-resnet10",
+        "weights": "dlib",
+        "framing": "dlib-align",
+        "image_size": 64,
+        "head_lr": 1e-3,
+        "backbone_options": {"dropout": 0.1},
+        "tta_flip": True,
+        "weight_average": 0.998,
+        "epochs": 30,
+    },
+    "finetune": {
+        # The defaults: the paper's method with Adam at lr 1e-4 (measured best for fine-tuning an
+        # ImageNet backbone at a fixed budget). Name your data, backbone and budget on top.
+    },
+}
