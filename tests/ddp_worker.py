@@ -21,6 +21,7 @@ from agemetric.default_plugins.heads import attach_heads
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import Backbone
+from agemetric.spec import ModelSpec
 from agemetric.testing import random_face_arrays
 from agemetric.training import train
 
@@ -59,7 +60,7 @@ def build(config: RunConfig) -> AgeEstimator:
         plugins.create("retriever", "l1-knn", k=3),
         gender_loss=ScaledLoss(margin=0.5),
         image_size=16,
-        config=config,
+        spec=ModelSpec.from_config(config, multitask=True),
     )
 
 

@@ -26,7 +26,7 @@ NAMESPACES = (
     "agemetric.pml",
 )
 #: Modules whose every public function defined there is checked.
-FUNCTION_MODULES = ("agemetric.functional", "agemetric.metrics")
+FUNCTION_MODULES = ("agemetric.functional", "agemetric.metrics", "agemetric.intervals", "agemetric.groups")
 #: Exported names that are neither classes nor functions, so have no docstring of their own at run
 #: time (a type alias, documented by the string below it). Anything else must be a class or function.
 NOT_DOCUMENTED_OBJECTS = {("agemetric.pml", "IndicesTuple"), ("agemetric", "hookimpl")}

@@ -41,11 +41,11 @@ def test_run_writes_a_complete_run_folder(trained_run):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["cs"]) == {str(t) for t in range(11)}
     assert metrics["n_test"] == 18 and metrics["split"]["protocol"] == "random"
-    assert metrics["split"]["n_train"] == 72
+    assert metrics["split"]["n_train"] == 65 and metrics["split"]["n_calibration"] == 7  # 10 % of 72 calibrate
     assert metrics["mae"] > 0 and metrics["mean_predictor_mae"] > 0
     assert "MAE (years)" in result.output and "mean predictor MAE" in result.output
     lines = (out / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "key,age,predicted,abs_error" and len(lines) == 19
+    assert lines[0] == "key,age,predicted,abs_error,low,high" and len(lines) == 19
 
 
 def test_evaluate_and_predict_use_the_run(trained_run, tmp_path, monkeypatch):

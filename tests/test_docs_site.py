@@ -171,12 +171,15 @@ def run_page(page: Path, stand_ins: Path, workdir: Path) -> list[str]:
 
 
 def loops_learn(outputs: list[str]) -> None:
-    """The building-blocks page's training loops: both beat the mean training age."""
+    """The building-blocks page's training loops: the paper's loss learns (its MAE well below the
+    mean training age's); the PML loop runs to a finite MAE no worse than the mean's by much (the
+    page says that in 100 steps it learns little)."""
     maes = {line.partition(": MAE")[0]: float(line.rpartition("MAE ")[2].rstrip(")"))
             for out in outputs for line in out.splitlines() if "MAE " in line}  # fmt: skip
     mean = maes.pop("(the mean training age for everyone")
-    assert set(maes) == {"revised contrastive", "PML contrastive with age tolerance"}, maes
-    assert all(value < 0.8 * mean for value in maes.values()), (maes, mean)
+    assert set(maes) == {"revised contrastive", "PML multi-similarity with age tolerance"}, maes
+    assert maes["revised contrastive"] < 0.8 * mean, (maes, mean)
+    assert maes["PML multi-similarity with age tolerance"] < 1.1 * mean, (maes, mean)
 
 
 #: what a page's python examples must print, beyond running
@@ -220,6 +223,8 @@ PUBLIC_MODULES = (
     "agemetric.datasets",
     "agemetric.framers",
     "agemetric.pml",
+    "agemetric.intervals",
+    "agemetric.groups",
     "agemetric.functional",
     "agemetric.metrics",
 )

@@ -316,5 +316,6 @@ def test_every_kind_can_come_from_a_third_party_plugin(register_inline, tmp_path
         ],
     )  # fmt: skip
     result = run(config)
-    assert result.metrics["split"]["n_train"] + result.metrics["split"]["n_test"] == 40
+    split = result.metrics["split"]
+    assert split["n_train"] + split["n_calibration"] + split["n_test"] == 40
     assert 'retriever = "brute-force-l1"' in (result.run_dir / "config.toml").read_text()

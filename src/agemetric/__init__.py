@@ -7,7 +7,9 @@ The building blocks, for any training loop:
 - ``agemetric.retrievers``: ``L1KNN`` (the paper's 20-nearest-neighbour estimate) and others;
 - ``agemetric.backbones``, ``agemetric.datasets``, ``agemetric.framers``;
 - ``agemetric.pml``: pytorch-metric-learning interop (``AgeToleranceMiner``, index conversions);
-- ``agemetric.functional`` and ``agemetric.metrics``: the maths, as plain tensor functions.
+- ``agemetric.functional`` and ``agemetric.metrics``: the maths, as plain tensor functions;
+- ``agemetric.intervals`` and ``agemetric.groups``: how sure an estimate is (calibrated
+  intervals, age-threshold decisions) and the error by group of people.
 
 And the whole method: ``AgeEstimator``, ``RunConfig`` / ``resolve`` and ``run``; plugins by name
 with ``create`` / ``list_names``. Every name is imported on first use, so ``import agemetric`` is
@@ -62,6 +64,8 @@ _SUBMODULES = (
     "export",
     "framers",
     "functional",
+    "groups",
+    "intervals",
     "losses",
     "metrics",
     "miners",

@@ -106,7 +106,15 @@ def group_errors(
 
 
 def groups_of(data) -> dict[str, list[str | None]]:
-    """The groupings of a `FaceArrays`: ``gender`` (when any is known) and its labelled groups."""
+    """The groupings of a `FaceArrays`: ``gender`` (when any is known) and its labelled groups.
+
+    Examples:
+        >>> from agemetric.testing import random_face_arrays
+        >>> faces = random_face_arrays(3)
+        >>> faces.groups = {"site": ["a", None, "b"]}
+        >>> sorted(groups_of(faces)), groups_of(faces)["site"]
+        (['gender', 'site'], ['a', None, 'b'])
+    """
     out = {}
     if bool((data.genders >= 0).any()):
         out["gender"] = [GENDER_NAMES.get(int(g)) for g in data.genders.tolist()]

@@ -237,7 +237,9 @@ def compare_levels(
         (percent and years).
 
     Examples:
-        >>> torch.manual_seed(0); spread = torch.rand(400) * 5; true = torch.randn(400) * (spread + 1) + 40
+        >>> g = torch.Generator().manual_seed(0)
+        >>> spread = torch.rand(400, generator=g) * 5
+        >>> true = torch.randn(400, generator=g) * (spread + 1) + 40
         >>> rows = compare_levels((true[:200], torch.full((200,), 40.0), spread[:200]),
         ...                       (true[200:], torch.full((200,), 40.0), spread[200:]), levels=(0.9,))
         >>> rows[0]["mean_width"] < rows[0]["constant_mean_width"]

@@ -180,12 +180,13 @@ def test_predict_every_face_of_each_photo_as_json_csv_and_drawn(aligned_run, tmp
     group, empty = by_name["group.jpg"], by_name["empty.png"]
     assert len(group["faces"]) == 2 and all(0 < f["age"] < 90 for f in group["faces"])
     assert _inside(group["faces"][0]["box"], 330, 150, 240)
-    assert empty["faces"] == [{"box": None, "age": None, "note": "no face found: centre framing"}]
+    none = {"box": None, "age": None, "low": None, "high": None}
+    assert empty["faces"] == [{**none, "note": "no face found: centre framing"}]
     assert "empty.png: no face found" in result.stderr
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["empty.jpg", "group.jpg"]
     as_csv = runner.invoke(app, ["predict", str(aligned_run), str(photos / "group.jpg")])  # piped: CSV
     rows = as_csv.stdout.splitlines()
-    assert rows[0] == "photo,face,left,top,right,bottom,age,note" and len(rows) == 3
+    assert rows[0] == "photo,face,left,top,right,bottom,age,low,high,note" and len(rows) == 3
 
 
 def test_estimator_predict_takes_photos_with_the_run_s_framing(aligned_run, tmp_path):
