@@ -14,7 +14,7 @@ LAYERS = {
     "agemetric.errors": 0, "agemetric.types": 0, "agemetric._version": 0, "agemetric._io": 0,
     "agemetric._imaging": 0, "agemetric.functional": 0, "agemetric.metrics": 0, "agemetric.hookspecs": 0,
     "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.gallery": 0, "agemetric.data.transforms": 0,
-    "agemetric.photos": 0, "agemetric.intervals": 0,
+    "agemetric.photos": 0, "agemetric.intervals": 0, "agemetric.groups": 0,
     "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.spec": 1, "agemetric.presets": 1,
     "agemetric.default_plugins": 1, "agemetric.data": 1,
     "agemetric.pml": 1, "agemetric.losses": 1, "agemetric.miners": 1, "agemetric.retrievers": 1,
