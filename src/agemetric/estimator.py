@@ -272,6 +272,11 @@ class AgeEstimator(nn.Module):
         self.retriever.fit(emb, data.ages, data.genders)
         return emb
 
+    def require_gallery(self) -> None:
+        """A one-line error unless `fit_gallery()` (or `load()`) gave the retriever a gallery."""
+        if len(self.retriever) == 0:
+            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+
     def predict(
         self, images: torch.Tensor | str | Path | list, progress: Callable[[int], None] | None = None
     ) -> torch.Tensor:
@@ -290,8 +295,7 @@ class AgeEstimator(nn.Module):
             ...
             agemetric.errors.AgemetricError: images: expected uint8 pixels 0-255, got dtype float32 ...
         """
-        if len(self.retriever) == 0:
-            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+        self.require_gallery()
         return self.retriever.predict(self.embed(images, progress=progress))
 
     def calibrate(
@@ -325,8 +329,7 @@ class AgeEstimator(nn.Module):
             >>> e.age.shape, bool((e.low <= e.age).all() and (e.age <= e.high).all()), e.under.shape
             (torch.Size([3]), True, torch.Size([3]))
         """
-        if len(self.retriever) == 0:
-            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+        self.require_gallery()
         emb = self.embed(images, progress=progress)
         out = Estimates(self.retriever.predict(emb), self.retriever.spread(emb))
         if self.intervals is not None:

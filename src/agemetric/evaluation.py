@@ -11,7 +11,6 @@ import torch
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
-from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.groups import group_errors, groups_of
 from agemetric.intervals import CURVE_LEVELS, compare_levels, interval_report, threshold_rates
@@ -25,8 +24,7 @@ def evaluate(
 ) -> tuple[dict, torch.Tensor]:
     """Metrics of ``estimator`` on ``data`` (its gallery must be fitted; see `score()`); returns
     (metrics, predictions)."""
-    if len(estimator.retriever) == 0:
-        raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+    estimator.require_gallery()
     emb = estimator.embed(data.images, progress=reporter.bar("predict", len(data)))
     metrics, predicted, _ = score(estimator, emb, data, train_ages)
     return metrics, predicted
