@@ -257,7 +257,7 @@ def test_the_documented_table_lists_every_case():
 
 
 def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path):
-    from agemetric.data.utkface import UTKFace
+    from agemetric.default_plugins.utkface import UTKFace
     from agemetric.runs import RunFolder
 
     face(tmp_path / "26_1_2_20170116174525125.jpg.chip.jpg", 0)

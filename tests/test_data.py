@@ -22,8 +22,8 @@ def test_utkface_parses_names_and_skips_broken_files(utk_dir):
     assert by_age[25.0] == 1 and by_age[1.0] == 0
     arrays = decode(ds, records, size=32)
     assert arrays.images.shape == (6, 3, 32, 32) and arrays.images.dtype == torch.uint8
-    assert len(ds.skipped) == 3
-    assert "unreadable image" in ds.skipped.summary(first=5)
+    assert len(ds.skipped) == 1 and len(arrays.unreadable) == 2
+    assert "unreadable image" in arrays.unreadable.summary()
 
 
 def test_utkface_missing_folder_is_a_clear_error(tmp_path):

@@ -8,6 +8,7 @@ from PIL import Image
 
 from agemetric import plugins
 from agemetric.data.arrays import decode
+from agemetric.data.loading import skipped
 from agemetric.errors import AgemetricError
 
 
@@ -69,8 +70,8 @@ def test_morph_parses_names_recursively(morph_dir):
     assert arrays.images.shape == (4, 3, 32, 32)
     assert arrays.keys == [r.key for r in records if "00050" not in r.key]
     assert arrays.genders.tolist() == [1, 0, 0, 1]
-    reasons = dict(ds.skipped.items)
-    assert len(ds.skipped) == 3
+    reasons = dict(skipped(ds, arrays).items)
+    assert len(reasons) == 3
     assert "unreadable image" in reasons["Album2/000500_1F30.JPG"]
     assert "unreadable image" in reasons["Album2/000501_1M31.JPG"]
 
@@ -186,8 +187,10 @@ def test_megaage_uses_the_official_lists(megaage_dir):
     arrays = decode(ds, records, size=32)
     assert arrays.keys == ["test/1.jpg", "test/2.jpg", "train/1.jpg", "train/2.jpg", "train/3.jpg"]
     assert arrays.ages.tolist() == [41.0, 12.0, 5.0, 23.0, 70.0]
-    assert len(ds.skipped) == 6 and {n for n, _ in ds.skipped.items[4:]} == {"train/4.jpg", "train/5.jpg"}
-    assert all("unreadable image" in reason for _, reason in ds.skipped.items[4:])
+    assert len(ds.skipped) == 4, "decoding leaves the dataset's own list alone"
+    assert {n for n, _ in arrays.unreadable.items} == {"train/4.jpg", "train/5.jpg"}
+    assert all("unreadable image" in reason for _, reason in arrays.unreadable.items)
+    assert skipped(ds, arrays).items == [*ds.skipped.items, *arrays.unreadable.items]
 
 
 def test_megaage_length_mismatch_names_both_files(megaage_dir):
@@ -258,8 +261,8 @@ def test_fgnet_parses_names(fgnet_dir):
     arrays = decode(ds, records, size=32)
     assert arrays.keys == ["001A02.JPG", "001A43a.JPG", "001A43b.JPG", "002A5.png", "078A11b.jpg"]
     assert (arrays.genders == -1).all() and not arrays.has_gender
-    assert len(ds.skipped) == 4
-    assert all("unreadable image" in reason for _, reason in ds.skipped.items[2:])
+    assert len(ds.skipped) == 2 and len(arrays.unreadable) == 2
+    assert all("unreadable image" in reason for _, reason in arrays.unreadable.items)
 
 
 def test_fgnet_recursive_and_errors(fgnet_dir, tmp_path):
@@ -308,7 +311,7 @@ def test_csv_split_column(tmp_path):
         ("row 7", "split 'train test' is not train, test or empty"),
     ]
     arrays = decode(ds, records, size=32)
-    assert len(arrays) == 5 and ds.skipped.items[-1][0] == "img/bad.jpg"
+    assert len(arrays) == 5 and [n for n, _ in arrays.unreadable.items] == ["img/bad.jpg"]
 
 
 def test_csv_without_split_column_has_no_splits(tmp_path):

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from agemetric.config import resolve
 from agemetric.data.splits import Split, hold_out_calibration, read_split
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
+from agemetric.evaluation import evaluate_recalibrated
 from agemetric.experiment import run
 from agemetric.export import export_bundle
 from agemetric.interfaces import FaceRecord
@@ -103,6 +105,65 @@ def test_normalised_intervals_are_narrower_where_noise_follows_the_spread():
     at = {row["level"]: row for row in rows}
     assert at[0.9]["mean_width"] < 0.9 * at[0.9]["constant_mean_width"]
     assert abs(at[0.9]["coverage"] - 90) < 3 and abs(at[0.9]["constant_coverage"] - 90) < 3
+
+
+def _age_dependent(seed: int, n: int):
+    """Faces whose error grows with age and not with the spread: one quantile for all over-covers
+    the young and under-covers the old."""
+    g = torch.Generator().manual_seed(seed)
+    true = torch.rand(n, generator=g) * 80 + 1
+    estimate = true + torch.randn(n, generator=g) * (0.5 + true / 8)
+    return true, estimate, torch.rand(n, generator=g)  # the spread says nothing here
+
+
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(st.integers(0, 10_000))
+def test_grouped_intervals_cover_the_level_in_each_group_of_estimates(seed):
+    n_cal, n_test, level = 1200, 6000, 0.9
+    true, estimate, spread = _age_dependent(seed, n_cal + n_test)
+    cal, test = slice(0, n_cal), slice(n_cal, None)
+    grouped = ConformalIntervals.calibrate(true[cal], estimate[cal], spread[cal], level, groups=4)
+    pooled = ConformalIntervals.calibrate(true[cal], estimate[cal], spread[cal], level)
+    assert len(grouped.edges) == 3 and len(grouped.quantiles) == 4 and grouped.quantile == pooled.quantile
+    group = torch.bucketize(estimate[test], torch.tensor(grouped.edges), right=False)
+    worst_pooled = 1.0
+    for g in range(4):
+        mask = group == g
+        n_g = int(mask.sum())
+        sd = math.sqrt(level * (1 - level) / (n_cal / 4) + level * (1 - level) / n_g)
+        for intervals, name in ((grouped, "grouped"), (pooled, "pooled")):
+            low, high = intervals.bounds(estimate[test][mask], spread[test][mask])
+            coverage = ((true[test][mask] >= low) & (true[test][mask] <= high)).double().mean().item()
+            if name == "grouped":
+                assert abs(coverage - level) < 4 * sd, (g, coverage)
+            else:
+                worst_pooled = min(worst_pooled, coverage)
+    assert worst_pooled < level - 0.05  # the data is such that one quantile for all does not hold per group
+
+
+def test_groups_against_a_loop_and_their_limits():
+    true, estimate, spread = _age_dependent(3, 1000)
+    grouped = ConformalIntervals.calibrate(true, estimate, spread, 0.8, groups=5, min_group=100)
+    for g, q in enumerate(grouped.quantiles):  # each group's quantile from its own faces, by a loop
+        lo = -math.inf if g == 0 else grouped.edges[g - 1]
+        hi = math.inf if g == len(grouped.edges) else grouped.edges[g]
+        faces = zip(true.tolist(), estimate.tolist(), spread.tolist(), strict=True)
+        scores = sorted(abs(t - e) / (s + 1.0) for t, e, s in faces if lo < e <= hi)
+        assert 150 <= len(scores) <= 250
+        assert q == pytest.approx(scores[math.ceil((len(scores) + 1) * 0.8) - 1], rel=1e-6)
+    # too few faces for the groups asked: as many groups as hold min_group faces, or one
+    assert len(ConformalIntervals.calibrate(true, estimate, spread, 0.8, groups=5, min_group=400).quantiles) == 2
+    assert ConformalIntervals.calibrate(true, estimate, spread, 0.8, groups=5, min_group=600).edges == ()
+    again = ConformalIntervals.from_dict(json.loads(json.dumps(grouped.to_dict())))
+    assert again == grouped
+    with pytest.raises(AgemetricError, match="one quantile more"):
+        ConformalIntervals.from_dict({**grouped.to_dict(), "quantiles": [1.0]})
+    with pytest.raises(AgemetricError, match="groups"):
+        ConformalIntervals.calibrate(true, estimate, spread, 0.8, groups=0)
+    # an estimate exactly on an edge belongs to the lower group, as numpy's searchsorted puts it
+    on_edge = torch.tensor(grouped.edges, dtype=torch.float32)
+    expected = np.asarray(grouped.quantiles)[np.searchsorted(grouped.edges, on_edge.numpy(), side="left")]
+    np.testing.assert_allclose(grouped.quantile_of(on_edge).numpy(), expected)
 
 
 def test_interval_bounds_are_clipped_and_too_few_faces_give_the_whole_range():
@@ -196,13 +257,25 @@ def test_a_run_calibrates_and_reports_intervals(trained):
     assert (folder.figures / "intervals.png").is_file() and (folder.figures / "age_threshold.png").is_file()
     report = folder.report.read_text()
     assert "90 % intervals: test coverage" in report and "figures/intervals.png" in report
+    assert "## 90 % intervals by true age" in report
 
 
-def test_intervals_survive_save_load_export_and_predict(trained, tmp_path):
+@pytest.mark.parametrize("grouped", [False, True])
+def test_intervals_survive_save_load_export_and_predict(trained, tmp_path, grouped):
     folder = RunFolder(trained.run_dir)
     estimator = AgeEstimator.load(folder.model)
     assert estimator.intervals == trained.estimator.intervals and estimator.intervals.n_calibration > 0
     images = random_face_arrays(12, 32, seed=5).images
+    if grouped:  # groups of estimates, calibrated on more faces than the small run holds
+        faces = random_face_arrays(60, 32, seed=6)
+        emb = estimator.embed(faces.images)
+        predicted, spread = estimator.retriever.predict(emb), estimator.retriever.spread(emb)
+        estimator.intervals = ConformalIntervals.calibrate(faces.ages, predicted, spread, 0.8, groups=3, min_group=20)
+        assert len(estimator.intervals.quantiles) >= 2
+        shutil.copytree(folder.path, tmp_path / "run")
+        folder = RunFolder(tmp_path / "run")
+        estimator.save(folder.model)
+        assert AgeEstimator.load(folder.model).intervals == estimator.intervals
     e = estimator.estimate(images, under=30)
     torch.testing.assert_close(e.age, estimator.predict(images))
     low, high = estimator.intervals.bounds(e.age, e.spread)
@@ -223,6 +296,41 @@ def test_intervals_survive_save_load_export_and_predict(trained, tmp_path):
         line = json.loads(runner.invoke(app, ["predict", str(model), str(photo), "--json"]).stdout)
         face = line["faces"][0]
         assert face["low"] == pytest.approx(float(row["low"]), abs=0.01) and "p_under" not in face
+
+
+def test_evaluate_calibrates_again_on_another_dataset(trained, tmp_path):
+    out = tmp_path / "m.json"
+    args = ["evaluate", str(trained.run_dir), "--dataset", "synthetic", "--set", "dataset_options.n=100",
+            "--set", "dataset_options.seed=7", "--recalibrate", "0.3", "--out", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    m = json.loads(out.read_text())
+    assert m["n_recalibration"] == 30 and m["n_test"] == 70
+    again = m["recalibrated"]["intervals"]
+    assert again["n_calibration"] == 30 and again["level"] == m["intervals"]["level"] == 0.9
+    assert m["intervals"]["n_calibration"] == trained.estimator.intervals.n_calibration  # the run's, as calibrated
+    assert "calibrated on 30 of these faces" in result.output
+    bad = runner.invoke(app, [*args[:-4], "--recalibrate", "1.5"])
+    assert bad.exit_code == 2 and "between 0 and 1" in bad.output and "Traceback" not in bad.output
+
+
+def test_recalibrated_coverage_against_the_same_draw_by_hand(trained):
+    estimator = AgeEstimator.load(RunFolder(trained.run_dir).model)
+    model_intervals = estimator.intervals
+    data = random_face_arrays(80, 32, seed=8)
+    m, _ = evaluate_recalibrated(estimator, data, estimator.retriever.ages, 0.25, seed=4)
+    assert estimator.intervals == model_intervals  # evaluating does not change the model
+    order = torch.randperm(80, generator=torch.Generator().manual_seed(4)).tolist()
+    emb = estimator.embed(data.images)
+    age, spread = estimator.retriever.predict(emb), estimator.retriever.spread(emb)
+    scores = sorted(abs(data.ages[i].item() - age[i].item()) / (spread[i].item() + model_intervals.offset)
+                    for i in order[:20])  # fmt: skip
+    q = scores[math.ceil(21 * 0.9) - 1]
+    inside = [abs(data.ages[i].item() - age[i].item()) <= q * (spread[i].item() + model_intervals.offset) + 1e-4
+              for i in order[20:]]  # fmt: skip
+    assert m["recalibrated"]["intervals"]["quantile"] == pytest.approx(q, rel=1e-5)
+    assert m["recalibrated"]["intervals"]["coverage"] == pytest.approx(100 * sum(inside) / 60)
+    assert m["n_test"] == 60 and m["n_recalibration"] == 20
 
 
 def test_predict_shows_the_interval_beside_the_age():

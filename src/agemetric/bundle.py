@@ -44,6 +44,8 @@ MODEL_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 #: model format -> the module that runs it
 RUNTIME_MODULES = {"torchscript": "torch", "onnx": "onnxruntime"}
 RUNTIMES = ("auto", *MODEL_FILES)
+#: `agemetric.intervals.AGE_RANGE`, here without torch: the ages an interval is clipped to.
+AGE_RANGE = (0.0, 150.0)
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -101,7 +103,8 @@ class Bundle:
         k: neighbours averaged for an age.
         embeddings, ages, genders: the gallery (``(N, N_a)`` float32, ``(N,)`` float32, ``(N,)`` int64).
         intervals: the calibrated intervals (``level``, ``quantile``, ``offset``, ``normalised``,
-            ``n_calibration``; see `agemetric.intervals.ConformalIntervals`), or ``None``.
+            ``n_calibration``, and ``edges`` and ``quantiles`` when calibrated by group of
+            estimates; see `agemetric.intervals.ConformalIntervals`), or ``None``.
     """
 
     def __init__(self, path: str | Path, runtime: str = "auto", threads: int | None = None):
@@ -213,8 +216,11 @@ class Bundle:
         out = {"age": age, "spread": spread, "low": None, "high": None, "under": None}
         if self.intervals is not None:
             i = self.intervals
-            half = i["quantile"] * ((spread + i["offset"]) if i["normalised"] else np.ones_like(spread))
-            out["low"], out["high"] = np.clip(age - half, 0, 150), np.clip(age + half, 0, 150)
+            quantile = i["quantile"]
+            if i.get("edges"):  # the group of each estimate (agemetric.intervals._group_of)
+                quantile = np.asarray(i["quantiles"])[np.searchsorted(i["edges"], age, side="left")]
+            half = quantile * ((spread + i["offset"]) if i["normalised"] else np.ones_like(spread))
+            out["low"], out["high"] = np.clip(age - half, *AGE_RANGE), np.clip(age + half, *AGE_RANGE)
         if under is not None:
             out["under"] = (neighbours < under).mean(axis=1)
         return {k: None if v is None else np.asarray(v, np.float32) for k, v in out.items()}

@@ -299,14 +299,15 @@ class AgeEstimator(nn.Module):
         return self.retriever.predict(self.embed(images, progress=progress))
 
     def calibrate(
-        self, data: FaceArrays, level: float = 0.9, embeddings: torch.Tensor | None = None
+        self, data: FaceArrays, level: float = 0.9, embeddings: torch.Tensor | None = None, groups: int = 1
     ) -> ConformalIntervals:
         """Calibrate prediction intervals on ``data``: faces neither trained on nor in the gallery
         (see `agemetric.intervals`); `estimate()` gives them from then on, and `save()` keeps them.
-        ``embeddings``: ``data``'s, when already computed."""
+        ``embeddings``: ``data``'s, when already computed; ``groups``: calibrate apart in up to
+        this many groups of similar estimates (`ConformalIntervals.calibrate`)."""
         emb = self.embed(data.images) if embeddings is None else embeddings
         self.intervals = ConformalIntervals.calibrate(
-            data.ages, self.retriever.predict(emb), self.retriever.spread(emb), level
+            data.ages, self.retriever.predict(emb), self.retriever.spread(emb), level, groups=groups
         )
         return self.intervals
 

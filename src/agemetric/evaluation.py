@@ -11,6 +11,7 @@ import torch
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
+from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.groups import group_errors, groups_of
 from agemetric.intervals import CURVE_LEVELS, compare_levels, interval_report, threshold_rates
@@ -27,6 +28,47 @@ def evaluate(
     estimator.require_gallery()
     emb = estimator.embed(data.images, progress=reporter.bar("predict", len(data)))
     metrics, predicted, _ = score(estimator, emb, data, train_ages)
+    return metrics, predicted
+
+
+def evaluate_recalibrated(
+    estimator: AgeEstimator,
+    data: FaceArrays,
+    train_ages: torch.Tensor,
+    share: float,
+    seed: int = 0,
+    groups: int = 1,
+    reporter: Reporter = SILENT,
+) -> tuple[dict, torch.Tensor]:
+    """Calibrate the intervals again on faces like ``data``'s: a random ``share`` of them (drawn
+    with ``seed``) calibrates, the rest is scored, with the model's intervals (``metrics``, as
+    `evaluate()` gives them) and with the new ones (``metrics["recalibrated"]``: their
+    ``intervals`` and, where the data has groups, ``groups``). The estimator keeps its intervals.
+
+    Returns:
+        ``(metrics, predictions of the scored faces)``; ``metrics["n_recalibration"]`` faces calibrated.
+    """
+    estimator.require_gallery()
+    if estimator.intervals is None:
+        raise AgemetricError("this model has no intervals to calibrate again (its run had calibration = 0)")
+    if not 0 < share < 1:
+        raise AgemetricError(f"the share of faces to calibrate on must be between 0 and 1, got {share}")
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))
+    n_cal = round(share * len(data))
+    if n_cal < 1 or n_cal >= len(data):
+        raise AgemetricError(f"{len(data)} faces cannot be split {share:.0%} / {1 - share:.0%} to calibrate again")
+    cal, rest = data.subset(order[:n_cal]), data.subset(order[n_cal:])
+    bar = reporter.bar("predict", len(data))
+    cal_emb, emb = estimator.embed(cal.images, progress=bar), estimator.embed(rest.images, progress=bar)
+    metrics, predicted, _ = score(estimator, emb, rest, train_ages)
+    model_intervals = estimator.intervals
+    try:
+        estimator.calibrate(cal, model_intervals.level, cal_emb, groups)
+        again, _, _ = score(estimator, emb, rest, train_ages, (cal_emb, cal.ages))
+    finally:
+        estimator.intervals = model_intervals
+    metrics["recalibrated"] = {key: again[key] for key in ("intervals", "groups") if key in again}
+    metrics["n_recalibration"] = n_cal
     return metrics, predicted
 
 
@@ -70,9 +112,10 @@ def _intervals(estimator, test_emb, predicted, ages, calibration, metrics: dict)
     metrics["intervals"] = {**estimator.intervals.to_dict(), **interval_report(ages, *bounds)}
     if calibration is not None:
         emb, cal_ages = calibration
-        levels = tuple(sorted({*CURVE_LEVELS, estimator.intervals.level}))
+        intervals = estimator.intervals
+        levels = tuple(sorted({*CURVE_LEVELS, intervals.level}))
         curve = compare_levels((cal_ages, retriever.predict(emb), retriever.spread(emb)), (ages, predicted, spread),
-                               estimator.intervals.offset, levels)  # fmt: skip
+                               intervals.offset, levels, groups=len(intervals.quantiles) or 1)  # fmt: skip
         metrics["intervals"]["curve"] = curve
     return bounds
 

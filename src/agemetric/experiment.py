@@ -20,6 +20,7 @@ from agemetric.data.loading import (
     fallback_summary,
     make_framer,
     select_records,
+    skipped,
     split_arrays,
     split_records,
 )
@@ -132,7 +133,7 @@ def run(
             multitask=multitask,
             training_images_seen=sum(h["images"] for h in history),
             seconds={"load": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2},
-            skipped=len(dataset.skipped), framing_fallbacks=len(data.noted()),
+            skipped=len(skipped(dataset, data)), framing_fallbacks=len(data.noted()),
             **({"snapshots": curve} if snapshots else {}), machine=machine(),
         )  # fmt: skip
         folder.write_metrics(metrics)
@@ -170,9 +171,10 @@ def _load(
     if folder is not None and new:
         folder.write_split(split, [r.key for r in records])
     data = decode_records(dataset, records, config, reporter)
-    if folder is not None and len(dataset.skipped):
-        folder.write_items(folder.skipped, dataset.skipped.items, header=("item", "reason"))
-        reporter.note(f"{dataset.describe()}: {dataset.skipped.summary()} (all of them in {folder.skipped})", True)
+    left_out = skipped(dataset, data)
+    if folder is not None and len(left_out):
+        folder.write_items(folder.skipped, left_out.items, header=("item", "reason"))
+        reporter.note(f"{dataset.describe()}: {left_out.summary()} (all of them in {folder.skipped})", True)
     noted = data.noted()
     if folder is not None and noted:
         folder.write_items(folder.framing, noted, header=("item", "framing"))
@@ -192,7 +194,7 @@ def _evaluate(
     calibration = None
     if len(calibration_data):
         calibration = (estimator.embed(calibration_data.images, progress=bar), calibration_data.ages)
-        estimator.calibrate(calibration_data, config.interval_level, embeddings=calibration[0])
+        estimator.calibrate(calibration_data, config.interval_level, calibration[0], config.interval_groups)
     estimator.save(folder.model)
     test_emb = estimator.embed(test_data.images, progress=bar)
     metrics, predicted, bounds = score(estimator, test_emb, test_data, train_data.ages, calibration)

@@ -126,14 +126,18 @@ def interval_coverage(intervals: dict, path: Path, note: str) -> Path:
     fig, ax = _figure("Prediction intervals: coverage", note)
     curve = intervals["curve"]
     levels = [100 * row["level"] for row in curve]
-    for prefix, label, colour in (
-        ("", "neighbour-normalised", "tab:blue"),
-        ("constant_", "constant width", "tab:grey"),
+    grouped = "pooled_coverage" in curve[0]
+    for prefix, label, colour, dy in (
+        ("", "neighbour-normalised, by group of estimates" if grouped else "neighbour-normalised", "tab:blue", 4),
+        ("pooled_", "neighbour-normalised, one quantile", "tab:orange", -4),
+        ("constant_", "constant width", "tab:grey", -10),
     ):
+        if f"{prefix}coverage" not in curve[0]:
+            continue
         ax.plot(levels, [row[f"{prefix}coverage"] for row in curve], marker="o", color=colour, label=label)
         for x, row in zip(levels, curve, strict=True):
             ax.annotate(f"{row[f'{prefix}mean_width']:.1f} y", (x, row[f"{prefix}coverage"]), fontsize=6,
-                        textcoords="offset points", xytext=(4, -10 if prefix else 4), color=colour)  # fmt: skip
+                        textcoords="offset points", xytext=(4, dy), color=colour)  # fmt: skip
     ax.plot([levels[0], levels[-1]], [levels[0], levels[-1]], color="black", linewidth=1, label="nominal (y = x)")
     ax.set_xlabel("level the intervals were calibrated for (%)")
     ax.set_ylabel("test faces inside their interval (%)")
@@ -358,12 +362,19 @@ def run_report(name: str, metrics: dict, figures: Sequence[str] | None = None) -
         lines.append(f"| {100 * intervals['level']:.0f} % intervals: test coverage (%) / mean width (years) | "
                      f"{intervals['coverage']:.1f} / {intervals['mean_width']:.1f} |")  # fmt: skip
         same = [row for row in intervals.get("curve", []) if row["level"] == intervals["level"]]
-        if same:
-            lines.append(f"| constant-width intervals at the same level: coverage (%) / mean width (years) | "
-                         f"{same[0]['constant_coverage']:.1f} / {same[0]['constant_mean_width']:.1f} |")  # fmt: skip
+        for prefix, what in (("pooled_", "one quantile for all faces"), ("constant_", "constant-width intervals")):
+            row = same[0] if same else {}
+            if f"{prefix}coverage" in row:
+                lines.append(f"| {what} at the same level: coverage (%) / mean width (years) | "
+                             f"{row[f'{prefix}coverage']:.1f} / {row[f'{prefix}mean_width']:.1f} |")  # fmt: skip
     for name, rates in metrics.get("age_thresholds", {}).items():
         lines.append(f"| under {name}: false accept / false reject (%) | {_percent(rates['false_accept'])} / "
                      f"{_percent(rates['false_reject'])} |")  # fmt: skip
+    if intervals and intervals.get("by_age"):
+        lines += ["", f"## {100 * intervals['level']:.0f} % intervals by true age", "",
+                  "| age | faces | coverage % | mean width (years) |", "|---|---|---|---|",
+                  *(f"| {age} | {b['n']:,} | {b['coverage']:.1f} | {b['mean_width']:.1f} |"
+                    for age, b in intervals["by_age"].items())]  # fmt: skip
     if metrics.get("groups"):
         lines += ["", "## Error by group", *group_table(metrics["groups"])]
     shown = {**RUN_FIGURES, **{f: what for f, what in OPTIONAL_FIGURES.items() if f in (figures or ())}}

@@ -200,10 +200,19 @@ def metrics_table(metrics: dict, title: str) -> Table:
         level = f"{100 * intervals['level']:.0f} %"
         table.add_row(f"{level} intervals: coverage %", f"{intervals['coverage']:.1f}")
         table.add_row(f"{level} intervals: mean width (years)", f"{intervals['mean_width']:.1f}")
+        again = metrics.get("recalibrated", {}).get("intervals")
+        if again:
+            n = f"{metrics['n_recalibration']:,} of these faces"
+            table.add_row(f"{level} intervals calibrated on {n}: coverage %", f"{again['coverage']:.1f}")
+            table.add_row(f"{level} intervals calibrated on {n}: mean width (years)", f"{again['mean_width']:.1f}")
     if "18" in metrics.get("age_thresholds", {}):
         rates = metrics["age_thresholds"]["18"]
         for key, label in (("false_accept", "under 18: false accept %"), ("false_reject", "under 18: false reject %")):
             table.add_row(label, "-" if rates[key] is None else f"{rates[key]:.1f}")
+    for name, grouping in metrics.get("groups", {}).items():
+        gap = grouping.get("largest_gap")
+        if gap:
+            table.add_row(f"largest MAE gap by {name} (years)", f"{gap['mae']:.2f} ({' vs '.join(gap['between'])})")
     table.add_row("test images", str(metrics["n_test"]))
     return table
 

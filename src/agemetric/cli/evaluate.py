@@ -52,17 +52,28 @@ def evaluate(
             "framing_options.NAME=VALUE or cache, e.g. --set framing_options.box=[l,t,r,b].",
         ),
     ] = None,
+    recalibrate: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SHARE",
+            help="Calibrate the prediction intervals again on this share of the images (a random draw "
+            "with --seed) and score the rest with both the run's intervals and the new ones: intervals "
+            "calibrated on one dataset need not hold on another. E.g. 0.2.",
+        ),
+    ] = None,
     out: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the metrics to this JSON file.")] = None,
 ) -> None:
-    """Predict every image of a dataset with a trained run's model and gallery; print MAE and CS.
+    """Predict every image of a dataset with a trained run's model and gallery; print MAE, CS, the
+    intervals' coverage and the largest error gap between groups.
 
     The mean predictor answers the gallery's mean age.
     """
     from dataclasses import replace
 
-    from agemetric.data.loading import fallback_summary, load_data
+    from agemetric.data.loading import fallback_summary, load_data, skipped
     from agemetric.estimator import AgeEstimator
     from agemetric.evaluation import evaluate as evaluate_arrays
+    from agemetric.evaluation import evaluate_recalibrated
 
     if out is not None and out.is_dir():  # before the slow part
         raise AgemetricError(
@@ -89,14 +100,21 @@ def evaluate(
     with make_progress() as progress:
         reporter = RichReporter(progress)
         ds, data = load_data(config, reporter)
-        metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, reporter)
-    if len(ds.skipped):
-        console.print(f"[yellow]{ds.describe()}: {ds.skipped.summary()}[/]")
+        if recalibrate is None:
+            metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, reporter)
+        else:
+            metrics, _ = evaluate_recalibrated(
+                estimator, data, estimator.retriever.ages, recalibrate, seed, base.interval_groups, reporter
+            )
+    left_out = skipped(ds, data)
+    if len(left_out):
+        console.print(f"[yellow]{ds.describe()}: {left_out.summary()}[/]")
     noted = data.noted()
     metrics["framing_fallbacks"] = len(noted)
     if noted:
         console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
-    console.print(metrics_table(metrics, f"{ds.describe()} - all {len(data)} images"))
+    scored = f"{metrics['n_test']} of {len(data)} images" if recalibrate is not None else f"all {len(data)} images"
+    console.print(metrics_table(metrics, f"{ds.describe()} - {scored}"))
     console.print(bucket_table(metrics))
     if out is not None:
         try:

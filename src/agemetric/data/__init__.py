@@ -1,4 +1,4 @@
-"""Datasets, decoding into uint8 arrays, splits and tensor transforms."""
+"""Decoding datasets into uint8 arrays, the disk cache, splits and tensor transforms."""
 
 from agemetric.data.arrays import FaceArrays, decode
 from agemetric.data.splits import random_split

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from agemetric._imaging import to_square
 from agemetric.data import cache as image_cache
-from agemetric.interfaces import Face, FaceDataset, FaceRecord, Framer
+from agemetric.interfaces import Face, FaceDataset, FaceRecord, Framer, Skipped
 
 
 @dataclass
@@ -27,6 +27,7 @@ class FaceArrays:
             fell back, e.g. no face found), or ``None`` when nothing was noted.
         groups: grouping name -> ``N`` group values (``None`` where unknown), from the records'
             ``groups``, or ``None`` when the dataset labels none.
+        unreadable: the records that could not be decoded (not among the ``N``), with the reason.
     """
 
     images: torch.Tensor
@@ -35,6 +36,7 @@ class FaceArrays:
     keys: list[str]
     notes: list[str | None] | None = None
     groups: dict[str, list[str | None]] | None = None
+    unreadable: Skipped = field(default_factory=Skipped)
 
     def __len__(self) -> int:
         return int(self.ages.numel())
@@ -72,7 +74,7 @@ def decode(
 ) -> FaceArrays:
     """Decode ``records`` into a `FaceArrays` of ``size`` x ``size`` images.
 
-    Images that fail to load are skipped and recorded in ``dataset.skipped``.
+    Images that fail to load are left out and listed in the result's ``unreadable``.
 
     Args:
         dataset: where the images come from.
@@ -94,9 +96,10 @@ def decode(
         images, ok, reasons, notes = _decode_all(dataset, records, size, progress, workers, framer)
         if key:
             image_cache.store(key, images, ok, reasons, notes)
+    unreadable = Skipped()
     for record, reason in zip(records, reasons, strict=True):
         if reason is not None:
-            dataset.skipped.add(record.key, f"unreadable image: {reason}")
+            unreadable.add(record.key, f"unreadable image: {reason}")
     kept = [r for r, good in zip(records, ok, strict=True) if good]
     return FaceArrays(
         images=torch.from_numpy(images[ok] if not ok.all() else np.ascontiguousarray(images)),  # (N, 3, S, S)
@@ -105,6 +108,7 @@ def decode(
         keys=[r.key for r in kept],
         notes=[n for n, good in zip(notes, ok, strict=True) if good] if any(notes) else None,
         groups=_groups(kept),
+        unreadable=unreadable,
     )
 
 

@@ -34,6 +34,7 @@ def cache_dir() -> Path:
 def cache_key(dataset: FaceDataset, records: Sequence[FaceRecord], size: int, framing: str = "") -> str:
     """A hex digest identifying the decoded result of ``records`` at ``size``."""
     h = hashlib.sha256()
+    # what records() could not list is a result of reading the folder, not an option of the dataset
     options = {k: repr(v) for k, v in sorted(vars(dataset).items()) if k != "skipped" and not k.startswith("_")}
     h.update(json.dumps([FORMAT, type(dataset).__qualname__, options, size, framing]).encode())
     for record in records:  # by content: a file replaced by another of the same size and time is seen

@@ -9,7 +9,7 @@ from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays, decode
 from agemetric.data.splits import SIDES, Split, hold_out_calibration, make_split, read_split
 from agemetric.errors import AgemetricError
-from agemetric.interfaces import FaceDataset, FaceRecord
+from agemetric.interfaces import FaceDataset, FaceRecord, Skipped
 from agemetric.reporting import SILENT, Reporter
 
 
@@ -49,9 +49,15 @@ def decode_records(
     )
     if len(arrays) < 2:
         raise AgemetricError(
-            f"{dataset.describe()}: fewer than 2 images could be decoded ({dataset.skipped.summary()})"
+            f"{dataset.describe()}: fewer than 2 images could be decoded ({skipped(dataset, arrays).summary()})"
         )
     return arrays
+
+
+def skipped(dataset: FaceDataset, data: FaceArrays) -> Skipped:
+    """Every row left out: those the dataset could not list, then the images that could not be
+    decoded into ``data``."""
+    return Skipped([*dataset.skipped.items, *data.unreadable.items])
 
 
 def load_data(config: RunConfig, reporter: Reporter = SILENT) -> tuple[FaceDataset, FaceArrays]:

@@ -6,10 +6,10 @@ what it expected; the subclass implements one abstract method (``embed``, ``mine
 """
 
 from agemetric.interfaces.backbone import Backbone
-from agemetric.interfaces.dataset import FaceDataset, FaceRecord
+from agemetric.interfaces.dataset import FaceDataset, FaceRecord, Skipped
 from agemetric.interfaces.framer import Face, Framer
 from agemetric.interfaces.loss import Loss
 from agemetric.interfaces.miner import Miner
 from agemetric.interfaces.retriever import Retriever
 
-__all__ = ["Backbone", "Face", "FaceDataset", "FaceRecord", "Framer", "Loss", "Miner", "Retriever"]
+__all__ = ["Backbone", "Face", "FaceDataset", "FaceRecord", "Framer", "Loss", "Miner", "Retriever", "Skipped"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from agemetric._io import readable_text
-from agemetric.data.csv_dataset import parse_age
+from agemetric.default_plugins.csv_dataset import parse_age
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 

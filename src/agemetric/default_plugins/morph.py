@@ -7,7 +7,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from agemetric._io import readable_text
-from agemetric.data.csv_dataset import parse_age, parse_gender
+from agemetric.default_plugins.csv_dataset import parse_age, parse_gender
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 

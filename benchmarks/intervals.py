@@ -1,0 +1,86 @@
+"""How far a run's interval coverage is from its level by chance: the run's calibration and test
+faces pooled and split again at random, many times, at the run's sizes.
+
+The calibration and test faces of a run are exchangeable by construction (both drawn at random,
+neither trained on nor in the gallery), so a coverage below the level on the run's own split is
+either the draw or a difference between the two sides that should not be there. Re-drawing the
+split many times gives the coverage's distribution over draws; the run's value is placed in it.
+Both kinds of interval are measured: one quantile for all faces, and one per group of estimates
+(the run's ``interval_groups``), beside constant-width intervals.
+
+Usage::
+
+    python benchmarks/intervals.py RUN_DIR [--draws 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from agemetric.data.loading import decode_records, select_records, split_arrays
+from agemetric.data.splits import read_split
+from agemetric.estimator import AgeEstimator
+from agemetric.intervals import ConformalIntervals
+from agemetric.runs import RunFolder
+
+
+def coverage(kind: dict, cal, test) -> tuple[float, float]:
+    """(coverage %, mean width) of intervals calibrated on ``cal`` and applied to ``test``:
+    each a ``(true, estimate, spread)`` triple."""
+    intervals = ConformalIntervals.calibrate(*cal, **kind)
+    low, high = intervals.bounds(test[1], test[2])
+    return 100 * float(((test[0] >= low) & (test[0] <= high)).double().mean()), float((high - low).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--draws", type=int, default=500)
+    args = parser.parse_args()
+
+    folder = RunFolder(args.run_dir)
+    config = dataclasses.replace(folder.read_config(), split_file=str(folder.split))
+    estimator = AgeEstimator.load(folder.require_model())
+    dataset, records = select_records(config)
+    data = decode_records(dataset, records, config)
+    _, cal_data, test_data = split_arrays(data, read_split(folder.split, records))
+    faces = []
+    for side in (cal_data, test_data):
+        emb = estimator.embed(side.images)
+        faces.append((side.ages, estimator.retriever.predict(emb), estimator.retriever.spread(emb)))
+    level, groups = config.interval_level, config.interval_groups
+    kinds = {
+        "one quantile": {"level": level},
+        f"{groups} groups of estimates": {"level": level, "groups": groups},
+        "constant width": {"level": level, "normalised": False},
+    }
+    pooled = [torch.cat(parts) for parts in zip(*faces, strict=True)]
+    n_cal, n = len(cal_data), len(cal_data) + len(test_data)
+    print(f"{args.run_dir}: {n_cal} calibration / {len(test_data)} test faces, level {level:.0%}, {args.draws} draws")
+    print(
+        "| intervals | the run's split: coverage / width | re-drawn: mean coverage (sd) | share of draws below the run's |"
+    )
+    print("|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for name, kind in kinds.items():
+        run_cov, run_width = coverage(kind, *faces)
+        drawn = []
+        for _ in range(args.draws):
+            order = torch.randperm(n, generator=g)
+            cal = [part[order[:n_cal]] for part in pooled]
+            test = [part[order[n_cal:]] for part in pooled]
+            drawn.append(coverage(kind, cal, test)[0])
+        covs = torch.tensor(drawn)
+        below = 100 * float((covs < run_cov).double().mean())
+        print(
+            f"| {name} | {run_cov:.1f} % / {run_width:.1f} y | {covs.mean():.1f} % ({covs.std():.1f}) | {below:.0f} % |"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
