@@ -6,7 +6,9 @@ neither trained on nor in the gallery), so a coverage below the level on the run
 either the draw or a difference between the two sides that should not be there. Re-drawing the
 split many times gives the coverage's distribution over draws; the run's value is placed in it.
 Both kinds of interval are measured: one quantile for all faces, and one per group of estimates
-(the run's ``interval_groups``), beside constant-width intervals.
+(the run's ``interval_groups``), beside constant-width intervals. A second table compares what
+the width follows (the neighbours' age spread, their embedding distance, nothing) on the
+calibration faces alone, so that a choice between them is made without the test faces.
 
 Usage::
 
@@ -49,14 +51,15 @@ def main() -> None:
     dataset, records = select_records(config)
     data = decode_records(dataset, records, config)
     _, cal_data, test_data = split_arrays(data, read_split(folder.split, records))
-    faces = []
+    faces, distances = [], []
     for side in (cal_data, test_data):
         emb = estimator.embed(side.images)
         faces.append((side.ages, estimator.retriever.predict(emb), estimator.retriever.spread(emb)))
+        distances.append(estimator.retriever.search(emb)[0].mean(1))  # (N,) mean L1 distance to the k
     level, groups = config.interval_level, config.interval_groups
     kinds = {
         "one quantile": {"level": level},
-        f"{groups} groups of estimates": {"level": level, "groups": groups},
+        f"by group of estimates (up to {groups})": {"level": level, "groups": groups},
         "constant width": {"level": level, "normalised": False},
     }
     pooled = [torch.cat(parts) for parts in zip(*faces, strict=True)]
@@ -80,6 +83,31 @@ def main() -> None:
         print(
             f"| {name} | {run_cov:.1f} % / {run_width:.1f} y | {covs.mean():.1f} % ({covs.std():.1f}) | {below:.0f} % |"
         )
+    compare_difficulties(faces[0], distances[0], level, args.draws, g)
+
+
+def compare_difficulties(cal, distance: torch.Tensor, level: float, draws: int, g: torch.Generator) -> None:
+    """What the width is normalised by, compared on the calibration faces alone (a random half
+    calibrates, the other half is scored, re-drawn): the neighbours' age spread, their mean
+    embedding distance (in the spread's units: scaled to the same median), and none."""
+    true, estimate, spread = cal
+    scaled = distance * spread.median() / distance.median()
+    difficulties = {"neighbours' age spread": spread, "mean distance to the neighbours": scaled,
+                    "spread x distance / median": spread * distance / distance.median()}  # fmt: skip
+    print(f"\nOn the {len(true)} calibration faces alone, halves re-drawn {draws} times (level {level:.0%}):")
+    print("| width follows | mean coverage | mean width |")
+    print("|---|---|---|")
+    n, half = len(true), len(true) // 2
+    for name, difficulty in [*difficulties.items(), ("nothing (constant width)", None)]:
+        kind = {"level": level} if difficulty is not None else {"level": level, "normalised": False}
+        d = spread if difficulty is None else difficulty
+        results = []
+        for _ in range(draws):
+            order = torch.randperm(n, generator=g)
+            a, b = order[:half], order[half:]
+            results.append(coverage(kind, (true[a], estimate[a], d[a]), (true[b], estimate[b], d[b])))
+        covs, widths = zip(*results, strict=True)
+        print(f"| {name} | {sum(covs) / draws:.1f} % | {sum(widths) / draws:.2f} y |")
 
 
 if __name__ == "__main__":

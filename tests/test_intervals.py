@@ -260,6 +260,20 @@ def test_a_run_calibrates_and_reports_intervals(trained):
     assert "## 90 % intervals by true age" in report
 
 
+def test_a_run_with_enough_calibration_faces_calibrates_by_group(tmp_path):
+    sets = ["dataset_options.n=1000", "epochs=1", "image_size=32", "batch_size=64", "k=5", "bf16=off",
+            "calibration=0.6", f"out={tmp_path / 'r'}"]  # fmt: skip
+    result = run(resolve("quick", sets=sets))
+    intervals = result.estimator.intervals
+    n_cal = result.metrics["split"]["n_calibration"]
+    assert len(intervals.quantiles) == n_cal // 200 >= 2  # as many groups as hold 200 faces, up to 6
+    row = next(r for r in result.metrics["intervals"]["curve"] if r["level"] == 0.9)
+    assert {"coverage", "pooled_coverage", "constant_coverage"} <= set(row)
+    report = RunFolder(result.run_dir).report.read_text()
+    assert "one quantile for all faces at the same level" in report
+    assert AgeEstimator.load(RunFolder(result.run_dir).model).intervals == intervals
+
+
 @pytest.mark.parametrize("grouped", [False, True])
 def test_intervals_survive_save_load_export_and_predict(trained, tmp_path, grouped):
     folder = RunFolder(trained.run_dir)
@@ -347,3 +361,9 @@ def test_calibration_zero_gives_no_intervals(tmp_path):
     assert result.metrics["split"]["n_calibration"] == 0
     assert "low" not in next(csv.DictReader(RunFolder(result.run_dir).predictions.open()))
     assert AgeEstimator.load(RunFolder(result.run_dir).model).estimate(random_face_arrays(2, 32).images).low is None
+
+
+def test_the_bundle_clips_intervals_to_the_same_ages():
+    from agemetric import bundle, intervals
+
+    assert bundle.AGE_RANGE == intervals.AGE_RANGE
