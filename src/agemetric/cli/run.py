@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ Preset = Literal[tuple(PRESETS)]
 
 @guarded
 def run(
+    ctx: typer.Context,
     backbone: Annotated[
         str | None,
         typer.Option(metavar="NAME", help="Backbone plugin, e.g. inception_v3 or small_cnn.", rich_help_panel=_MODEL),
@@ -192,8 +194,9 @@ def run(
 ) -> None:
     """Train the model on a dataset's training split and evaluate it on the test split.
 
-    With no options: the quick preset (embedded synthetic faces, small CNN; 5 to 15 minutes on a
-    laptop CPU). Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
+    With no options: the quick preset (embedded synthetic faces, small CNN; 5 to 15 minutes on a laptop CPU).
+    Real faces or ordinary photos: --preset face --dataset csv --data-dir labels.csv (needs agemetric-dlib).
+    Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
     The paper's exact setting: --preset paper.
     Several processes: torchrun --nproc_per_node 2 -m agemetric run ... (--batch-size is the global batch).
     Every setting is listed in the config.toml written into the run folder.
@@ -206,31 +209,9 @@ def run(
 
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise AgemetricError(f"--device expects auto, cpu, cuda or cuda:N, got {device!r}")
-    options = {
-        "backbone": backbone,
-        "loss": loss,
-        "miner": miner,
-        "retriever": retriever,
-        "weights": weights,
-        "margin": margin,
-        "k": k,
-        "dataset": dataset,
-        "data_dir": None if data_dir is None else str(data_dir),
-        "limit": limit,
-        "image_size": image_size,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": seed,
-        "split": split,
-        "framing": framing,
-        "split_file": None if split_file is None else str(split_file),
-        "multitask": multitask,
-        "bf16": bf16,
-        "optimizer": optimizer,
-        "lr": lr,
-        "device": device,
-        "out": None if out is None else str(out),
-    }
+    # every option named after a setting, as given (None: not given); Paths as the strings they were
+    fields = {f.name for f in dataclasses.fields(cfg.RunConfig)}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items() if k in fields}
     if resume is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
         given += [name for name, v in (("--preset", preset), ("--config", config), ("--set", set_)) if v]
