@@ -45,6 +45,16 @@ LEVERS: dict[str, list[str]] = {
     "dropout 0.1 + no augmentation": ["backbone_options.dropout=0.1", "augment=false"],
     "dropout 0.1 + weight average 0.998": ["backbone_options.dropout=0.1", "weight_average=0.998"],
     "dropout 0.1 + weight average 0.995": ["backbone_options.dropout=0.1", "weight_average=0.995"],
+    # an auxiliary age classifier on the embedding (the gender task keeps the plain loss)
+    **{
+        f"dropout 0.1 + weight average 0.998 + age classifier {w}": [
+            "backbone_options.dropout=0.1",
+            "weight_average=0.998",
+            f"loss_options.classifier={w}",
+            "gender_loss=revised-contrastive",
+        ]
+        for w in (3, 10)
+    },
 }
 
 

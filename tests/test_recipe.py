@@ -84,3 +84,23 @@ def test_snapshots_evaluate_during_training_without_touching_the_run(tmp_path):
     without = run(dataclasses.replace(config, out=str(tmp_path / "b")))
     assert "snapshots" not in without.metrics
     assert math.isclose(with_curve.metrics["mae"], without.metrics["mae"], rel_tol=1e-6)  # same training
+
+
+def test_auxiliary_age_classifier_adds_a_weighted_cross_entropy_and_trains_its_layer():
+    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(6, 8, generator=g, requires_grad=True)
+    ages = torch.tensor([3.4, 20.0, 22.0, 50.0, 50.6, 200.0])  # 200: clipped to the last class
+    pairs = F.all_pairs(6)
+    plain = RevisedContrastiveLoss()(emb, ages, pairs)
+    with_head = RevisedContrastiveLoss(classifier=2.5, classes=60)
+    total = with_head(emb, ages, pairs)
+    logits = with_head.classifier(emb)  # every face is in some pair
+    expected = plain + 2.5 * torch.nn.functional.cross_entropy(logits, torch.tensor([3, 20, 22, 50, 51, 59]))
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    total.backward()
+    assert with_head.classifier.weight.grad is not None and emb.grad.abs().sum() > 0
+    assert RevisedContrastiveLoss().classifier is None
+    with pytest.raises(ValueError, match="classifier"):
+        RevisedContrastiveLoss(classifier=-1)

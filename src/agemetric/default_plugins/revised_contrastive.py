@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from agemetric import functional as F
 from agemetric.hookspecs import hookimpl
@@ -22,6 +23,12 @@ class RevisedContrastiveLoss(Loss):
         q: Q, the upper bound of the distance (paper: 100).
         reduction: ``"mean"`` (the paper's, as we read it), ``"balanced"`` (mean over similar
             pairs + mean over dissimilar pairs) or ``"sum"`` over pairs.
+        classifier: weight of an auxiliary age classifier (not the paper's; 0: none): a linear
+            layer from the embedding to ``classes`` ages (0 to ``classes - 1`` years), trained
+            with cross-entropy on the rounded ages of the paired faces and added to the loss with
+            this weight. Ages are still predicted from the nearest faces; the classifier only
+            shapes the embedding.
+        classes: the ages the auxiliary classifier tells apart.
 
     Examples:
         >>> loss = RevisedContrastiveLoss(margin=4)
@@ -32,19 +39,36 @@ class RevisedContrastiveLoss(Loss):
 
     accepts = Pairs
 
-    def __init__(self, margin: float = 4.0, q: float = F.Q_DEFAULT, reduction: str = "mean"):
+    def __init__(
+        self,
+        margin: float = 4.0,
+        q: float = F.Q_DEFAULT,
+        reduction: str = "mean",
+        classifier: float = 0.0,
+        classes: int = 101,
+    ):
         super().__init__(margin)
         if q <= 0:
             raise ValueError(f"q must be > 0, got {q}")
         if reduction not in ("mean", "balanced", "sum"):
             raise ValueError(f"reduction must be 'mean', 'balanced' or 'sum', got {reduction!r}")
+        if classifier < 0 or classes < 2:
+            raise ValueError(f"classifier must be >= 0 and classes >= 2, got {classifier} and {classes}")
         self.q = float(q)
         self.reduction = reduction
+        self.classifier_weight = float(classifier)
+        self.classifier = nn.LazyLinear(int(classes)) if classifier else None
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
         d = F.pair_l1_distances(embeddings.float(), indices.first, indices.second)  # (P,)
         z = F.margin_similarity(labels, indices.first, indices.second, self.margin)  # (P,)
-        return F.revised_contrastive_loss(d, z, q=self.q, reduction=self.reduction)
+        loss = F.revised_contrastive_loss(d, z, q=self.q, reduction=self.reduction)
+        if self.classifier is None:
+            return loss
+        rows = torch.unique(torch.cat([indices.first, indices.second]))  # (S,) the paired faces
+        logits = self.classifier(embeddings[rows].float())  # (S, classes)
+        target = labels[rows].round().long().clamp(0, logits.shape[1] - 1)  # (S,)
+        return loss + self.classifier_weight * nn.functional.cross_entropy(logits, target)
 
 
 @hookimpl
