@@ -97,7 +97,8 @@ def main() -> None:
                    "--set", 'dataset_options.groups=["race"]', "--recalibrate", str(args.recalibrate),
                    "--out", str(result)]  # fmt: skip
         print("+", shlex.join(command), flush=True)
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        exe = str(Path(sys.executable).with_name("agemetric"))  # the agemetric beside this Python
+        subprocess.run([exe, *command[1:]], check=True, stdout=subprocess.DEVNULL)
         m = json.loads(result.read_text())
         again = m["recalibrated"]["intervals"]
         race = m.get("groups", {}).get("race", {}).get("largest_gap", {})

@@ -121,28 +121,32 @@ def predicted_vs_true(true: Sequence[float], predicted: Sequence[float], path: P
 
 
 def interval_coverage(intervals: dict, path: Path, note: str) -> Path:
-    """Test coverage against the nominal level (normalised and constant-width intervals, the
-    diagonal), each point labelled with its mean width."""
-    fig, ax = _figure("Prediction intervals: coverage", note)
+    """Two panels against the nominal level: test coverage (with the diagonal) and mean width, for
+    each kind of interval in the run's ``curve``."""
+    fig = Figure(figsize=(9.0, 4.2), layout="constrained")
+    fig.suptitle("Prediction intervals")
+    fig.supxlabel(note, fontsize=8, color="0.35")
+    cover, width = fig.subplots(1, 2)
     curve = intervals["curve"]
     levels = [100 * row["level"] for row in curve]
     grouped = "pooled_coverage" in curve[0]
-    for prefix, label, colour, dy in (
-        ("", "neighbour-normalised, by group of estimates" if grouped else "neighbour-normalised", "tab:blue", 4),
-        ("pooled_", "neighbour-normalised, one quantile", "tab:orange", -4),
-        ("constant_", "constant width", "tab:grey", -10),
+    for prefix, label, colour in (
+        ("", "normalised, by group of estimates" if grouped else "normalised by the neighbours' spread", "tab:blue"),
+        ("pooled_", "normalised, one quantile for all", "tab:orange"),
+        ("constant_", "constant width", "tab:grey"),
     ):
-        if f"{prefix}coverage" not in curve[0]:
-            continue
-        ax.plot(levels, [row[f"{prefix}coverage"] for row in curve], marker="o", color=colour, label=label)
-        for x, row in zip(levels, curve, strict=True):
-            ax.annotate(f"{row[f'{prefix}mean_width']:.1f} y", (x, row[f"{prefix}coverage"]), fontsize=6,
-                        textcoords="offset points", xytext=(4, dy), color=colour)  # fmt: skip
-    ax.plot([levels[0], levels[-1]], [levels[0], levels[-1]], color="black", linewidth=1, label="nominal (y = x)")
-    ax.set_xlabel("level the intervals were calibrated for (%)")
-    ax.set_ylabel("test faces inside their interval (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", title="labels: mean width", title_fontsize=7, fontsize=8)
+        if f"{prefix}coverage" in curve[0]:
+            cover.plot(levels, [row[f"{prefix}coverage"] for row in curve], marker="o", color=colour, label=label)
+            width.plot(levels, [row[f"{prefix}mean_width"] for row in curve], marker="o", color=colour, label=label)
+    cover.plot([levels[0], levels[-1]], [levels[0], levels[-1]], color="black", linewidth=1, label="nominal (y = x)")
+    cover.set_title("coverage", fontsize=10)
+    cover.set_ylabel("test faces inside their interval (%)")
+    width.set_title("mean width", fontsize=10)
+    width.set_ylabel("mean width of the interval (years)")
+    for ax in (cover, width):
+        ax.set_xlabel("level the intervals were calibrated for (%)")
+        ax.grid(alpha=0.3)
+    cover.legend(loc="upper left", fontsize=8)
     return save_figure(fig, path)
 
 
