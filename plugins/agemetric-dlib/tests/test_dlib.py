@@ -158,7 +158,9 @@ def aligned_run(tmp_path):
     a random gallery)."""
     from agemetric import AgeEstimator, resolve
 
-    sets = ["image_size=32", "framing=dlib-align", "k=3", "tta_flip=true"]
+    # float32, as the exported bundle runs: under bfloat16 autocast (on CPUs that have it) the run
+    # embeds with other rounding than the bundle, and a near tie among 24 random faces can flip
+    sets = ["image_size=32", "framing=dlib-align", "k=3", "tta_flip=true", "bf16=off"]
     est = AgeEstimator.from_config(resolve("quick", sets=sets))
     est.fit_gallery(random_face_arrays(24, size=32))
     folder = tmp_path / "run"
