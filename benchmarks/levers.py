@@ -92,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0, help="the runs' seed (the validation split stays the same)")
     parser.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
     parser.add_argument("--out", type=Path, default=Path("runs/levers"))
     parser.add_argument("--evaluate", type=Path, help="only the evaluation levers (flip TTA, k) of this run folder")
@@ -103,10 +104,11 @@ def main() -> None:
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     exe = str(Path(sys.executable).with_name("agemetric"))
     for name in [n.strip() for n in args.levers.split(",") if n.strip()]:
-        run_dir = args.out / name.replace(" + ", "+").replace(" ", "-")
-        if name not in results:
+        key = name if args.seed == 0 else f"{name} (seed {args.seed})"
+        run_dir = args.out / key.replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
+        if key not in results:
             cmd = ["agemetric", "run", "--preset", "face", "--dataset", "utkface", "--data-dir", str(args.data_dir),
-                   "--split-file", str(split), "--epochs", str(args.epochs), "--seed", "0", "--out", str(run_dir),
+                   "--split-file", str(split), "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(run_dir),
                    "--set", "figures=false"]  # fmt: skip
             for item in START + LEVERS[name]:
                 cmd += ["--set", item]
@@ -114,7 +116,7 @@ def main() -> None:
             subprocess.run([exe, *cmd[1:]], check=True, stdout=subprocess.DEVNULL)
             metrics = json.loads((run_dir / "metrics.json").read_text())
             history = json.loads((run_dir / "history.json").read_text())
-            results[name] = {
+            results[key] = {
                 "mae": metrics["mae"],
                 "cs5": metrics["cs"]["5"],
                 "images": metrics["training_images_seen"],
@@ -122,10 +124,8 @@ def main() -> None:
                 "command": shlex.join(cmd),
             }
             results_file.write_text(json.dumps(results, indent=2))
-        r = results[name]
-        print(
-            f"| {name} | {r['mae']:.3f} | {r['cs5']:.1f} | {r['images']} | {r['images_per_second']:.0f} |", flush=True
-        )
+        r = results[key]
+        print(f"| {key} | {r['mae']:.3f} | {r['cs5']:.1f} | {r['images']} | {r['images_per_second']:.0f} |", flush=True)
 
 
 if __name__ == "__main__":
