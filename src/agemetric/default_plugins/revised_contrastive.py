@@ -27,7 +27,8 @@ class RevisedContrastiveLoss(Loss):
             layer from the embedding to ``classes`` ages (0 to ``classes - 1`` years), trained
             with cross-entropy on the rounded ages of the paired faces and added to the loss with
             this weight. Ages are still predicted from the nearest faces; the classifier only
-            shapes the embedding.
+            shapes the embedding. The gender task, made again with the age loss's options,
+            would classify its 0/1 labels the same way: name ``gender_loss`` to keep it plain.
         classes: the ages the auxiliary classifier tells apart.
 
     Examples:
