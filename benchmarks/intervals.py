@@ -27,7 +27,7 @@ import torch
 from agemetric.data.loading import decode_records, select_records, split_arrays
 from agemetric.data.splits import read_split
 from agemetric.estimator import AgeEstimator
-from agemetric.intervals import ConformalIntervals
+from agemetric.intervals import ConformalIntervals, interval_report
 from agemetric.runs import RunFolder
 
 
@@ -35,8 +35,8 @@ def coverage(kind: dict, cal, test) -> tuple[float, float]:
     """(coverage %, mean width) of intervals calibrated on ``cal`` and applied to ``test``:
     each a ``(true, estimate, spread)`` triple."""
     intervals = ConformalIntervals.calibrate(*cal, **kind)
-    low, high = intervals.bounds(test[1], test[2])
-    return 100 * float(((test[0] >= low) & (test[0] <= high)).double().mean()), float((high - low).mean())
+    report = interval_report(test[0], *intervals.bounds(test[1], test[2]))
+    return report["coverage"], report["mean_width"]
 
 
 def main() -> None:

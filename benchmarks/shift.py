@@ -90,6 +90,7 @@ def main() -> None:
     with (args.run_dir / "split.csv").open(newline="", encoding="utf-8") as f:
         keys = [row["key"] for row in csv.DictReader(f) if row["side"] == "test"]
     rows = []
+    exe = str(Path(sys.executable).with_name("agemetric"))  # the agemetric beside this Python
     for name in args.shifts.split(","):
         labels = write_shifted(name, SHIFTS[name], keys, args.data_dir, args.out)
         result = args.out / f"{name.replace(' ', '-')}.json"
@@ -97,7 +98,6 @@ def main() -> None:
                    "--set", 'dataset_options.groups=["race"]', "--recalibrate", str(args.recalibrate),
                    "--out", str(result)]  # fmt: skip
         print("+", shlex.join(command), flush=True)
-        exe = str(Path(sys.executable).with_name("agemetric"))  # the agemetric beside this Python
         subprocess.run([exe, *command[1:]], check=True, stdout=subprocess.DEVNULL)
         m = json.loads(result.read_text())
         again = m["recalibrated"]["intervals"]
