@@ -132,3 +132,31 @@ def test_framing_changes_the_decoded_pixels_and_the_cache_key(utk_dir, tmp_path,
     whole = decode(ds, records, size=16, cache=True)
     boxed = decode(ds, records, size=16, cache=True, framer=plugins.create("framer", "box", box=(0, 0, 0.5, 0.5)))
     assert whole.images.shape == boxed.images.shape and not torch.equal(whole.images, boxed.images)
+
+
+def test_a_chip_framer_is_framed_once_and_every_smaller_size_is_resized_from_its_chips(utk_dir, tmp_path, monkeypatch):
+    from agemetric.interfaces import Framer
+
+    calls = []
+
+    class Chips(Framer):
+        chip_size = 40
+
+        def frame(self, image):
+            calls.append(1)
+            return image.resize((40, 40))
+
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(tmp_path / "cache"))
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    records = ds.records()
+    direct = decode(ds, records, size=24, framer=Chips())  # no cache: framed and resized at once
+    calls.clear()
+    at_24 = decode(ds, records, size=24, cache=True, framer=Chips())
+    framed = len(calls)
+    assert framed == 6  # the readable images
+    at_16 = decode(ds, records, size=16, cache=True, framer=Chips())
+    at_40 = decode(ds, records, size=40, cache=True, framer=Chips())
+    assert len(calls) == framed  # both served from the chips cached at 40
+    assert torch.equal(at_24.images, direct.images)  # the same pixels as framing at 24 directly
+    assert at_16.images.shape == (6, 3, 16, 16) and at_40.images.shape == (6, 3, 40, 40)
+    assert at_24.keys == direct.keys and at_24.unreadable.summary() == direct.unreadable.summary()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from agemetric._imaging import to_square
 from agemetric.data import cache as image_cache
@@ -85,17 +86,12 @@ def decode(
         cache: read and write the decoded pixels in the disk cache (`agemetric.data.cache`).
         framer: the face framing applied before resizing (default: the whole image).
     """
-    framing = framer.key() if framer is not None else ""
-    key = image_cache.cache_key(dataset, records, size, framing) if cache else None
-    hit = image_cache.load(key, len(records), size) if key else None
-    if hit is not None:
-        images, ok, reasons, notes = hit
-        if progress is not None:
-            progress(len(records))
+    chip = getattr(framer, "chip_size", None) if cache else None
+    if chip and size < chip:  # the framed chips are cached once, at the framer's side, then resized
+        images, ok, reasons, notes = _decoded(dataset, records, chip, progress, workers, cache, framer)
+        images = _resized(images, size, workers)
     else:
-        images, ok, reasons, notes = _decode_all(dataset, records, size, progress, workers, framer)
-        if key:
-            image_cache.store(key, images, ok, reasons, notes)
+        images, ok, reasons, notes = _decoded(dataset, records, size, progress, workers, cache, framer)
     unreadable = Skipped()
     for record, reason in zip(records, reasons, strict=True):
         if reason is not None:
@@ -110,6 +106,33 @@ def decode(
         groups=_groups(kept),
         unreadable=unreadable,
     )
+
+
+def _decoded(dataset, records, size, progress, workers, cache, framer) -> tuple[np.ndarray, np.ndarray, list, list]:
+    """`_decode_all()` through the disk cache when ``cache`` is on."""
+    key = image_cache.cache_key(dataset, records, size, framer.key() if framer is not None else "") if cache else None
+    hit = image_cache.load(key, len(records), size) if key else None
+    if hit is not None:
+        if progress is not None:
+            progress(len(records))
+        return hit
+    decoded = _decode_all(dataset, records, size, progress, workers, framer)
+    if key:
+        image_cache.store(key, *decoded)
+    return decoded
+
+
+def _resized(images: np.ndarray, size: int, workers: int) -> np.ndarray:
+    """``(N, 3, S, S)`` uint8 -> ``(N, 3, size, size)``, each image resized as `to_square` resizes."""
+
+    def one(image: np.ndarray) -> np.ndarray:
+        return to_square(Image.fromarray(image.transpose(1, 2, 0)), size).transpose(2, 0, 1)  # (3, size, size)
+
+    out = np.zeros((images.shape[0], 3, size, size), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, image in enumerate(pool.map(one, images)):
+            out[i] = image
+    return out
 
 
 def _groups(records: Sequence[FaceRecord]) -> dict[str, list[str | None]] | None:

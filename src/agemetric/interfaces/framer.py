@@ -40,7 +40,10 @@ class Framer(abc.ABC):
     Factories registered through ``register_framers`` are called as ``factory(**framing_options)``.
     A plugin implements `frame()` (the face used for training and evaluation); a detector also
     implements `faces()` (every face, for ``agemetric predict``). `key()` must change
-    whenever the output would, because decoded images are cached under it.
+    whenever the output would, because decoded images are cached under it. A framer whose faces
+    are square chips of one side sets `chip_size`: the disk cache then keeps the chips once at
+    that side, and a run at any smaller image size resizes them instead of framing every photo
+    again.
 
     Examples:
         A subclass implements `frame()`; calling the framer gives a [`Face`][agemetric.interfaces.Face]:
@@ -51,6 +54,9 @@ class Framer(abc.ABC):
         >>> LeftHalf()(Image.new("RGB", (100, 80))).image.size
         (50, 80)
     """
+
+    #: the side of the square faces `frame()` returns when it is fixed (else ``None``)
+    chip_size: int | None = None
 
     def __call__(self, image: Image.Image) -> Face:
         """The face of an image (any PIL mode) used for training and evaluation."""

@@ -71,6 +71,12 @@ class DlibAlignFramer(Framer):
         self.size, self.padding, self.detect_side = int(size), float(padding), int(detect_side)
         self.upsample, self.fallback = int(upsample), fallback
 
+    @property
+    def chip_size(self) -> int:
+        """Every aligned face is a ``size`` x ``size`` chip (a photo without a face found is
+        cached at that side too)."""
+        return self.size
+
     def boxes(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
         """Face boxes ``(left, top, right, bottom)`` in the photo's pixels, largest first."""
         detector, _ = _dlib_models()
