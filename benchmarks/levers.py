@@ -56,6 +56,27 @@ LEVERS: dict[str, list[str]] = {
         for w in (3, 10)
     },
 }
+#: the recipe with the age classifier (weight 3), and levers on top of it
+CLASSIFIER = [*LEVERS["dropout 0.1 + weight average 0.998 + age classifier 3"]]
+LEVERS |= {
+    "classifier 3 + 80 px": [*CLASSIFIER, "image_size=80"],
+    "classifier 3 + 96 px": [*CLASSIFIER, "image_size=96"],
+    "classifier 3 + 128 px": [*CLASSIFIER, "image_size=128"],
+    "classifier 3 + padding 0.4": [*CLASSIFIER, "framing_options.padding=0.4"],
+    "classifier 3 + embedding 128": [*CLASSIFIER, "embedding_dim=128"],
+    "classifier 3 + label sigma 2": [*CLASSIFIER, "loss_options.label_sigma=2"],
+    "classifier 3 + batch 256": [*CLASSIFIER, "batch_size=256"],
+    "classifier 3 + weight decay 1e-4": [*CLASSIFIER, "weight_decay=1e-4"],
+    "classifier 3 + lr 5e-5": [*CLASSIFIER, "lr=5e-5"],
+    "classifier 3 + margin 3": [*CLASSIFIER, "margin=3"],
+    "classifier 3 + rotate 10 + jitter 0.2": [*CLASSIFIER, "augment_options.rotate=10", "augment_options.jitter=0.2"],
+    "classifier 3 + stronger shift and zoom": [
+        *CLASSIFIER,
+        "augment_options.max_shift=0.1",
+        "augment_options.scale=[0.85,1.15]",
+    ],
+    "classifier 3 + cosine": [*CLASSIFIER, "lr_schedule=cosine", "warmup=0.05"],
+}
 
 
 def evaluation_levers(run_dir: Path) -> None:
@@ -93,13 +114,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="the runs' seed (the validation split stays the same)")
+    parser.add_argument(
+        "--second-split", action="store_true", help="validate on another fifth of the training images (md5[16:24])"
+    )
     parser.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
     parser.add_argument("--out", type=Path, default=Path("runs/levers"))
     parser.add_argument("--evaluate", type=Path, help="only the evaluation levers (flip TTA, k) of this run folder")
     args = parser.parse_args()
     if args.evaluate:
         return evaluation_levers(args.evaluate)
-    split = validation_split(args.data_dir, args.out)
+    split = validation_split(args.data_dir, args.out, second=args.second_split)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     exe = str(Path(sys.executable).with_name("agemetric"))

@@ -59,8 +59,10 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
 }
 
 
-def validation_split(data_dir: Path, out: Path) -> Path:
-    """A split.csv without the hash test images, a fifth of the rest as the (validation) test side."""
+def validation_split(data_dir: Path, out: Path, second: bool = False) -> Path:
+    """A split.csv without the hash test images, a fifth of the rest as the (validation) test side:
+    ``int(md5[8:16], 16) % 5 == 0``, or with ``second`` another fifth, ``int(md5[16:24], 16) % 5 == 0``."""
+    digits = slice(16, 24) if second else slice(8, 16)
     from agemetric import create
 
     dataset = create("dataset", "utkface", root=data_dir)
@@ -69,8 +71,8 @@ def validation_split(data_dir: Path, out: Path) -> Path:
         digest = hashlib.md5(dataset.file(record).read_bytes()).hexdigest()
         if int(digest[:8], 16) % 5 == 0:
             continue  # the hash split's test image: never seen while choosing settings
-        rows.append((record.key, "test" if int(digest[8:16], 16) % 5 == 0 else "train"))
-    path = out / "validation-split.csv"
+        rows.append((record.key, "test" if int(digest[digits], 16) % 5 == 0 else "train"))
+    path = out / ("second-validation-split.csv" if second else "validation-split.csv")
     out.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         csv.writer(f).writerows([("key", "side"), *rows])

@@ -104,3 +104,22 @@ def test_auxiliary_age_classifier_adds_a_weighted_cross_entropy_and_trains_its_l
     assert RevisedContrastiveLoss().classifier is None
     with pytest.raises(ValueError, match="classifier"):
         RevisedContrastiveLoss(classifier=-1)
+
+
+def test_label_sigma_trains_the_classifier_on_a_normal_distribution_over_the_ages():
+    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(5, 8, generator=g)
+    ages = torch.tensor([0.0, 7.5, 30.0, 31.0, 59.0])
+    pairs = F.all_pairs(5)
+    loss = RevisedContrastiveLoss(classifier=2.0, classes=60, label_sigma=3.0)
+    total = loss(emb, ages, pairs)
+    log_p = torch.log_softmax(loss.classifier(emb), dim=1)  # (5, 60)
+    expected = RevisedContrastiveLoss()(emb, ages, pairs).item()
+    for i, age in enumerate(ages.tolist()):  # per face: -sum_c q_c log p_c, q a normal over 0..59 (normalised)
+        q = [math.exp(-0.5 * ((c - age) / 3.0) ** 2) for c in range(60)]
+        expected += 2.0 * -sum(qc / sum(q) * log_p[i, c].item() for c, qc in enumerate(q)) / 5
+    assert total.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="label_sigma"):
+        RevisedContrastiveLoss(classifier=1.0, label_sigma=-1)

@@ -88,6 +88,10 @@ class RunConfig:
             again with ``gender_margin`` and the same options).
         gender_margin: the margin on 0/1 gender labels (0.5: Z = 1 iff the same gender).
         augment: random flip, shift and zoom during training.
+        augment_options: how strong the augmentation is: ``max_shift`` (fraction of the side,
+            0.06), ``scale`` (zoom range, [0.92, 1.08]), ``rotate`` (degrees either way, 0),
+            ``jitter`` (relative brightness and contrast change, 0), ``flip`` (true); see
+            `agemetric.data.transforms.augment()`.
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
@@ -165,10 +169,16 @@ class RunConfig:
     retriever_options: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     framing_options: dict = field(default_factory=dict)
+    augment_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for table in RESERVED_OPTIONS:
             check_options(table, getattr(self, table))
+        unknown = sorted(set(self.augment_options) - AUGMENT_OPTIONS)
+        if unknown:
+            raise AgemetricError(
+                f"augment_options: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(AUGMENT_OPTIONS))}"
+            )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -270,6 +280,9 @@ def _parse_literal(text: str) -> Any:
     except tomllib.TOMLDecodeError:
         return text
 
+
+#: what ``augment_options`` may set (keywords of `agemetric.data.transforms.augment()`)
+AUGMENT_OPTIONS = {"flip", "max_shift", "scale", "rotate", "jitter"}
 
 #: plugin options that agemetric passes itself, from these settings: ``--set loss_options.margin=3``
 #: would give the factory ``margin`` twice

@@ -22,8 +22,11 @@ def augment(
     flip: bool = True,
     max_shift: float = 0.06,
     scale: tuple[float, float] = (0.92, 1.08),
+    rotate: float = 0.0,
+    jitter: float = 0.0,
 ) -> torch.Tensor:
-    """Random horizontal flip, shift and zoom per image, in one ``grid_sample`` call.
+    """Random horizontal flip, shift, zoom and rotation per image, in one ``grid_sample`` call,
+    then a random change of brightness and contrast.
 
     Args:
         images: float ``(B, 3, H, W)``.
@@ -31,6 +34,9 @@ def augment(
         flip: mirror half of the images.
         max_shift: largest shift as a fraction of the side (each axis).
         scale: range of the zoom factor.
+        rotate: largest rotation in degrees, either way (0: none).
+        jitter: largest relative change of contrast, and of brightness in units of the image's
+            spread, either way (0: none).
 
     Returns:
         float ``(B, 3, H, W)``.
@@ -42,6 +48,17 @@ def augment(
     theta = torch.zeros(b, 2, 3)  # (B, 2, 3) affine maps from output to input coordinates
     theta[:, 0, 0] = sign / zoom
     theta[:, 1, 1] = 1.0 / zoom
+    if rotate:  # the rotation is drawn only when asked for, so runs without it draw as before
+        angle = torch.empty(b).uniform_(-rotate, rotate, generator=generator).deg2rad()  # (B,)
+        cos, sin = angle.cos() / zoom, angle.sin() / zoom
+        theta[:, 0, 0], theta[:, 0, 1] = sign * cos, -sin
+        theta[:, 1, 0], theta[:, 1, 1] = sign * sin, cos
     theta[:, :, 2] = shift
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
-    return F.grid_sample(images, grid.to(images.dtype), padding_mode="border", align_corners=False)
+    out = F.grid_sample(images, grid.to(images.dtype), padding_mode="border", align_corners=False)
+    if jitter:
+        contrast = torch.empty(b, 1, 1, 1).uniform_(1 - jitter, 1 + jitter, generator=generator)  # (B, 1, 1, 1)
+        brightness = torch.empty(b, 1, 1, 1).uniform_(-jitter, jitter, generator=generator)  # (B, 1, 1, 1)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+        out = (out - mean) * contrast + mean + brightness * out.std(dim=(1, 2, 3), keepdim=True)
+    return out

@@ -30,6 +30,9 @@ class RevisedContrastiveLoss(Loss):
             shapes the embedding. The gender task, made again with the age loss's options,
             would classify its 0/1 labels the same way: name ``gender_loss`` to keep it plain.
         classes: the ages the auxiliary classifier tells apart.
+        label_sigma: with the classifier, each face's target is a normal distribution over the
+            ages centred on its age with this standard deviation in years (label distribution
+            learning), instead of its rounded age alone (0).
 
     Examples:
         >>> loss = RevisedContrastiveLoss(margin=4)
@@ -47,6 +50,7 @@ class RevisedContrastiveLoss(Loss):
         reduction: str = "mean",
         classifier: float = 0.0,
         classes: int = 101,
+        label_sigma: float = 0.0,
     ):
         super().__init__(margin)
         if q <= 0:
@@ -58,7 +62,10 @@ class RevisedContrastiveLoss(Loss):
         self.q = float(q)
         self.reduction = reduction
         self.classifier_weight = float(classifier)
+        if label_sigma < 0:
+            raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
         self.classifier = nn.LazyLinear(int(classes)) if classifier else None
+        self.label_sigma = float(label_sigma)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
         d = F.pair_l1_distances(embeddings.float(), indices.first, indices.second)  # (P,)
@@ -68,7 +75,12 @@ class RevisedContrastiveLoss(Loss):
             return loss
         rows = torch.unique(torch.cat([indices.first, indices.second]))  # (S,) the paired faces
         logits = self.classifier(embeddings[rows].float())  # (S, classes)
-        target = labels[rows].round().long().clamp(0, logits.shape[1] - 1)  # (S,)
+        if self.label_sigma > 0:
+            ages = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)  # (classes,)
+            gap = (ages[None, :] - labels[rows].float()[:, None]) / self.label_sigma  # (S, classes)
+            target = torch.softmax(-0.5 * gap**2, dim=1)  # (S, classes) a normal distribution over the ages
+        else:
+            target = labels[rows].round().long().clamp(0, logits.shape[1] - 1)  # (S,)
         return loss + self.classifier_weight * nn.functional.cross_entropy(logits, target)
 
 

@@ -184,7 +184,8 @@ class _Training:
         data, world = self.data, self.world
         index = epoch.batches[epoch.step]
         mine, sizes = world.share(index)
-        augmentation = (lambda x: augment(x, self.streams.augment)) if self.config.augment else None
+        options = self.config.augment_options
+        augmentation = (lambda x: augment(x, self.streams.augment, **options)) if self.config.augment else None
         x = self.estimator.prepare(data.images[mine], augmentation)
         gather = (lambda t: distributed.gather(t, sizes, world)) if world.active else None
         parts = self.step_module(x, data.ages[mine], data.genders[mine], gather)
