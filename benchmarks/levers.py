@@ -80,7 +80,7 @@ LEVERS |= {
 
 
 def evaluation_levers(run_dir: Path) -> None:
-    """MAE of a finished run's model on its own split with and without flip TTA, for k = 10, 20, 30
+    """MAE of a finished run's model on its own split with and without flip TTA, for k = 10 to 100
     (the gallery is embedded again each time; nothing is trained)."""
     import dataclasses
 
@@ -98,12 +98,13 @@ def evaluation_levers(run_dir: Path) -> None:
     data = decode_records(dataset, [r for r in records if r.key in split.side], config)
     test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
     train, held_out = data.subset(torch.nonzero(~test).flatten()), data.subset(torch.nonzero(test).flatten())
-    print("| | k = 10 | k = 20 | k = 30 |\n|---|---|---|---|")
+    ks = (10, 20, 30, 50, 100)
+    print("| | " + " | ".join(f"k = {k}" for k in ks) + " |\n|---|" + "---|" * len(ks))
     for flip in (False, True):
         estimator.spec = dataclasses.replace(estimator.spec, tta_flip=flip)
         estimator.fit_gallery(train)
         cells = []
-        for k in (10, 20, 30):
+        for k in ks:
             estimator.retriever.k = k
             cells.append(f"{summarise(estimator.predict(held_out.images), held_out.ages, train.ages)['mae']:.3f}")
         print(f"| {'flip TTA' if flip else 'no flip'} | " + " | ".join(cells) + " |", flush=True)

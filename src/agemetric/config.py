@@ -88,10 +88,8 @@ class RunConfig:
             again with ``gender_margin`` and the same options).
         gender_margin: the margin on 0/1 gender labels (0.5: Z = 1 iff the same gender).
         augment: random flip, shift and zoom during training.
-        augment_options: how strong the augmentation is: ``max_shift`` (fraction of the side,
-            0.06), ``scale`` (zoom range, [0.92, 1.08]), ``rotate`` (degrees either way, 0),
-            ``jitter`` (relative brightness and contrast change, 0), ``flip`` (true); see
-            `agemetric.data.transforms.augment()`.
+        augment_options: its strength, keywords of `agemetric.data.transforms.augment()`
+            (``max_shift``, ``scale``, ``rotate``, ``jitter``, ``flip``).
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
@@ -172,13 +170,8 @@ class RunConfig:
     augment_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for table in RESERVED_OPTIONS:
+        for table in (*RESERVED_OPTIONS, "augment_options"):
             check_options(table, getattr(self, table))
-        unknown = sorted(set(self.augment_options) - AUGMENT_OPTIONS)
-        if unknown:
-            raise AgemetricError(
-                f"augment_options: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(AUGMENT_OPTIONS))}"
-            )
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
@@ -197,10 +190,9 @@ class RunConfig:
                 raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise AgemetricError(f"time_budget must be > 0 seconds, got {self.time_budget}")
-        if self.lr <= 0:
-            raise AgemetricError(f"lr must be > 0, got {self.lr}")
-        if self.head_lr is not None and self.head_lr <= 0:
-            raise AgemetricError(f"head_lr must be > 0, got {self.head_lr}")
+        for name in ("lr", "head_lr"):  # head_lr None: lr
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise AgemetricError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0 <= self.weight_average < 1:
             raise AgemetricError(f"weight_average must be a decay in [0, 1), got {self.weight_average}")
         if not 0 <= self.warmup < 1:
@@ -210,12 +202,9 @@ class RunConfig:
         if not 0 <= self.calibration < 1 or not 0 < self.interval_level < 1:
             raise AgemetricError(f"calibration must be in [0, 1) and interval_level in (0, 1), got "
                                  f"{self.calibration} and {self.interval_level}")  # fmt: skip
-        if self.interval_groups < 1:
-            raise AgemetricError(f"interval_groups must be >= 1, got {self.interval_groups}")
-        if self.limit is not None and self.limit < 2:
-            raise AgemetricError(f"limit must be >= 2 images, got {self.limit}")
-        if self.threads is not None and self.threads < 1:
-            raise AgemetricError(f"threads must be >= 1, got {self.threads}")
+        for name, least in (("interval_groups", 1), ("limit", 2), ("threads", 1)):  # limit, threads: None = unset
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                raise AgemetricError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
             raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         for name, allowed in CHOICES.items():
@@ -283,7 +272,6 @@ def _parse_literal(text: str) -> Any:
 
 #: what ``augment_options`` may set (keywords of `agemetric.data.transforms.augment()`)
 AUGMENT_OPTIONS = {"flip", "max_shift", "scale", "rotate", "jitter"}
-
 #: plugin options that agemetric passes itself, from these settings: ``--set loss_options.margin=3``
 #: would give the factory ``margin`` twice
 RESERVED_OPTIONS = {
@@ -296,7 +284,10 @@ RESERVED_OPTIONS = {
 
 
 def check_options(table: str, options: dict) -> None:
-    """Refuse an entry of a ``*_options`` table that agemetric sets from its own setting."""
+    """Refuse a ``*_options`` entry that agemetric sets from its own setting, or an unknown augmentation option."""
+    if table == "augment_options" and set(options) - AUGMENT_OPTIONS:
+        unknown, known = (", ".join(sorted(names)) for names in (set(options) - AUGMENT_OPTIONS, AUGMENT_OPTIONS))
+        raise AgemetricError(f"augment_options: unknown option(s) {unknown}; known: {known}")
     for key in options:
         setting = RESERVED_OPTIONS.get(table, {}).get(key)
         if setting is not None:
