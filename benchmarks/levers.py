@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from time_to_accuracy import validation_split  # noqa: E402
 
 #: where the levers start: the face preset before them (dropout 0.5 before the heads, no flip TTA,
-#: no weight averaging), every training face training (no calibration faces held out)
-START = ["backbone_options.dropout=0.5", "tta_flip=false", "weight_average=0", "calibration=0"]
+#: no weight averaging, no auxiliary classifier, flip, shift and zoom only, k = 20), every training
+#: face training (no calibration faces held out)
+START = ["backbone_options.dropout=0.5", "tta_flip=false", "weight_average=0", "calibration=0",
+         "loss_options.classifier=0", "augment_options.rotate=0", "augment_options.jitter=0", "k=20"]  # fmt: skip
 BALANCED = "loss_options.reduction=balanced"
 #: name -> --set items on top of --preset face and START
 LEVERS: dict[str, list[str]] = {
@@ -70,6 +72,13 @@ LEVERS |= {
     "classifier 3 + lr 5e-5": [*CLASSIFIER, "lr=5e-5"],
     "classifier 3 + margin 3": [*CLASSIFIER, "margin=3"],
     "classifier 3 + rotate 10 + jitter 0.2": [*CLASSIFIER, "augment_options.rotate=10", "augment_options.jitter=0.2"],
+    "classifier 3 + rotate 15 + jitter 0.3 + shift 0.1 + zoom 0.15": [
+        *CLASSIFIER,
+        "augment_options.rotate=15",
+        "augment_options.jitter=0.3",
+        "augment_options.max_shift=0.1",
+        "augment_options.scale=[0.85,1.15]",
+    ],
     "classifier 3 + stronger shift and zoom": [
         *CLASSIFIER,
         "augment_options.max_shift=0.1",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import hashlib
 import json
 import shlex
@@ -93,6 +94,8 @@ def run_one(args) -> None:
     if "mobilenet" in args.one:
         options["weights"] = str(args.mobilenet_weights)
     config = agemetric.resolve(preset, options=options, sets=sets)
+    if any(item.startswith("loss=") for item in METHODS[args.one][2]):  # another loss: not the preset's options
+        config = dataclasses.replace(config, loss_options={})
     agemetric.run(config, snapshots=tuple(marks))
 
 

@@ -222,3 +222,18 @@ def test_a_bundle_frames_photos_with_the_plugin_s_framer_and_flips_like_the_run(
     paths = [str(tmp_path / f"{i}.png") for i in range(len(photos))]
     expected = AgeEstimator.load(aligned_run / "model.pt").predict(paths).numpy()
     np.testing.assert_allclose(Bundle(tmp_path / "bundle").predict(paths), expected, atol=1e-4)
+
+
+def test_the_face_preset_builds_its_recipe_and_takes_a_training_step():
+    from agemetric import AgeEstimator, resolve
+    from agemetric.data.transforms import augment
+
+    config = resolve("face", sets=["image_size=32"])
+    est = AgeEstimator.from_config(config, multitask=True)
+    assert isinstance(est.backbone, DlibResNet10) and est.retriever.k == 50 and est.spec.tta_flip
+    assert est.loss.classifier is not None and est.gender_loss.classifier is not None  # both tasks: the same options
+    data = random_face_arrays(16, size=32)
+    x = est.prepare(data.images, lambda x: augment(x, torch.Generator().manual_seed(0), **config.augment_options))
+    out = est.training_loss(x, data.ages, data.genders)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and est.loss.classifier.weight.grad.abs().sum() > 0

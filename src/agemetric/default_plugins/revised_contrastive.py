@@ -27,8 +27,8 @@ class RevisedContrastiveLoss(Loss):
             layer from the embedding to ``classes`` ages (0 to ``classes - 1`` years), trained
             with cross-entropy on the rounded ages of the paired faces and added to the loss with
             this weight. Ages are still predicted from the nearest faces; the classifier only
-            shapes the embedding. The gender task, made again with the age loss's options,
-            would classify its 0/1 labels the same way: name ``gender_loss`` to keep it plain.
+            shapes the embedding. The gender task's loss, made again with these options
+            unless ``gender_loss`` names another plugin, classifies its 0/1 labels the same way.
         classes: the ages the auxiliary classifier tells apart.
         label_sigma: with the classifier, each face's target is a normal distribution over the
             ages centred on its age with this standard deviation in years (label distribution
