@@ -47,13 +47,12 @@ LEVERS: dict[str, list[str]] = {
     "dropout 0.1 + no augmentation": ["backbone_options.dropout=0.1", "augment=false"],
     "dropout 0.1 + weight average 0.998": ["backbone_options.dropout=0.1", "weight_average=0.998"],
     "dropout 0.1 + weight average 0.995": ["backbone_options.dropout=0.1", "weight_average=0.995"],
-    # an auxiliary age classifier on the embedding (the gender task keeps the plain loss)
+    # an auxiliary age classifier on the embedding (the gender task's loss gets the same options)
     **{
         f"dropout 0.1 + weight average 0.998 + age classifier {w}": [
             "backbone_options.dropout=0.1",
             "weight_average=0.998",
             f"loss_options.classifier={w}",
-            "gender_loss=revised-contrastive",
         ]
         for w in (3, 10)
     },
@@ -88,9 +87,10 @@ LEVERS |= {
 }
 
 
-def evaluation_levers(run_dir: Path) -> None:
+def evaluation_levers(run_dir: Path, gallery_sizes: list[int] = ()) -> None:
     """MAE of a finished run's model on its own split with and without flip TTA, for k = 10 to 100
-    (the gallery is embedded again each time; nothing is trained)."""
+    (the gallery is embedded again each time; nothing is trained); with ``gallery_sizes``, with
+    flip TTA from galleries of that many of the training faces."""
     import dataclasses
 
     import torch
@@ -109,6 +109,19 @@ def evaluation_levers(run_dir: Path) -> None:
     train, held_out = data.subset(torch.nonzero(~test).flatten()), data.subset(torch.nonzero(test).flatten())
     ks = (10, 20, 30, 50, 100)
     print("| | " + " | ".join(f"k = {k}" for k in ks) + " |\n|---|" + "---|" * len(ks))
+    if gallery_sizes:  # flip TTA, galleries of fewer faces (the mean over three random draws of each size)
+        estimator.spec = dataclasses.replace(estimator.spec, tta_flip=True)
+        gallery, queries = estimator.embed(train.images), estimator.embed(held_out.images)
+        for n in gallery_sizes:
+            maes = torch.zeros(len(ks))
+            for draw in range(3):
+                pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(draw))[:n]  # (n,)
+                estimator.retriever.fit(gallery[pick], train.ages[pick])
+                for i, k in enumerate(ks):
+                    estimator.retriever.k = min(k, n)
+                    maes[i] += summarise(estimator.retriever.predict(queries), held_out.ages, train.ages)["mae"] / 3
+            print(f"| {n} gallery faces | " + " | ".join(f"{m:.3f}" for m in maes.tolist()) + " |", flush=True)
+        return
     for flip in (False, True):
         estimator.spec = dataclasses.replace(estimator.spec, tta_flip=flip)
         estimator.fit_gallery(train)
@@ -130,9 +143,10 @@ def main() -> None:
     parser.add_argument("--levers", default=",".join(LEVERS), help="comma list of lever names")
     parser.add_argument("--out", type=Path, default=Path("runs/levers"))
     parser.add_argument("--evaluate", type=Path, help="only the evaluation levers (flip TTA, k) of this run folder")
+    parser.add_argument("--gallery-sizes", default="", help="with --evaluate: comma list of smaller gallery sizes")
     args = parser.parse_args()
     if args.evaluate:
-        return evaluation_levers(args.evaluate)
+        return evaluation_levers(args.evaluate, [int(n) for n in args.gallery_sizes.split(",") if n.strip()])
     split = validation_split(args.data_dir, args.out, second=args.second_split)
     results_file = args.out / "results.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
