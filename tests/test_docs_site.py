@@ -3,10 +3,10 @@
 Examples are the ```` ```python ```` and ```` ```bash ```` blocks of the pages under ``docs/``.
 Each page's examples run in order, in one fresh folder (a later block may use an earlier block's
 run folder) that holds small stand-ins for what the examples name: ``my_faces/labels.csv`` with
-48 photos, ``photos/a.jpg`` and ``b.jpg``, a UTKFace-style folder at ``path/to/UTKFace``, and a
+48 photos, ``photos/a.jpg`` and ``b.jpg``, a UTKFace-style folder of 80 at ``path/to/UTKFace``, and a
 local torch hub cache with (random) ImageNet checkpoints, so nothing is downloaded. Training
 commands (``agemetric run``, ``agemetric paper ...``) run as written with these appended, so that
-each takes seconds: ``--set time_budget=2 --set limit=48 --set figures=false``.
+each takes seconds: ``--set time_budget=2 --set limit=80 --set figures=false``.
 
 A block is not executed only when the page says so and why, in an HTML comment on the line
 before it (``<!-- not-executed: REASON -->``) or once at the top for a whole page of measurement
@@ -32,7 +32,7 @@ DOCS = ROOT / "docs"
 FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.M | re.S)
 SKIP_BLOCK = re.compile(r"<!--\s*not-executed:\s*(.+?)\s*-->\s*$")
 SKIP_PAGE = re.compile(r"<!--\s*examples-not-executed:\s*(.+?)\s*-->")
-SHORTEN = ["--set", "time_budget=2", "--set", "limit=48", "--set", "figures=false"]
+SHORTEN = ["--set", "time_budget=2", "--set", "limit=80", "--set", "figures=false"]
 TRAINING = re.compile(r"\bagemetric(\s+--\S+)*\s+(run|paper\s+(toy-embedding|multitask|margin-sweep))\b")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -131,7 +131,7 @@ def stand_ins(tmp_path_factory) -> Path:
         Image.fromarray(np.ascontiguousarray(image[:, ::-1])).save(root / "photos" / name)
     utk = root / "path" / "to" / "UTKFace"
     utk.mkdir(parents=True)
-    for i, (image, age, gender) in enumerate(_faces(48, seed=6)):
+    for i, (image, age, gender) in enumerate(_faces(80, seed=6)):  # enough for the face preset's k = 50
         Image.fromarray(image).save(utk / f"{age}_{gender}_0_2017010{i:04d}.jpg.chip.jpg")
     _hub_cache(root / "torch-home")
     return root
