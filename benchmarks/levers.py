@@ -125,10 +125,11 @@ def evaluation_levers(run_dir: Path, gallery_sizes: list[int] = ()) -> None:
     for flip in (False, True):
         estimator.spec = dataclasses.replace(estimator.spec, tta_flip=flip)
         estimator.fit_gallery(train)
+        queries = estimator.embed(held_out.images)  # once per flip setting, not once per k
         cells = []
         for k in ks:
             estimator.retriever.k = k
-            cells.append(f"{summarise(estimator.predict(held_out.images), held_out.ages, train.ages)['mae']:.3f}")
+            cells.append(f"{summarise(estimator.retriever.predict(queries), held_out.ages, train.ages)['mae']:.3f}")
         print(f"| {'flip TTA' if flip else 'no flip'} | " + " | ".join(cells) + " |", flush=True)
 
 

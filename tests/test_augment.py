@@ -64,6 +64,14 @@ def test_jitter_is_a_per_image_contrast_and_brightness_change_of_the_geometric_r
         assert residual < 1e-4 and 1 - jitter - 1e-4 <= fit[0] <= 1 + jitter + 1e-4
 
 
+def test_the_augment_options_config_accepts_are_the_keywords_of_augment():
+    import inspect
+
+    from agemetric.config import AUGMENT_OPTIONS
+
+    assert AUGMENT_OPTIONS == set(list(inspect.signature(augment).parameters)[2:])  # after images, generator
+
+
 def test_augment_options_are_checked_by_name():
     assert resolve("quick", sets=["augment_options.rotate=10"]).augment_options == {"rotate": 10}
     with pytest.raises(AgemetricError, match="augment_options: unknown option.*rot.*known: flip"):

@@ -59,11 +59,11 @@ class RevisedContrastiveLoss(Loss):
             raise ValueError(f"reduction must be 'mean', 'balanced' or 'sum', got {reduction!r}")
         if classifier < 0 or classes < 2:
             raise ValueError(f"classifier must be >= 0 and classes >= 2, got {classifier} and {classes}")
+        if label_sigma < 0:
+            raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
         self.q = float(q)
         self.reduction = reduction
         self.classifier_weight = float(classifier)
-        if label_sigma < 0:
-            raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
         self.classifier = nn.LazyLinear(int(classes)) if classifier else None
         self.label_sigma = float(label_sigma)
 
