@@ -85,6 +85,8 @@ LEVERS |= {
     ],
     "classifier 3 + cosine": [*CLASSIFIER, "lr_schedule=cosine", "warmup=0.05"],
 }
+#: both dlib networks side by side (agemetric-dlib's dlib-pair), each half scored on its own
+PAIR = ["backbone=dlib-pair", "image_size=112", "embedding_dim=140", "gender_dim=20", "loss_options.parts=2"]
 #: levers on top of the face preset as it ships (flip TTA, k = 50; every training face training,
 #: as with START), without START's other pins
 FACE_LEVERS: dict[str, list[str]] = {
@@ -97,6 +99,16 @@ FACE_LEVERS: dict[str, list[str]] = {
     "face + padding 0.1": ["framing_options.padding=0.1"],
     "face + padding 0.3": ["framing_options.padding=0.3"],
     "face + weight average 0.999": ["weight_average=0.999"],
+    # dlib's face recognition network instead of its age network (agemetric-dlib's dlib-resnet29)
+    "face + resnet29 112 px": ["backbone=dlib-resnet29", "image_size=112"],
+    "face + pair 112 px": ["backbone=dlib-pair", "image_size=112"],
+    # the two networks each with their own heads (70-d age and 10-d gender halves) and losses
+    "face + pair 112 px + parts 2": PAIR,
+    "face + resnet29 112 px + padding 0.25": [
+        "backbone=dlib-resnet29",
+        "image_size=112",
+        "framing_options.padding=0.25",
+    ],
 }
 LEVERS |= FACE_LEVERS
 

@@ -42,6 +42,11 @@ METHODS: dict[str, tuple[str, str, list[str]]] = {
         "face",
         [],
     ),
+    "agemetric-dlib-pair": (
+        "the face-pair preset: dlib's age and face recognition networks side by side, each half of the embedding on its own",
+        "face-pair",
+        [],
+    ),
     "dex-dlib": (
         "DEX (101-way classification, expected value) on dlib's face ResNet-10",
         "face",

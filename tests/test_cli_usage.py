@@ -86,7 +86,7 @@ def test_run_placeholders_and_choices():
         "--multitask": r"\[auto\|on\|off\]",
         "--optimizer": r"\[adadelta\|adam\|sgd\]",
         "--split": r"\[random\|subject\|hash\]",
-        "--preset": r"\[quick\|paper\|face\|finetune\]",
+        "--preset": r"\[quick\|paper\|face\|face-pair\|finetune\]",
         "--device": r"\[auto\|cpu\|cuda\|cuda:N\]",
         "--lr": "RATE",
         "--out": "DIR",
@@ -102,7 +102,7 @@ def test_run_placeholders_and_choices():
 def test_other_commands_show_their_choices():
     assert re.search(r"--runtime\s+\[auto\|torchscript\|onnx\]", help_of("predict"))
     assert re.search(r"--format\s+\[torchscript\|onnx\|both\]", help_of("export"))
-    assert re.search(r"--preset\s+\[quick\|paper\|face\|finetune\]", help_of("paper", "multitask"))
+    assert re.search(r"--preset\s+\[quick\|paper\|face\|face-pair\|finetune\]", help_of("paper", "multitask"))
 
 
 def test_brackets_in_help_are_printed_as_written():

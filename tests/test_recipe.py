@@ -106,6 +106,45 @@ def test_auxiliary_age_classifier_adds_a_weighted_cross_entropy_and_trains_its_l
         RevisedContrastiveLoss(classifier=-1)
 
 
+@given(st.integers(2, 4), st.integers(1, 3), st.integers(0, 2**16))
+def test_parts_score_each_part_of_the_embedding_on_its_own_and_add_the_losses(parts, width, seed):
+    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(7, parts * width, generator=g) * 20
+    ages = torch.randint(0, 90, (7,), generator=g).float()
+    pairs = F.all_pairs(7)
+    expected = sum(RevisedContrastiveLoss()(chunk, ages, pairs) for chunk in emb.split(width, dim=1))
+    assert RevisedContrastiveLoss(parts=parts)(emb, ages, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_parts_give_each_part_its_own_classifier_and_gradients_stay_in_their_part():
+    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
+
+    g = torch.Generator().manual_seed(2)
+    emb = torch.randn(6, 8, generator=g, requires_grad=True)
+    ages = torch.tensor([3.0, 20.0, 22.0, 50.0, 51.0, 70.0])
+    pairs = F.all_pairs(6)
+    loss = RevisedContrastiveLoss(classifier=3.0, classes=80, parts=2)
+    total = loss(emb, ages, pairs)
+    expected = sum(
+        RevisedContrastiveLoss()(half, ages, pairs) + 3.0 * torch.nn.functional.cross_entropy(head(half), ages.long())
+        for head, half in zip(loss.classifier, emb.split(4, dim=1), strict=True)
+    )
+    assert total.item() == pytest.approx(expected.item(), rel=1e-5)
+    # the first half's gradient is that of the first part's loss alone: the second part does not reach it
+    grad = torch.autograd.grad(loss(emb, ages, pairs), emb)[0]
+    first_half = emb[:, :4]
+    first_only = RevisedContrastiveLoss()(first_half, ages, pairs) + 3.0 * torch.nn.functional.cross_entropy(
+        loss.classifier[0](first_half), ages.long()
+    )
+    torch.testing.assert_close(grad[:, :4], torch.autograd.grad(first_only, emb)[0][:, :4])
+    with pytest.raises(ValueError, match="parts must be >= 1"):
+        RevisedContrastiveLoss(parts=0)
+    with pytest.raises(ValueError, match="does not divide"):
+        RevisedContrastiveLoss(parts=3)(emb, ages, pairs)
+
+
 def test_label_sigma_trains_the_classifier_on_a_normal_distribution_over_the_ages():
     from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 

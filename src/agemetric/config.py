@@ -349,7 +349,7 @@ def resolve(
 
     Args:
         preset: a name from `agemetric.presets.PRESETS` (``"quick"``, the default when neither
-            argument nor file names one; ``"face"``, ``"paper"``, ``"finetune"``).
+            argument nor file names one; ``"face"``, ``"face-pair"``, ``"paper"``, ...).
         config_file: a TOML file.
         options: explicit values (e.g. from CLI flags); ``None`` values are ignored.
         sets: ``KEY=VALUE`` strings.

@@ -33,6 +33,11 @@ class RevisedContrastiveLoss(Loss):
         label_sigma: with the classifier, each face's target is a normal distribution over the
             ages centred on its age with this standard deviation in years (label distribution
             learning), instead of its rounded age alone (0).
+        parts: score the embedding as this many equal consecutive parts, each on its own, and
+            add the losses (each part with its own classifier). With a backbone whose embedding
+            is made of independent networks' halves (agemetric-dlib's ``dlib-pair``), each
+            network then learns on its own, as in an ensemble; the L1 distance on the whole
+            embedding adds the parts' distances. 1: the whole embedding (the paper's).
 
     Examples:
         >>> loss = RevisedContrastiveLoss(margin=4)
@@ -51,6 +56,7 @@ class RevisedContrastiveLoss(Loss):
         classifier: float = 0.0,
         classes: int = 101,
         label_sigma: float = 0.0,
+        parts: int = 1,
     ):
         super().__init__(margin)
         if q <= 0:
@@ -61,27 +67,46 @@ class RevisedContrastiveLoss(Loss):
             raise ValueError(f"classifier must be >= 0 and classes >= 2, got {classifier} and {classes}")
         if label_sigma < 0:
             raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
+        if parts < 1:
+            raise ValueError(f"parts must be >= 1, got {parts}")
         self.q = float(q)
         self.reduction = reduction
         self.classifier_weight = float(classifier)
-        self.classifier = nn.LazyLinear(int(classes)) if classifier else None
+        self.parts = int(parts)
+        # one classifier per part; a single module (not a list) for one part keeps its state keys
+        if not classifier:
+            self.classifier = None
+        elif parts == 1:
+            self.classifier = nn.LazyLinear(int(classes))
+        else:
+            self.classifier = nn.ModuleList(nn.LazyLinear(int(classes)) for _ in range(parts))
         self.label_sigma = float(label_sigma)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
-        d = F.pair_l1_distances(embeddings.float(), indices.first, indices.second)  # (P,)
+        if embeddings.shape[1] % self.parts:
+            raise ValueError(f"parts={self.parts} does not divide the embedding's {embeddings.shape[1]} dimensions")
         z = F.margin_similarity(labels, indices.first, indices.second, self.margin)  # (P,)
-        loss = F.revised_contrastive_loss(d, z, q=self.q, reduction=self.reduction)
-        if self.classifier is None:
-            return loss
         rows = torch.unique(torch.cat([indices.first, indices.second]))  # (S,) the paired faces
-        logits = self.classifier(embeddings[rows].float())  # (S, classes)
+        classifiers = (
+            list(self.classifier) if isinstance(self.classifier, nn.ModuleList) else [self.classifier] * self.parts
+        )
+        loss = embeddings.new_zeros((), dtype=torch.float32)
+        for part, classifier in zip(embeddings.float().chunk(self.parts, dim=1), classifiers, strict=True):
+            d = F.pair_l1_distances(part, indices.first, indices.second)  # (P,)
+            loss = loss + F.revised_contrastive_loss(d, z, q=self.q, reduction=self.reduction)
+            if classifier is not None:
+                loss = loss + self.classifier_weight * self._classification(classifier(part[rows]), labels[rows])
+        return loss
+
+    def _classification(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of ``logits`` ``(S, classes)`` against the ages ``labels`` ``(S,)``."""
         if self.label_sigma > 0:
             ages = torch.arange(logits.shape[1], device=logits.device, dtype=torch.float32)  # (classes,)
-            gap = (ages[None, :] - labels[rows].float()[:, None]) / self.label_sigma  # (S, classes)
+            gap = (ages[None, :] - labels.float()[:, None]) / self.label_sigma  # (S, classes)
             target = torch.softmax(-0.5 * gap**2, dim=1)  # (S, classes) a normal distribution over the ages
         else:
-            target = labels[rows].round().long().clamp(0, logits.shape[1] - 1)  # (S,)
-        return loss + self.classifier_weight * nn.functional.cross_entropy(logits, target)
+            target = labels.round().long().clamp(0, logits.shape[1] - 1)  # (S,)
+        return nn.functional.cross_entropy(logits, target)
 
 
 @hookimpl

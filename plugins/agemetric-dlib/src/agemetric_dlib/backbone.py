@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from agemetric import AgemetricError, Backbone, Embeddings
-from agemetric_dlib.models import AGE_MODEL, model_file
+from agemetric_dlib.models import AGE_MODEL, FACE_RECOGNITION_MODEL, model_file
 
 #: the pixel means of dlib's age network (0-255 RGB) and its scale (1/256)
 DLIB_MEAN_255 = (122.782, 117.001, 104.298)
@@ -92,6 +92,13 @@ class DlibTrunk(nn.Sequential):
         )
 
 
+def _layer_keys(trunk: nn.Module) -> tuple[list[str], list[str]]:
+    """The trunk's convolution and affine parameter prefixes, in module order."""
+    names = [k for k, _ in trunk.named_parameters()]
+    convs = [k[: -len(".weight")] for k in names if k.endswith(".0.weight")]
+    return convs, [k[: -len(".scale")] for k in names if k.endswith(".scale")]
+
+
 def read_onnx_weights(path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], nn.Linear]:
     """The trunk's state dict and the 81-way age classifier, read from dlib's ONNX graph.
 
@@ -110,9 +117,7 @@ def read_onnx_weights(path: str | Path | None = None) -> tuple[dict[str, torch.T
     scales = [n.input[1] for n in graph.node if n.op_type == "Mul" and n.input[1] in init]
     offsets = [n.input[1] for n in graph.node if n.op_type == "Add" and n.input[1] in init]
     gemm = next(n for n in graph.node if n.op_type == "Gemm")
-    trunk = DlibTrunk()
-    conv_keys = [k[: -len(".weight")] for k, _ in trunk.named_parameters() if k.endswith(".0.weight")]
-    affine_keys = [k[: -len(".scale")] for k, _ in trunk.named_parameters() if k.endswith(".scale")]
+    conv_keys, affine_keys = _layer_keys(DlibTrunk())
     if not (len(convs) == len(scales) == len(offsets) == len(conv_keys) == len(affine_keys)):
         raise AgemetricError(f"{path}: not the ResNet-10 of dlib's age predictor ({len(convs)} convolutions)")
     state = {}
@@ -127,7 +132,107 @@ def read_onnx_weights(path: str | Path | None = None) -> tuple[dict[str, torch.T
     return state, classifier
 
 
-class DlibResNet10(Backbone):
+class DlibFaceTrunk(nn.Sequential):
+    """dlib's face recognition ResNet up to its 256 pooled features: images ``(B, 3, H, W)``
+    normalised as dlib does -> ``(B, 256)``.
+
+    A 7x7 stride-2 convolution (32 channels) and a 3x3 max-pool, then residual blocks of 32 (3),
+    64 (4), 128 (3), 256 (3) and 256 (1) channels, the first of each width after the first
+    downsampling; 29 convolutions."""
+
+    def __init__(self):
+        blocks = [Residual(32, 32) for _ in range(3)]
+        for c_in, c_out, n in ((32, 64, 4), (64, 128, 3), (128, 256, 3), (256, 256, 1)):
+            blocks += [Residual(c_in, c_out, down=True), *(Residual(c_out, c_out) for _ in range(n - 1))]
+        super().__init__(
+            _conv(3, 32, 7, 2, 0), nn.ReLU(), nn.MaxPool2d(3, 2), *blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()
+        )
+
+
+def read_face_recognition_weights(path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], nn.Linear]:
+    """The trunk's state dict and the 128-d face descriptor layer, read from dlib's DNN file.
+
+    Returns:
+        ``(state, descriptor)``: a state dict for `DlibFaceTrunk` and ``nn.Linear(256, 128,
+        bias=False)`` (dlib's ``fc_no_bias``; its output is dlib's face descriptor).
+    """
+    from agemetric_dlib.dnn_file import Affine as AffineWeights
+    from agemetric_dlib.dnn_file import Conv, Dense, read_dnn_layers
+
+    path = path or model_file(FACE_RECOGNITION_MODEL)
+    layers = read_dnn_layers(path)
+    convs = [x for x in layers if isinstance(x, Conv)]
+    affines = [x for x in layers if isinstance(x, AffineWeights)]
+    dense = [x for x in layers if isinstance(x, Dense)]
+    trunk = DlibFaceTrunk()
+    conv_keys, affine_keys = _layer_keys(trunk)
+    modules = dict(trunk.named_modules())
+    shapes_match = len(convs) == len(conv_keys) and all(
+        (m.weight.shape, m.stride[0], m.padding[0]) == (c.weight.shape, c.stride, c.padding)
+        for m, c in zip((modules[k] for k in conv_keys), convs, strict=False)
+    )
+    if not (shapes_match and len(affines) == len(affine_keys) and len(dense) == 1):
+        raise AgemetricError(f"{path}: not dlib's face recognition ResNet ({len(convs)} convolutions)")
+    state = {}
+    for key, conv in zip(conv_keys, convs, strict=True):
+        state[f"{key}.weight"], state[f"{key}.bias"] = conv.weight, conv.bias
+    for key, affine in zip(affine_keys, affines, strict=True):
+        state[f"{key}.scale"], state[f"{key}.offset"] = affine.scale.view(1, -1, 1, 1), affine.offset.view(1, -1, 1, 1)
+    descriptor = nn.Linear(FEATURES, dense[0].weight.shape[0], bias=False)
+    with torch.no_grad():
+        descriptor.weight.copy_(dense[0].weight)
+    return state, descriptor
+
+
+class _DlibBackbone(Backbone):
+    """A dlib network's trunk (256 pooled features) with agemetric's heads; see the subclasses."""
+
+    mean = tuple(m / 255.0 for m in DLIB_MEAN_255)
+    std = (DLIB_SCALE / 255.0,) * 3  # (x / 255 - m / 255) / (256 / 255) = (x - m) / 256
+    min_size = 32
+    #: the name it is registered under, and its trunk's module
+    label: str
+    trunk_type: type[nn.Module]
+
+    @staticmethod
+    def pretrained_state() -> dict[str, torch.Tensor]:
+        """The trunk's face-trained state dict, read from the package that ships it."""
+        raise NotImplementedError
+
+    def __init__(
+        self,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = "dlib",
+        dropout: float = 0.5,
+        head: str = "linear",
+    ):
+        from agemetric.default_plugins.heads import load_weights_file
+
+        super().__init__(embedding_dim, gender_dim, weights)
+        self.trunk = self.trunk_type()
+        self.attach_heads(dropout, head)
+        choice = (weights or "none").lower()
+        if choice in ("dlib", "pretrained"):
+            self.trunk.load_state_dict(self.pretrained_state())
+        elif choice == "imagenet":
+            raise AgemetricError(
+                f"--weights imagenet: {self.label} has no ImageNet weights; use --weights dlib "
+                "(face-trained), none, or a state-dict file"
+            )
+        elif choice != "none":
+            load_weights_file(self, weights)
+
+    def attach_heads(self, dropout: float, head: str) -> None:
+        from agemetric.default_plugins.heads import attach_heads
+
+        attach_heads(self, FEATURES, dropout, head)
+
+    def embed(self, images: torch.Tensor) -> Embeddings:
+        return self.heads(self.trunk(images))  # (B, 256) -> heads
+
+
+class DlibResNet10(_DlibBackbone):
     """dlib's face-trained age network (ResNet-10, 2.7 M parameters) with agemetric's heads.
 
     The trunk ends at the 256-d pooled features (the graph value ``layer_1_flatten``); the
@@ -145,33 +250,83 @@ class DlibResNet10(Backbone):
             embedding, for frozen-feature baselines).
     """
 
-    mean = tuple(m / 255.0 for m in DLIB_MEAN_255)
-    std = (DLIB_SCALE / 255.0,) * 3  # (x / 255 - m / 255) / (256 / 255) = (x - m) / 256
-    min_size = 32
+    label = "dlib-resnet10"
+    trunk_type = DlibTrunk
 
-    def __init__(
-        self,
-        embedding_dim: int = 70,
-        gender_dim: int = 10,
-        weights: str | None = "dlib",
-        dropout: float = 0.5,
-        head: str = "linear",
-    ):
-        from agemetric.default_plugins.heads import attach_heads, load_weights_file
+    @staticmethod
+    def pretrained_state() -> dict[str, torch.Tensor]:
+        return read_onnx_weights()[0]
 
-        super().__init__(embedding_dim, gender_dim, weights)
-        self.trunk = DlibTrunk()
-        attach_heads(self, FEATURES, dropout, head)
-        choice = (weights or "none").lower()
-        if choice in ("dlib", "pretrained"):
-            self.trunk.load_state_dict(read_onnx_weights()[0])
-        elif choice == "imagenet":
-            raise AgemetricError(
-                "--weights imagenet: dlib-resnet10 has no ImageNet weights; use --weights dlib "
-                "(face-trained, the default of --preset face), none, or a state-dict file"
+
+class DlibResNet29(_DlibBackbone):
+    """dlib's face recognition network (a ResNet with 29 convolutions, 5.6 M parameters, trained
+    to tell about 7,500 people apart) with agemetric's heads on its 256 pooled features.
+
+    dlib trained it on 150 px chips aligned with padding 0.25; any side from 104 px works. The
+    arguments are those of `DlibResNet10`; ``--weights dlib`` reads the face-trained weights from
+    the face_recognition_models package.
+    """
+
+    label = "dlib-resnet29"
+    trunk_type = DlibFaceTrunk
+    min_size = 104  # five halvings after the stem leave a 3x3 map for the last stride-2 convolution
+
+    @staticmethod
+    def pretrained_state() -> dict[str, torch.Tensor]:
+        return read_face_recognition_weights()[0]
+
+
+class DlibPairTrunk(nn.Module):
+    """Both dlib networks side by side: the face recognition network on the input, the age
+    network on the input resized to ``age_side``; their pooled features concatenated, ``(B, 512)``."""
+
+    def __init__(self, age_side: int = 64):
+        super().__init__()
+        self.age_side = age_side
+        self.age, self.face = DlibTrunk(), DlibFaceTrunk()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        small = F.interpolate(x, size=(self.age_side, self.age_side), mode="bilinear", antialias=True)
+        return torch.cat([self.age(small), self.face(x)], dim=1)  # (B, 256 + 256)
+
+
+class DlibPair(_DlibBackbone):
+    """dlib's age network (on the input resized to 64 px) and face recognition network (on the
+    input) side by side, each with its own heads: the age embedding is the age network's half
+    (``embedding_dim / 2``) followed by the face recognition network's half, and so is the gender
+    embedding.
+
+    Trained with a loss that scores each half on its own (``--set loss_options.parts=2`` with the
+    revised contrastive loss), the two networks learn independently in one run, an ensemble of two
+    differently pretrained networks; the L1 distance on the whole embedding then adds their two
+    distances. The arguments are those of `DlibResNet10`; ``embedding_dim`` and ``gender_dim``
+    must be even. With ``head="none"`` the embedding is the 2 x 256 pooled features.
+    """
+
+    label = "dlib-pair"
+    trunk_type = DlibPairTrunk
+    min_size = DlibResNet29.min_size
+
+    @staticmethod
+    def pretrained_state() -> dict[str, torch.Tensor]:
+        age, face = read_onnx_weights()[0], read_face_recognition_weights()[0]
+        return {**{f"age.{k}": v for k, v in age.items()}, **{f"face.{k}": v for k, v in face.items()}}
+
+    def attach_heads(self, dropout: float, head: str) -> None:
+        from agemetric.default_plugins.heads import EmbeddingHeads
+
+        if self.embedding_dim % 2 or self.gender_dim % 2:
+            raise ValueError(
+                f"dlib-pair splits its embeddings in two halves: embedding_dim and gender_dim must be even, "
+                f"got {self.embedding_dim} and {self.gender_dim}"
             )
-        elif choice != "none":
-            load_weights_file(self, weights)
+        half_a, half_g = self.embedding_dim // 2, self.gender_dim // 2
+        self.heads = nn.ModuleList(EmbeddingHeads(FEATURES, half_a, half_g, dropout, head) for _ in range(2))
+        if head == "none":
+            self.embedding_dim = 2 * FEATURES
 
     def embed(self, images: torch.Tensor) -> Embeddings:
-        return self.heads(self.trunk(images))  # (B, 256) -> heads
+        features = self.trunk(images).split(FEATURES, dim=1)  # (B, 256) each: age network, face network
+        halves = [heads(f) for heads, f in zip(self.heads, features, strict=True)]
+        gender = None if halves[0].gender is None else torch.cat([h.gender for h in halves], dim=1)
+        return Embeddings(torch.cat([h.age for h in halves], dim=1), gender)
