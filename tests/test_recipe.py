@@ -141,8 +141,11 @@ def test_parts_give_each_part_its_own_classifier_and_gradients_stay_in_their_par
     torch.testing.assert_close(grad[:, :4], torch.autograd.grad(first_only, emb)[0][:, :4])
     with pytest.raises(ValueError, match="parts must be >= 1"):
         RevisedContrastiveLoss(parts=0)
-    with pytest.raises(ValueError, match="does not divide"):
-        RevisedContrastiveLoss(parts=3)(emb, ages, pairs)
+    with pytest.raises(ValueError, match="parts=9 needs at least as many"):
+        RevisedContrastiveLoss(parts=9)(emb, ages, pairs)
+    # parts that do not divide the embedding: the first ones one dimension larger
+    uneven = sum(RevisedContrastiveLoss()(chunk, ages, pairs) for chunk in (emb[:, :3], emb[:, 3:6], emb[:, 6:]))
+    assert RevisedContrastiveLoss(parts=3)(emb, ages, pairs).item() == pytest.approx(uneven.item(), rel=1e-5)
 
 
 def test_label_sigma_trains_the_classifier_on_a_normal_distribution_over_the_ages():

@@ -160,8 +160,9 @@ def test_pair_backbone_gives_each_network_its_own_half_of_the_embedding():
     torch.testing.assert_close(again.age[:, 3:], out.age[:, 3:])
     assert not torch.allclose(again.age[:, :3], out.age[:, :3])
     assert create("backbone", "dlib-pair", embedding_dim=6, gender_dim=0, head="none").embedding_dim == 512
-    with pytest.raises(AgemetricError, match="must be even"):
-        create("backbone", "dlib-pair", embedding_dim=7, gender_dim=4, weights="none")
+    odd = create("backbone", "dlib-pair", embedding_dim=7, gender_dim=1, weights="none")
+    assert [h.age[1].out_features for h in odd.heads] == [4, 3] and odd.heads[1].gender is None
+    assert odd(x).gender.shape == (2, 1)
 
 
 # -- the framer ------------------------------------------------------------------------

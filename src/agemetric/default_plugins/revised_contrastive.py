@@ -33,8 +33,9 @@ class RevisedContrastiveLoss(Loss):
         label_sigma: with the classifier, each face's target is a normal distribution over the
             ages centred on its age with this standard deviation in years (label distribution
             learning), instead of its rounded age alone (0).
-        parts: score the embedding as this many equal consecutive parts, each on its own, and
-            add the losses (each part with its own classifier). With a backbone whose embedding
+        parts: score the embedding as this many consecutive parts (equal, or the first ones one
+            dimension larger, as ``torch.tensor_split`` cuts), each on its own, and add the
+            losses (each part with its own classifier). With a backbone whose embedding
             is made of independent networks' halves (agemetric-dlib's ``dlib-pair``), each
             network then learns on its own, as in an ensemble; the L1 distance on the whole
             embedding adds the parts' distances. 1: the whole embedding (the paper's).
@@ -83,15 +84,16 @@ class RevisedContrastiveLoss(Loss):
         self.label_sigma = float(label_sigma)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
-        if embeddings.shape[1] % self.parts:
-            raise ValueError(f"parts={self.parts} does not divide the embedding's {embeddings.shape[1]} dimensions")
+        if embeddings.shape[1] < self.parts:
+            dims = embeddings.shape[1]
+            raise ValueError(f"parts={self.parts} needs at least as many embedding dimensions, got {dims}")
         z = F.margin_similarity(labels, indices.first, indices.second, self.margin)  # (P,)
         rows = torch.unique(torch.cat([indices.first, indices.second]))  # (S,) the paired faces
         classifiers = (
             list(self.classifier) if isinstance(self.classifier, nn.ModuleList) else [self.classifier] * self.parts
         )
         loss = embeddings.new_zeros((), dtype=torch.float32)
-        for part, classifier in zip(embeddings.float().chunk(self.parts, dim=1), classifiers, strict=True):
+        for part, classifier in zip(embeddings.float().tensor_split(self.parts, dim=1), classifiers, strict=True):
             d = F.pair_l1_distances(part, indices.first, indices.second)  # (P,)
             loss = loss + F.revised_contrastive_loss(d, z, q=self.q, reduction=self.reduction)
             if classifier is not None:

@@ -299,8 +299,9 @@ class DlibPair(_DlibBackbone):
     Trained with a loss that scores each half on its own (``--set loss_options.parts=2`` with the
     revised contrastive loss), the two networks learn independently in one run, an ensemble of two
     differently pretrained networks; the L1 distance on the whole embedding then adds their two
-    distances. The arguments are those of `DlibResNet10`; ``embedding_dim`` and ``gender_dim``
-    must be even. With ``head="none"`` the embedding is the 2 x 256 pooled features.
+    distances. The arguments are those of `DlibResNet10`; of an odd ``embedding_dim`` or
+    ``gender_dim`` the age network's half has one dimension more (as the loss's parts are cut).
+    With ``head="none"`` the embedding is the 2 x 256 pooled features.
     """
 
     label = "dlib-pair"
@@ -315,18 +316,16 @@ class DlibPair(_DlibBackbone):
     def attach_heads(self, dropout: float, head: str) -> None:
         from agemetric.default_plugins.heads import EmbeddingHeads
 
-        if self.embedding_dim % 2 or self.gender_dim % 2:
-            raise ValueError(
-                f"dlib-pair splits its embeddings in two halves: embedding_dim and gender_dim must be even, "
-                f"got {self.embedding_dim} and {self.gender_dim}"
-            )
-        half_a, half_g = self.embedding_dim // 2, self.gender_dim // 2
-        self.heads = nn.ModuleList(EmbeddingHeads(FEATURES, half_a, half_g, dropout, head) for _ in range(2))
+        # the age network's half first, one dimension larger when odd (as torch.tensor_split cuts)
+        halves = [(-(-d // 2), d // 2) for d in (self.embedding_dim, self.gender_dim)]
+        self.heads = nn.ModuleList(
+            EmbeddingHeads(FEATURES, age, gender, dropout, head) for age, gender in zip(*halves, strict=True)
+        )
         if head == "none":
             self.embedding_dim = 2 * FEATURES
 
     def embed(self, images: torch.Tensor) -> Embeddings:
         features = self.trunk(images).split(FEATURES, dim=1)  # (B, 256) each: age network, face network
         halves = [heads(f) for heads, f in zip(self.heads, features, strict=True)]
-        gender = None if halves[0].gender is None else torch.cat([h.gender for h in halves], dim=1)
-        return Embeddings(torch.cat([h.age for h in halves], dim=1), gender)
+        genders = [h.gender for h in halves if h.gender is not None]
+        return Embeddings(torch.cat([h.age for h in halves], dim=1), torch.cat(genders, dim=1) if genders else None)
