@@ -104,11 +104,6 @@ FACE_LEVERS: dict[str, list[str]] = {
     "face + pair 112 px": ["backbone=dlib-pair", "image_size=112"],
     # the two networks each with their own heads (70-d age and 10-d gender halves) and losses
     "face + pair 112 px + parts 2": PAIR,
-    "face + resnet29 112 px + padding 0.25": [
-        "backbone=dlib-resnet29",
-        "image_size=112",
-        "framing_options.padding=0.25",
-    ],
 }
 LEVERS |= FACE_LEVERS
 

