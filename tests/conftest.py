@@ -52,3 +52,47 @@ def csv_dir(tmp_path):
     ]
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+#: the image size of `make_run`'s runs
+RUN_SIZE = 32
+
+
+def _make_run(folder, retriever: str = "l1-knn", **config):
+    """A small_cnn run folder (``model.pt`` only) with a multi-task head, BatchNorm statistics that
+    are not the defaults, and a 60-face gallery; float32 throughout (``bf16="off"``)."""
+    import torch
+
+    from agemetric.config import RunConfig
+    from agemetric.estimator import AgeEstimator
+    from agemetric.testing import random_face_arrays
+
+    config = RunConfig(
+        **{
+            "backbone": "small_cnn",
+            "weights": "none",
+            "embedding_dim": 8,
+            "gender_dim": 4,
+            "image_size": RUN_SIZE,
+            "k": 3,
+            "retriever": retriever,
+            "bf16": "off",
+            "backbone_options": {"width": 8},
+            **config,
+        }
+    )
+    estimator = AgeEstimator.from_config(config, multitask=True)
+    with torch.no_grad():  # move the BatchNorm running statistics away from (0, 1)
+        for seed in range(3):
+            estimator.backbone(estimator.prepare(random_face_arrays(16, RUN_SIZE, seed=10 + seed).images))
+    estimator.fit_gallery(random_face_arrays(60, RUN_SIZE))
+    folder.mkdir(parents=True, exist_ok=True)
+    estimator.save(folder / "model.pt")
+    return AgeEstimator.load(folder / "model.pt")  # in eval mode, as predict uses it
+
+
+@pytest.fixture(scope="session")
+def make_run():
+    """``make_run(folder, retriever="l1-knn", **config) -> AgeEstimator``: a small trained-looking
+    run folder (``model.pt`` only), without training."""
+    return _make_run

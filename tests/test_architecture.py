@@ -12,7 +12,7 @@ SRC = ROOT / "src"
 #: layer of each module, by longest matching prefix (0 = core types, 3 = the CLI)
 LAYERS = {
     "agemetric.errors": 0, "agemetric.types": 0, "agemetric._version": 0, "agemetric._io": 0,
-    "agemetric._imaging": 0, "agemetric.functional": 0, "agemetric.metrics": 0, "agemetric.hookspecs": 0,
+    "agemetric._imaging": 0, "agemetric._text": 0, "agemetric._records": 0, "agemetric.functional": 0, "agemetric.metrics": 0, "agemetric.hookspecs": 0,
     "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.gallery": 0, "agemetric.data.transforms": 0,
     "agemetric.photos": 0, "agemetric.intervals": 0, "agemetric.groups": 0,
     "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.spec": 1, "agemetric.presets": 1,

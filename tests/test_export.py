@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -29,35 +28,8 @@ SIZE = 32
 FORMATS = ["torchscript", "onnx"]
 
 
-def make_run(folder, retriever: str = "l1-knn", **config) -> AgeEstimator:
-    """A small_cnn run folder (``model.pt`` only) with a multi-task head, BatchNorm statistics that
-    are not the defaults, and a 60-face gallery; float32 throughout (``bf16="off"``)."""
-    config = RunConfig(
-        **{
-            "backbone": "small_cnn",
-            "weights": "none",
-            "embedding_dim": 8,
-            "gender_dim": 4,
-            "image_size": SIZE,
-            "k": 3,
-            "retriever": retriever,
-            "bf16": "off",
-            "backbone_options": {"width": 8},
-            **config,
-        }
-    )
-    estimator = AgeEstimator.from_config(config, multitask=True)
-    with torch.no_grad():  # move the BatchNorm running statistics away from (0, 1)
-        for seed in range(3):
-            estimator.backbone(estimator.prepare(random_face_arrays(16, SIZE, seed=10 + seed).images))
-    estimator.fit_gallery(random_face_arrays(60, SIZE))
-    folder.mkdir(parents=True, exist_ok=True)
-    estimator.save(folder / "model.pt")
-    return AgeEstimator.load(folder / "model.pt")  # in eval mode, as predict uses it
-
-
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, make_run):
     """A run that frames photos with a box (so the bundle must carry the framing)."""
     folder = tmp_path_factory.mktemp("export") / "run"
     estimator = make_run(folder, framing="box", framing_options={"box": [0.1, 0.0, 0.9, 0.9], "margin": 0.05})
@@ -245,7 +217,7 @@ def test_export_errors(run, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("retriever", ["ridge", "direct"])
-def test_export_refuses_a_retriever_that_is_not_knn(tmp_path, retriever):
+def test_export_refuses_a_retriever_that_is_not_knn(tmp_path, retriever, make_run):
     extra = {"loss": "l1-regression", "miner": "batch", "embedding_dim": 1} if retriever == "direct" else {}
     make_run(tmp_path / "run", retriever=retriever, **extra)
     _fails(

@@ -361,9 +361,3 @@ def test_calibration_zero_gives_no_intervals(tmp_path):
     assert result.metrics["split"]["n_calibration"] == 0
     assert "low" not in next(csv.DictReader(RunFolder(result.run_dir).predictions.open()))
     assert AgeEstimator.load(RunFolder(result.run_dir).model).estimate(random_face_arrays(2, 32).images).low is None
-
-
-def test_the_bundle_clips_intervals_to_the_same_ages():
-    from agemetric import bundle, intervals
-
-    assert bundle.AGE_RANGE == intervals.AGE_RANGE

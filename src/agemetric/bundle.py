@@ -13,8 +13,9 @@ it never imports the estimator, the plugins or the training modules. A bundle is
 A face's age is the mean age of its ``k`` nearest gallery embeddings under L1 distance (exact
 search, faiss ``IndexFlat(METRIC_L1)``), as in the run it came from. Photos are framed as the run
 framed them: ``center`` and ``box`` need nothing more; a plugin's framer (``dlib-align``) is
-rebuilt from the class and options in the manifest, so its package must be installed where the
-bundle runs (and it brings agemetric's interfaces, hence torch, with it).
+made by its registered name and options in the manifest, through agemetric's plugin registry, so
+its package must be installed where the bundle runs (and it brings agemetric's interfaces, hence
+torch, with it). A bundle is data: nothing its files name is imported or run.
 
 Example::
 
@@ -28,11 +29,15 @@ import importlib
 import importlib.util
 import json
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from agemetric._imaging import crop_box
+from agemetric._imaging import checked_box, crop_box
+from agemetric._records import AGE_RANGE, interval_fields, whole
+from agemetric._text import shortened
+from agemetric.config import LIMITS
 from agemetric.errors import AgemetricError
 from agemetric.photos import photo_batch
 
@@ -44,8 +49,8 @@ MODEL_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 #: model format -> the module that runs it
 RUNTIME_MODULES = {"torchscript": "torch", "onnx": "onnxruntime"}
 RUNTIMES = ("auto", *MODEL_FILES)
-#: `agemetric.intervals.AGE_RANGE`, here without torch: the ages an interval is clipped to.
-AGE_RANGE = (0.0, 150.0)
+#: a manifest is a page of JSON; anything far larger is not one
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 def is_bundle(path: str | Path) -> bool:
@@ -54,36 +59,68 @@ def is_bundle(path: str | Path) -> bool:
 
 
 def read_manifest(path: str | Path) -> dict:
-    """The checked ``bundle.json`` of the bundle folder ``path``."""
+    """The checked ``bundle.json`` of the bundle folder ``path``: every field a bundle uses has the
+    expected type and a sane size, so that a manifest that was tampered with is a one-line error.
+
+    A manifest is data: it names files inside the bundle folder and a framing by its registered
+    name (``center``, ``box``, or a framer plugin such as ``dlib-align``); nothing it says is
+    imported or run."""
     file = Path(path) / MANIFEST
     if not file.is_file():
         raise AgemetricError(f"{path}: not a bundle (no {MANIFEST}; expected a folder written by `agemetric export`)")
     try:
-        manifest = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        raise AgemetricError(f"{file}: not a readable bundle manifest ({type(exc).__name__}: {exc})") from None
+        if file.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ValueError(f"larger than {MAX_MANIFEST_BYTES // 1024} KiB")
+        manifest = json.loads(file.read_bytes())
+    except (OSError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
+        raise AgemetricError(f"{file}: not a readable bundle manifest ({shortened(reason, 200)[1:-1]})") from None
     version = manifest.get("format") if isinstance(manifest, dict) else None
     if version != BUNDLE_FORMAT:
-        raise AgemetricError(f"{file}: bundle format {version!r}; this agemetric reads format {BUNDLE_FORMAT}")
+        raise AgemetricError(f"{file}: bundle format {shortened(version)}; this agemetric reads format {BUNDLE_FORMAT}")
     missing = [key for key in ("image_size", "k", "framing", "files") if key not in manifest]
     if missing:
         raise AgemetricError(f"{file}: the manifest lacks {', '.join(missing)}")
-    for key in ("image_size", "k"):
-        value = manifest[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise AgemetricError(f"{file}: {key} must be a whole number >= 1, got {value!r}")
-    files = manifest["files"]
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise AgemetricError(
-            f'{file}: files must map names to file names (e.g. {{"gallery": "{GALLERY}"}}), got {files!r}'
-        )
-    if not isinstance(manifest["framing"], dict) or "name" not in manifest["framing"]:
-        raise AgemetricError(f"{file}: framing must be a table with a name, got {manifest['framing']!r}")
-    intervals = manifest.get("intervals")
-    fields = {"level", "quantile", "offset", "normalised", "n_calibration"}
-    if intervals is not None and not (isinstance(intervals, dict) and fields <= set(intervals)):
-        raise AgemetricError(f"{file}: intervals must be a table with {', '.join(sorted(fields))}, got {intervals!r}")
+    try:
+        whole(manifest["image_size"], "image_size", 1, LIMITS["image_size"])
+        whole(manifest["k"], "k", 1)
+        for key in ("embedding_dim", "gender_dim"):
+            if key in manifest:
+                whole(manifest[key], key, 0 if key == "gender_dim" else 1, LIMITS[key])
+        _check_files(manifest["files"])
+        _check_framing(manifest["framing"])
+        if manifest.get("intervals") is not None:
+            manifest["intervals"] = interval_fields(manifest["intervals"])
+    except AgemetricError as exc:
+        raise AgemetricError(f"{file}: {exc}") from None
     return manifest
+
+
+def _check_files(files: object) -> None:
+    """``files`` maps names to plain file names inside the bundle folder (no folders, no ``..``)."""
+    example = f'{{"gallery": "{GALLERY}"}}'
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise AgemetricError(f"files must map names to file names (e.g. {example}), got {shortened(files)}")
+    for name in files.values():
+        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise AgemetricError(f"files must name files inside the bundle folder, got {shortened(name)}")
+
+
+def _check_framing(framing: object) -> None:
+    """``framing`` is ``{"name": "center"}``, ``{"name": "box", "box": [l, t, r, b], "margin": m}``
+    or ``{"name": <a registered framer>, "options": {...}}``."""
+    if not isinstance(framing, dict) or not isinstance(framing.get("name"), str) or not framing["name"].strip():
+        raise AgemetricError(f"framing must be a table with a name, got {shortened(framing)}")
+    if framing["name"] == "box":
+        if "box" not in framing:
+            raise AgemetricError("framing 'box' lacks its box ([left, top, right, bottom] fractions)")
+        try:
+            checked_box(framing["box"], framing.get("margin", 0.0))
+        except ValueError as exc:
+            raise AgemetricError(f"framing: {exc}") from None
+    options = framing.get("options", {})
+    if not isinstance(options, dict):
+        raise AgemetricError(f"framing options must be a table of named options, got {shortened(options)}")
 
 
 class Bundle:
@@ -114,16 +151,9 @@ class Bundle:
         self.k = int(self.manifest["k"])
         self.intervals = self.manifest.get("intervals")
         self._framer = _framer(self.manifest["framing"], self.path / MANIFEST)
-        gallery_file = self.path / self.manifest["files"].get("gallery", GALLERY)
-        try:
-            with np.load(gallery_file) as gallery:
-                self.embeddings = np.ascontiguousarray(gallery["embeddings"], dtype=np.float32)  # (N, N_a)
-                self.ages = np.asarray(gallery["ages"], dtype=np.float32)  # (N,)
-                self.genders = np.asarray(gallery["genders"], dtype=np.int64)  # (N,)
-        except (OSError, ValueError, KeyError) as exc:
-            raise AgemetricError(f"{gallery_file}: cannot read the bundle's gallery ({type(exc).__name__})") from None
-        if self.embeddings.ndim != 2 or len(self.embeddings) == 0 or self.ages.shape != (len(self.embeddings),):
-            raise AgemetricError(f"{gallery_file}: expected embeddings (N, D) with N > 0 and ages (N,)")
+        self.embeddings, self.ages, self.genders = _read_gallery(
+            self.path / self.manifest["files"].get("gallery", GALLERY), self.manifest.get("embedding_dim")
+        )
         self.runtime = self._choose_runtime(runtime)
         model_file = self.path / self.manifest["files"][self.runtime]
         model_class = _TorchScriptModel if self.runtime == "torchscript" else _OnnxModel
@@ -176,6 +206,11 @@ class Bundle:
         if not parts:
             return np.empty((0, self.embeddings.shape[1]), np.float32), None
         age = np.concatenate([p[0] for p in parts])
+        if age.ndim != 2 or age.shape[1] != self.embeddings.shape[1]:
+            raise AgemetricError(
+                f"{self.path}: the model gives embeddings of shape {age.shape[1:]}, the gallery's have "
+                f"{self.embeddings.shape[1]} values; the model and gallery.npz come from different runs"
+            )
         gender = np.concatenate([p[1] for p in parts]) if len(parts[0]) > 1 else None
         return age, gender
 
@@ -227,27 +262,53 @@ class Bundle:
 
 
 def _framer(framing: dict, manifest_file: Path):
-    """The manifest's framing, as the run framed its photos: ``None`` (the whole image), a function
-    (a fixed box) or a plugin's framer, built from its recorded class and options."""
-    name = framing.get("name") if isinstance(framing, dict) else None
+    """The manifest's (checked) framing, as the run framed its photos: ``None`` (the whole
+    image), a function (a fixed box) or a registered framer plugin made by its name and options
+    through agemetric's plugin registry (so the plugin's package must be installed)."""
+    name = framing["name"]
     if name == "center":
         return None
     if name == "box":
-        box, margin = tuple(framing["box"]), float(framing.get("margin", 0.0))
+        box, margin = checked_box(framing["box"], framing.get("margin", 0.0))
         return lambda image: crop_box(image.convert("RGB"), box, margin)
-    if isinstance(framing, dict) and isinstance(framing.get("class"), str) and ":" in framing["class"]:
-        module, _, qualname = framing["class"].partition(":")
-        try:
-            cls = importlib.import_module(module)
-            for part in qualname.split("."):
-                cls = getattr(cls, part)
-        except (ImportError, AttributeError) as exc:
-            raise AgemetricError(
-                f"{manifest_file}: framing {name!r} needs {module} ({type(exc).__name__}: {exc}); "
-                "install the plugin package the run used"
-            ) from None
-        return cls(**framing.get("options", {}))
-    raise AgemetricError(f"{manifest_file}: framing must be 'center', 'box' or a plugin class, got {framing!r}")
+    from agemetric import plugins  # only here: it brings the plugins' packages, and torch, with it
+
+    try:
+        return plugins.create("framer", name, **framing.get("options", {}))
+    except AgemetricError as exc:
+        raise AgemetricError(f"{manifest_file}: framing {shortened(name)}: {exc}") from None
+
+
+def _read_gallery(file: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(embeddings (N, D) float32, ages (N,) float32, genders (N,) int64)`` from ``gallery.npz``,
+    checked as a ``model.pt``'s gallery is: finite embeddings of the manifest's size, finite ages
+    of 0-150 years, genders 0, 1 or -1 (unknown)."""
+    try:
+        with np.load(file) as gallery:  # allow_pickle=False: arrays only, never Python objects
+            embeddings = np.ascontiguousarray(gallery["embeddings"], dtype=np.float32)  # (N, D)
+            ages = np.asarray(gallery["ages"], dtype=np.float64)  # (N,), float32 once checked
+            genders = np.asarray(gallery["genders"], dtype=np.int64)  # (N,)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        raise AgemetricError(f"{file}: cannot read the bundle's gallery ({type(exc).__name__})") from None
+    n = len(embeddings)
+    if embeddings.ndim != 2 or n == 0 or ages.shape != (n,) or genders.shape != (n,):
+        raise AgemetricError(
+            f"{file}: expected embeddings (N, D) with N > 0, ages (N,) and genders (N,); got "
+            f"{embeddings.shape}, {ages.shape} and {genders.shape}"
+        )
+    if dim is not None and embeddings.shape[1] != dim:
+        raise AgemetricError(f"{file}: the embeddings have {embeddings.shape[1]} values each; the manifest says {dim}")
+    bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
+    if bad:
+        raise AgemetricError(f"{file}: the gallery's embeddings must be finite numbers; {bad} are not")
+    bad = int((~((ages >= AGE_RANGE[0]) & (ages <= AGE_RANGE[1]))).sum())  # NaN fails both
+    if bad:
+        raise AgemetricError(
+            f"{file}: the gallery's ages must be finite numbers of years between 0 and 150; {bad} are not"
+        )
+    if not np.isin(genders, (-1, 0, 1)).all():
+        raise AgemetricError(f"{file}: the gallery's genders must be 0, 1 or -1 (unknown)")
+    return embeddings, ages.astype(np.float32), genders
 
 
 class _TorchScriptModel:

@@ -13,10 +13,15 @@ Example::
 
 from __future__ import annotations
 
+import glob
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agemetric._io import _umask
 from agemetric._version import __version__
 from agemetric.bundle import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES
 from agemetric.data.transforms import normalise
@@ -77,9 +83,16 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run_dir, out = Path(run_dir), Path(out)
     estimator = _exportable(run_dir, fmt)
-    spec, retriever, backbone = estimator.spec, estimator.retriever, estimator.backbone
     framing = _framing(estimator)
-    _clear_out(out)
+    _check_out(out)
+    with _new_folder(out) as folder:
+        manifest = _write_bundle(estimator, fmt, framing, run_dir, folder)
+    return manifest
+
+
+def _write_bundle(estimator, fmt: str, framing: dict, run_dir: Path, out: Path) -> dict:
+    """Write the models, the gallery and (last) the manifest into the empty folder ``out``."""
+    spec, retriever, backbone = estimator.spec, estimator.retriever, estimator.backbone
     size = estimator.image_size
     outputs = ["age"] if backbone.gender_dim == 0 else ["age", "gender"]
     files = {"gallery": GALLERY, **_save_models(estimator, fmt, outputs, out)}
@@ -114,9 +127,7 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
         "intervals": None if estimator.intervals is None else estimator.intervals.to_dict(),
         "files": files,
     }
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / MANIFEST)  # last, so that a failed export leaves no bundle.json
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
@@ -152,7 +163,8 @@ def _exportable(run_dir: Path, fmt: str):
 
 
 def _framing(estimator) -> dict:
-    """How the bundle frames a photo: the built-in framings by value, a plugin's by its class."""
+    """How the bundle frames a photo: the built-in framings by value, a plugin's by its registered
+    name and options (a bundle never names code; its package must be installed where it runs)."""
     from agemetric.default_plugins.framing import BoxFramer, CenterFramer
 
     framer, spec = estimator.framer, estimator.spec
@@ -160,9 +172,7 @@ def _framing(estimator) -> dict:
         return {"name": "center"}
     if type(framer) is BoxFramer:
         return {"name": "box", "box": list(framer.box), "margin": framer.margin}
-    cls = type(framer)  # a plugin's framer: the bundle imports its class (its package must be installed where it runs)
-    return {"name": spec.framing, "class": f"{cls.__module__}:{cls.__qualname__}",
-            "options": dict(spec.framing_options)}  # fmt: skip
+    return {"name": spec.framing, "options": dict(spec.framing_options)}
 
 
 def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str, str]:
@@ -186,20 +196,49 @@ def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str
     return files
 
 
-def _clear_out(out: Path) -> None:
-    """Make ``out`` a folder without bundle files; refuse one that holds anything else."""
+def _check_out(out: Path) -> None:
+    """``out`` is new, an empty folder or an earlier bundle; refuse a file or a folder that holds
+    anything else."""
     if out.exists() and not out.is_dir():
         raise AgemetricError(f"--out {out}: is a file; expected a new or empty folder")
-    names = (MANIFEST, f".{MANIFEST}.tmp", GALLERY, *MODEL_FILES.values())
     if out.is_dir():
+        names = (MANIFEST, GALLERY, *MODEL_FILES.values())
         others = sorted(p.name for p in out.iterdir() if p.name not in names)
         if others:
             raise AgemetricError(
                 f"--out {out}: holds {others[0]!r}, which is not part of a bundle; choose a new or empty folder"
             )
-        for name in names:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def _new_folder(out: Path) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` to write the bundle in; when the block ends it takes
+    ``out``'s place (an earlier bundle there is removed only then). When the block fails, or the
+    export is interrupted, the new folder is removed and ``out`` is as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):  # left by an export that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    try:
+        os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes it private: give it the mode of any new folder
+        yield folder
+        if out.exists():
+            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+            os.replace(out, old / out.name)  # into a folder that the next lines (or the next export) remove
+            try:
+                os.replace(folder, out)
+            except OSError:
+                os.replace(old / out.name, out)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(folder, out)
+    except OSError as exc:
+        raise AgemetricError(
+            f"--out {out}: cannot write the bundle ({exc.strerror or exc}); {out} is unchanged"
+        ) from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _save_torchscript(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:

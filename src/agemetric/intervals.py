@@ -24,10 +24,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from agemetric._records import AGE_RANGE, interval_fields
 from agemetric.errors import AgemetricError
-
-#: The ages an interval is clipped to, in years.
-AGE_RANGE = (0.0, 150.0)
 
 #: The fewest calibration faces a group of estimates is calibrated on: with 200, a group's
 #: coverage given its calibration faces has a standard deviation of about 2 points at 90 %.
@@ -222,14 +220,8 @@ class ConformalIntervals:
 
     @classmethod
     def from_dict(cls, values: dict) -> ConformalIntervals:
-        """What `to_dict()` wrote (a file without groups has no ``edges``)."""
-        values = dict(values)
-        for name in ("edges", "quantiles"):
-            values[name] = tuple(float(v) for v in values.get(name, ()))
-        if len(values["quantiles"]) != (len(values["edges"]) + 1 if values["edges"] else 0):
-            raise AgemetricError(f"intervals: {len(values['edges'])} group edges need one quantile more, "
-                                 f"got {len(values['quantiles'])}")  # fmt: skip
-        return cls(**values)
+        """What `to_dict()` wrote (a file without groups has no ``edges``), checked field by field."""
+        return cls(**interval_fields(values))
 
 
 def _scale(spread: torch.Tensor, offset: float, normalised: bool) -> torch.Tensor:

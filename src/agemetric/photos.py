@@ -9,12 +9,13 @@ Runtime alone); a torch tensor is recognised by its ``numpy`` method.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from agemetric._imaging import to_square
 from agemetric.errors import AgemetricError
@@ -30,13 +31,29 @@ def load_photo(path: str | os.PathLike, max_side: int = MAX_SIDE) -> Image.Image
     """Read an image file as an upright RGB image of at most ``max_side`` pixels a side.
 
     EXIF orientation is applied; grayscale, palette, CMYK and 16-bit images are converted; a
-    transparent background becomes white.
+    transparent background becomes white. Memory stays bounded by the file's pixels (at most
+    PIL's limit of about 179 megapixels): a JPEG is decoded at 1/2, 1/4 or 1/8 scale when that is
+    enough, any other image is shrunk right after decoding, before any conversion.
     """
-    with Image.open(path) as image:
-        if image.format == "JPEG":
-            image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image, max_side)
+    return read_photo(path, max_side)[0]
+
+
+def read_photo(path: str | os.PathLike, max_side: int = MAX_SIDE) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_photo()`, and the upright photo's size in the file's pixels ``(width, height)``
+    (what boxes are reported in when the photo was shrunk to ``max_side``)."""
+    with warnings.catch_warnings():  # PIL warns above half its limit; agemetric reads those in bounded memory
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            size = image.size
+            if image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))  # decode at 1/2, 1/4 or 1/8 scale when that is enough
+            if max(image.size) > max_side:  # before any conversion: 16-bit and float pixels take 2-8 bytes each
+                scale = max_side / max(image.size)
+                small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+                image = image.resize(small, Image.Resampling.BOX)
+            quarter_turn = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+            image = ImageOps.exif_transpose(image)
+            return to_rgb(image, max_side), (size[::-1] if quarter_turn else size)
 
 
 def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
@@ -156,9 +173,11 @@ def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images"
     if ready is not None:
         return ready
     items = inputs if isinstance(inputs, list | tuple) else [inputs]
-    images = [as_image(item, f"{what}[{i}]" if len(items) > 1 else what) for i, item in enumerate(items)]
-    faces = find_faces(images, size, framer, every_face=False)
-    return np.stack([f.pixels for f in faces]) if faces else _empty(size)
+    pixels = []
+    for i, item in enumerate(items):  # one photo in memory at a time: only its framed face is kept
+        image = as_image(item, f"{what}[{i}]" if len(items) > 1 else what)
+        pixels += [face.pixels for face in find_faces([image], size, framer, every_face=False)]
+    return np.stack(pixels) if pixels else _empty(size)
 
 
 def _empty(size: int) -> np.ndarray:

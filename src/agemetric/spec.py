@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agemetric import plugins
-from agemetric.config import RunConfig
+from agemetric._records import number, whole
+from agemetric._text import shortened
+from agemetric.config import LIMITS, RunConfig
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 
@@ -55,6 +57,31 @@ class ModelSpec:
     miner_options: dict[str, Any] = field(default_factory=dict)
     retriever_options: dict[str, Any] = field(default_factory=dict)
     framing_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Every field checked, as it may come from a file (``model.pt``): a size beyond the
+        config's limits would otherwise ask for memory no photo needs."""
+        for name in ("backbone", "loss", "miner", "retriever", "framing"):
+            if not isinstance(getattr(self, name), str):
+                raise AgemetricError(f"{name} must be a plugin name, got {shortened(getattr(self, name))}")
+        for name in ("gender_loss", "gender_miner"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise AgemetricError(f"{name} must be a plugin name or None, got {shortened(getattr(self, name))}")
+        whole(self.embedding_dim, "embedding_dim", 1, LIMITS["embedding_dim"])
+        whole(self.gender_dim, "gender_dim", 0, LIMITS["gender_dim"])
+        whole(self.image_size, "image_size", 1, LIMITS["image_size"])
+        whole(self.k, "k", 1)
+        number(self.margin, "margin", 0)
+        number(self.gender_margin, "gender_margin", 0)
+        for name in ("multitask", "tta_flip", "channels_last"):
+            if not isinstance(getattr(self, name), bool):
+                raise AgemetricError(f"{name} must be true or false, got {shortened(getattr(self, name))}")
+        if self.bf16 not in ("auto", "on", "off"):
+            raise AgemetricError(f"bf16 must be 'auto', 'on' or 'off', got {shortened(self.bf16)}")
+        for name in ("backbone_options", "loss_options", "miner_options", "retriever_options", "framing_options"):
+            options = getattr(self, name)
+            if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
+                raise AgemetricError(f"{name} must be a table of named options, got {shortened(options)}")
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> ModelSpec:

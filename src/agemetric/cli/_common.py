@@ -19,6 +19,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from agemetric._text import printable
 from agemetric.errors import AgemetricError
 from agemetric.reporting import Bar, Reporter
 
@@ -71,8 +72,9 @@ state = _State()
 
 
 def print_error(message: str) -> None:
-    """One line on stderr, never wrapped (so it can be grepped and read in logs)."""
-    err_console.print(f"[bold red]Error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """One line on stderr, never wrapped (so it can be grepped and read in logs); control
+    characters and undecodable bytes in it (from file names) are written as escapes."""
+    err_console.print(f"[bold red]Error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
 
 
 def warn_plugin_errors() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -13,7 +14,9 @@ import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from agemetric._text import printable
 from agemetric.cli._common import RichReporter, console, err_console, guarded, make_progress, print_error
 
 #: photos framed and estimated together (bounded memory for any number of files)
@@ -57,7 +60,11 @@ def predict(
     ] = None,
     annotate: Annotated[
         Path | None,
-        typer.Option(metavar="DIR", help="Write each photo into this folder with its faces boxed and ages drawn."),
+        typer.Option(
+            metavar="DIR",
+            help="Write a copy of each photo into this folder with its faces boxed and ages drawn, as NAME.jpg "
+            "(NAME-2.jpg, ... when that name is taken: no file is ever overwritten). Not the photos' own folder.",
+        ),
     ] = None,
     runtime: Annotated[
         Literal["auto", "torchscript", "onnx"],
@@ -73,47 +80,50 @@ def predict(
     reported and skipped (exit 1). A bundle runs without the training code (see `agemetric export`).
     """
     from agemetric.errors import AgemetricError
-    from agemetric.photos import find_faces, load_photo, photo_files
+    from agemetric.photos import find_faces, photo_files, read_photo
 
     if json_out and csv_out:
         raise AgemetricError("--json and --csv: choose one output format")
+    if under is not None and not 0 < under <= 150:
+        raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
     size, framer, estimate = _model(model, runtime)
     files = photo_files(photos)
     if not files:
         raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
-    if annotate is not None:
-        _make_folder(annotate)
+    annotations = None if annotate is None else _Annotations(annotate, files)
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
-    if under is not None and not 0 < under <= 150:
-        raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
     writer = _Writer(fmt, under)
     failed = 0
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
         bar = RichReporter(progress).bar("photos", len(files))
         for start in range(0, len(files), CHUNK):
-            chunk, images = [], []
+            chunk, images, sizes = [], [], []
             for path in files[start : start + CHUNK]:
                 try:
-                    images.append(load_photo(path))
-                    chunk.append(path)
+                    image, original = read_photo(path)
                 except Exception as exc:
                     failed += 1
                     print_error(f"{path}: cannot read image ({type(exc).__name__}: {str(exc)[:80]}); skipped")
+                    continue
+                chunk.append(path)
+                images.append(image)
+                sizes.append(original)
             faces = find_faces(images, size, framer)
             found = [f for f in faces if f.note is None]
             results = estimate(np.stack([f.pixels for f in found]), under) if found else {}
-            age_of = {id(f): {k: None if v is None else float(v[j]) for k, v in results.items()}
-                      for j, f in enumerate(found)}  # fmt: skip
-            for i, (path, image) in enumerate(zip(chunk, images, strict=True)):
+            age_of = {}
+            for j, face in enumerate(found):
+                age_of[id(face)] = {k: None if v is None else float(v[j]) for k, v in results.items()}
+            for i, (path, image, original) in enumerate(zip(chunk, images, sizes, strict=True)):
                 mine = [(f, age_of.get(id(f))) for f in faces if f.photo == i]
                 for face, _ in mine:
                     if face.note is not None:
                         err_console.print(
-                            f"[yellow]{escape(str(path))}: {escape(face.note)}[/]", highlight=False, soft_wrap=True
+                            f"[yellow]{escape(printable(f'{path}: {face.note}'))}[/]", highlight=False, soft_wrap=True
                         )
-                writer.photo(str(path), image.size, mine)
-                if annotate is not None:
-                    _annotate(image, mine).save(annotate / f"{path.stem}.jpg", quality=92)
+                writer.photo(printable(str(path)), original, [(_rescaled(f, image.size, original), r) for f, r in mine])
+                if annotations is not None and not annotations.write(path, _annotate(image, mine)):
+                    failed += 1
             bar.advance(len(files[start : start + CHUNK]))
     writer.close()
     if failed:
@@ -126,13 +136,68 @@ def _suffixes() -> tuple[str, ...]:
     return PHOTO_SUFFIXES
 
 
-def _make_folder(folder: Path) -> None:
-    from agemetric.errors import AgemetricError
+class _Annotations:
+    """Where ``--annotate`` writes each photo with its faces drawn: ``DIR/<photo name>.jpg``, or
+    ``<photo name>-2.jpg``, ``-3``, ... when that name is taken. A file is never overwritten (each
+    is created exclusively), and a folder that holds the photos themselves is refused."""
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise AgemetricError(f"--annotate: cannot create {str(folder)!r}: {exc.strerror or exc}") from None
+    def __init__(self, folder: Path, photos: list[Path]):
+        from agemetric.errors import AgemetricError
+
+        resolved = folder.resolve()
+        holding = next((p for p in photos if p.resolve().parent == resolved), None)
+        if holding is not None:
+            raise AgemetricError(
+                f"--annotate {folder}: holds the photo {holding.name!r}; choose another folder for the annotated copies"
+            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise AgemetricError(f"--annotate: cannot create {str(folder)!r}: {exc.strerror or exc}") from None
+        self.folder, self.broken = folder, False
+
+    def write(self, photo: Path, image) -> bool:
+        """Save ``image``, the annotated copy of ``photo``; after a failure (a full or read-only
+        disk) say so once and write no more. Returns whether it was written."""
+        if self.broken:
+            return False
+        number = 1
+        while True:
+            out = self.folder / (f"{photo.stem}.jpg" if number == 1 else f"{photo.stem}-{number}.jpg")
+            try:
+                with open(out, "xb") as f:  # exclusive: never replaces a file
+                    try:
+                        image.save(f, "JPEG", quality=92)
+                    except BaseException:
+                        f.close()
+                        out.unlink(missing_ok=True)  # no half-written copy
+                        raise
+                return True
+            except FileExistsError:
+                number += 1
+            except OSError as exc:
+                self.broken = True
+                print_error(
+                    f"--annotate: cannot write {out} ({exc.strerror or exc}); no more annotated copies are written, "
+                    "the remaining photos are still estimated"
+                )
+                return False
+
+
+def _rescaled(face, shown: tuple[int, int], original: tuple[int, int]):
+    """``face`` with its box in the original photo's pixels (a photo is read at most `MAX_SIDE`
+    pixels a side, so a larger one's boxes are scaled back up)."""
+    if face.box is None or shown == original:
+        return face
+    sx, sy = original[0] / shown[0], original[1] / shown[1]
+    left, top, right, bottom = face.box
+    box = (
+        max(0, round(left * sx)),
+        max(0, round(top * sy)),
+        min(original[0], round(right * sx)),
+        min(original[1], round(bottom * sy)),
+    )
+    return dataclasses.replace(face, box=box)
 
 
 def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray, float | None], dict]]:
@@ -173,13 +238,17 @@ class _Writer:
         if fmt == "table":
             self.table = Table(header_style="bold")
             columns = [("photo", "left"), ("face", "right"), ("box", "left"), ("age", "right")]
-            for name, justify in columns + [(f"P(under {under:g})", "right")] * (under is not None):
+            if under is not None:
+                columns.append((f"P(under {under:g})", "right"))
+            for name, justify in columns:
                 self.table.add_column(name, justify=justify, overflow="fold")
         elif fmt == "csv":
             self.csv = csv.writer(sys.stdout, lineterminator="\n")
             self.csv.writerow(["photo", "face", "left", "top", "right", "bottom", "age", "low", "high", *extra, "note"])
 
     def photo(self, name: str, size: tuple[int, int], faces: list) -> None:
+        """One photo's rows; ``name`` is printable (no control characters), ``size`` and the
+        boxes are in the photo's own pixels."""
         if self.fmt == "json":
             rows = [{"box": None if f.box is None else list(f.box), **_fields(r, self.under), "note": f.note}
                     for f, r in faces]  # fmt: skip
@@ -196,7 +265,7 @@ class _Writer:
                 where = "whole photo" if face.box is None else ",".join(map(str, face.box))
                 shown = escape(face.note or "") if result is None else _shown(fields)
                 extra = [] if self.under is None else ["" if result is None else f"{fields['p_under']:.2f}"]
-                self.table.add_row(name, str(number), where, shown, *extra)
+                self.table.add_row(Text(name), str(number), where, shown, *extra)
         if self.fmt == "csv":
             sys.stdout.flush()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from agemetric._imaging import crop_box
+from agemetric._imaging import DEFAULT_BOX, checked_box, crop_box
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces.framer import Framer
 
@@ -40,15 +40,8 @@ class BoxFramer(Framer):
         (60, 60)
     """
 
-    def __init__(self, box: tuple[float, float, float, float] = (0.15, 0.0, 0.85, 0.8), margin: float = 0.0):
-        box = tuple(float(v) for v in box)
-        if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-            raise ValueError(
-                f"box must be (left, top, right, bottom) fractions with left < right, top < bottom; got {box}"
-            )
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0, got {margin}")
-        self.box, self.margin = box, float(margin)
+    def __init__(self, box: tuple[float, float, float, float] = DEFAULT_BOX, margin: float = 0.0):
+        self.box, self.margin = checked_box(box, margin)
 
     def frame(self, image: Image.Image) -> Image.Image:
         return crop_box(image, self.box, self.margin)

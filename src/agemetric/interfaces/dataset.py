@@ -9,6 +9,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from agemetric._text import printable
+
 
 @dataclass(frozen=True)
 class FaceRecord:
@@ -46,7 +48,7 @@ class Skipped:
     def add(self, name: str, reason: str) -> None:
         """Record one unusable row or file; a name that is not valid text (a file name in another
         encoding) is kept with its odd bytes escaped (``\\xff``), printable and writable."""
-        self.items.append((_printable(name), _printable(reason)))
+        self.items.append((printable(name), printable(reason)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -131,8 +133,3 @@ class FaceDataset(abc.ABC):
     def describe(self) -> str:
         """A short name for reports, e.g. ``"utkface (/data/UTKFace)"``."""
         return type(self).__name__ if self.root is None else f"{type(self).__name__} ({self.root})"
-
-
-def _printable(text: str) -> str:
-    """``text`` with undecodable bytes (surrogate escapes) written as ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

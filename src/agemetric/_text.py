@@ -1,0 +1,40 @@
+"""Text from outside (file names, values read from files) made safe to print: one line, no
+terminal control codes, no undecodable bytes. Torch-free, so bundles use it too."""
+
+from __future__ import annotations
+
+import re
+
+#: C0 and C1 control characters and DEL: each would move the cursor, end the line, ring the bell
+#: or start an escape sequence on a terminal
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: how much of a value read from a file an error message shows
+SHOWN = 80
+
+
+def printable(text: str) -> str:
+    """``text`` on one line: newlines, tabs and other control characters written as ``\\n``,
+    ``\\r``, ``\\t``, ``\\xNN``; bytes that were not UTF-8 (surrogate escapes, as in file names
+    that are not UTF-8) as ``\\xNN``.
+
+    Examples:
+        >>> printable("a\\nb\\x1b[31m.jpg")
+        'a\\\\nb\\\\x1b[31m.jpg'
+        >>> printable(b"\\xff.jpg".decode("utf-8", "surrogateescape"))
+        '\\\\xff.jpg'
+    """
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"), text)
+
+
+def shortened(value: object, most: int = SHOWN) -> str:
+    """``repr(value)``, printable and cut to ``most`` characters (``...`` marks the cut), for
+    echoing a value read from a file in an error message.
+
+    Examples:
+        >>> shortened("x" * 1000, most=12)
+        "'xxxxxxxx..."
+    """
+    text = printable(repr(value))
+    return text if len(text) <= most else text[: most - 3] + "..."
