@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -386,9 +387,8 @@ class MiddleFramer(Framer):
 
 @pytest.fixture
 def middle_framer():
-    module = type(
-        "middle_plugin", (), {"register_framers": staticmethod(hookimpl(lambda register: register("middle", MiddleFramer)))}
-    )
+    register_framers = hookimpl(lambda register: register("middle", MiddleFramer))
+    module = type("middle_plugin", (), {"register_framers": staticmethod(register_framers)})
     plugins.load_plugins().register(module, name="middle_plugin")
     plugins.reset()
     yield
@@ -404,3 +404,18 @@ def test_boxes_of_a_photo_larger_than_the_decoding_limit_are_in_its_own_pixels(t
     record = json.loads(result.stdout)
     assert (record["width"], record["height"]) == (8000, 6000)
     assert record["faces"][0]["box"] == [2000, 1500, 6000, 4500]
+
+
+def test_the_documented_table_names_a_test_for_every_case():
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    section = page.split("## Files you are given, files you have")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+    assert len(rows) >= 15
+    here = Path(__file__).read_text()
+    for row in rows:
+        named = re.findall(r"`(?:tests/(\w+\.py)::)?(test_\w+)`", row)
+        assert named, f"no test named in: {row}"
+        source = here
+        for file, test in named:  # a file named before a test holds the tests after it in the row too
+            source = (Path(__file__).parent / file).read_text() if file else source
+            assert f"def {test}(" in source, test

@@ -82,7 +82,9 @@ def warn_plugin_errors() -> None:
     from agemetric.plugins import load_errors
 
     for name, error in load_errors[state.plugin_errors_shown :]:
-        err_console.print(f"[yellow]Warning:[/] plugin {name!r} failed to load: {escape(error)}", highlight=False)
+        err_console.print(
+            f"[yellow]Warning:[/] {escape(printable(f'plugin {name!r} failed to load: {error}'))}", highlight=False
+        )
     state.plugin_errors_shown = len(load_errors)
 
 
@@ -168,7 +170,8 @@ class RichReporter(Reporter):
         return _RichBar(self.progress, self.progress.add_task(label, total=total, completed=completed, status=""))
 
     def note(self, text: str, warning: bool = False) -> None:
-        notes_console(self.progress).print(f"[yellow]{escape(text)}[/]" if warning else escape(text))
+        text = escape(printable(text))
+        notes_console(self.progress).print(f"[yellow]{text}[/]" if warning else text)
 
 
 class _RichBar(Bar):
@@ -182,7 +185,7 @@ class _RichBar(Bar):
         self.progress.update(self.task, advance=n, **fields)
 
     def line(self, text: str) -> None:
-        self.progress.console.print(escape(text))
+        self.progress.console.print(escape(printable(text)))
 
 
 def metrics_table(metrics: dict, title: str) -> Table:

@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from agemetric._text import printable
 from agemetric.cli._common import console, guarded
 
 
@@ -44,4 +46,5 @@ def export(
     for name in ("bundle.json", *manifest["files"].values()):
         table.add_row(name, f"{(Path(out) / name).stat().st_size / 1e6:.2f}")
     console.print(table)
-    console.print(f"Bundle: {out} ({', '.join(manifest['files'])}; {seconds:.1f} s)", soft_wrap=True)
+    shown = escape(printable(f"{out} ({', '.join(manifest['files'])}; {seconds:.1f} s)"))
+    console.print(f"Bundle: {shown}", soft_wrap=True)

@@ -126,6 +126,9 @@ def predict(
                     failed += 1
             bar.advance(len(files[start : start + CHUNK]))
     writer.close()
+    if annotations is not None and annotations.written:
+        where = escape(printable(str(annotations.folder)))
+        err_console.print(f"{annotations.written} annotated photo(s) in {where}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
 
@@ -154,7 +157,7 @@ class _Annotations:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgemetricError(f"--annotate: cannot create {str(folder)!r}: {exc.strerror or exc}") from None
-        self.folder, self.broken = folder, False
+        self.folder, self.broken, self.written = folder, False, 0
 
     def write(self, photo: Path, image) -> bool:
         """Save ``image``, the annotated copy of ``photo``; after a failure (a full or read-only
@@ -172,6 +175,7 @@ class _Annotations:
                         f.close()
                         out.unlink(missing_ok=True)  # no half-written copy
                         raise
+                self.written += 1
                 return True
             except FileExistsError:
                 number += 1
