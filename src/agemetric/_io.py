@@ -37,22 +37,36 @@ def load_torch(path: str | Path, what: str):
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600): give it the mode of any other file
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half file.
+
+    Raises:
+        AgemetricError: the file cannot be written (a full disk: ``cannot write PATH (No space
+            left on device)``), naming it; the previous file, if any, is kept.
+    """
     try:
-        torch.save(obj, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise AgemetricError(f"cannot write {path} ({exc.strerror or exc})") from None
+    try:
+        # through a Python file, so that a failed write is an OSError with its errno: torch writing
+        # to a path itself reports a full disk as a RuntimeError about its zip container
+        with open(fd, "wb") as f:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600): give it the mode of any other file
+            torch.save(obj, f)
         os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:  # a full disk: torch reports it as a RuntimeError
+    except (OSError, RuntimeError) as exc:
         Path(tmp).unlink(missing_ok=True)
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
         kept = "; the previous file is kept" if path.exists() else ""
         raise AgemetricError(f"cannot write {path} ({first}){kept}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _umask() -> int:

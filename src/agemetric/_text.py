@@ -36,5 +36,6 @@ def shortened(value: object, most: int = SHOWN) -> str:
         >>> shortened("x" * 1000, most=12)
         "'xxxxxxxx..."
     """
-    text = printable(repr(value))
-    return text if len(text) <= most else text[: most - 3] + "..."
+    full = repr(value)
+    text = printable(full[: 4 * most])  # a value of megabytes is cut before it is escaped
+    return text if len(text) <= most and len(full) <= 4 * most else text[: most - 3] + "..."

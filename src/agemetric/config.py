@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agemetric._text import SHOWN, shortened
 from agemetric.errors import AgemetricError
 from agemetric.presets import PRESETS
 
@@ -176,18 +177,17 @@ class RunConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise AgemetricError(f"{f.name} must be a finite number, got {value}")
-        positive = ("embedding_dim", "k", "image_size", "batch_size")
-        for name in positive:
+        for name in ("embedding_dim", "k", "image_size", "batch_size"):
             if getattr(self, name) < 1:
-                raise AgemetricError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise AgemetricError(f"{name} must be >= 1, got {shortened(getattr(self, name))}")
         for name, most in LIMITS.items():
             if getattr(self, name) > most:
-                raise AgemetricError(f"{name} must be <= {most}, got {getattr(self, name)}")
+                raise AgemetricError(f"{name} must be <= {most}, got {shortened(getattr(self, name))}")
         if self.batch_size < 2:
             raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
         for name in ("gender_dim", "margin", "gender_margin", "weight_decay", "epochs", "bn_recalibration"):
             if getattr(self, name) < 0:
-                raise AgemetricError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise AgemetricError(f"{name} must be >= 0, got {shortened(getattr(self, name))}")
         if self.time_budget is not None and self.time_budget <= 0:
             raise AgemetricError(f"time_budget must be > 0 seconds, got {self.time_budget}")
         for name in ("lr", "head_lr"):  # head_lr None: lr
@@ -204,12 +204,12 @@ class RunConfig:
                                  f"{self.calibration} and {self.interval_level}")  # fmt: skip
         for name, least in (("interval_groups", 1), ("limit", 2), ("threads", 1)):  # limit, threads: None = unset
             if getattr(self, name) is not None and getattr(self, name) < least:
-                raise AgemetricError(f"{name} must be >= {least}, got {getattr(self, name)}")
+                raise AgemetricError(f"{name} must be >= {least}, got {shortened(getattr(self, name))}")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+            raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {shortened(self.device)}")
         for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+            if (value := getattr(self, name)) not in allowed:
+                raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {shortened(value)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, ``None`` values dropped (TOML has no null)."""
@@ -228,9 +228,9 @@ def coerce(key: str, value: Any) -> Any:
     """Convert ``value`` (a string from ``--set`` or a TOML value) to the type of field ``key``."""
     types_ = _field_types()
     if key not in types_:
-        close = difflib.get_close_matches(key, types_, n=1)
+        close = difflib.get_close_matches(key, types_, n=1) if len(key) <= SHOWN else []  # a long key: no match
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise AgemetricError(f"unknown setting {key!r}; {hint}known: {', '.join(sorted(types_))}")
+        raise AgemetricError(f"unknown setting {shortened(key)}; {hint}known: {', '.join(sorted(types_))}")
     hint = types_[key]
     args = typing.get_args(hint)
     optional = isinstance(hint, types.UnionType) and type(None) in args
@@ -244,21 +244,21 @@ def coerce(key: str, value: Any) -> Any:
                 return True
             if text.lower() in ("false", "0", "no", "off"):
                 return False
-            raise AgemetricError(f"{key} expects true or false, got {value!r}")
+            raise AgemetricError(f"{key} expects true or false, got {shortened(value)}")
         if base in (int, float):
             try:
                 return base(text)
             except ValueError:
-                raise AgemetricError(f"{key} expects {base.__name__}, got {value!r}") from None
+                raise AgemetricError(f"{key} expects {base.__name__}, got {shortened(value)}") from None
         if base is dict:
             raise AgemetricError(f"{key} is a table: set one entry with {key}.NAME=VALUE")
         return text
     if value is None and optional:
         return None
-    if base is float and isinstance(value, int) and not isinstance(value, bool):
+    if base is float and isinstance(value, int) and not isinstance(value, bool) and abs(value) < 1e308:  # fits
         return float(value)
     if not isinstance(value, base) or (base is int and isinstance(value, bool)):
-        raise AgemetricError(f"{key} expects {base.__name__}, got {value!r}")
+        raise AgemetricError(f"{key} expects {base.__name__}, got {shortened(value)}")
     return value
 
 
@@ -286,8 +286,8 @@ RESERVED_OPTIONS = {
 def check_options(table: str, options: dict) -> None:
     """Refuse a ``*_options`` entry that agemetric sets from its own setting, or an unknown augmentation option."""
     if table == "augment_options" and set(options) - AUGMENT_OPTIONS:
-        unknown, known = (", ".join(sorted(names)) for names in (set(options) - AUGMENT_OPTIONS, AUGMENT_OPTIONS))
-        raise AgemetricError(f"augment_options: unknown option(s) {unknown}; known: {known}")
+        unknown, known = sorted(set(options) - AUGMENT_OPTIONS), ", ".join(sorted(AUGMENT_OPTIONS))
+        raise AgemetricError(f"augment_options: unknown option(s) {shortened(unknown)}; known: {known}")
     for key in options:
         setting = RESERVED_OPTIONS.get(table, {}).get(key)
         if setting is not None:
@@ -301,7 +301,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise AgemetricError(f"--set expects KEY=VALUE, got {item!r}")
+            raise AgemetricError(f"--set expects KEY=VALUE, got {shortened(item)}")
         if "." in key:
             table, _, sub = key.partition(".")
             if not (table.endswith("_options") and table in _field_types()):
@@ -324,14 +324,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise AgemetricError(f"--config: {path} is a folder; expected a TOML file (e.g. a run's config.toml)") from None
     except UnicodeDecodeError as exc:
         raise AgemetricError(f"--config: {path} is not UTF-8 text (byte {exc.start})") from None
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+    except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError; so is an int of 5000 digits
+        reason = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply or a number too long"
         raise AgemetricError(f"--config: {path} is not valid TOML: {reason}") from None
     except OSError as exc:
         raise AgemetricError(f"--config: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     preset = data.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
-        raise AgemetricError(f"--config: {path}: preset expects a name ({', '.join(PRESETS)}), got {preset!r}")
+        raise AgemetricError(f"--config: {path}: preset expects a name ({', '.join(PRESETS)}), got {shortened(preset)}")
     out = {key: coerce(key, value) for key, value in data.items()}
     if preset is not None:
         out["preset"] = preset
@@ -369,7 +369,7 @@ def resolve(
     name = preset or from_file.pop("preset", None) or "quick"
     from_file.pop("preset", None)
     if name not in PRESETS:
-        raise AgemetricError(f"--preset: unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        raise AgemetricError(f"--preset: unknown preset {shortened(name)}; known: {', '.join(PRESETS)}")
     merged: dict[str, Any] = {}
     for layer in (
         PRESETS[name],

@@ -120,15 +120,16 @@ def run(
         curve: list[dict] = []
         on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
         checkpoint = None if folder is None else folder.checkpoint
+        kept = {"split": described_split(split, state)}  # in the checkpoint, for a resumed run's metrics
         training = True
-        history = train(estimator, train_data, config, reporter, world, checkpoint, resume=state, on_step=on_step)
+        history = train(estimator, train_data, config, reporter, world, checkpoint, state, on_step, kept)
         if folder is None:  # not rank 0: rank 0 evaluates and writes the run folder
             return None
         folder.write_history(history)
         t2 = time.perf_counter()
         metrics = _evaluate(folder, estimator, sides, config, reporter)
         metrics.update(
-            split={**split.info, **{f"n_{name}": len(side) for name, side in zip(SIDES, sides, strict=True)}},
+            split={**kept["split"], **{f"n_{name}": len(side) for name, side in zip(SIDES, sides, strict=True)}},
             dataset=dataset.describe(),
             multitask=multitask,
             training_images_seen=sum(h["images"] for h in history),
@@ -150,6 +151,14 @@ def run(
     finally:
         if folder is not None:
             folder.unlock()
+
+
+def described_split(split: Split, state: dict | None) -> dict:
+    """The split's description for ``metrics.json``: a resumed run (``state``, its checkpoint) reads
+    its split back from ``split.csv``, so it takes the description the new run kept in the
+    checkpoint (an older checkpoint holds none: the file's)."""
+    kept = (state.get("extra") or {}).get("split") if state is not None else None
+    return kept or split.info
 
 
 def _open_folder(config: RunConfig, resume: str | Path | None) -> RunFolder:

@@ -1,10 +1,16 @@
-"""Age-estimation metrics: MAE, the cumulative score CS(T), and MAE per age bucket."""
+"""Age-estimation metrics: MAE, the cumulative score CS(T), and MAE per age bucket; the check
+of a ``metrics.json`` read back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
+
+from agemetric._text import shortened
+from agemetric.errors import AgemetricError
 
 #: The thresholds of the CS curve reported by default, in years.
 CS_THRESHOLDS = tuple(range(11))
@@ -92,3 +98,100 @@ def summarise(predicted: torch.Tensor, true: torch.Tensor, train_ages: torch.Ten
         "mean_predictor_mae": mae(baseline, true),
         "n_test": int(true.numel()),
     }
+
+
+#: What reports read from ``metrics.json`` (`check_metrics()`): ``"number"`` (not a bool),
+#: ``"count"`` (a whole number >= 0), ``"text"``, ``{key: spec}`` (a table; ``key?``: the key may
+#: be missing), ``("each", spec)`` (a table whose every value is ``spec``), ``("list", spec)``,
+#: ``("or null", spec)``; other fields are not looked at.
+_CI = ("or null", ("list", "number"))
+_CURVE_ROW = {
+    "level": "number",
+    **{f"{kind}_{value}?": "number" for kind in ("pooled", "constant") for value in ("coverage", "mean_width")},
+}
+METRICS_FIELDS: dict[str, Any] = {
+    "mae": "number",
+    "mean_predictor_mae": "number",
+    "n_test": "count",
+    "cs": ("each", "number"),
+    "mae_by_age?": ("each", {"mae": "number", "n": "count"}),
+    "dataset?": "text",
+    "split?": {"protocol?": "text", "n_train?": "count"},
+    "training_images_seen?": "count",
+    "gender_accuracy_from_age_embedding?": "number",
+    "gender_accuracy_from_gender_embedding?": "number",
+    "intervals?": {
+        "level": "number",
+        "coverage": "number",
+        "mean_width": "number",
+        "curve?": ("list", _CURVE_ROW),
+        "by_age?": ("each", {"n": "count", "coverage": "number", "mean_width": "number"}),
+    },
+    "age_thresholds?": ("each", {"false_accept": ("or null", "number"), "false_reject": ("or null", "number")}),
+    "groups?": (
+        "each",
+        {
+            "groups": ("each", {"n": "count", "mae": "number", "mae_ci": _CI, "cs5": "number", "cs5_ci": _CI}),
+            "largest_gap?": ("or null", {"mae": "number", "between": ("list", "text")}),
+        },
+    ),
+}
+_EXPECTED = {"number": "a number", "count": "a whole number >= 0", "text": "text", "table": "a table", "list": "a list"}
+#: the CS(T) values reports show
+_CS_SHOWN = ("1", "3", "5", "10")
+
+
+def check_metrics(metrics: Any, path: Path) -> dict:
+    """``metrics`` (read from ``path``) when the fields reports read (`METRICS_FIELDS`) hold what
+    `agemetric run` writes there; else a one-line error naming the file and the field.
+
+    Examples:
+        >>> check_metrics({"mae": "lots"}, Path("r/metrics.json"))
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: r/metrics.json: field 'mae' must be a number, got 'lots'
+    """
+    if not isinstance(metrics, dict):
+        raise AgemetricError(f"{path}: expected the metrics of a run (a JSON object), got {shortened(metrics)}")
+    _check_field(metrics, METRICS_FIELDS, "", path)
+    for t in metrics["cs"]:
+        if not t.isdigit():
+            raise AgemetricError(f"{path}: field 'cs' must have error tolerances in years as keys, got {shortened(t)}")
+    missing = [t for t in _CS_SHOWN if t not in metrics["cs"]]
+    if missing:
+        raise AgemetricError(f"{path}: field 'cs' has no CS({missing[0]}) (a run writes CS(T) for T = 0..10)")
+    return metrics
+
+
+def _check_field(value: Any, spec: Any, name: str, path: Path) -> None:
+    """Raise a one-line error naming ``path`` and the field ``name`` when ``value`` is not ``spec``
+    (see `METRICS_FIELDS`)."""
+    kind = spec if isinstance(spec, str) else "table" if isinstance(spec, dict) else spec[0]
+    if kind == "or null":
+        if value is not None:
+            _check_field(value, spec[1], name, path)
+        return
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    fits = {
+        "number": number,
+        "count": number and isinstance(value, int) and value >= 0,
+        "text": isinstance(value, str),
+        "table": isinstance(value, dict),
+        "each": isinstance(value, dict),
+        "list": isinstance(value, list),
+    }[kind]
+    if not fits:
+        expected = _EXPECTED["table" if kind == "each" else kind]
+        raise AgemetricError(f"{path}: field {name!r} must be {expected}, got {shortened(value)}")
+    if kind == "table":
+        for key, inner in spec.items():
+            field = key.removesuffix("?")
+            dotted = f"{name}.{field}" if name else field
+            if field in value:
+                _check_field(value[field], inner, dotted, path)
+            elif not key.endswith("?"):
+                raise AgemetricError(f"{path}: field {dotted!r} is missing (expected the metrics of a finished run)")
+    elif kind in ("each", "list"):
+        items = value.items() if kind == "each" else enumerate(value)
+        for key, item in items:
+            _check_field(item, spec[1], f"{name}.{key}" if kind == "each" else f"{name}[{key}]", path)

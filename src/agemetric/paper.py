@@ -262,10 +262,11 @@ def margin_sweep(config: RunConfig, out: Path, margins: list[float], reporter: R
     return runs
 
 
-def load_test_data(run_dir: Path) -> tuple[AgeEstimator, FaceArrays, dict]:
-    """A run's estimator (with its gallery), its test images (from ``split.csv``) and its metrics."""
+def load_test_data(run_dir: Path, estimator: AgeEstimator | None = None) -> tuple[AgeEstimator, FaceArrays, dict]:
+    """A run's estimator (with its gallery; ``estimator``: already loaded), its test images (from
+    ``split.csv``) and its metrics."""
     folder = RunFolder(run_dir)
-    estimator = AgeEstimator.load(folder.require_model())
+    estimator = estimator or AgeEstimator.load(folder.require_model())
     config = folder.read_config()
     dataset, records = select_records(replace(config, limit=None))
     side = read_split(folder.split, records).side
@@ -278,9 +279,16 @@ def k_sweep(run_dir: Path, out: Path, ks: list[int]) -> dict[int, float]:
 
     Returns:
         ``{k: MAE}``.
+
+    Raises:
+        AgemetricError: a k is larger than the gallery (checked before the test images are read).
     """
-    estimator, data, metrics = load_test_data(run_dir)
+    estimator = AgeEstimator.load(RunFolder(run_dir).require_model())
     gallery = estimator.retriever
+    n = len(gallery.ages)
+    if max(ks) > n:
+        raise AgemetricError(f"--ks {max(ks)}: the gallery of {run_dir} has only {n} training faces; choose k <= {n}")
+    estimator, data, metrics = load_test_data(run_dir, estimator)
     _, idx = gallery.search(estimator.embed(data.images), k=max(ks))  # (M, max k), nearest first
     result = {k: mae(gallery.ages[idx[:, :k]].mean(1), data.ages) for k in ks}
     note = caption(metrics)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from agemetric.runs import RunFolder
+from agemetric.runs import RunFolder, writing
 
 DPI = 120
 #: The figures every run writes, file name -> what it shows.
@@ -74,8 +74,10 @@ def _figure(title: str, note: str, size=(6.4, 4.4)) -> tuple[Figure, object]:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
+    """Write ``fig`` as a PNG (a full disk is a one-line error naming ``path``)."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=DPI)
     return path
 
 
@@ -338,7 +340,8 @@ def write_run_figures(run_dir: Path) -> list[Path]:
         paths.append(age_threshold(metrics["age_thresholds"], figures / "age_threshold.png", note))
     if metrics.get("groups"):
         paths.append(group_mae(metrics["groups"], figures / "groups.png", note))
-    folder.report.write_text(run_report(folder.path.name, metrics, [p.name for p in paths]), encoding="utf-8")
+    with writing(folder.report):
+        folder.report.write_text(run_report(folder.path.name, metrics, [p.name for p in paths]), encoding="utf-8")
     return paths
 
 

@@ -25,6 +25,7 @@ from importlib import metadata
 import pluggy
 
 from agemetric import hookspecs
+from agemetric._text import SHOWN, printable, shortened
 from agemetric._version import __version__
 from agemetric.errors import PluginError
 
@@ -207,6 +208,7 @@ class _Registrar:
     def __init__(self, kind: str, plugin: str, registry: dict[str, Entry]):
         self.kind, self.plugin, self.registry, self.pending = kind, plugin, registry, {}
         self.clashing: list[str] = []
+        self.repeated: list[str] = []  # names this plugin registered again: the first registration is kept
 
     def __call__(self, name: str, factory: Callable) -> None:
         if not isinstance(name, str) or not name.strip():
@@ -214,8 +216,9 @@ class _Registrar:
         if not callable(factory):
             raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r} with a non-callable factory")
         key = canonical(name)
-        if key in self.pending:
-            raise PluginError(f"plugin {self.plugin!r} registered {self.kind} {name!r} twice")
+        if key in self.pending:  # its own name again (perhaps spelt otherwise): the first one stays
+            self.repeated.append(name)
+            return
         if key in self.registry:  # another plugin has it: the name is refused when asked for, the rest works
             self.clashing.append(key)
             return
@@ -232,6 +235,10 @@ def _build(kind: str) -> dict[str, Entry]:
 
     def commit(plugin: str) -> str:  # only a hook that returned adds its names
         registry.update(current[plugin].pending)
+        for name in current[plugin].repeated:
+            first = shortened(current[plugin].pending[canonical(name)].name)
+            again = f"{kind} name {shortened(name)} is registered twice by plugin {plugin!r} (first as {first})"
+            _failed(plugin, f"{again}; the second registration is skipped")
         for key in current[plugin].clashing:
             owners = clashes.setdefault((kind, key), [registry[key].plugin])
             owners.append(plugin)
@@ -279,16 +286,16 @@ def get_entry(kind: str, name: str) -> Entry:
     owners = clashes.get((kind, canonical(name)))
     if owners:
         raise PluginError(
-            f"{kind} name {name!r} is registered twice: by plugin {owners[0]!r} and by plugin {owners[1]!r}; "
+            f"{kind} name {shortened(name)} is registered twice: by plugin {owners[0]!r} and by plugin {owners[1]!r}; "
             "uninstall one of them, or list the third-party plugins to load in AGEMETRIC_LOAD_PLUGINS "
             "(comma-separated; the built-in ones always load)"
         )
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
         broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors)
-        close = difflib.get_close_matches(name, list_names(kind), n=1)
+        close = difflib.get_close_matches(name, list_names(kind), n=1) if len(name) <= SHOWN else []
         hint = f"did you mean {close[0]!r}? " if close else ""
-        raise PluginError(f"unknown {kind} {name!r}; {hint}known: {known}{broken}")
+        raise PluginError(f"unknown {kind} {shortened(name)}; {hint}known: {known}{broken}")
     return entry
 
 
@@ -305,9 +312,14 @@ def create(kind: str, name: str, **kwargs):
     trace(f"create {kind} {entry.name!r} (plugin {entry.plugin!r}) with {kwargs}")
     try:
         component = entry.factory(**kwargs)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OSError) as exc:  # OSError: e.g. a root path too long for the system
         where = f"{kind} {entry.name!r} (plugin {entry.plugin!r})"
-        raise PluginError(f"cannot create {where} with {kwargs}: {exc}") from exc
+        given = "{" + ", ".join(f"{shortened(k)}: {shortened(v)}" for k, v in kwargs.items()) + "}"
+        reason = printable(str(exc))
+        if isinstance(exc, OSError) and exc.strerror:  # its file name said once, shortened
+            reason = exc.strerror + (f": {shortened(exc.filename)}" if exc.filename else "")
+        reason = reason if len(reason) <= 4 * SHOWN else reason[: 4 * SHOWN - 3] + "..."  # it may echo a value
+        raise PluginError(f"cannot create {where} with {given}: {reason}") from exc
     try:  # lets error messages name the plugin (see agemetric.interfaces.checks.describe)
         object.__setattr__(component, "_agemetric_entry", (kind, entry.name, entry.plugin))
     except (AttributeError, TypeError):

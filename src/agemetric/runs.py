@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import tomli_w
 
-from agemetric._io import remove_orphans
+from agemetric._io import readable_text, remove_orphans
 from agemetric.errors import AgemetricError
+from agemetric.metrics import check_metrics
 
 if TYPE_CHECKING:
     import torch
@@ -64,6 +65,8 @@ class RunFolder:
     REPORT = "report.md"
     FIGURES = "figures"
     LOCK = ".lock"
+    #: Every file and folder a run writes into its folder: other commands never write over them.
+    FILES = (CONFIG, SPLIT, SKIPPED, FRAMING, CHECKPOINT, HISTORY, MODEL, PREDICTIONS, METRICS, REPORT, FIGURES, LOCK)
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -121,9 +124,34 @@ class RunFolder:
         """Whether the folder holds a finished run (its metrics or its model)."""
         return self.metrics.exists() or self.model.exists()
 
+    def owns(self, path: str | Path) -> bool:
+        """Whether ``path`` is one of the run's own files in this folder (`FILES`, or a file in
+        its ``figures/``), whether or not it exists yet; links are followed.
+
+        Examples:
+            >>> folder = RunFolder("runs/example")
+            >>> folder.owns("runs/example/model.pt"), folder.owns("runs/example/figures/a.png")
+            (True, True)
+            >>> folder.owns("runs/example/utkface.json"), folder.owns("model.pt")
+            (False, False)
+        """
+        try:
+            inside = Path(path).resolve().relative_to(self.path.resolve())
+        except (OSError, RuntimeError, ValueError):  # outside the folder (or a link loop: not a file of the run)
+            return False
+        return bool(inside.parts) and inside.parts[0] in self.FILES
+
     def read_metrics(self) -> dict:
-        """``metrics.json``, parsed."""
-        return json.loads(self.metrics.read_text(encoding="utf-8"))
+        """``metrics.json``, parsed and checked (`agemetric.metrics.check_metrics()`): one-line
+        errors naming the file, and the field whose value reports cannot show."""
+        with readable_text(self.metrics, "metrics"):
+            text = self.metrics.read_text(encoding="utf-8")
+        try:
+            metrics = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise AgemetricError(f"{self.metrics}: not valid JSON ({reason})") from None
+        return check_metrics(metrics, self.metrics)
 
     def read_history(self) -> list[dict]:
         """``history.json``, parsed."""
@@ -162,7 +190,8 @@ class RunFolder:
         """``split.csv``: the side of every key, in ``keys``' order."""
         from agemetric.data.splits import write_split
 
-        write_split(self.split, split, keys)
+        with writing(self.split):
+            write_split(self.split, split, keys)
 
     def write_history(self, history: list[dict]) -> None:
         _write_json(self.history, history)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from agemetric.cli._commands import DATASETS
 from agemetric.cli._common import RichReporter, bucket_table, console, guarded, make_progress, metrics_table
 from agemetric.errors import AgemetricError
+
+if TYPE_CHECKING:
+    from agemetric.interfaces import Skipped
+    from agemetric.runs import RunFolder
 
 #: What ``--set`` may change at evaluation: how the images are found, read and framed. The model
 #: and its gallery are the run's own.
@@ -28,6 +33,36 @@ def overrides(sets: list[str]) -> dict:
             f"--set {other[0]}: evaluate takes only {', '.join(SETTABLE)} (the model's settings are the run's)"
         )
     return values
+
+
+def skipped_list(out: Path) -> Path:
+    """Where the rows an evaluation skipped are listed, beside its ``--out``: ``m.json`` ->
+    ``m.skipped.csv``."""
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+def check_out(out: Path, folder: RunFolder, force: bool) -> None:
+    """Refuse an ``--out`` that is a folder or a run's own file (of the evaluated run, or of any
+    run folder; even with ``--force``), and, without ``--force``, an existing file (``--out`` or
+    its `skipped_list()`)."""
+    from agemetric.runs import RunFolder
+
+    if out.is_dir():
+        raise AgemetricError(
+            f"--out: {out} is a folder; expected a file name for the metrics (e.g. {out}/metrics.json)"
+        )
+    for path in (out, skipped_list(out)):
+        beside = RunFolder(path.parent)
+        owner = folder if folder.owns(path) else beside if beside.finished and beside.owns(path) else None
+        if owner is not None:
+            raise AgemetricError(
+                f"--out: {path} is a file of the run {owner.path}; evaluate never writes over a run's own "
+                f"files, choose another name (e.g. {out.with_name('evaluation.json')})"
+            )
+    for path in (out, skipped_list(out)):
+        if not force and (path.exists() or path.is_symlink()):
+            role = "" if path == out else " (the list of --out's skipped rows)"
+            raise AgemetricError(f"--out: {path} exists{role}; give --force to write over it, or choose another name")
 
 
 @guarded
@@ -61,7 +96,22 @@ def evaluate(
             "calibrated on one dataset need not hold on another. E.g. 0.2.",
         ),
     ] = None,
-    out: Annotated[Path | None, typer.Option(metavar="FILE", help="Also write the metrics to this JSON file.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="Also write the metrics to this JSON file, and the rows that could not be used (when "
+            "there are some) to FILE's name with .skipped.csv (m.json: m.skipped.csv).",
+        ),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write --out (and its .skipped.csv) over existing files. The run's own files (its "
+            "metrics.json, model.pt, ...) are never written over.",
+        ),
+    ] = False,
 ) -> None:
     """Predict every image of a dataset with a trained run's model and gallery; print MAE, CS, the
     intervals' coverage and the largest error gap between groups.
@@ -74,15 +124,12 @@ def evaluate(
     from agemetric.estimator import AgeEstimator
     from agemetric.evaluation import evaluate as evaluate_arrays
     from agemetric.evaluation import evaluate_recalibrated
-
-    if out is not None and out.is_dir():  # before the slow part
-        raise AgemetricError(
-            f"--out: {out} is a folder; expected a file name for the metrics (e.g. {out}/metrics.json)"
-        )
-    changes = overrides(set_ or [])
     from agemetric.runs import RunFolder
 
     folder = RunFolder(run_dir)
+    if out is not None:  # before the slow part
+        check_out(out, folder, force)
+    changes = overrides(set_ or [])
     estimator = AgeEstimator.load(folder.require_model())
     base = folder.read_config()
     dataset_options = {} if dataset != base.dataset else base.dataset_options
@@ -107,8 +154,10 @@ def evaluate(
                 estimator, data, estimator.retriever.ages, recalibrate, seed, base.interval_groups, reporter
             )
     left_out = skipped(ds, data)
+    where = _list_skipped(left_out, out)
     if len(left_out):
-        console.print(f"[yellow]{ds.describe()}: {left_out.summary()}[/]")
+        console.print(f"[yellow]{escape(f'{ds.describe()}: {left_out.summary()}{where}')}[/]")
+    metrics["skipped"] = len(left_out)
     noted = data.noted()
     metrics["framing_fallbacks"] = len(noted)
     if noted:
@@ -122,3 +171,23 @@ def evaluate(
             out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             raise AgemetricError(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}") from None
+
+
+def _list_skipped(left_out: Skipped, out: Path | None) -> str:
+    """List every skipped row beside ``out`` (`skipped_list()`; an earlier evaluation's list there,
+    written over with ``--force``, goes when no row was skipped); says where they are listed."""
+    from agemetric.runs import RunFolder
+
+    if out is None:
+        more = len(left_out) > 3  # Skipped.summary() names the first three
+        return " (--out FILE.json lists all of them in FILE.skipped.csv)" if more else ""
+    path = skipped_list(out)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not len(left_out):
+            path.unlink(missing_ok=True)
+            return ""
+    except OSError as exc:
+        raise AgemetricError(f"--out: cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    RunFolder.write_items(path, left_out.items, header=("item", "reason"))
+    return f" (all of them in {path})"

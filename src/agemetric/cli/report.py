@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
@@ -12,20 +11,17 @@ from rich.table import Table
 
 from agemetric.cli._common import console, guarded
 from agemetric.errors import AgemetricError
-from agemetric.runs import RunFolder
+from agemetric.runs import RunFolder, writing
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
     """``label -> metrics`` for run folders; labels are the folder names (made unique)."""
     runs: dict[str, dict] = {}
     for run_dir in run_dirs:
-        path = RunFolder(run_dir).metrics
-        if not path.is_file():
+        folder = RunFolder(run_dir)
+        if not folder.metrics.is_file():
             raise AgemetricError(f"{run_dir}: not a finished run folder (no {RunFolder.METRICS})")
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise AgemetricError(f"{path}: not valid JSON ({exc})") from None
+        metrics = folder.read_metrics()  # checked: a field reports cannot show is a one-line error
         label = run_dir.resolve().name
         while label in runs:
             label = f"{run_dir.resolve().parent.name}/{label}"
@@ -47,22 +43,23 @@ def report(
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
     from agemetric.plots import comparison, comparison_table, gap_summary, interval_summary, write_run_figures
 
+    out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
+    if out.exists() and not out.is_dir():
+        raise AgemetricError(f"--out: {out} is a file; expected a folder for the report")
     runs = load_runs(run_dirs)
     if run_figures:
         for run_dir in run_dirs:
             write_run_figures(run_dir)
-    out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
-    if out.exists() and not out.is_dir():
-        raise AgemetricError(f"--out: {out} is a file; expected a folder for the report")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AgemetricError(f"--out: cannot make the folder {str(out)!r}: {exc.strerror or exc}") from None
     figure = comparison(runs, out / "comparison.png")
     table_md = comparison_table(runs)
-    (out / "comparison.md").write_text(
-        f"# Comparison\n\n![comparison](comparison.png)\n\n{table_md}\n", encoding="utf-8"
-    )
+    with writing(out / "comparison.md"):
+        (out / "comparison.md").write_text(
+            f"# Comparison\n\n![comparison](comparison.png)\n\n{table_md}\n", encoding="utf-8"
+        )
     table = Table(title="runs", header_style="bold")
     for col in ("run", "MAE", "mean predictor", "CS(3) %", "CS(5) %", "intervals", "largest group gap", "images seen"):
         table.add_column(col, justify="left" if col in ("run", "largest group gap") else "right")

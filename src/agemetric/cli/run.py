@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,9 +20,11 @@ from agemetric.cli._common import (
     bucket_table,
     console,
     duration,
+    err_console,
     guarded,
     make_progress,
     metrics_table,
+    state,
 )
 from agemetric.config import CHOICES
 from agemetric.presets import PRESETS
@@ -187,7 +193,7 @@ def run(
         typer.Option(
             metavar="DIR",
             help="Continue an unfinished run folder from its checkpoint.pt (written after every epoch and on "
-            "Ctrl-C), with its own config and split; no other option may be given.",
+            "Ctrl-C or SIGTERM), with its own config and split; no other option may be given.",
             rich_help_panel=_CONF,
         ),
     ] = None,
@@ -223,7 +229,7 @@ def run(
         resolved = cfg.resolve(preset, config, options, set_)
     started = time.perf_counter()
     try:  # run() joins the process group under torchrun; rank 0 alone draws progress
-        with make_progress(disable=not distributed.is_main_process()) as progress:
+        with _sigterm_as_ctrl_c(), make_progress(disable=not distributed.is_main_process()) as progress:
             result = run_experiment(resolved, reporter=RichReporter(progress), resume=resume)
     except BaseException:
         distributed.shutdown(wait=False)
@@ -237,6 +243,33 @@ def run(
     console.print(metrics_table(m, title))
     console.print(bucket_table(m))
     console.print(closing_line(result.run_dir, m, time.perf_counter() - started), soft_wrap=True)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside training: cleaned up after as Ctrl-C is (a KeyboardInterrupt)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """While a run runs, SIGTERM acts as Ctrl-C does: within training it stops between two steps
+    and checkpoints (`agemetric.training.train()`); elsewhere it interrupts, and the command
+    says ``Terminated.`` and exits with 143 (128 + SIGTERM), as Ctrl-C exits with 130."""
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminate) if main else None
+    try:
+        yield
+    except _Terminated:
+        if state.debug:
+            raise
+        err_console.print("[yellow]Terminated.[/]")
+        raise typer.Exit(128 + signal.SIGTERM) from None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 def closing_line(run_dir: Path, metrics: dict, seconds: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
+from agemetric._text import shortened
 from agemetric.data import synthetic
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -28,12 +29,16 @@ class SyntheticFaces(FaceDataset):
     """
 
     has_gender = True
+    #: The most faces (``n``) and the largest side (``size``): beyond them a run only runs out of
+    #: memory (a million faces already hold their labels and keys in about a gigabyte).
+    MAX_N = 1_000_000
+    MAX_SIZE = 2048
 
     def __init__(self, root: str | None = None, n: int = 4000, seed: int = 0, size: int = 128):
         super().__init__(None)
-        if n < 2:
-            raise ValueError(f"n must be >= 2, got {n}")
-        self.n, self.seed, self.size = int(n), int(seed), int(size)
+        self.n = _whole(n, "n", 2, self.MAX_N)
+        self.seed = _whole(seed, "seed", 0, 2**63 - 1)
+        self.size = _whole(size, "size", 8, self.MAX_SIZE)
 
     def records(self) -> list[FaceRecord]:
         ages, genders = synthetic.sample_labels(self.n, self.seed)
@@ -48,3 +53,11 @@ class SyntheticFaces(FaceDataset):
 
     def describe(self) -> str:
         return f"synthetic (n={self.n}, seed={self.seed})"
+
+
+def _whole(value: object, name: str, low: int, high: int) -> int:
+    """``value`` as an int if it is a whole number (``1e3`` from a TOML file too) in ``[low, high]``."""
+    whole = isinstance(value, int | float) and not isinstance(value, bool) and float(value).is_integer()
+    if not whole or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number between {low:,} and {high:,}, got {shortened(value)}")
+    return int(value)

@@ -13,6 +13,7 @@ import torch
 
 from agemetric import distributed
 from agemetric._io import atomic_torch_save
+from agemetric._text import printable
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment
@@ -22,7 +23,14 @@ from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import checkpoint_settings
 from agemetric.training.batchnorm import recalibrate_batchnorm
 from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
-from agemetric.training.state import TRAINING_STATE_FORMAT, EpochProgress, RandomStreams, TrainState, batches
+from agemetric.training.state import (
+    TRAINING_STATE_FORMAT,
+    EpochProgress,
+    RandomStreams,
+    TrainState,
+    batches,
+    check_fits,
+)
 
 
 class TrainingDiverged(AgemetricError):
@@ -32,17 +40,22 @@ class TrainingDiverged(AgemetricError):
 
 
 class Interrupted(AgemetricError):
-    """Ctrl-C stopped training between two steps; the checkpoint holds the state."""
+    """Ctrl-C (SIGINT, exit code 130) or SIGTERM (exit code 143, as a process ended by that signal
+    reports it) stopped training between two steps; the checkpoint holds the state."""
 
     exit_code = 130
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 class _Training:
     """The state and the parts of one `train()` call; `run()` is the loop."""
 
-    def __init__(self, estimator, data, config, reporter, world, checkpoint, resume, on_step):
+    def __init__(self, estimator, data, config, reporter, world, checkpoint, resume, on_step, extra):
         self.estimator, self.data, self.config = estimator, data, config
-        self.reporter, self.world, self.on_step = reporter, world, on_step
+        self.reporter, self.world, self.on_step, self.extra = reporter, world, on_step, extra
         self.streams = RandomStreams(config.seed, world)
         self.smallest = 2 * world.size  # every process needs two images of each batch
         if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
@@ -57,7 +70,7 @@ class _Training:
         self.averaged = weight_averager(estimator, config.weight_average)
         self.state = TrainState()
         if resume is not None:
-            self._restore(resume)
+            self._restore(resume, checkpoint or "the checkpoint")
         self.checkpoint = checkpoint if world.is_main else None
         self.began = time.perf_counter() - self.state.elapsed
 
@@ -66,16 +79,24 @@ class _Training:
         return time.perf_counter() - self.began
 
     # -- checkpoints -------------------------------------------------------------------------
-    def _restore(self, saved: dict) -> None:
+    def _restore(self, saved: dict, source: Path | str) -> None:
+        """Continue from ``saved`` (read by `load_checkpoint()` from ``source``, whose fields it
+        checked); weights, optimiser state or batches that do not fit this run are one-line errors."""
         if saved.get("images") not in (None, len(self.data)):
             raise AgemetricError(
                 f"--resume: the training split now has {len(self.data)} readable images, the checkpoint was "
                 f"written with {saved['images']} (an image became unreadable or was replaced); it cannot be continued"
             )
-        self.estimator.load_state_dict(saved["model"])
+        try:
+            self.estimator.load_state_dict(saved["model"])
+            if self.averaged is not None and saved.get("averaged") is not None:
+                self.averaged.load_state_dict(saved["averaged"])
+        except RuntimeError as exc:
+            raise AgemetricError(
+                f"--resume: {source}: its weights do not fit this run's model ({_detail(exc)})"
+            ) from None
+        check_fits(saved, self.optimizer, len(self.data), source)
         self.optimizer.load_state_dict(saved["optimizer"])
-        if self.averaged is not None and saved.get("averaged") is not None:
-            self.averaged.load_state_dict(saved["averaged"])
         self.streams.restore(saved["rng"])
         partial = saved["partial"]
         self.state = TrainState(
@@ -101,6 +122,7 @@ class _Training:
             "settings": checkpoint_settings(self.config),  # resuming under other settings is refused
             "images": len(self.data),  # and with another training split
             "rng": self.streams.state(),
+            "extra": self.extra,
         }
         atomic_torch_save(saved, self.checkpoint)
 
@@ -112,7 +134,7 @@ class _Training:
         per_epoch = n - (tail if 0 < tail < self.smallest else 0)  # images per epoch, as batches() yields them
         done = per_epoch * (state.epoch - 1) + (state.partial.seen if state.partial else 0)
         self.bar = self.reporter.bar("train", total=per_epoch * config.epochs, completed=done)
-        with _StopOnSigint() as stop:
+        with _StopOnSignal() as stop:
             while state.epoch <= config.epochs:
                 epoch = state.partial or EpochProgress(
                     batches(n, config.batch_size, self.streams.batches, self.smallest)
@@ -138,20 +160,22 @@ class _Training:
             )
         return state.history
 
-    def run_epoch(self, number: int, epoch: EpochProgress, stop: _StopOnSigint) -> bool:
+    def run_epoch(self, number: int, epoch: EpochProgress, stop: _StopOnSignal) -> bool:
         """Run ``epoch``'s remaining steps; True when the time budget ended it."""
         config = self.config
         start = self.elapsed() - epoch.seconds
         while epoch.step < len(epoch.batches):
             over_budget = config.time_budget is not None and self.elapsed() >= config.time_budget
-            interrupted, over_budget = distributed.any_rank([stop.requested, over_budget], self.world)
+            interrupted, over_budget = distributed.any_rank([stop.signum is not None, over_budget], self.world)
             if interrupted:
                 epoch.seconds = self.elapsed() - start
                 self.save(number, epoch)
-                resume = f"; checkpoint saved, continue with: agemetric run --resume {self.checkpoint.parent}"
-                raise Interrupted(
-                    f"interrupted in epoch {number}, step {epoch.step + 1}" + (resume if self.checkpoint else "")
-                )
+                signum = stop.signum or signal.SIGINT  # a process that got no signal stops with the others
+                how = "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+                message = f"{how} in epoch {number}, step {epoch.step + 1}"
+                if self.checkpoint is not None:
+                    message += f"; checkpoint saved, continue with: agemetric run --resume {self.checkpoint.parent}"
+                raise Interrupted(message, signum)
             if over_budget:
                 epoch.seconds = self.elapsed() - start
                 return True
@@ -217,6 +241,7 @@ def train(
     checkpoint: Path | None = None,
     resume: dict | None = None,
     on_step: Callable[[float, AgeEstimator], float | None] | None = None,
+    extra: dict | None = None,
 ) -> list[dict]:
     """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
 
@@ -237,10 +262,13 @@ def train(
             weights training would end with now (the averaged ones with ``weight_average``); it
             may return seconds it spent itself (e.g. evaluating a snapshot), which are left out
             of the training time and the budget.
+        extra: plain data the checkpoint keeps as well (``"extra"`` in what `load_checkpoint()`
+            reads back), e.g. the description of the split for the metrics of a resumed run.
 
     Training stops early, between two steps, once ``config.time_budget`` seconds have passed
-    (time spent before a resume counts). The first Ctrl-C (SIGINT) also stops it between two
-    steps: the state is checkpointed and `Interrupted` raised; a second one stops at once.
+    (time spent before a resume counts). The first Ctrl-C (SIGINT) or SIGTERM also stops it
+    between two steps: the state is checkpointed and `Interrupted` raised (its exit code 130 for
+    SIGINT, 143 for SIGTERM); a second signal acts at once, as it would without training.
 
     Returns:
         One dict per epoch (the last one possibly partial): ``epoch``, mean ``loss`` (and
@@ -249,36 +277,48 @@ def train(
 
     Raises:
         TrainingDiverged: on a NaN or infinite loss (the last checkpoint, from before it, stays).
-        Interrupted: on Ctrl-C, after writing the checkpoint.
+        Interrupted: on Ctrl-C or SIGTERM, after writing the checkpoint.
     """
-    training = _Training(
-        estimator, data, config, reporter or SILENT, world or distributed.World(), checkpoint, resume, on_step
-    )
+    world = world or distributed.World()
+    training = _Training(estimator, data, config, reporter or SILENT, world, checkpoint, resume, on_step, extra or {})
     return training.run()
 
 
-class _StopOnSigint:
-    """While active, the first SIGINT only sets `requested`; a second one interrupts at once.
+class _StopOnSignal:
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only records its number in `signum`; a
+    second signal of either kind acts as it would without this (Ctrl-C interrupts at once).
 
     Signal handlers can only be set from the main thread; elsewhere this does nothing.
     """
 
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict = {}
 
     def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)  # the next Ctrl-C acts as usual
+        self.signum = self.signum or signum
+        self._restore()  # the next signal acts as usual
 
-    def __enter__(self) -> _StopOnSigint:
+    def _restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+
+    def __enter__(self) -> _StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        self._restore()
+
+
+def _detail(exc: RuntimeError, most: int = 200) -> str:
+    """What torch says is wrong with a state dict: the line naming the first tensor that does not fit."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    detail = printable(lines[1] if len(lines) > 1 else lines[0])
+    return detail if len(detail) <= most else detail[: most - 3] + "..."
 
 
 @torch.no_grad()
