@@ -349,7 +349,7 @@ def test_a_plugin_registering_a_name_twice_keeps_the_first_and_warns(tmp_path):
         return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
     warning = (
-        "Warning: plugin 'dup' failed to load: loss name 'hostile-dup-loss' is registered twice by plugin 'dup' "
+        "Warning: plugin 'dup': loss name 'hostile-dup-loss' is registered twice by plugin 'dup' "
         "(first as 'Hostile_Dup_Loss'); the second registration is skipped"
     )
     listed = agemetric("plugins", "--json")

@@ -406,16 +406,18 @@ def test_boxes_of_a_photo_larger_than_the_decoding_limit_are_in_its_own_pixels(t
     assert record["faces"][0]["box"] == [2000, 1500, 6000, 4500]
 
 
-def test_the_documented_table_names_a_test_for_every_case():
+def test_the_documented_tables_name_a_test_for_every_case():
     page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
     section = page.split("## Files you are given, files you have")[1].split("\n## ")[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| case")]
-    assert len(rows) >= 15
-    here = Path(__file__).read_text()
-    for row in rows:
-        named = re.findall(r"`(?:tests/(\w+\.py)::)?(test_\w+)`", row)
-        assert named, f"no test named in: {row}"
-        source = here
-        for file, test in named:  # a file named before a test holds the tests after it in the row too
-            source = (Path(__file__).parent / file).read_text() if file else source
-            assert f"def {test}(" in source, test
+    here, hostile = Path(__file__).read_text(), (Path(__file__).parent / "test_hostile_runs.py").read_text()
+    files, runs = section.split("Runs, checkpoints, metrics and plugins")
+    for table, default, least in ((files, here, 15), (runs, hostile, 10)):
+        rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| case")]
+        assert len(rows) >= least
+        for row in rows:
+            named = re.findall(r"`(?:tests/(\w+\.py)::)?(test_\w+)`", row)
+            assert named, f"no test named in: {row}"
+            source = default
+            for file, test in named:  # a file named before a test holds the tests after it in the row too
+                source = (Path(__file__).parent / file).read_text() if file else source
+                assert f"def {test}(" in source, test

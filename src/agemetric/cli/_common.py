@@ -78,13 +78,17 @@ def print_error(message: str) -> None:
 
 
 def warn_plugin_errors() -> None:
-    """Name each plugin that failed to load (and was not named yet), one line each, on stderr."""
+    """Name each plugin that failed to load or registered a name twice (and was not named yet),
+    one line each, on stderr."""
     from agemetric.plugins import load_errors
 
     for name, error in load_errors[state.plugin_errors_shown :]:
-        err_console.print(
-            f"[yellow]Warning:[/] {escape(printable(f'plugin {name!r} failed to load: {error}'))}", highlight=False
+        what = (
+            f"plugin {name!r}: {error}"
+            if "is registered twice" in error
+            else f"plugin {name!r} failed to load: {error}"
         )
+        err_console.print(f"[yellow]Warning:[/] {escape(printable(what))}", highlight=False)
     state.plugin_errors_shown = len(load_errors)
 
 
