@@ -59,12 +59,13 @@ RUN_SIZE = 32
 
 
 def _make_run(folder, retriever: str = "l1-knn", **config):
-    """A small_cnn run folder (``model.pt`` only) with a multi-task head, BatchNorm statistics that
+    """A small_cnn run folder (``model.pt`` and ``config.toml``) with a multi-task head, BatchNorm statistics that
     are not the defaults, and a 60-face gallery; float32 throughout (``bf16="off"``)."""
     import torch
 
     from agemetric.config import RunConfig
     from agemetric.estimator import AgeEstimator
+    from agemetric.runs import RunFolder
     from agemetric.testing import random_face_arrays
 
     config = RunConfig(
@@ -88,11 +89,12 @@ def _make_run(folder, retriever: str = "l1-knn", **config):
     estimator.fit_gallery(random_face_arrays(60, RUN_SIZE))
     folder.mkdir(parents=True, exist_ok=True)
     estimator.save(folder / "model.pt")
+    RunFolder(folder).write_config(config)
     return AgeEstimator.load(folder / "model.pt")  # in eval mode, as predict uses it
 
 
 @pytest.fixture(scope="session")
 def make_run():
     """``make_run(folder, retriever="l1-knn", **config) -> AgeEstimator``: a small trained-looking
-    run folder (``model.pt`` only), without training."""
+    run folder (``model.pt`` and ``config.toml``), without training."""
     return _make_run

@@ -12,7 +12,9 @@ SRC = ROOT / "src"
 #: layer of each module, by longest matching prefix (0 = core types, 3 = the CLI)
 LAYERS = {
     "agemetric.errors": 0, "agemetric.types": 0, "agemetric._version": 0, "agemetric._io": 0,
-    "agemetric._imaging": 0, "agemetric._text": 0, "agemetric._records": 0, "agemetric.functional": 0, "agemetric.metrics": 0, "agemetric.hookspecs": 0,
+    "agemetric._imaging": 0, "agemetric._text": 0, "agemetric._records": 0, "agemetric._folders": 0,
+    "agemetric.estimates": 0, "agemetric.adaptation": 0, "agemetric.functional": 0, "agemetric.metrics": 0,
+    "agemetric.hookspecs": 0,
     "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.gallery": 0, "agemetric.data.transforms": 0,
     "agemetric.photos": 0, "agemetric.intervals": 0, "agemetric.groups": 0,
     "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.spec": 1, "agemetric.presets": 1,
@@ -20,9 +22,10 @@ LAYERS = {
     "agemetric.pml": 1, "agemetric.losses": 1, "agemetric.miners": 1, "agemetric.retrievers": 1,
     "agemetric.backbones": 1, "agemetric.datasets": 1, "agemetric.framers": 1, "agemetric.testing": 1,
     "agemetric.distributed": 1,
-    "agemetric.estimator": 2, "agemetric.training": 2, "agemetric.experiment": 2, "agemetric.evaluation": 2,
+    "agemetric.estimator": 2, "agemetric.model_file": 2, "agemetric.training": 2, "agemetric.experiment": 2,
+    "agemetric.evaluation": 2,
     "agemetric.data.loading": 2, "agemetric.runs": 2, "agemetric.paper": 2, "agemetric.export": 2,
-    "agemetric.bundle": 2, "agemetric.plots": 2,
+    "agemetric.bundle": 2, "agemetric.bundle_files": 2, "agemetric.plots": 2,
     "agemetric.cli": 3, "agemetric.__main__": 3,
 }  # fmt: skip
 NAMES = ("core", "parts", "orchestration", "CLI")

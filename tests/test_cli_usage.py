@@ -141,9 +141,19 @@ def test_one_name_for_one_thing():
             seen_dataset.append(path)
             assert {"--data-dir", "--data"} <= opts, f"{path}: --data-dir with its --data alias"
             assert "--set" in opts, f"{path} reads a dataset: --set too"
-        if path[-1] in {"run", "evaluate", "export", "report", "toy-embedding", "multitask", "margin-sweep", "k-sweep"}:
+        if path[-1] in {
+            "run",
+            "evaluate",
+            "export",
+            "adapt",
+            "report",
+            "toy-embedding",
+            "multitask",
+            "margin-sweep",
+            "k-sweep",
+        }:
             assert "--out" in opts, f"{path} writes: --out"
-    assert ("evaluate",) in seen_dataset and ("run",) in seen_dataset and len(seen_dataset) == 5
+    assert ("evaluate",) in seen_dataset and ("adapt",) in seen_dataset and len(seen_dataset) == 6
 
 
 def test_common_settings_are_options_beside_set(monkeypatch, tmp_path):

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from agemetric.bundle import MANIFEST, Bundle
+from agemetric.bundle import Bundle
+from agemetric.bundle_files import MANIFEST
 from agemetric.cli import app
 from agemetric.config import RunConfig
 from agemetric.errors import AgemetricError

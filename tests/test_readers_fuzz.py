@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agemetric._io import atomic_torch_save, load_torch
-from agemetric.bundle import MANIFEST, Bundle, read_manifest
+from agemetric.bundle import Bundle
+from agemetric.bundle_files import MANIFEST, read_manifest
 from agemetric.config import load_toml
 from agemetric.data.splits import read_split
 from agemetric.datasets import CSVFaces
@@ -167,6 +168,7 @@ def _arrays():
     shapes = st.tuples(st.integers(0, 4), st.integers(1, 9)) | st.tuples(st.integers(0, 4))
     values = st.floats(allow_nan=True, allow_infinity=True, width=32) | st.integers(-3, 200)
     dtypes = st.sampled_from([np.float32, np.float64, np.int64, np.int8])
+
     def array(shape, value, dtype):
         with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf as an int: any value will do
             return np.full(shape, value).astype(dtype)

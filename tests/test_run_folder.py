@@ -133,7 +133,7 @@ def test_an_unsafe_pickle_is_refused_without_advice_to_load_it_anyway(tmp_path):
     [({"k": "lots"}, "k must be a whole number >= 1, got 'lots'"), ({"files": ["model.pt"]}, "files must map names")],
 )
 def test_a_malformed_bundle_manifest_is_a_one_line_error(tmp_path, change, message):
-    from agemetric.bundle import BUNDLE_FORMAT, read_manifest
+    from agemetric.bundle_files import BUNDLE_FORMAT, read_manifest
 
     manifest = {"format": BUNDLE_FORMAT, "image_size": 32, "k": 5, "framing": {"name": "center"},
                 "files": {"gallery": "gallery.npz"}, **change}  # fmt: skip

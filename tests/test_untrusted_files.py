@@ -24,7 +24,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agemetric import plugins
-from agemetric.bundle import MANIFEST, Bundle
+from agemetric.bundle import Bundle
+from agemetric.bundle_files import MANIFEST
 from agemetric.cli import app
 from agemetric.errors import AgemetricError
 from agemetric.export import export_bundle

@@ -8,9 +8,10 @@ it never imports the estimator, the plugins or the training modules. A bundle is
   embedding ``(B, N_a)`` (and, for a multi-task run, the gender embedding ``(B, N_g)``) out; the
   normalisation is inside the model;
 - ``gallery.npz``: ``embeddings`` ``(N, N_a)`` float32, ``ages`` ``(N,)`` float32, ``genders``
-  ``(N,)`` int64 (-1 unknown).
+  ``(N,)`` int64 (-1 unknown) and, for a weighted gallery (per-age references, or your own faces
+  beside the training faces after ``agemetric adapt``), ``weights`` ``(N,)`` float32.
 
-A face's age is the mean age of its ``k`` nearest gallery embeddings under L1 distance (exact
+A face's age is the (weighted) mean age of its ``k`` nearest gallery embeddings under L1 distance (exact
 search, faiss ``IndexFlat(METRIC_L1)``), as in the run it came from. Photos are framed as the run
 framed them: ``center`` and ``box`` need nothing more; a plugin's framer (``dlib-align``) is
 made by its registered name and options in the manifest, through agemetric's plugin registry, so
@@ -28,99 +29,31 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import shutil
 import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from agemetric._folders import replacing_folder
 from agemetric._imaging import checked_box, crop_box
-from agemetric._records import AGE_RANGE, interval_fields, whole
 from agemetric._text import shortened
-from agemetric.config import LIMITS
+from agemetric.adaptation import Adaptation, GalleryArrays, adapted_gallery, choose
+from agemetric.bundle_files import (
+    GALLERY,
+    MANIFEST,
+    MODEL_FILES,
+    check_bundle_folder,
+    read_gallery,
+    read_manifest,
+)
 from agemetric.errors import AgemetricError
+from agemetric.estimates import age_spread, interval, mean_age, share_under
 from agemetric.photos import photo_batch
 
-BUNDLE_FORMAT = 1
-MANIFEST = "bundle.json"
-GALLERY = "gallery.npz"
-#: model format -> its file name in a bundle
-MODEL_FILES = {"torchscript": "model.torchscript.pt", "onnx": "model.onnx"}
 #: model format -> the module that runs it
 RUNTIME_MODULES = {"torchscript": "torch", "onnx": "onnxruntime"}
 RUNTIMES = ("auto", *MODEL_FILES)
-#: a manifest is a page of JSON; anything far larger is not one
-MAX_MANIFEST_BYTES = 1 << 20
-
-
-def is_bundle(path: str | Path) -> bool:
-    """True when ``path`` is a folder with a ``bundle.json``."""
-    return (Path(path) / MANIFEST).is_file()
-
-
-def read_manifest(path: str | Path) -> dict:
-    """The checked ``bundle.json`` of the bundle folder ``path``: every field a bundle uses has the
-    expected type and a sane size, so that a manifest that was tampered with is a one-line error.
-
-    A manifest is data: it names files inside the bundle folder and a framing by its registered
-    name (``center``, ``box``, or a framer plugin such as ``dlib-align``); nothing it says is
-    imported or run."""
-    file = Path(path) / MANIFEST
-    if not file.is_file():
-        raise AgemetricError(f"{path}: not a bundle (no {MANIFEST}; expected a folder written by `agemetric export`)")
-    try:
-        if file.stat().st_size > MAX_MANIFEST_BYTES:
-            raise ValueError(f"larger than {MAX_MANIFEST_BYTES // 1024} KiB")
-        manifest = json.loads(file.read_bytes())
-    except (OSError, ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}"
-        raise AgemetricError(f"{file}: not a readable bundle manifest ({shortened(reason, 200)[1:-1]})") from None
-    version = manifest.get("format") if isinstance(manifest, dict) else None
-    if version != BUNDLE_FORMAT:
-        raise AgemetricError(f"{file}: bundle format {shortened(version)}; this agemetric reads format {BUNDLE_FORMAT}")
-    missing = [key for key in ("image_size", "k", "framing", "files") if key not in manifest]
-    if missing:
-        raise AgemetricError(f"{file}: the manifest lacks {', '.join(missing)}")
-    try:
-        whole(manifest["image_size"], "image_size", 1, LIMITS["image_size"])
-        whole(manifest["k"], "k", 1)
-        for key in ("embedding_dim", "gender_dim"):
-            if key in manifest:
-                whole(manifest[key], key, 0 if key == "gender_dim" else 1, LIMITS[key])
-        _check_files(manifest["files"])
-        _check_framing(manifest["framing"])
-        if manifest.get("intervals") is not None:
-            manifest["intervals"] = interval_fields(manifest["intervals"])
-    except AgemetricError as exc:
-        raise AgemetricError(f"{file}: {exc}") from None
-    return manifest
-
-
-def _check_files(files: object) -> None:
-    """``files`` maps names to plain file names inside the bundle folder (no folders, no ``..``)."""
-    example = f'{{"gallery": "{GALLERY}"}}'
-    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise AgemetricError(f"files must map names to file names (e.g. {example}), got {shortened(files)}")
-    for name in files.values():
-        if name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name:
-            raise AgemetricError(f"files must name files inside the bundle folder, got {shortened(name)}")
-
-
-def _check_framing(framing: object) -> None:
-    """``framing`` is ``{"name": "center"}``, ``{"name": "box", "box": [l, t, r, b], "margin": m}``
-    or ``{"name": <a registered framer>, "options": {...}}``."""
-    if not isinstance(framing, dict) or not isinstance(framing.get("name"), str) or not framing["name"].strip():
-        raise AgemetricError(f"framing must be a table with a name, got {shortened(framing)}")
-    if framing["name"] == "box":
-        if "box" not in framing:
-            raise AgemetricError("framing 'box' lacks its box ([left, top, right, bottom] fractions)")
-        try:
-            checked_box(framing["box"], framing.get("margin", 0.0))
-        except ValueError as exc:
-            raise AgemetricError(f"framing: {exc}") from None
-    options = framing.get("options", {})
-    if not isinstance(options, dict):
-        raise AgemetricError(f"framing options must be a table of named options, got {shortened(options)}")
 
 
 class Bundle:
@@ -138,7 +71,8 @@ class Bundle:
         runtime: the runtime in use.
         image_size: the input side S in pixels.
         k: neighbours averaged for an age.
-        embeddings, ages, genders: the gallery (``(N, N_a)`` float32, ``(N,)`` float32, ``(N,)`` int64).
+        embeddings, ages, genders, weights: the gallery (``(N, N_a)`` float32, ``(N,)`` float32,
+            ``(N,)`` int64, ``(N,)`` float32 or ``None``: one face each).
         intervals: the calibrated intervals (``level``, ``quantile``, ``offset``, ``normalised``,
             ``n_calibration``, and ``edges`` and ``quantiles`` when calibrated by group of
             estimates; see `agemetric.intervals.ConformalIntervals`), or ``None``.
@@ -150,8 +84,9 @@ class Bundle:
         self.image_size = int(self.manifest["image_size"])
         self.k = int(self.manifest["k"])
         self.intervals = self.manifest.get("intervals")
+        self.adaptation = self.manifest.get("adaptation")  # what `adapt()` chose and measured, if it ran
         self._framer = _framer(self.manifest["framing"], self.path / MANIFEST)
-        self.embeddings, self.ages, self.genders = _read_gallery(
+        self.embeddings, self.ages, self.genders, self.weights = read_gallery(
             self.path / self.manifest["files"].get("gallery", GALLERY), self.manifest.get("embedding_dim")
         )
         self.runtime = self._choose_runtime(runtime)
@@ -231,11 +166,7 @@ class Bundle:
                 the run's framing (the main face of each): a path, a PIL image, a uint8
                 ``(H, W, 3)`` array, or a list of them.
         """
-        age_embeddings, _ = self.embed(photo_batch(images, self.image_size, self._framer))
-        if len(age_embeddings) == 0:
-            return np.empty(0, np.float32)
-        _, idx = self.nearest(age_embeddings)  # (N, k)
-        return self.ages[idx].mean(axis=1)
+        return self.estimate(images)["age"]
 
     def estimate(self, images: np.ndarray | str | Path | list, under: float | None = None) -> dict:
         """Ages with the neighbours' spread, the calibrated interval and, with ``under``, the
@@ -246,19 +177,60 @@ class Bundle:
             ``high`` are ``None`` for a bundle without intervals, ``under`` without ``under``.
         """
         age_embeddings, _ = self.embed(photo_batch(images, self.image_size, self._framer))
-        neighbours = self.ages[self.nearest(age_embeddings)[1]] if len(age_embeddings) else np.empty((0, self.k))
-        age, spread = neighbours.mean(axis=1), neighbours.std(axis=1)  # (N,) each
-        out = {"age": age, "spread": spread, "low": None, "high": None, "under": None}
+        idx = self.nearest(age_embeddings)[1] if len(age_embeddings) else np.empty((0, self.k), np.int64)  # (N, k)
+        ages, weights = self.ages[idx], None if self.weights is None else self.weights[idx]  # (N, k) float32
+        out = {"age": mean_age(ages, weights), "spread": age_spread(ages, weights), "low": None, "high": None}
         if self.intervals is not None:
-            i = self.intervals
-            quantile = i["quantile"]
-            if i.get("edges"):  # the group of each estimate (agemetric.intervals._group_of)
-                quantile = np.asarray(i["quantiles"])[np.searchsorted(i["edges"], age, side="left")]
-            half = quantile * ((spread + i["offset"]) if i["normalised"] else np.ones_like(spread))
-            out["low"], out["high"] = np.clip(age - half, *AGE_RANGE), np.clip(age + half, *AGE_RANGE)
-        if under is not None:
-            out["under"] = (neighbours < under).mean(axis=1)
+            out["low"], out["high"] = interval(out["age"], out["spread"], self.intervals)
+        out["under"] = None if under is None else share_under(ages, under, weights)
         return {k: None if v is None else np.asarray(v, np.float32) for k, v in out.items()}
+
+    # -- a new domain ----------------------------------------------------------------------
+
+    def adapt(self, faces: np.ndarray | list, ages, seed: int = 0) -> Adaptation:
+        """Adapt to the user's own photos with a few labelled faces of them, as
+        `AgeEstimator.adapt()` does (`agemetric.adaptation`): the gallery, ``k`` and intervals
+        change in place; `save()` writes the adapted bundle.
+
+        Args:
+            faces: a uint8 ``(n, 3, S, S)`` batch (framed and resized), or photos (the main face of each).
+            ages: ``(n,)`` their true ages.
+            seed: how faces are dealt into cross-validation folds.
+        """
+        embeddings, _ = self.embed(photo_batch(faces, self.image_size, self._framer))
+        ages = np.asarray(ages, dtype=np.float32)
+        if ages.shape != (len(embeddings),):
+            raise AgemetricError(f"adapt: give one age per face ({len(embeddings)} faces, {ages.size} ages)")
+        train = GalleryArrays(self.embeddings, self.ages, self.genders, self.weights)
+        report = choose(train, embeddings, ages, self.k, self.intervals, seed=seed)
+        new = adapted_gallery(train, GalleryArrays(embeddings, ages), report.chosen)
+        self.embeddings, self.ages, self.genders, self.weights = new.embeddings, new.ages, new.genders, new.weights
+        self.k, self.intervals, self.adaptation = report.chosen.k, report.intervals, report.to_dict()
+        self._index = None
+        return report
+
+    def save(self, out: str | Path) -> dict:
+        """Write this bundle as it is now (its gallery, ``k``, intervals and adaptation; the model
+        files copied) to the folder ``out``: new, empty, or an earlier bundle, replaced only once
+        the new one is complete. Returns the manifest written."""
+        out = Path(out)
+        check_bundle_folder(out)
+        models = {name: file for name, file in self.manifest["files"].items() if name in MODEL_FILES}
+        manifest = {
+            **self.manifest,
+            "k": self.k,
+            "gallery_size": len(self.embeddings),
+            "intervals": self.intervals,
+            "adaptation": self.adaptation,
+            "files": {"gallery": GALLERY, **models},
+        }
+        with replacing_folder(out, "--out") as folder:
+            for file in models.values():
+                shutil.copyfile(self.path / file, folder / file)
+            arrays = {"embeddings": self.embeddings, "ages": self.ages, "genders": self.genders}
+            np.savez(folder / GALLERY, **arrays, **({} if self.weights is None else {"weights": self.weights}))
+            (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        return manifest
 
 
 def _framer(framing: dict, manifest_file: Path):
@@ -277,38 +249,6 @@ def _framer(framing: dict, manifest_file: Path):
         return plugins.create("framer", name, **framing.get("options", {}))
     except AgemetricError as exc:
         raise AgemetricError(f"{manifest_file}: framing {shortened(name)}: {exc}") from None
-
-
-def _read_gallery(file: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(embeddings (N, D) float32, ages (N,) float32, genders (N,) int64)`` from ``gallery.npz``,
-    checked as a ``model.pt``'s gallery is: finite embeddings of the manifest's size, finite ages
-    of 0-150 years, genders 0, 1 or -1 (unknown)."""
-    try:
-        with np.load(file) as gallery:  # allow_pickle=False: arrays only, never Python objects
-            embeddings = np.ascontiguousarray(gallery["embeddings"], dtype=np.float32)  # (N, D)
-            ages = np.asarray(gallery["ages"], dtype=np.float64)  # (N,), float32 once checked
-            genders = np.asarray(gallery["genders"], dtype=np.int64)  # (N,)
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-        raise AgemetricError(f"{file}: cannot read the bundle's gallery ({type(exc).__name__})") from None
-    n = len(embeddings)
-    if embeddings.ndim != 2 or n == 0 or ages.shape != (n,) or genders.shape != (n,):
-        raise AgemetricError(
-            f"{file}: expected embeddings (N, D) with N > 0, ages (N,) and genders (N,); got "
-            f"{embeddings.shape}, {ages.shape} and {genders.shape}"
-        )
-    if dim is not None and embeddings.shape[1] != dim:
-        raise AgemetricError(f"{file}: the embeddings have {embeddings.shape[1]} values each; the manifest says {dim}")
-    bad = int((~np.isfinite(embeddings)).any(axis=1).sum())
-    if bad:
-        raise AgemetricError(f"{file}: the gallery's embeddings must be finite numbers; {bad} are not")
-    bad = int((~((ages >= AGE_RANGE[0]) & (ages <= AGE_RANGE[1]))).sum())  # NaN fails both
-    if bad:
-        raise AgemetricError(
-            f"{file}: the gallery's ages must be finite numbers of years between 0 and 150; {bad} are not"
-        )
-    if not np.isin(genders, (-1, 0, 1)).all():
-        raise AgemetricError(f"{file}: the gallery's genders must be 0, 1 or -1 (unknown)")
-    return embeddings, ages.astype(np.float32), genders
 
 
 class _TorchScriptModel:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from agemetric import plugins
-from agemetric._io import atomic_torch_save, load_torch
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import normalise
@@ -19,14 +20,12 @@ from agemetric.interfaces.checks import describe, type_names
 from agemetric.intervals import ConformalIntervals, Estimates
 from agemetric.spec import ModelSpec, build_parts
 
+if TYPE_CHECKING:
+    from agemetric.adaptation import Adaptation
+
 #: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
-
-
-#: The version of model.pt's layout (what `AgeEstimator.save` writes; 1 stored the whole run
-#: config, which `AgeEstimator.load` still reads).
-MODEL_FORMAT = 2
 
 
 def bf16_supported(device: str = "cpu") -> bool:
@@ -107,6 +106,7 @@ class AgeEstimator(nn.Module):
         self.channels_last = self.spec.channels_last
         self._framer = None  # the model's framer, made on first use
         self.intervals: ConformalIntervals | None = None  # set by calibrate()
+        self.adaptation: dict | None = None  # what adapt() chose and measured (`Adaptation.to_dict()`)
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
@@ -339,48 +339,59 @@ class AgeEstimator(nn.Module):
             out.under = self.retriever.probability_under(emb, under)
         return out
 
+    # -- a new domain -------------------------------------------------------------------
+
+    def adapt(self, faces: FaceArrays | list, ages=None, seed: int = 0) -> Adaptation:
+        """Adapt to the user's own photos with a few labelled faces of them: choose how to
+        combine them with the training gallery (yours alone, both with a weight, or the
+        training gallery kept; ``k``) by cross-validation on those faces, and recalibrate the
+        intervals on them (see `agemetric.adaptation`). The estimator changes in place; `save()`
+        keeps the adaptation.
+
+        Args:
+            faces: a `FaceArrays` (framed as in training, with ages), or photos (paths, PIL
+                images, uint8 arrays; the main face of each) with their ``ages``.
+            ages: ``(n,)`` true ages of the photos (not with a `FaceArrays`).
+            seed: how faces are dealt into cross-validation folds.
+
+        Returns:
+            The decision, with the cross-validated MAE and coverage before and after.
+        """
+        from agemetric.default_plugins.l1_knn import L1KNN
+
+        if not isinstance(self.retriever, L1KNN):
+            raise AgemetricError(
+                f"adapt needs the l1-knn retriever (ages from the nearest faces), not {describe(self.retriever)}"
+            )
+        self.require_gallery()
+        if isinstance(faces, FaceArrays):
+            images, ages, genders = faces.images, faces.ages, faces.genders
+        else:
+            images, genders = self.as_batch(faces), None
+            if ages is None or len(ages) != len(images):
+                got = "no" if ages is None else len(ages)
+                raise AgemetricError(f"adapt: give one age per photo ({len(images)} photos, {got} ages)")
+        intervals = None if self.intervals is None else self.intervals.to_dict()
+        ages = torch.as_tensor(ages, dtype=torch.float32)
+        report = self.retriever.adapt(self.embed(images), ages, genders, intervals, seed)
+        self.spec = dataclasses.replace(self.spec, k=report.chosen.k)
+        self.intervals = ConformalIntervals.from_dict(report.intervals)
+        self.adaptation = report.to_dict()
+        return report
+
     # -- persistence --------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
-        """Write the spec, the weights and the gallery to ``path`` atomically."""
-        state = {
-            "format": MODEL_FORMAT,
-            "spec": self.spec.to_dict(),
-            "backbone": self.backbone.state_dict(),
-            # empty unless a loss has parameters (e.g. a comparator head)
-            "loss": self.loss.state_dict(),
-            "gender_loss": None if self.gender_loss is None else self.gender_loss.state_dict(),
-            "retriever": self.retriever.state_dict(),
-            "intervals": None if self.intervals is None else self.intervals.to_dict(),
-        }
-        atomic_torch_save(state, Path(path))
+        """Write the spec, the weights, the gallery, the intervals and any adaptation to ``path``
+        atomically (`agemetric.model_file`)."""
+        from agemetric.model_file import write_model
+
+        write_model(self, Path(path))
 
     @classmethod
     def load(cls, path: str | Path) -> AgeEstimator:
-        """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file."""
-        path = Path(path)
-        state = load_torch(path, "checkpoint")
-        if not isinstance(state, dict) or state.get("format") not in (1, MODEL_FORMAT):
-            raise AgemetricError(f"{path}: not an agemetric checkpoint (format {MODEL_FORMAT})")
-        try:
-            if state["format"] == 1:  # the whole run config, and the gender task beside it
-                spec = ModelSpec.from_config(RunConfig(**state["config"]), multitask=state["multitask"])
-            else:
-                spec = ModelSpec.from_dict(state["spec"])
-            est = cls.from_spec(spec)
-            est.backbone.load_state_dict(state["backbone"])
-            est.loss.load_state_dict(state.get("loss") or {})
-            if est.gender_loss is not None:
-                est.gender_loss.load_state_dict(state.get("gender_loss") or {})
-            if state["retriever"]["embeddings"] is not None:
-                est.retriever.load_state_dict(state["retriever"])
-            if state.get("intervals") is not None:
-                est.intervals = ConformalIntervals.from_dict(state["intervals"])
-        except (KeyError, TypeError, ValueError, RuntimeError, AgemetricError) as exc:
-            what = f"missing {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
-            raise AgemetricError(
-                f"{path}: cannot rebuild the model ({what}); it may come from another agemetric version or "
-                "need a plugin that is not installed"
-            ) from None
-        est.eval()
-        return est
+        """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file; anything
+        in it that does not fit is a one-line error naming the file."""
+        from agemetric.model_file import read_model
+
+        return read_model(cls, Path(path))

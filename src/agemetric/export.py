@@ -13,15 +13,9 @@ Example::
 
 from __future__ import annotations
 
-import glob
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from agemetric._io import _umask
+from agemetric._folders import replacing_folder
 from agemetric._version import __version__
-from agemetric.bundle import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES
+from agemetric.bundle_files import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES, check_bundle_folder
 from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone
@@ -84,8 +78,8 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
     run_dir, out = Path(run_dir), Path(out)
     estimator = _exportable(run_dir, fmt)
     framing = _framing(estimator)
-    _check_out(out)
-    with _new_folder(out) as folder:
+    check_bundle_folder(out)
+    with replacing_folder(out, "--out") as folder:
         manifest = _write_bundle(estimator, fmt, framing, run_dir, folder)
     return manifest
 
@@ -98,12 +92,14 @@ def _write_bundle(estimator, fmt: str, framing: dict, run_dir: Path, out: Path) 
     files = {"gallery": GALLERY, **_save_models(estimator, fmt, outputs, out)}
     gallery = retriever.gallery
     genders = gallery.genders if gallery.genders is not None else torch.full((len(gallery),), -1)
-    np.savez(
-        out / GALLERY,
-        embeddings=gallery.embeddings.numpy().astype(np.float32),  # (N, N_a)
-        ages=gallery.ages.numpy().astype(np.float32),  # (N,)
-        genders=genders.numpy().astype(np.int64),  # (N,)
-    )
+    arrays = {
+        "embeddings": gallery.embeddings.numpy().astype(np.float32),  # (N, N_a)
+        "ages": gallery.ages.numpy().astype(np.float32),  # (N,)
+        "genders": genders.numpy().astype(np.int64),  # (N,)
+    }
+    if gallery.weights is not None:  # per-age references, or your faces weighted beside the training faces
+        arrays["weights"] = gallery.weights.numpy().astype(np.float32)  # (N,)
+    np.savez(out / GALLERY, **arrays)
     manifest = {
         "format": BUNDLE_FORMAT,
         "agemetric_version": __version__,
@@ -125,6 +121,7 @@ def _write_bundle(estimator, fmt: str, framing: dict, run_dir: Path, out: Path) 
         "gender_dim": backbone.gender_dim,
         "gallery_size": len(retriever),
         "intervals": None if estimator.intervals is None else estimator.intervals.to_dict(),
+        "adaptation": estimator.adaptation,
         "files": files,
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -151,11 +148,6 @@ def _exportable(run_dir: Path, fmt: str):
         raise AgemetricError(
             f"{run_dir}: retriever {estimator.spec.retriever!r} does not estimate ages from L1 nearest "
             "neighbours; only runs with --retriever l1-knn can be exported as a bundle"
-        )
-    if retriever.gallery.weights is not None:
-        raise AgemetricError(
-            f"{run_dir}: the gallery is reduced to weighted per-age references, which a bundle cannot "
-            'hold yet; export a run with the full gallery (retriever_options.references = "all")'
         )
     if len(retriever) == 0:
         raise AgemetricError(f"{checkpoint}: the model has no gallery")
@@ -194,51 +186,6 @@ def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str
                 f"backbone {estimator.spec.backbone!r}: the {name} export failed ({type(exc).__name__}: {first})"
             ) from exc
     return files
-
-
-def _check_out(out: Path) -> None:
-    """``out`` is new, an empty folder or an earlier bundle; refuse a file or a folder that holds
-    anything else."""
-    if out.exists() and not out.is_dir():
-        raise AgemetricError(f"--out {out}: is a file; expected a new or empty folder")
-    if out.is_dir():
-        names = (MANIFEST, GALLERY, *MODEL_FILES.values())
-        others = sorted(p.name for p in out.iterdir() if p.name not in names)
-        if others:
-            raise AgemetricError(
-                f"--out {out}: holds {others[0]!r}, which is not part of a bundle; choose a new or empty folder"
-            )
-
-
-@contextmanager
-def _new_folder(out: Path) -> Iterator[Path]:
-    """A new hidden folder beside ``out`` to write the bundle in; when the block ends it takes
-    ``out``'s place (an earlier bundle there is removed only then). When the block fails, or the
-    export is interrupted, the new folder is removed and ``out`` is as it was."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):  # left by an export that was killed
-        shutil.rmtree(stale, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-    try:
-        os.chmod(folder, 0o777 & ~_umask())  # mkdtemp makes it private: give it the mode of any new folder
-        yield folder
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
-            os.replace(out, old / out.name)  # into a folder that the next lines (or the next export) remove
-            try:
-                os.replace(folder, out)
-            except OSError:
-                os.replace(old / out.name, out)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(folder, out)
-    except OSError as exc:
-        raise AgemetricError(
-            f"--out {out}: cannot write the bundle ({exc.strerror or exc}); {out} is unchanged"
-        ) from None
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _save_torchscript(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:

@@ -64,9 +64,24 @@ class RunFolder:
     METRICS = "metrics.json"
     REPORT = "report.md"
     FIGURES = "figures"
+    ADAPTATION = "adaptation.json"
     LOCK = ".lock"
     #: Every file and folder a run writes into its folder: other commands never write over them.
-    FILES = (CONFIG, SPLIT, SKIPPED, FRAMING, CHECKPOINT, HISTORY, MODEL, PREDICTIONS, METRICS, REPORT, FIGURES, LOCK)
+    FILES = (
+        CONFIG,
+        SPLIT,
+        SKIPPED,
+        FRAMING,
+        CHECKPOINT,
+        HISTORY,
+        MODEL,
+        PREDICTIONS,
+        METRICS,
+        REPORT,
+        FIGURES,
+        ADAPTATION,
+        LOCK,
+    )
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

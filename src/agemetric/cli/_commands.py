@@ -89,6 +89,26 @@ def polish(param) -> None:
         param.__class__ = Option
 
 
+def reflowed(text: str) -> str:
+    r"""``text`` with each paragraph's lines joined, so that the terminal wraps it (a docstring's
+    line breaks are not the reader's); a line starting a list item (``-``, ``*``) stays a line.
+
+    Examples:
+        >>> reflowed("One paragraph\nover two lines.\n\n- a list\n- of two")
+        'One paragraph over two lines.\n\n- a list\n- of two'
+    """
+    paragraphs = []
+    for paragraph in text.strip().split("\n\n"):
+        lines = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith(("- ", "* ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
+
+
 @contextlib.contextmanager
 def as_written(command, ctx):
     """While help is printed: help texts filled in and escaped, so rich prints them as written."""
@@ -98,7 +118,7 @@ def as_written(command, ctx):
         text = getattr(obj, attr, None)
         if text:
             saved.append((obj, attr, text))
-            setattr(obj, attr, escape(fill(text)))
+            setattr(obj, attr, escape(reflowed(fill(text))))
 
     swap(command, "help")
     for param in command.get_params(ctx):

@@ -14,6 +14,7 @@ from agemetric.cli._common import RichReporter, bucket_table, console, guarded, 
 from agemetric.errors import AgemetricError
 
 if TYPE_CHECKING:
+    from agemetric.config import RunConfig
     from agemetric.interfaces import Skipped
     from agemetric.runs import RunFolder
 
@@ -33,6 +34,29 @@ def overrides(sets: list[str]) -> dict:
             f"--set {other[0]}: evaluate takes only {', '.join(SETTABLE)} (the model's settings are the run's)"
         )
     return values
+
+
+def data_config(
+    base: RunConfig, dataset: str, data_dir: Path | None, limit: int | None, seed: int, changes: dict
+) -> RunConfig:
+    """How to read the images of ``dataset``: a model's config ``base`` (its image size and
+    framing) with that dataset, and ``changes`` (`overrides()`) on top. The dataset's and the
+    framing's options are the model's only when they are the model's dataset and framing."""
+    from dataclasses import replace
+
+    changes = dict(changes)
+    dataset_options = {} if dataset != base.dataset else base.dataset_options
+    framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options
+    return replace(
+        base,
+        dataset=dataset,
+        data_dir=None if data_dir is None else str(data_dir),
+        limit=limit,
+        seed=seed,
+        dataset_options={**dataset_options, **changes.pop("dataset_options", {})},
+        framing_options={**framing_options, **changes.pop("framing_options", {})},
+        **changes,
+    )
 
 
 def skipped_list(out: Path) -> Path:
@@ -118,8 +142,6 @@ def evaluate(
 
     The mean predictor answers the gallery's mean age.
     """
-    from dataclasses import replace
-
     from agemetric.data.loading import fallback_summary, load_data, skipped
     from agemetric.estimator import AgeEstimator
     from agemetric.evaluation import evaluate as evaluate_arrays
@@ -132,18 +154,7 @@ def evaluate(
     changes = overrides(set_ or [])
     estimator = AgeEstimator.load(folder.require_model())
     base = folder.read_config()
-    dataset_options = {} if dataset != base.dataset else base.dataset_options
-    framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options
-    config = replace(
-        base,
-        dataset=dataset,
-        data_dir=None if data_dir is None else str(data_dir),
-        limit=limit,
-        seed=seed,
-        dataset_options={**dataset_options, **changes.pop("dataset_options", {})},
-        framing_options={**framing_options, **changes.pop("framing_options", {})},
-        **changes,
-    )
+    config = data_config(base, dataset, data_dir, limit, seed, changes)
     with make_progress() as progress:
         reporter = RichReporter(progress)
         ds, data = load_data(config, reporter)

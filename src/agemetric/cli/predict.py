@@ -207,7 +207,8 @@ def _rescaled(face, shown: tuple[int, int], original: tuple[int, int]):
 def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray, float | None], dict]]:
     """``(image size, framer, estimate)`` of a run folder or a bundle; ``estimate(images, under)``
     maps uint8 ``(N, 3, S, S)`` to ``{"age", "low", "high", "under", ...}`` arrays ``(N,)`` (or ``None``)."""
-    from agemetric.bundle import Bundle, is_bundle
+    from agemetric.bundle import Bundle
+    from agemetric.bundle_files import is_bundle
     from agemetric.errors import AgemetricError
 
     if is_bundle(path):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from agemetric.adaptation import Adaptation, GalleryArrays, adapted_gallery, choose
 from agemetric.gallery import Gallery, IndexOptions
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Retriever
@@ -59,6 +61,36 @@ class L1KNN(Retriever):
         """Predicted ages ``(M,)``: the mean age of the ``k`` nearest gallery faces (weighted by
         the faces each reference stands for, with ``references="per-age"``)."""
         return self.gallery.mean_age(queries, self.k, exclude)
+
+    def adapt(
+        self,
+        embeddings: torch.Tensor,
+        ages: torch.Tensor,
+        genders: torch.Tensor | None = None,
+        intervals: dict | None = None,
+        seed: int = 0,
+    ) -> Adaptation:
+        """Combine the user's labelled faces with the gallery as `agemetric.adaptation.choose()`
+        decides from them (their faces alone, both with a weight, or the gallery kept; ``k``):
+        the gallery and ``k`` change in place.
+
+        Args:
+            embeddings: ``(n, D)`` the user's faces' embeddings.
+            ages: ``(n,)`` their true ages.
+            genders: ``(n,)`` int64 (-1 unknown), or ``None``.
+            intervals: the model's interval fields (their level and form are kept), or ``None``.
+            seed: how faces are dealt into cross-validation folds.
+        """
+        g = self.gallery
+        train = GalleryArrays(*(None if t is None else t.numpy() for t in (g.embeddings, g.ages, g.genders, g.weights)))
+        user = GalleryArrays(embeddings.numpy(), ages.numpy(), None if genders is None else genders.numpy())
+        report = choose(train, user.embeddings, user.ages, self.k, intervals, seed=seed)
+        new = adapted_gallery(train, user, report.chosen)
+        arrays = (new.embeddings, new.ages, new.genders, new.weights)
+        g.set(*(None if a is None else torch.from_numpy(np.asarray(a)) for a in arrays))
+        self.k = report.chosen.k
+        self.on_gallery()
+        return report
 
 
 @hookimpl
