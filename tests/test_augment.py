@@ -76,3 +76,26 @@ def test_augment_options_are_checked_by_name():
     assert resolve("quick", sets=["augment_options.rotate=10"]).augment_options == {"rotate": 10}
     with pytest.raises(AgemetricError, match="augment_options: unknown option.*rot.*known: flip"):
         resolve("quick", sets=["augment_options.rot=10"])
+
+
+def test_restyle_changes_about_the_share_asked_for_and_nothing_else():
+    from agemetric.data.transforms import STYLES, restyle
+
+    images = torch.randn(400, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    untouched = restyle(images, 0.0, torch.Generator().manual_seed(1))
+    assert torch.equal(untouched, images)
+    out = restyle(images, 0.5, torch.Generator().manual_seed(1))
+    changed = (out != images).flatten(1).any(dim=1)  # (B,)
+    assert out.shape == images.shape and 150 < int(changed.sum()) < 250
+    assert torch.equal(out, restyle(images, 0.5, torch.Generator().manual_seed(1)))  # the generator decides
+    gray = (out[:, 0] == out[:, 1]).all(dim=(1, 2)) & (out[:, 1] == out[:, 2]).all(dim=(1, 2))
+    assert 25 < int(gray.sum()) < 75 and len(STYLES) == 4  # about one in four restyled is plain grayscale
+
+
+def test_augment_restyles_only_when_asked():
+    from agemetric.data.transforms import augment
+
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    plain = augment(images, torch.Generator().manual_seed(3))
+    assert torch.equal(plain, augment(images, torch.Generator().manual_seed(3), style=0.0))
+    assert not torch.equal(plain, augment(images, torch.Generator().manual_seed(3), style=1.0))

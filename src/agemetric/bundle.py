@@ -31,6 +31,7 @@ import importlib.util
 import json
 import shutil
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ class Bundle:
 
     # -- a new domain ----------------------------------------------------------------------
 
-    def adapt(self, faces: np.ndarray | list, ages, seed: int = 0) -> Adaptation:
+    def adapt(self, faces: np.ndarray | list, ages: Sequence[float] | np.ndarray, seed: int = 0) -> Adaptation:
         """Adapt to the user's own photos with a few labelled faces of them, as
         `AgeEstimator.adapt()` does (`agemetric.adaptation`): the gallery, ``k`` and intervals
         change in place; `save()` writes the adapted bundle.

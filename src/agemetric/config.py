@@ -90,7 +90,7 @@ class RunConfig:
         gender_margin: the margin on 0/1 gender labels (0.5: Z = 1 iff the same gender).
         augment: random flip, shift and zoom during training.
         augment_options: its strength, keywords of `agemetric.data.transforms.augment()`
-            (``max_shift``, ``scale``, ``rotate``, ``jitter``, ``flip``).
+            (``max_shift``, ``scale``, ``rotate``, ``jitter``, ``flip``, ``style``).
         tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
             mirror image's.
         bn_recalibration: after training, recompute BatchNorm statistics over this many training
@@ -271,7 +271,7 @@ def _parse_literal(text: str) -> Any:
 
 
 #: what ``augment_options`` may set (keywords of `agemetric.data.transforms.augment()`)
-AUGMENT_OPTIONS = {"flip", "max_shift", "scale", "rotate", "jitter"}
+AUGMENT_OPTIONS = {"flip", "max_shift", "scale", "rotate", "jitter", "style"}
 #: plugin options that agemetric passes itself, from these settings: ``--set loss_options.margin=3``
 #: would give the factory ``margin`` twice
 RESERVED_OPTIONS = {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -341,7 +341,7 @@ class AgeEstimator(nn.Module):
 
     # -- a new domain -------------------------------------------------------------------
 
-    def adapt(self, faces: FaceArrays | list, ages=None, seed: int = 0) -> Adaptation:
+    def adapt(self, faces: FaceArrays | list, ages: Sequence[float] | None = None, seed: int = 0) -> Adaptation:
         """Adapt to the user's own photos with a few labelled faces of them: choose how to
         combine them with the training gallery (yours alone, both with a weight, or the
         training gallery kept; ``k``) by cross-validation on those faces, and recalibrate the

@@ -24,9 +24,10 @@ def augment(
     scale: tuple[float, float] = (0.92, 1.08),
     rotate: float = 0.0,
     jitter: float = 0.0,
+    style: float = 0.0,
 ) -> torch.Tensor:
     """Random horizontal flip, shift, zoom and rotation per image, in one ``grid_sample`` call,
-    then a random change of brightness and contrast.
+    then a random change of brightness and contrast, then (with ``style``) another photo's look.
 
     Args:
         images: float ``(B, 3, H, W)``.
@@ -37,6 +38,9 @@ def augment(
         rotate: largest rotation in degrees, either way (0: none).
         jitter: largest relative change of contrast, and of brightness in units of the image's
             spread, either way (0: none).
+        style: the share of images given the look of another kind of photo (0: none), each one
+            of: grayscale, a colour cast on grayscale (a toned print), a blurred low-resolution
+            copy (1/2 to 1/4 of the side), or sensor noise / film grain (`restyle()`).
 
     Returns:
         float ``(B, 3, H, W)``.
@@ -61,4 +65,36 @@ def augment(
         brightness = torch.empty(b, 1, 1, 1).uniform_(-jitter, jitter, generator=generator)  # (B, 1, 1, 1)
         mean = out.mean(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
         out = (out - mean) * contrast + mean + brightness * out.std(dim=(1, 2, 3), keepdim=True)
+    if style:  # drawn only when asked for, so runs without it draw as before
+        out = restyle(out, style, generator)
     return out
+
+
+#: the looks `restyle()` gives: grayscale, toned grayscale, low resolution, noise
+STYLES = ("grayscale", "toned", "low resolution", "noise")
+
+
+def restyle(images: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """Give about ``share`` of the images the look of another kind of photo, one of `STYLES`
+    each, drawn at random (old prints, phone cameras, scans): the face stays, the style goes.
+
+    Args:
+        images: normalised float ``(B, 3, H, W)``.
+        share: the probability that an image is restyled.
+        generator: the training loop's generator.
+
+    Returns:
+        float ``(B, 3, H, W)``.
+    """
+    b, _, h, w = images.shape
+    chosen = torch.rand(b, generator=generator) < share  # (B,)
+    kind = torch.randint(0, len(STYLES), (b,), generator=generator)  # (B,)
+    gray = images.mean(dim=1, keepdim=True).expand_as(images)  # (B, 3, H, W)
+    toned = gray + torch.empty(b, 3, 1, 1).uniform_(-0.3, 0.3, generator=generator)  # a cast per image
+    factor = int(torch.randint(2, 5, (1,), generator=generator))  # one size per batch: 1/2 to 1/4
+    small = F.interpolate(images, size=(max(1, h // factor), max(1, w // factor)), mode="bilinear", antialias=True)
+    low = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)  # (B, 3, H, W)
+    grain = torch.empty(b, 1, 1, 1).uniform_(0.05, 0.25, generator=generator)  # (B, 1, 1, 1) noise level
+    noisy = images + grain * torch.randn(images.shape, generator=generator)
+    styled = torch.stack([gray, toned, low, noisy])[kind, torch.arange(b)]  # (B, 3, H, W)
+    return torch.where(chosen[:, None, None, None], styled, images)
