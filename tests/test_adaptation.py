@@ -257,3 +257,11 @@ def test_adapt_command_errors(tmp_path, make_run, your_faces):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine" and not (tmp_path / "a").exists()
+
+
+def test_too_many_faces_is_a_one_line_error_before_any_work():
+    from agemetric.adaptation import MAX_FACES
+
+    train = GalleryArrays(np.zeros((5, 2), np.float32), np.full(5, 30.0, np.float32))
+    with pytest.raises(AgemetricError, match="at most 2,000 labelled faces, got 2,001; .* --limit 2000"):
+        choose(train, np.zeros((MAX_FACES + 1, 2), np.float32), np.full(MAX_FACES + 1, 30.0), k_model=3)

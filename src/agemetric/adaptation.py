@@ -35,6 +35,9 @@ from agemetric.estimates import age_spread, conformal_quantile, interval, interv
 
 #: fewest labelled faces `choose` takes (a 90 % interval needs at least 9 to calibrate)
 MIN_FACES = 10
+#: most labelled faces `choose` takes: its leave-one-out compares every face with every other
+#: (memory and time grow with the square), and 2,000 faces decide as well as more would
+MAX_FACES = 2000
 #: the ``k`` values tried, besides the model's own
 KS = (1, 3, 5, 10, 20, 50)
 #: how many training faces one of the user's counts as in a ``both`` gallery
@@ -299,6 +302,11 @@ def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> 
         raise AgemetricError(f"your faces' embeddings must be ({n}, {dim}), got {tuple(embeddings.shape)}")
     if n < MIN_FACES:
         raise AgemetricError(f"adapting needs at least {MIN_FACES} labelled faces of your photos, got {n}")
+    if n > MAX_FACES:
+        raise AgemetricError(
+            f"adapting takes at most {MAX_FACES:,} labelled faces, got {n:,}; choose a random subset "
+            f"(agemetric adapt --limit {MAX_FACES}), or train on them"
+        )
     if not np.isfinite(ages).all():
         raise AgemetricError("your faces' ages must be finite numbers")
     return embeddings, ages
