@@ -215,7 +215,28 @@ def test_a_huge_photo_is_searched_downscaled_and_boxed_in_its_own_pixels():
 def test_framer_options_are_checked_and_in_the_cache_key():
     with pytest.raises(ValueError, match="fallback must be"):
         DlibAlignFramer(fallback="guess")
+    with pytest.raises(ValueError, match="detector must be one of hog, cnn, hog\\+cnn"):
+        DlibAlignFramer(detector="yolo")
     assert DlibAlignFramer(size=64).key() != DlibAlignFramer().key()
+    assert DlibAlignFramer(detector="cnn").key() != DlibAlignFramer().key()
+
+
+@pytest.mark.parametrize("detector", ["cnn", "hog+cnn"])
+def test_the_cnn_detector_finds_the_pasted_face_and_counts_a_photo_without_one(detector):
+    face = DlibAlignFramer(detector=detector)(_photo(size=(320, 240), faces=[(60, 20, 200)]))
+    assert face.note is None and _inside(face.box, 60, 20, 200) and face.image.size == (128, 128)
+    empty = DlibAlignFramer(detector=detector)(_photo(size=(160, 120)))
+    assert empty.note == "no face found: centre framing"
+
+
+def test_hog_then_cnn_asks_the_cnn_only_where_hog_finds_nothing(monkeypatch):
+    import agemetric_dlib.framer as framer
+
+    asked = []
+    real = framer._detect
+    monkeypatch.setattr(framer, "_detect", lambda kind, *a: asked.append(kind) or real(kind, *a))
+    DlibAlignFramer(detector="hog+cnn")(_photo(size=(320, 240), faces=[(60, 20, 200)]))
+    assert asked == ["hog"]
 
 
 def test_training_decode_counts_and_lists_fallbacks(tmp_path):

