@@ -62,11 +62,15 @@ def main() -> None:
     parser.add_argument("--misses", type=Path, help="a run's framing.csv: the photos where HOG found no face")
     parser.add_argument("--sample", type=int, default=300, help="UTKFace faces drawn at random")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sets", default="utkface,hog misses,turned,small,dark", help="the photo sets, comma-separated"
+    )
     args = parser.parse_args()
     sets = photo_sets(args.data_dir, args.sample, args.misses, args.seed)
     print("| photos | " + " | ".join(f"{d}: found | {d}: ms per photo" for d in DETECTORS) + " |")
     print("|---|" + "---|---|" * len(DETECTORS))
-    for name, photos in sets.items():
+    for name in args.sets.split(","):
+        photos = sets[name]
         cells = []
         for detector in DETECTORS:
             share, seconds = measure(DlibAlignFramer(detector=detector), photos)
