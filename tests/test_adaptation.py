@@ -265,3 +265,10 @@ def test_too_many_faces_is_a_one_line_error_before_any_work():
     train = GalleryArrays(np.zeros((5, 2), np.float32), np.full(5, 30.0, np.float32))
     with pytest.raises(AgemetricError, match="at most 2,000 labelled faces, got 2,001; .* --limit 2000"):
         choose(train, np.zeros((MAX_FACES + 1, 2), np.float32), np.full(MAX_FACES + 1, 30.0), k_model=3)
+
+
+def test_adapt_needs_a_nearest_faces_retriever(tmp_path, make_run):
+    estimator = make_run(tmp_path / "run", retriever="ridge")
+    images, ages = _clustered_faces()
+    with pytest.raises(AgemetricError, match="adapt needs a retriever that estimates from the nearest faces"):
+        estimator.adapt(images, ages)

@@ -357,11 +357,10 @@ class AgeEstimator(nn.Module):
         Returns:
             The decision, with the cross-validated MAE and coverage before and after.
         """
-        from agemetric.default_plugins.l1_knn import L1KNN
-
-        if not isinstance(self.retriever, L1KNN):
+        if not callable(getattr(self.retriever, "adapt", None)):  # l1-knn and retrievers built on it
             raise AgemetricError(
-                f"adapt needs the l1-knn retriever (ages from the nearest faces), not {describe(self.retriever)}"
+                f"adapt needs a retriever that estimates from the nearest faces (l1-knn), "
+                f"not {describe(self.retriever)}"
             )
         self.require_gallery()
         if isinstance(faces, FaceArrays):
