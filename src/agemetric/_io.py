@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from agemetric._folders import umask
 from agemetric.errors import AgemetricError
 
 
@@ -52,7 +53,7 @@ def atomic_torch_save(obj, path: Path) -> None:
         # through a Python file, so that a failed write is an OSError with its errno: torch writing
         # to a path itself reports a full disk as a RuntimeError about its zip container
         with open(fd, "wb") as f:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600): give it the mode of any other file
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private (0600): give it the mode of any other file
             torch.save(obj, f)
         os.replace(tmp, path)
     except (OSError, RuntimeError) as exc:
@@ -67,12 +68,6 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def remove_orphans(folder: Path) -> list[Path]:
