@@ -37,7 +37,7 @@ import faiss
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
-from agemetric.adaptation import GalleryArrays, adapted_gallery, choose
+from agemetric.adaptation import GalleryArrays, adapt
 from agemetric.config import RunConfig
 from agemetric.data.loading import load_data
 from agemetric.estimates import age_spread, interval, mean_age
@@ -85,8 +85,21 @@ def train_model(rows: list[dict], out: Path, sets: list[str]) -> Path:
     run = out / "run"
     if not (run / "model.pt").exists():
         labels = write_csv(rows, out / "train.csv")
-        command = ["agemetric", "run", "--preset", "face", "--dataset", "csv", "--data-dir", str(labels),
-                   "--out", str(run), "--seed", "0", *(a for s in sets for a in ("--set", s))]  # fmt: skip
+        command = [
+            "agemetric",
+            "run",
+            "--preset",
+            "face",
+            "--dataset",
+            "csv",
+            "--data-dir",
+            str(labels),
+            "--out",
+            str(run),
+            "--seed",
+            "0",
+            *(a for s in sets for a in ("--set", s)),
+        ]
         print("+", " ".join(command), flush=True)
         subprocess.run(command, check=True)
     return run
@@ -124,8 +137,7 @@ def run_domain(name: str, estimator: AgeEstimator, emb: np.ndarray, ages: np.nda
             rng = np.random.default_rng(1000 * n + draw)
             pick = rng.choice(len(ages), size=n, replace=False)
             rest = np.setdiff1d(np.arange(len(ages)), pick)
-            report = choose(train, emb[pick], ages[pick], k, intervals, seed=draw)
-            new = adapted_gallery(train, GalleryArrays(emb[pick], ages[pick].astype(np.float32)), report.chosen)
+            report, new = adapt(train, GalleryArrays(emb[pick], ages[pick].astype(np.float32)), k, intervals, draw)
             row = {
                 "domain": name,
                 "n": n,
@@ -177,8 +189,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/adapt"))
     parser.add_argument("--sizes", default="20,50,200", help="numbers of labelled faces, comma-separated")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the labelled faces per size")
-    parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a setting for the training run (repeatable), e.g. augment_options.style=0.5")  # fmt: skip
+    parser.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting for the training run (repeatable), e.g. augment_options.style=0.5",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows = utkface_rows(args.data_dir)

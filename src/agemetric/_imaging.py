@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from agemetric._text import shortened
+
 #: `BoxFramer`'s default box: the middle 70 % of the width, the top 80 % of the height
 DEFAULT_BOX = (0.15, 0.0, 0.85, 0.8)
 
@@ -27,11 +29,11 @@ def checked_box(box, margin) -> tuple[tuple[float, float, float, float], float]:
         margin = float(margin)
     except (TypeError, ValueError):
         raise ValueError(
-            f"box must be 4 numbers and margin a number, got box {box!r:.80}, margin {margin!r:.80}"
+            f"box must be 4 numbers and margin a number, got box {shortened(box)}, margin {shortened(margin)}"
         ) from None
     if len(values) != 4 or not (0 <= values[0] < values[2] <= 1 and 0 <= values[1] < values[3] <= 1):
         raise ValueError(
-            f"box must be (left, top, right, bottom) fractions with left < right, top < bottom; got {values!r:.80}"
+            f"box must be (left, top, right, bottom) fractions with left < right, top < bottom; got {shortened(values)}"
         )
     if not 0 <= margin <= 10:
         raise ValueError(f"margin must be between 0 and 10 (times the box's size), got {margin}")

@@ -324,6 +324,15 @@ def _reason(n: int, adapted: bool, gain: float, se: float) -> str:
     )
 
 
+def adapt(
+    train: GalleryArrays, user: GalleryArrays, k_model: int, intervals: dict | None = None, seed: int = 0
+) -> tuple[Adaptation, GalleryArrays]:
+    """`choose()` how to combine your labelled faces ``user`` with the gallery ``train``, and the
+    gallery that choice makes (`adapted_gallery()`): what a run and a bundle both do."""
+    report = choose(train, user.embeddings, user.ages, k_model, intervals, seed=seed)
+    return report, adapted_gallery(train, user, report.chosen)
+
+
 def adapted_gallery(train: GalleryArrays, user: GalleryArrays, mix: Mix) -> GalleryArrays:
     """The gallery ``mix`` describes."""
     if mix.gallery == "training":

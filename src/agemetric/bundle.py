@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import shutil
@@ -39,7 +38,7 @@ import numpy as np
 from agemetric._folders import replacing_folder
 from agemetric._imaging import checked_box, crop_box
 from agemetric._text import shortened
-from agemetric.adaptation import Adaptation, GalleryArrays, adapted_gallery, choose
+from agemetric.adaptation import Adaptation, GalleryArrays, adapt
 from agemetric.bundle_files import (
     GALLERY,
     MANIFEST,
@@ -47,6 +46,7 @@ from agemetric.bundle_files import (
     check_bundle_folder,
     read_gallery,
     read_manifest,
+    write_gallery,
 )
 from agemetric.errors import AgemetricError
 from agemetric.estimates import age_spread, interval, mean_age, share_under
@@ -203,8 +203,7 @@ class Bundle:
         if ages.shape != (len(embeddings),):
             raise AgemetricError(f"adapt: give one age per face ({len(embeddings)} faces, {ages.size} ages)")
         train = GalleryArrays(self.embeddings, self.ages, self.genders, self.weights)
-        report = choose(train, embeddings, ages, self.k, self.intervals, seed=seed)
-        new = adapted_gallery(train, GalleryArrays(embeddings, ages), report.chosen)
+        report, new = adapt(train, GalleryArrays(embeddings, ages), self.k, self.intervals, seed)
         self.embeddings, self.ages, self.genders, self.weights = new.embeddings, new.ages, new.genders, new.weights
         self.k, self.intervals, self.adaptation = report.chosen.k, report.intervals, report.to_dict()
         self._index = None
@@ -228,8 +227,7 @@ class Bundle:
         with replacing_folder(out, "--out") as folder:
             for file in models.values():
                 shutil.copyfile(self.path / file, folder / file)
-            arrays = {"embeddings": self.embeddings, "ages": self.ages, "genders": self.genders}
-            np.savez(folder / GALLERY, **arrays, **({} if self.weights is None else {"weights": self.weights}))
+            write_gallery(folder / GALLERY, self.embeddings, self.ages, self.genders, self.weights)
             (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return manifest
 

@@ -135,6 +135,20 @@ def read_gallery(file: Path, dim: int | None) -> tuple[np.ndarray, np.ndarray, n
     return embeddings, ages.astype(np.float32), genders, None if weights is None else weights.astype(np.float32)
 
 
+def write_gallery(file: Path, embeddings, ages, genders, weights=None) -> None:
+    """``gallery.npz`` as `read_gallery()` reads it: ``embeddings (N, D)`` float32, ``ages (N,)``
+    float32, ``genders (N,)`` int64 and, for a weighted gallery (per-age references, or your own
+    faces beside the training faces), ``weights (N,)`` float32."""
+    arrays = {
+        "embeddings": np.asarray(embeddings, np.float32),
+        "ages": np.asarray(ages, np.float32),
+        "genders": np.asarray(genders, np.int64),
+    }
+    if weights is not None:
+        arrays["weights"] = np.asarray(weights, np.float32)
+    np.savez(file, **arrays)
+
+
 def check_bundle_folder(out: Path) -> None:
     """``out`` is new, an empty folder or an earlier bundle; refuse a file or a folder that holds
     anything else (a bundle is written there by replacing the whole folder)."""

@@ -19,13 +19,12 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from agemetric._folders import replacing_folder
 from agemetric._version import __version__
-from agemetric.bundle_files import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES, check_bundle_folder
+from agemetric.bundle_files import BUNDLE_FORMAT, GALLERY, MANIFEST, MODEL_FILES, check_bundle_folder, write_gallery
 from agemetric.data.transforms import normalise
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone
@@ -92,14 +91,8 @@ def _write_bundle(estimator, fmt: str, framing: dict, run_dir: Path, out: Path) 
     files = {"gallery": GALLERY, **_save_models(estimator, fmt, outputs, out)}
     gallery = retriever.gallery
     genders = gallery.genders if gallery.genders is not None else torch.full((len(gallery),), -1)
-    arrays = {
-        "embeddings": gallery.embeddings.numpy().astype(np.float32),  # (N, N_a)
-        "ages": gallery.ages.numpy().astype(np.float32),  # (N,)
-        "genders": genders.numpy().astype(np.int64),  # (N,)
-    }
-    if gallery.weights is not None:  # per-age references, or your faces weighted beside the training faces
-        arrays["weights"] = gallery.weights.numpy().astype(np.float32)  # (N,)
-    np.savez(out / GALLERY, **arrays)
+    weights = None if gallery.weights is None else gallery.weights.numpy()
+    write_gallery(out / GALLERY, gallery.embeddings.numpy(), gallery.ages.numpy(), genders.numpy(), weights)
     manifest = {
         "format": BUNDLE_FORMAT,
         "agemetric_version": __version__,

@@ -69,12 +69,13 @@ def adapt(
     and the intervals' coverage before and after.
     """
     from agemetric.bundle_files import is_bundle
+    from agemetric.cli.evaluate import overrides
 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise AgemetricError(
             f"--out {out}: exists and is not an empty folder; choose a new folder for the adapted model"
         )
-    changes = _overrides(set_ or [])
+    changes = overrides(set_ or [], ("dataset_options", "cache"), "adapt", "faces are framed as the model frames them")
     if is_bundle(model):
         report = _adapt_bundle(model, out, dataset, data_dir, limit, seed, changes)
     else:
@@ -87,18 +88,6 @@ def adapt(
         f"{'Adapted' if report.adapted else 'Kept'}: {escape(report.reason)}.", soft_wrap=True, highlight=False
     )
     console.print(f"Model: {escape(printable(str(out)))}", soft_wrap=True)
-
-
-def _overrides(sets: list[str]) -> dict:
-    from agemetric.config import parse_set
-
-    values = parse_set(sets)
-    other = sorted(set(values) - {"dataset_options", "cache"})
-    if other:
-        raise AgemetricError(
-            f"--set {other[0]}: adapt takes only dataset_options and cache (faces are framed as the model frames them)"
-        )
-    return values
 
 
 def _faces(config: RunConfig):
@@ -138,8 +127,11 @@ def _adapt_bundle(model, out, dataset, data_dir, limit, seed, changes) -> Adapta
     from agemetric.config import RunConfig
 
     bundle = Bundle(model)
-    framing = bundle.manifest["framing"]
-    options = {"box": framing["box"], "margin": framing.get("margin", 0.0)} if framing["name"] == "box" else {}
+    framing = bundle.manifest["framing"]  # the box framing keeps its box by value, a framer plugin its options
+    if framing["name"] == "box":
+        options = {"box": framing["box"], "margin": framing.get("margin", 0.0)}
+    else:
+        options = dict(framing.get("options", {}))
     config = RunConfig(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
@@ -147,7 +139,7 @@ def _adapt_bundle(model, out, dataset, data_dir, limit, seed, changes) -> Adapta
         seed=seed,
         image_size=bundle.image_size,
         framing=framing["name"],
-        framing_options=options or dict(framing.get("options", {})),
+        framing_options=options,
         **changes,
     )
     data = _faces(config)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from agemetric._text import printable
 from agemetric.cli._commands import DATASETS
 from agemetric.cli._common import RichReporter, bucket_table, console, guarded, make_progress, metrics_table
 from agemetric.errors import AgemetricError
@@ -23,16 +24,20 @@ if TYPE_CHECKING:
 SETTABLE = ("dataset_options", "framing", "framing_options", "cache")
 
 
-def overrides(sets: list[str]) -> dict:
-    """``--set`` items for evaluation, checked against `SETTABLE`."""
+def overrides(
+    sets: list[str],
+    settable: tuple[str, ...] = SETTABLE,
+    command: str = "evaluate",
+    why: str = "the model's settings are the run's",
+) -> dict:
+    """``--set`` items for a command that reads images for a trained model (evaluation by
+    default), checked against what it lets the user change (``settable``)."""
     from agemetric.config import parse_set
 
     values = parse_set(sets)
-    other = sorted(set(values) - set(SETTABLE))
+    other = sorted(set(values) - set(settable))
     if other:
-        raise AgemetricError(
-            f"--set {other[0]}: evaluate takes only {', '.join(SETTABLE)} (the model's settings are the run's)"
-        )
+        raise AgemetricError(f"--set {other[0]}: {command} takes only {', '.join(settable)} ({why})")
     return values
 
 
@@ -167,7 +172,7 @@ def evaluate(
     left_out = skipped(ds, data)
     where = _list_skipped(left_out, out)
     if len(left_out):
-        console.print(f"[yellow]{escape(f'{ds.describe()}: {left_out.summary()}{where}')}[/]")
+        console.print(f"[yellow]{escape(printable(f'{ds.describe()}: {left_out.summary()}{where}'))}[/]")
     metrics["skipped"] = len(left_out)
     noted = data.noted()
     metrics["framing_fallbacks"] = len(noted)

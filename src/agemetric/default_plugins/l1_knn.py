@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from agemetric.adaptation import Adaptation, GalleryArrays, adapted_gallery, choose
+from agemetric.adaptation import Adaptation, GalleryArrays, adapt
 from agemetric.gallery import Gallery, IndexOptions
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Retriever
@@ -84,8 +84,7 @@ class L1KNN(Retriever):
         g = self.gallery
         train = GalleryArrays(*(None if t is None else t.numpy() for t in (g.embeddings, g.ages, g.genders, g.weights)))
         user = GalleryArrays(embeddings.numpy(), ages.numpy(), None if genders is None else genders.numpy())
-        report = choose(train, user.embeddings, user.ages, self.k, intervals, seed=seed)
-        new = adapted_gallery(train, user, report.chosen)
+        report, new = adapt(train, user, self.k, intervals, seed)
         arrays = (new.embeddings, new.ages, new.genders, new.weights)
         g.set(*(None if a is None else torch.from_numpy(np.asarray(a)) for a in arrays))
         self.k = report.chosen.k
