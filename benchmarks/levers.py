@@ -99,6 +99,10 @@ FACE_LEVERS: dict[str, list[str]] = {
     "face + padding 0.1": ["framing_options.padding=0.1"],
     "face + padding 0.3": ["framing_options.padding=0.3"],
     "face + weight average 0.999": ["weight_average=0.999"],
+    # training for other domains: rare ages (and groups) drawn more often, other photos' looks
+    "face + balance ages": ["balance=ages"],
+    "face + balance ages+groups": ["balance=ages+groups"],
+    "face + style 0.25": ["augment_options.style=0.25"],
     # dlib's face recognition network instead of its age network (agemetric-dlib's dlib-resnet29)
     "face + resnet29 112 px": ["backbone=dlib-resnet29", "image_size=112"],
     "face + pair 112 px": ["backbone=dlib-pair", "image_size=112"],
@@ -154,6 +158,19 @@ def evaluation_levers(run_dir: Path, gallery_sizes: list[int] = ()) -> None:
         print(f"| {'flip TTA' if flip else 'no flip'} | " + " | ".join(cells) + " |", flush=True)
 
 
+def _extremes(metrics: dict) -> dict:
+    """MAE of the youngest (0-9) and of the oldest (60 and over) validation faces, and of the race
+    group with the largest error."""
+    bands = metrics["mae_by_age"]
+    old = [b for age, b in bands.items() if int(age.split("-")[0]) >= 60]
+    races = metrics.get("groups", {}).get("race", {}).get("groups", {})
+    return {
+        "under_10": bands["0-9"]["mae"],
+        "over_60": sum(b["mae"] * b["n"] for b in old) / sum(b["n"] for b in old),
+        **({"worst_race": max(g["mae"] for g in races.values())} if races else {}),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
@@ -189,13 +206,17 @@ def main() -> None:
             results[key] = {
                 "mae": metrics["mae"],
                 "cs5": metrics["cs"]["5"],
+                **_extremes(metrics),
                 "images": metrics["training_images_seen"],
                 "images_per_second": sum(h["images"] for h in history) / sum(h["seconds"] for h in history),
                 "command": shlex.join(cmd),
             }
             results_file.write_text(json.dumps(results, indent=2))
         r = results[key]
-        print(f"| {key} | {r['mae']:.3f} | {r['cs5']:.1f} | {r['images']} | {r['images_per_second']:.0f} |", flush=True)
+        extremes = " | ".join(f"{r[k]:.2f}" if k in r else "-" for k in ("under_10", "over_60", "worst_race"))
+        print(
+            f"| {key} | {r['mae']:.3f} | {r['cs5']:.1f} | {extremes} | {r['images']} | {r['images_per_second']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import numpy as np
 from agemetric._imaging import checked_box
 from agemetric._records import AGE_RANGE, interval_fields, whole
 from agemetric._text import shortened
-from agemetric.config import LIMITS
+from agemetric.config_checks import LIMITS
 from agemetric.errors import AgemetricError
 
 BUNDLE_FORMAT = 1

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
-import re
 import tomllib
 import types
 import typing
@@ -19,17 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agemetric import config_checks
 from agemetric._text import SHOWN, shortened
 from agemetric.errors import AgemetricError
 from agemetric.presets import PRESETS
-
-CHOICES = {
-    "multitask": ("auto", "on", "off"),
-    "bf16": ("auto", "on", "off"),
-    "optimizer": ("adadelta", "adam", "sgd"),
-    "split": ("random", "subject", "hash"),
-    "lr_schedule": ("constant", "cosine"),
-}
 
 
 @dataclass(frozen=True)
@@ -72,6 +63,11 @@ class RunConfig:
         epochs: passes over the training split (0: no training, e.g. for a linear probe).
         time_budget: stop training after this many seconds (checked before each step), or ``None``.
         batch_size: images per batch; all pairs of a batch are compared (paper: 128).
+        balance: how an epoch draws its images: ``"off"`` (each training image once, shuffled),
+            ``"ages"`` (drawn with replacement, an image's chance proportional to one over the
+            square root of the number of training images in its 5-year age band, so that rare ages
+            are seen more often) or ``"ages+groups"`` (the same over age band and group, where the
+            dataset labels groups, e.g. UTKFace's race); an epoch draws as many images as the split holds.
         optimizer: ``"adam"`` (default, measured), ``"adadelta"`` (paper) or ``"sgd"``.
         lr: learning rate (1e-4 for Adam; Adadelta's is a scale factor, 1.0 its usual value).
         head_lr: learning rate of the embedding heads and of any loss parameters (``None``: ``lr``);
@@ -140,6 +136,7 @@ class RunConfig:
     epochs: int = 275
     time_budget: float | None = None
     batch_size: int = 128
+    balance: str = "off"
     optimizer: str = "adam"
     lr: float = 1e-4
     head_lr: float | None = None
@@ -171,53 +168,11 @@ class RunConfig:
     augment_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for table in (*RESERVED_OPTIONS, "augment_options"):
-            check_options(table, getattr(self, table))
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise AgemetricError(f"{f.name} must be a finite number, got {value}")
-        for name in ("embedding_dim", "k", "image_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise AgemetricError(f"{name} must be >= 1, got {shortened(getattr(self, name))}")
-        for name, most in LIMITS.items():
-            if getattr(self, name) > most:
-                raise AgemetricError(f"{name} must be <= {most}, got {shortened(getattr(self, name))}")
-        if self.batch_size < 2:
-            raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {self.batch_size}")
-        for name in ("gender_dim", "margin", "gender_margin", "weight_decay", "epochs", "bn_recalibration"):
-            if getattr(self, name) < 0:
-                raise AgemetricError(f"{name} must be >= 0, got {shortened(getattr(self, name))}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise AgemetricError(f"time_budget must be > 0 seconds, got {self.time_budget}")
-        for name in ("lr", "head_lr"):  # head_lr None: lr
-            if getattr(self, name) is not None and getattr(self, name) <= 0:
-                raise AgemetricError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0 <= self.weight_average < 1:
-            raise AgemetricError(f"weight_average must be a decay in [0, 1), got {self.weight_average}")
-        if not 0 <= self.warmup < 1:
-            raise AgemetricError(f"warmup must be a fraction in [0, 1), got {self.warmup}")
-        if not 0 < self.test_fraction < 1:
-            raise AgemetricError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
-        if not 0 <= self.calibration < 1 or not 0 < self.interval_level < 1:
-            raise AgemetricError(f"calibration must be in [0, 1) and interval_level in (0, 1), got "
-                                 f"{self.calibration} and {self.interval_level}")  # fmt: skip
-        for name, least in (("interval_groups", 1), ("limit", 2), ("threads", 1)):  # limit, threads: None = unset
-            if getattr(self, name) is not None and getattr(self, name) < least:
-                raise AgemetricError(f"{name} must be >= {least}, got {shortened(getattr(self, name))}")
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {shortened(self.device)}")
-        for name, allowed in CHOICES.items():
-            if (value := getattr(self, name)) not in allowed:
-                raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {shortened(value)}")
+        config_checks.check(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, ``None`` values dropped (TOML has no null)."""
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-
-
-#: The largest values of the size settings: beyond them a run only runs out of memory.
-LIMITS = {"image_size": 2048, "embedding_dim": 8192, "gender_dim": 8192, "batch_size": 65536}
 
 
 def _field_types() -> dict[str, Any]:
@@ -268,30 +223,6 @@ def _parse_literal(text: str) -> Any:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
-
-
-#: what ``augment_options`` may set (keywords of `agemetric.data.transforms.augment()`)
-AUGMENT_OPTIONS = {"flip", "max_shift", "scale", "rotate", "jitter", "style"}
-#: plugin options that agemetric passes itself, from these settings: ``--set loss_options.margin=3``
-#: would give the factory ``margin`` twice
-RESERVED_OPTIONS = {
-    "backbone_options": {"embedding_dim": "embedding_dim", "gender_dim": "gender_dim", "weights": "weights"},
-    "loss_options": {"margin": "margin"},
-    "miner_options": {"margin": "margin"},
-    "retriever_options": {"k": "k"},
-    "dataset_options": {"root": "data_dir"},
-}
-
-
-def check_options(table: str, options: dict) -> None:
-    """Refuse a ``*_options`` entry that agemetric sets from its own setting, or an unknown augmentation option."""
-    if table == "augment_options" and set(options) - AUGMENT_OPTIONS:
-        unknown, known = sorted(set(options) - AUGMENT_OPTIONS), ", ".join(sorted(AUGMENT_OPTIONS))
-        raise AgemetricError(f"augment_options: unknown option(s) {shortened(unknown)}; known: {known}")
-    for key in options:
-        setting = RESERVED_OPTIONS.get(table, {}).get(key)
-        if setting is not None:
-            raise AgemetricError(f"{table}.{key}: set it with the setting {setting!r} (--set {setting}=...), not here")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

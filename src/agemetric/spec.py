@@ -14,7 +14,8 @@ from typing import Any
 from agemetric import plugins
 from agemetric._records import number, whole
 from agemetric._text import shortened
-from agemetric.config import LIMITS, RunConfig
+from agemetric.config import RunConfig
+from agemetric.config_checks import LIMITS
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 

@@ -26,7 +26,7 @@ from agemetric.cli._common import (
     metrics_table,
     state,
 )
-from agemetric.config import CHOICES
+from agemetric.config_checks import CHOICES
 from agemetric.presets import PRESETS
 
 _MODEL = "Model"

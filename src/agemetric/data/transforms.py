@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -39,8 +44,8 @@ def augment(
         jitter: largest relative change of contrast, and of brightness in units of the image's
             spread, either way (0: none).
         style: the share of images given the look of another kind of photo (0: none), each one
-            of: grayscale, a colour cast on grayscale (a toned print), a blurred low-resolution
-            copy (1/2 to 1/4 of the side), or sensor noise / film grain (`restyle()`).
+            of: grayscale, a colour cast on grayscale (a toned print), a low-resolution copy (1/2
+            to 1/4 of the side), sensor noise / film grain, blur or JPEG compression (`restyle()`).
 
     Returns:
         float ``(B, 3, H, W)``.
@@ -70,13 +75,16 @@ def augment(
     return out
 
 
-#: the looks `restyle()` gives: grayscale, toned grayscale, low resolution, noise
-STYLES = ("grayscale", "toned", "low resolution", "noise")
+#: the looks `restyle()` gives
+STYLES = ("grayscale", "toned", "low resolution", "noise", "blur", "jpeg")
 
 
 def restyle(images: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
     """Give about ``share`` of the images the look of another kind of photo, one of `STYLES`
-    each, drawn at random (old prints, phone cameras, scans): the face stays, the style goes.
+    each, drawn at random (old prints, phone cameras, scans, pictures sent by message): the face
+    stays, the style goes. Grayscale; grayscale with a colour cast (sepia and other toned prints);
+    a copy at 1/2 to 1/4 of the side scaled back up; sensor noise or film grain; a Gaussian blur
+    (sigma 0.5 to 1.5 pixels); JPEG compression at quality 10 to 40 (Pillow's codec).
 
     Args:
         images: normalised float ``(B, 3, H, W)``.
@@ -96,5 +104,26 @@ def restyle(images: torch.Tensor, share: float, generator: torch.Generator) -> t
     low = F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)  # (B, 3, H, W)
     grain = torch.empty(b, 1, 1, 1).uniform_(0.05, 0.25, generator=generator)  # (B, 1, 1, 1) noise level
     noisy = images + grain * torch.randn(images.shape, generator=generator)
-    styled = torch.stack([gray, toned, low, noisy])[kind, torch.arange(b)]  # (B, 3, H, W)
+    sigma = float(torch.empty(1).uniform_(0.5, 1.5, generator=generator))  # one blur per batch
+    blurred = TF.gaussian_blur(images, kernel_size=[5, 5], sigma=[sigma, sigma])
+    quality = int(torch.randint(10, 41, (1,), generator=generator))  # one quality per batch
+    styled = torch.stack([gray, toned, low, noisy, blurred, images])[kind, torch.arange(b)]  # (B, 3, H, W)
+    compressed = chosen & (kind == STYLES.index("jpeg"))  # (B,) the codec runs only on these
+    if compressed.any():
+        styled[compressed] = _jpeg(images[compressed], quality)
     return torch.where(chosen[:, None, None, None], styled, images)
+
+
+def _jpeg(images: torch.Tensor, quality: int) -> torch.Tensor:
+    """``images`` (float ``(B, 3, H, W)``) through Pillow's JPEG codec at ``quality``: each image's
+    range is mapped to 0-255 for the codec and back."""
+    low = images.amin(dim=(1, 2, 3), keepdim=True)  # (B, 1, 1, 1)
+    span = (images.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-6)  # (B, 1, 1, 1)
+    pixels = ((images - low) / span * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, H, W, 3)
+    decoded = []
+    for picture in pixels:
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="JPEG", quality=quality)
+        decoded.append(np.asarray(Image.open(buffer).convert("RGB")))
+    back = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
+    return back.float() / 255 * span + low

@@ -6,7 +6,7 @@ import torch
 
 from agemetric.data.arrays import FaceArrays
 from agemetric.estimator import AgeEstimator
-from agemetric.training.state import batches
+from agemetric.training.sampling import batches
 
 
 @torch.no_grad()

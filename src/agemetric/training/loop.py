@@ -23,12 +23,12 @@ from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import checkpoint_settings
 from agemetric.training.batchnorm import recalibrate_batchnorm
 from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
+from agemetric.training.sampling import balance_weights, batches
 from agemetric.training.state import (
     TRAINING_STATE_FORMAT,
     EpochProgress,
     RandomStreams,
     TrainState,
-    batches,
     check_fits,
 )
 
@@ -58,6 +58,7 @@ class _Training:
         self.reporter, self.world, self.on_step, self.extra = reporter, world, on_step, extra
         self.streams = RandomStreams(config.seed, world)
         self.smallest = 2 * world.size  # every process needs two images of each batch
+        self.weights = balance_weights(data, config.balance)
         if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
             estimator.backbone.to(memory_format=torch.channels_last)
         estimator.train()
@@ -137,7 +138,7 @@ class _Training:
         with _StopOnSignal() as stop:
             while state.epoch <= config.epochs:
                 epoch = state.partial or EpochProgress(
-                    batches(n, config.batch_size, self.streams.batches, self.smallest)
+                    batches(n, config.batch_size, self.streams.batches, self.smallest, self.weights)
                 )
                 state.partial = None
                 out_of_time = self.run_epoch(state.epoch, epoch, stop)

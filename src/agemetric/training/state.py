@@ -19,14 +19,6 @@ from agemetric.errors import AgemetricError
 TRAINING_STATE_FORMAT = 1
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator, smallest: int = 2) -> list[torch.Tensor]:
-    """A shuffled epoch of index batches; a last batch of fewer than ``smallest`` images is dropped
-    (one image has no pairs; in data-parallel training every process needs two)."""
-    order = torch.randperm(n, generator=generator)  # (N,)
-    chunks = list(order.split(batch_size))
-    return [c for c in chunks if c.numel() >= smallest]
-
-
 @dataclass
 class EpochProgress:
     """One epoch under way: its batches, the next step, and what the finished steps added up to."""
