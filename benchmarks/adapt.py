@@ -1,12 +1,15 @@
 """Adapting to a domain the training never saw, with a few labelled faces of it, on protocols
 built from UTKFace (the only faces at hand here).
 
-Two domains:
+Two protocols (``--protocol``), each a face-preset model trained on part of UTKFace and used on
+domains it never saw:
 
-- ``asian``: a face-preset model trained on UTKFace *without* its Asian faces (race 2), used on
-  the Asian faces: people the training never saw.
-- ``old scans``: the same model on its own test faces made to look like old scanned prints
-  (grayscale, sepia, a blurred 64 px copy, grain, JPEG quality 30): a photo style it never saw.
+- ``race`` (default): trained *without* UTKFace's Asian faces (race 2). Domains: ``asian``, the
+  Asian faces (people the training never saw), and ``old scans``, the model's own test faces made
+  to look like old scanned prints (grayscale, sepia, a blurred 64 px copy, grain, JPEG quality
+  30): a photo style it never saw.
+- ``ages``: trained on the faces aged 10 to 59 only. Domains: ``under 10`` and ``60 and over``,
+  ages the gallery does not hold at all.
 
 For each domain and each number ``n`` of labelled faces, ``--draws`` random draws of ``n`` faces
 adapt the model (`agemetric.adaptation.choose`, as ``agemetric adapt`` does; the model's own
@@ -17,6 +20,7 @@ its cross-validated estimate come from the ``n`` faces alone; the scores from th
 Usage::
 
     python benchmarks/adapt.py --data-dir ../shared/data/UTKFace --out runs/adapt
+    python benchmarks/adapt.py --data-dir ../shared/data/UTKFace --protocol ages --out runs/adapt-ages
 
 (trains the model first when ``--out`` holds none: ``agemetric run --preset face`` on a CSV of
 the other faces, about 5 minutes on a 2-core CPU with bfloat16).
@@ -183,9 +187,34 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def domains(rows: list[dict], protocol: str) -> tuple[list[dict], dict[str, list[dict]]]:
+    """``protocol``'s training faces and its held-out domains (name -> faces)."""
+    if protocol == "race":
+        return [r for r in rows if r["race"] != "asian"], {"asian": [r for r in rows if r["race"] == "asian"]}
+    return [r for r in rows if 10 <= int(r["age"]) < 60], {
+        "under 10": [r for r in rows if int(r["age"]) < 10],
+        "60 and over": [r for r in rows if int(r["age"]) >= 60],
+    }
+
+
+def old_scans(rows: list[dict], folder: RunFolder, out: Path) -> list[dict]:
+    """The run's test faces among ``rows``, written to ``out`` as old scans (`old_scan()`)."""
+    with folder.split.open() as f:
+        test = {r["key"] for r in csv.DictReader(f) if r["side"] == "test"}
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    scanned = []
+    for i, row in enumerate(r for r in rows if r["path"] in test):
+        path = (out / f"{i}.jpg").resolve()
+        old_scan(Image.open(row["path"]).convert("RGB"), seed=i).save(path, quality=30)
+        scanned.append({**row, "path": str(path)})
+    return scanned
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="the UTKFace folder")
+    parser.add_argument("--protocol", choices=("race", "ages"), default="race", help="see the module docstring")
     parser.add_argument("--out", type=Path, default=Path("runs/adapt"))
     parser.add_argument("--sizes", default="20,50,200", help="numbers of labelled faces, comma-separated")
     parser.add_argument("--draws", type=int, default=5, help="random draws of the labelled faces per size")
@@ -198,28 +227,17 @@ def main() -> None:
     )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    rows = utkface_rows(args.data_dir)
-    held_out = [r for r in rows if r["race"] == "asian"]
-    run = train_model([r for r in rows if r["race"] != "asian"], args.out, args.train_set)
+    train_rows, held_out = domains(utkface_rows(args.data_dir), args.protocol)
+    run = train_model(train_rows, args.out, args.train_set)
     folder = RunFolder(run)
     estimator = AgeEstimator.load(folder.model)
     base = folder.read_config()
-
-    emb, ages = embed_domain(estimator, base, held_out, args.out / "asian.csv")
-    results = run_domain("asian", estimator, emb, ages, sizes, args.draws)
-
-    with folder.split.open() as f:
-        test = {r["key"] for r in csv.DictReader(f) if r["side"] == "test"}
-    scans = args.out / "old-scans"
-    shutil.rmtree(scans, ignore_errors=True)
-    scans.mkdir(parents=True)
-    scanned = []
-    for i, row in enumerate(r for r in rows if r["race"] != "asian" and r["path"] in test):
-        path = (scans / f"{i}.jpg").resolve()
-        old_scan(Image.open(row["path"]).convert("RGB"), seed=i).save(path, quality=30)
-        scanned.append({**row, "path": str(path)})
-    emb, ages = embed_domain(estimator, base, scanned, args.out / "old-scans.csv")
-    results += run_domain("old scans", estimator, emb, ages, sizes, args.draws)
+    if args.protocol == "race":
+        held_out["old scans"] = old_scans(train_rows, folder, args.out / "old-scans")
+    results = []
+    for name, faces in held_out.items():
+        emb, ages = embed_domain(estimator, base, faces, args.out / f"{name.replace(' ', '-')}.csv")
+        results += run_domain(name, estimator, emb, ages, sizes, args.draws)
 
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
     table = summary(results)

@@ -1,5 +1,5 @@
-"""Which face detector ``dlib-align`` should use: dlib's HOG detector, its CNN detector (MMOD), or
-HOG with the CNN where HOG finds no face, measured side by side on the same photos.
+"""Which face detector ``dlib-align`` should use: dlib's HOG detector, its CNN detector (MMOD),
+MTCNN, or one of them with another where it finds no face, measured side by side on the same photos.
 
 Photo sets, all made from UTKFace here (the only faces at hand):
 
@@ -15,7 +15,8 @@ the framer).
 
 Usage::
 
-    python benchmarks/detectors.py --data-dir ../shared/data/UTKFace --misses runs/adapt/run/framing.csv
+    python benchmarks/detectors.py --data-dir ../shared/data/UTKFace --misses runs/adapt/run/framing.csv \
+        --detectors hog,cnn,hog+cnn,mtcnn,hog+mtcnn
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import random
 import time
 from pathlib import Path
 
-from agemetric_dlib.framer import DETECTORS, DlibAlignFramer
+from agemetric_dlib.framer import DlibAlignFramer
 from PIL import Image, ImageEnhance
 
 
@@ -65,14 +66,18 @@ def main() -> None:
     parser.add_argument(
         "--sets", default="utkface,hog misses,turned,small,dark", help="the photo sets, comma-separated"
     )
+    parser.add_argument(
+        "--detectors", default="hog,cnn,hog+cnn,mtcnn,hog+mtcnn", help="dlib-align's detector settings, comma-separated"
+    )
     args = parser.parse_args()
+    detectors = args.detectors.split(",")
     sets = photo_sets(args.data_dir, args.sample, args.misses, args.seed)
-    print("| photos | " + " | ".join(f"{d}: found | {d}: ms per photo" for d in DETECTORS) + " |")
-    print("|---|" + "---|---|" * len(DETECTORS))
+    print("| photos | " + " | ".join(f"{d}: found | {d}: ms per photo" for d in detectors) + " |")
+    print("|---|" + "---|---|" * len(detectors))
     for name in args.sets.split(","):
         photos = sets[name]
         cells = []
-        for detector in DETECTORS:
+        for detector in detectors:
             share, seconds = measure(DlibAlignFramer(detector=detector), photos)
             cells += [f"{100 * share:.1f} %", f"{1000 * seconds:.0f}"]
         print(f"| {name} ({len(photos)}) | " + " | ".join(cells) + " |", flush=True)

@@ -215,8 +215,9 @@ def test_a_huge_photo_is_searched_downscaled_and_boxed_in_its_own_pixels():
 def test_framer_options_are_checked_and_in_the_cache_key():
     with pytest.raises(ValueError, match="fallback must be"):
         DlibAlignFramer(fallback="guess")
-    with pytest.raises(ValueError, match="detector must be one of hog, cnn, hog\\+cnn"):
-        DlibAlignFramer(detector="yolo")
+    for wrong in ("yolo", "hog+hog", "hog+"):
+        with pytest.raises(ValueError, match="detector must be one of hog, cnn, mtcnn or several joined by \\+"):
+            DlibAlignFramer(detector=wrong)
     assert DlibAlignFramer(size=64).key() != DlibAlignFramer().key()
     assert DlibAlignFramer(detector="cnn").key() != DlibAlignFramer().key()
 
@@ -237,6 +238,57 @@ def test_hog_then_cnn_asks_the_cnn_only_where_hog_finds_nothing(monkeypatch):
     monkeypatch.setattr(framer, "_detect", lambda kind, *a: asked.append(kind) or real(kind, *a))
     DlibAlignFramer(detector="hog+cnn")(_photo(size=(320, 240), faces=[(60, 20, 200)]))
     assert asked == ["hog"]
+
+
+# -- MTCNN ---------------------------------------------------------------------------
+
+
+def test_mtcnn_networks_take_the_vendored_weights_exactly():
+    from agemetric_dlib import mtcnn
+
+    pnet, rnet, onet = mtcnn._networks()  # load_state_dict is strict: every weight named and shaped
+    assert (mtcnn.WEIGHTS / "LICENSE.md").read_text().startswith("MIT License")
+    scores, offsets = pnet(torch.zeros(1, 3, 30, 30))  # fully convolutional: a 10 x 10 map of windows
+    assert scores.shape == (1, 10, 10) and offsets.shape == (1, 4, 10, 10)
+    assert [t.shape for t in onet(torch.zeros(2, 3, 48, 48))] == [(2,), (2, 4), (2, 10)]
+    assert [t.shape for t in rnet(torch.zeros(2, 3, 24, 24))] == [(2,), (2, 4)]
+
+
+def test_mtcnn_finds_each_pasted_face_with_its_landmarks():
+    from agemetric_dlib.mtcnn import detect
+
+    places = [(40, 60, 160), (330, 150, 240)]
+    boxes, scores, landmarks = detect(np.asarray(_photo(faces=places)))
+    assert len(boxes) == 2 and list(scores) == sorted(scores, reverse=True) and (scores > 0.7).all()
+    for left, top, side in places:
+        (i,) = [i for i, b in enumerate(boxes) if _inside(b, left - 2, top - 2, side + 4)]
+        (x1, y1, x2, y2), points = boxes[i], landmarks[i]
+        assert ((points >= [x1, y1]) & (points <= [x2, y2])).all()
+        assert points[:2, 1].max() < points[2, 1] < points[3:, 1].min()  # eyes above the nose above the mouth
+        assert points[0, 0] < points[1, 0] and points[3, 0] < points[4, 0]  # left to right in the photo
+    empty = detect(np.asarray(_photo(size=(160, 120))))
+    assert [a.shape for a in empty] == [(0, 4), (0,), (0, 5, 2)]
+
+
+def test_the_box_made_from_mtcnn_s_points_is_the_documented_square():
+    from agemetric_dlib.framer import _box_from_points
+
+    points = np.array([[80, 100], [120, 100], [100, 120], [85, 150], [115, 150]], dtype=np.float32)
+    box = _box_from_points(points)  # eyes (100, 100), mouth (100, 150): 50 apart
+    assert (box.left(), box.top(), box.right(), box.bottom()) == (45, 74, 155, 184)
+
+
+def test_the_framer_uses_mtcnn_alone_or_where_hog_finds_nothing(monkeypatch):
+    import agemetric_dlib.framer as framer
+
+    photo = _photo(faces=[(40, 60, 160), (330, 150, 240)])
+    faces = DlibAlignFramer(detector="mtcnn").all_faces(photo)
+    assert len(faces) == 2 and _inside(faces[0].box, 330, 150, 240) and faces[0].image.size == (128, 128)
+    asked = []
+    real = framer._detect
+    monkeypatch.setattr(framer, "_detect", lambda kind, *a: asked.append(kind) or real(kind, *a))
+    assert DlibAlignFramer(detector="hog+mtcnn")(_photo(size=(160, 120))).note == "no face found: centre framing"
+    assert asked == ["hog", "hog", "mtcnn"]  # HOG again one size up, then MTCNN once
 
 
 def test_training_decode_counts_and_lists_fallbacks(tmp_path):

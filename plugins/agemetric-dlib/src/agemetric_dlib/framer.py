@@ -1,5 +1,5 @@
-"""``dlib-align``: find faces with dlib's HOG detector (its CNN detector where HOG finds none),
-align each on 5 landmarks, cut a chip.
+"""``dlib-align``: find faces with dlib's HOG detector (its CNN detector where HOG finds none; or
+MTCNN), align each on 5 landmarks, cut a chip.
 
 The chip is made the way dlib's ``get_face_chip`` makes one (``get_face_chip_details`` +
 ``extract_image_chip``): the five landmarks (eye corners and the base of the nose) are mapped by a
@@ -19,8 +19,9 @@ from agemetric.interfaces.framer import Face, Framer
 from agemetric_dlib.models import CNN_DETECTOR_MODEL, LANDMARK_MODEL, model_file
 
 _local = threading.local()  # one detector and landmark model per thread (decoding uses a thread pool)
-#: ``detector`` -> what finds the faces: HOG, the CNN (MMOD), or HOG first and the CNN where it finds none
-DETECTORS = ("hog", "cnn", "hog+cnn")
+#: what can find the faces: dlib's HOG detector, dlib's CNN (MMOD), MTCNN; ``detector`` names one,
+#: or several joined by ``+`` (each asked only where the ones before it found nothing)
+DETECTORS = ("hog", "cnn", "mtcnn")
 
 
 def _landmarks():
@@ -32,7 +33,11 @@ def _landmarks():
 
 
 def _detect(kind: str, pixels: np.ndarray, upsample: int) -> list:
-    """dlib rectangles of the faces in ``pixels`` found by the ``"hog"`` or ``"cnn"`` detector."""
+    """dlib rectangles of the faces in ``pixels`` found by the ``"hog"``, ``"cnn"`` or ``"mtcnn"`` detector."""
+    if kind == "mtcnn":
+        from agemetric_dlib.mtcnn import detect
+
+        return [_box_from_points(points) for points in detect(pixels)[2]]
     if not hasattr(_local, kind):
         import dlib
 
@@ -44,6 +49,19 @@ def _detect(kind: str, pixels: np.ndarray, upsample: int) -> list:
         setattr(_local, kind, made)
     found = getattr(_local, kind)(pixels, upsample)
     return list(found) if kind == "hog" else [d.rect for d in found]
+
+
+def _box_from_points(points: np.ndarray):
+    """The box dlib's detectors would give a face, from MTCNN's 5 points ``(5, 2)`` (eyes, nose,
+    mouth corners): a square 2.2 eye-to-mouth distances wide, its top half a distance above the
+    eyes. dlib's landmark model starts from its detectors' boxes; fitted on UTKFace faces, its
+    landmarks from this box are 1.6 pixels from those found from HOG's box (2.5 from MTCNN's own)."""
+    import dlib
+
+    eyes, mouth = points[:2].mean(axis=0), points[3:].mean(axis=0)
+    distance = float(np.linalg.norm(mouth - eyes))
+    centre, top, side = (eyes[0] + mouth[0]) / 2, eyes[1] - 0.52 * distance, 2.2 * distance
+    return dlib.rectangle(round(centre - side / 2), round(top), round(centre + side / 2), round(top + side))
 
 
 class DlibAlignFramer(Framer):
@@ -64,10 +82,12 @@ class DlibAlignFramer(Framer):
             or ``"landmarks"`` (the whole photo taken as the face box, then aligned: right for
             tightly cropped faces the detector misses).
         detector: ``"hog+cnn"`` (the default: HOG, and the CNN on the photos where HOG finds no
-            face), ``"hog"`` (dlib's HOG detector: fast, frontal faces) or ``"cnn"`` (dlib's CNN
-            detector, MMOD: 40 times slower on a CPU). Measured side by side on the benchmarks
-            page: HOG and the CNN together find 94 % of the faces HOG misses at HOG's speed on
-            the photos where HOG finds one.
+            face), ``"hog"`` (dlib's HOG detector: fast, frontal faces), ``"cnn"`` (dlib's CNN
+            detector, MMOD: 40 times slower on a CPU), ``"mtcnn"`` (MTCNN's three small networks,
+            faces from 20 pixels), or any of them joined by ``+``, each asked only where the ones
+            before it found nothing. Measured side by side on the benchmarks page: HOG and the
+            CNN together find 94 % of the faces HOG misses at HOG's speed on the photos where HOG
+            finds one.
 
     For training and evaluation the largest face is used; ``agemetric predict`` estimates every
     face (`faces()`). A fallback is reported in the [`Face`][agemetric.interfaces.Face] note.
@@ -92,8 +112,9 @@ class DlibAlignFramer(Framer):
             raise ValueError(f"upsample must be 0, 1 or 2, got {upsample}")
         if fallback not in ("center", "landmarks"):
             raise ValueError(f"fallback must be 'center' or 'landmarks', got {fallback!r}")
-        if detector not in DETECTORS:
-            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        kinds = str(detector).split("+")
+        if not set(kinds) <= set(DETECTORS) or len(set(kinds)) < len(kinds):
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)} or several joined by +, got {detector!r}")
         self.size, self.padding, self.detect_side = int(size), float(padding), int(detect_side)
         self.upsample, self.fallback, self.detector = int(upsample), fallback, detector
 
@@ -117,7 +138,7 @@ class DlibAlignFramer(Framer):
         found = []
         for kind in self.detector.split("+"):  # the CNN only where HOG found nothing
             found = _detect(kind, pixels, self.upsample)
-            if len(found) == 0 and scale == 1.0 and self.upsample < 2:
+            if len(found) == 0 and scale == 1.0 and self.upsample < 2 and kind != "mtcnn":  # mtcnn: 20 px already
                 found = _detect(kind, pixels, self.upsample + 1)
             if found:
                 break
