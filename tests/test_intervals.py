@@ -291,14 +291,14 @@ def test_intervals_survive_save_load_export_and_predict(trained, tmp_path, group
         estimator.save(folder.model)
         assert AgeEstimator.load(folder.model).intervals == estimator.intervals
     e = estimator.estimate(images, under=30)
-    torch.testing.assert_close(e.age, estimator.predict(images))
-    low, high = estimator.intervals.bounds(e.age, e.spread)
-    torch.testing.assert_close((e.low, e.high), (low, high))
+    np.testing.assert_allclose(e.age, estimator.predict(images).numpy(), rtol=1e-6)
+    low, high = estimator.intervals.bounds(torch.from_numpy(e.age), torch.from_numpy(e.spread))
+    np.testing.assert_allclose((e.low, e.high), (low.numpy(), high.numpy()), rtol=1e-6)
     assert ((e.under >= 0) & (e.under <= 1)).all()
     export_bundle(folder.path, tmp_path / "bundle", "torchscript")
     from_bundle = Bundle(tmp_path / "bundle").estimate(images.numpy(), under=30)
     for key in ("age", "spread", "low", "high", "under"):
-        np.testing.assert_allclose(from_bundle[key], getattr(e, key).numpy(), atol=1e-3, err_msg=key)
+        np.testing.assert_allclose(getattr(from_bundle, key), getattr(e, key), atol=1e-3, err_msg=key)
 
     photo = tmp_path / "face.png"
     Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(photo)
@@ -347,12 +347,21 @@ def test_recalibrated_coverage_against_the_same_draw_by_hand(trained):
     assert m["n_test"] == 60 and m["n_recalibration"] == 20
 
 
-def test_predict_shows_the_interval_beside_the_age():
-    from agemetric.cli.predict import _fields, _shown
+def test_a_face_shows_the_interval_beside_the_age():
+    from agemetric.analysis import FaceResult
 
-    assert _shown(_fields({"age": 34.2, "low": 29.4, "high": 40.1}, None)) == "34 (29-40)"
-    assert _shown(_fields({"age": 34.24, "low": None, "high": None}, None)) == "34.2"  # a model without intervals
-    assert _fields(None, 18) == {"age": None, "low": None, "high": None, "p_under": None}
+    assert str(FaceResult((0, 0, 9, 9), 34.2, 29.4, 40.1)) == "34 (29-40)"
+    assert str(FaceResult(None, 34.24)) == "34.2"  # a model without intervals
+    missing = FaceResult(None, None, note="no face found: centre framing")
+    assert str(missing) == "no face found: centre framing"
+    assert missing.to_dict(under=True) == {
+        "box": None,
+        "age": None,
+        "low": None,
+        "high": None,
+        "p_under": None,
+        "note": "no face found: centre framing",
+    }
 
 
 def test_calibration_zero_gives_no_intervals(tmp_path):

@@ -22,6 +22,7 @@ Example::
 
     bundle = Bundle("bundles/utk")
     ages = bundle.predict(["face.jpg", "group.jpg"])  # (2,): the main face of each
+    results = bundle.analyze(["group.jpg"], under=18)  # every face, with its box and interval
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from agemetric._folders import replacing_folder
 from agemetric._imaging import checked_box, crop_box
 from agemetric._text import shortened
 from agemetric.adaptation import Adaptation, GalleryArrays, adapt
+from agemetric.analysis import PhotoResult, analyze
 from agemetric.bundle_files import (
     GALLERY,
     MANIFEST,
@@ -49,7 +51,7 @@ from agemetric.bundle_files import (
     write_gallery,
 )
 from agemetric.errors import AgemetricError
-from agemetric.estimates import age_spread, interval, mean_age, share_under
+from agemetric.estimates import Estimates, age_spread, interval, mean_age, share_under
 from agemetric.photos import photo_batch
 
 #: model format -> the module that runs it
@@ -96,6 +98,12 @@ class Bundle:
         self._model = model_class(model_file, threads)
         self._index = None  # the faiss index, built on first use
 
+    def __repr__(self) -> str:
+        return (
+            f"Bundle({str(self.path)!r}, runtime={self.runtime!r}, image_size={self.image_size}, k={self.k}, "
+            f"gallery of {len(self.ages)} faces, intervals {'calibrated' if self.intervals else 'none'})"
+        )
+
     def _choose_runtime(self, runtime: str) -> str:
         have = [name for name in MODEL_FILES if name in self.manifest["files"]]
         if runtime not in RUNTIMES:
@@ -128,15 +136,17 @@ class Bundle:
         """A photo, framed (its main face) and resized as in training -> ``(3, S, S)`` uint8."""
         return photo_batch(str(path), self.image_size, self._framer)[0]
 
-    def embed(self, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
-        """Embeddings of uint8 RGB images ``(N, 3, S, S)``.
+    def embed(
+        self, images: np.ndarray | str | Path | list, batch_size: int = 64
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embeddings of images: a uint8 RGB ``(N, 3, S, S)`` batch (framed and resized), or photos
+        framed with the run's framing (the main face of each): a path, a PIL image, a uint8
+        ``(H, W, 3)`` array, or a list of them.
 
         Returns:
             ``(age (N, N_a), gender (N, N_g) or None)`` float32.
         """
-        s = self.image_size
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (3, s, s):
-            raise AgemetricError(f"images must be uint8 (N, 3, {s}, {s}); got {images.dtype} {images.shape}")
+        images = photo_batch(images, self.image_size, self._framer)
         batches = (images[i : i + batch_size] for i in range(0, len(images), batch_size))
         parts = [self._model(np.ascontiguousarray(batch)) for batch in batches]
         if not parts:
@@ -160,31 +170,39 @@ class Bundle:
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(self.k, len(self.embeddings)))
 
     def predict(self, images: np.ndarray | str | Path | list) -> np.ndarray:
-        """Ages ``(N,)`` float32: the mean age of the k nearest gallery faces.
+        """Ages ``(N,)`` float32, one per image: the mean age of the k nearest gallery faces.
 
         Args:
             images: a uint8 RGB ``(N, 3, S, S)`` batch (framed and resized), or photos framed with
-                the run's framing (the main face of each): a path, a PIL image, a uint8
-                ``(H, W, 3)`` array, or a list of them.
+                the run's framing: a path, a PIL image, a uint8 ``(H, W, 3)`` array, or a list of
+                them. Of a photo with several faces only the main (largest) face is estimated; a
+                photo where the framer finds no face is estimated from its fallback framing (the
+                whole photo). For every face with its box, and no estimate where none was found,
+                use `analyze()`.
         """
-        return self.estimate(images)["age"]
+        return self.estimate(images).age
 
-    def estimate(self, images: np.ndarray | str | Path | list, under: float | None = None) -> dict:
+    def estimate(self, images: np.ndarray | str | Path | list, under: float | None = None) -> Estimates:
         """Ages with the neighbours' spread, the calibrated interval and, with ``under``, the
-        probability of being younger than that age (as `AgeEstimator.estimate()` gives them).
-
-        Returns:
-            ``{"age", "spread", "low", "high", "under"}``: ``(N,)`` float32 arrays; ``low`` and
-            ``high`` are ``None`` for a bundle without intervals, ``under`` without ``under``.
+        probability of being younger than that age: the same `Estimates` as
+        `AgeEstimator.estimate()` gives (``low`` and ``high`` ``None`` for a bundle without
+        intervals, ``under`` without ``under``). ``images`` as in `predict()`.
         """
-        age_embeddings, _ = self.embed(photo_batch(images, self.image_size, self._framer))
+        age_embeddings, _ = self.embed(images)
         idx = self.nearest(age_embeddings)[1] if len(age_embeddings) else np.empty((0, self.k), np.int64)  # (N, k)
         ages, weights = self.ages[idx], None if self.weights is None else self.weights[idx]  # (N, k) float32
-        out = {"age": mean_age(ages, weights), "spread": age_spread(ages, weights), "low": None, "high": None}
+        out = Estimates(mean_age(ages, weights), age_spread(ages, weights))
         if self.intervals is not None:
-            out["low"], out["high"] = interval(out["age"], out["spread"], self.intervals)
-        out["under"] = None if under is None else share_under(ages, under, weights)
-        return {k: None if v is None else np.asarray(v, np.float32) for k, v in out.items()}
+            out.low, out.high = interval(out.age, out.spread, self.intervals)
+        if under is not None:
+            out.under = share_under(ages, under, weights)
+        return out
+
+    def analyze(self, photos, under: float | None = None) -> list[PhotoResult]:
+        """Every face of each photo with its box, age, interval and (with ``under``) the
+        probability of being younger than ``under`` years, as `AgeEstimator.analyze()` gives
+        them (`agemetric.analysis.analyze()`)."""
+        return analyze(self, photos, under)
 
     # -- a new domain ----------------------------------------------------------------------
 
@@ -198,7 +216,7 @@ class Bundle:
             ages: ``(n,)`` their true ages.
             seed: how faces are dealt into cross-validation folds.
         """
-        embeddings, _ = self.embed(photo_batch(faces, self.image_size, self._framer))
+        embeddings, _ = self.embed(faces)
         ages = np.asarray(ages, dtype=np.float32)
         if ages.shape != (len(embeddings),):
             raise AgemetricError(f"adapt: give one age per face ({len(embeddings)} faces, {ages.size} ages)")

@@ -11,10 +11,57 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from agemetric._records import AGE_RANGE
+
+
+@dataclass
+class Estimates:
+    """Ages with how sure they are, for ``N`` faces: what `AgeEstimator.estimate()` and
+    `Bundle.estimate()` return.
+
+    Attributes:
+        age: ``(N,)`` float32, the estimates in years.
+        spread: ``(N,)`` float32, the standard deviation of the nearest gallery faces' ages.
+        low / high: ``(N,)`` float32, the calibrated interval's ends, or ``None`` (a model
+            without intervals).
+        under: ``(N,)`` float32, the probability of being under the age asked about, or ``None``.
+
+    Examples:
+        >>> e = Estimates(np.array([34.0, 61.0]), np.array([4.0, 9.0]))
+        >>> e
+        Estimates(age=[34.0, 61.0], spread=[4.0, 9.0])
+        >>> e.row(1)
+        {'age': 61.0, 'spread': 9.0, 'low': None, 'high': None, 'under': None}
+    """
+
+    age: np.ndarray
+    spread: np.ndarray
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    under: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("age", "spread", "low", "high", "under"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, np.asarray(value, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.age)
+
+    def row(self, i: int) -> dict[str, float | None]:
+        """Face ``i``'s values as plain floats (``None`` where the model gives none)."""
+        names = ("age", "spread", "low", "high", "under")
+        return {n: None if getattr(self, n) is None else float(getattr(self, n)[i]) for n in names}
+
+    def __repr__(self) -> str:
+        given = {n: getattr(self, n) for n in ("age", "spread", "low", "high", "under")}
+        shown = [f"{n}={np.round(v, 2).tolist()}" for n, v in given.items() if v is not None]
+        return f"Estimates({', '.join(shown)})"
 
 
 def _weights(ages: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -63,12 +110,21 @@ def interval_scale(spread: np.ndarray, intervals: dict) -> np.ndarray:
     return spread + intervals["offset"] if intervals["normalised"] else np.ones_like(spread)
 
 
+def group_of(estimate: np.ndarray, edges) -> np.ndarray:
+    """``(M,)``: the group of each estimate, ``i`` for ``edges[i - 1] < estimate <= edges[i]``."""
+    return np.searchsorted(np.asarray(edges, dtype=np.float64), np.asarray(estimate, np.float64), side="left")
+
+
+def interval_quantile(estimate: np.ndarray, intervals: dict) -> np.ndarray:
+    """``(M,)``: the calibrated quantile that applies to each estimate (its group's, when the
+    intervals have groups of estimates)."""
+    if intervals.get("edges"):
+        return np.asarray(intervals["quantiles"], dtype=np.float64)[group_of(estimate, intervals["edges"])]
+    return np.full(len(estimate), float(intervals["quantile"]))
+
+
 def interval(estimate: np.ndarray, spread: np.ndarray, intervals: dict) -> tuple[np.ndarray, np.ndarray]:
-    """``(low (M,), high (M,))``: the calibrated interval of each estimate (the quantile of its
-    group of estimates, when the intervals have groups), clipped to 0-150 years. ``intervals``:
-    the fields of `agemetric.intervals.ConformalIntervals`."""
-    quantile = np.full(len(estimate), float(intervals["quantile"]))
-    if intervals.get("edges"):  # group i holds the estimates in (edges[i - 1], edges[i]]
-        quantile = np.asarray(intervals["quantiles"])[np.searchsorted(intervals["edges"], estimate, side="left")]
-    half = quantile * interval_scale(spread, intervals)
+    """``(low (M,), high (M,))``: the calibrated interval of each estimate, clipped to 0-150
+    years. ``intervals``: the fields of `agemetric.intervals.ConformalIntervals`."""
+    half = interval_quantile(estimate, intervals) * interval_scale(spread, intervals)
     return np.clip(estimate - half, *AGE_RANGE), np.clip(estimate + half, *AGE_RANGE)

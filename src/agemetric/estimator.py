@@ -11,39 +11,26 @@ import torch
 from torch import nn
 
 from agemetric import plugins
+from agemetric.analysis import PhotoResult, analyze
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import normalise
+from agemetric.devices import uses_bf16
 from agemetric.errors import AgemetricError, PluginError
+from agemetric.estimates import Estimates, interval
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
-from agemetric.interfaces.checks import describe, type_names
-from agemetric.intervals import ConformalIntervals, Estimates
+from agemetric.interfaces.checks import check_pair, describe
+from agemetric.intervals import ConformalIntervals
 from agemetric.spec import ModelSpec, build_parts
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from agemetric.adaptation import Adaptation
 
 #: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
-
-
-def bf16_supported(device: str = "cpu") -> bool:
-    """True when ``device`` (``"cpu"`` or ``"cuda"``) runs bfloat16 matrix maths natively
-    (CPU: AVX512-BF16 or AMX; GPU: Ampere or newer)."""
-    if device == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((check and check()) or (amx and amx()))
-
-
-def _check_pair(miner: Miner, loss: Loss, task: str) -> None:
-    if not loss.takes(miner.produces):
-        raise PluginError(
-            f"{task}{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
-            f"{type_names(loss.accepts)}; choose a matching pair"
-        )
 
 
 class AgeEstimator(nn.Module):
@@ -86,13 +73,13 @@ class AgeEstimator(nn.Module):
         gender_miner: Miner | None = None,
     ):
         super().__init__()
-        _check_pair(miner, loss, "")
+        check_pair(miner, loss, "")
         if gender_loss is not None:
             if backbone.gender_dim == 0:
                 raise PluginError("the gender task needs a backbone with gender_dim > 0")
             if gender_miner is None:
                 gender_miner = plugins.create("miner", "all-pairs", margin=GENDER_MARGIN)
-            _check_pair(gender_miner, gender_loss, "gender task: ")
+            check_pair(gender_miner, gender_loss, "gender task: ")
         self.gender_miner = gender_miner if gender_loss is not None else None
         if image_size < backbone.min_size:
             raise AgemetricError(
@@ -139,9 +126,7 @@ class AgeEstimator(nn.Module):
     @property
     def bf16(self) -> bool:
         """Whether `autocast()` uses bfloat16 on the current device (``spec.bf16``)."""
-        if self.spec.bf16 == "auto":
-            return bf16_supported(self.device.type)
-        return self.spec.bf16 == "on"
+        return uses_bf16(self.spec.bf16, self.device.type)
 
     @property
     def framer(self):
@@ -280,8 +265,11 @@ class AgeEstimator(nn.Module):
     def predict(
         self, images: torch.Tensor | str | Path | list, progress: Callable[[int], None] | None = None
     ) -> torch.Tensor:
-        """Predicted ages ``(N,)`` of images: a uint8 ``(N, 3, S, S)`` batch, or photos (a path, a PIL
-        image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see `embed()`).
+        """Predicted ages ``(N,)`` of images, one per image: a uint8 ``(N, 3, S, S)`` batch, or
+        photos (a path, a PIL image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see
+        `embed()`). Of a photo with several faces only the main (largest) face is estimated; a
+        photo where the framer finds no face is estimated from its fallback framing (the whole
+        photo). For every face with its box, and no estimate where none was found, use `analyze()`.
 
         Examples:
             >>> import agemetric, numpy as np
@@ -313,12 +301,13 @@ class AgeEstimator(nn.Module):
 
     def estimate(
         self,
-        images: torch.Tensor | str | Path | list,
+        images: torch.Tensor | np.ndarray | str | Path | list,
         under: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Estimates:
         """Ages with the neighbours' spread, the calibrated interval (after `calibrate()`) and,
-        with ``under``, the probability of being younger than that age.
+        with ``under``, the probability of being younger than that age, as numpy arrays (the
+        same `Estimates` a `Bundle` gives).
 
         Examples:
             >>> import agemetric
@@ -328,16 +317,31 @@ class AgeEstimator(nn.Module):
             >>> ci = est.calibrate(random_face_arrays(20, size=32, seed=1), level=0.9)
             >>> e = est.estimate(random_face_arrays(3, size=32, seed=2).images, under=18)
             >>> e.age.shape, bool((e.low <= e.age).all() and (e.age <= e.high).all()), e.under.shape
-            (torch.Size([3]), True, torch.Size([3]))
+            ((3,), True, (3,))
         """
         self.require_gallery()
         emb = self.embed(images, progress=progress)
-        out = Estimates(self.retriever.predict(emb), self.retriever.spread(emb))
+        out = Estimates(self.retriever.predict(emb).numpy(), self.retriever.spread(emb).numpy())
         if self.intervals is not None:
-            out.low, out.high = self.intervals.bounds(out.age, out.spread)
+            out.low, out.high = interval(out.age, out.spread, self.intervals.to_dict())
         if under is not None:
-            out.under = self.retriever.probability_under(emb, under)
+            out.under = self.retriever.probability_under(emb, under).numpy()
         return out
+
+    def analyze(self, photos, under: float | None = None) -> list[PhotoResult]:
+        """Every face of each photo with its box, age, interval and (with ``under``) the
+        probability of being younger than ``under`` years: `agemetric.analysis.analyze()`.
+
+        Args:
+            photos: a photo or a list of them: paths, PIL images or uint8 ``(H, W, 3)`` arrays.
+            under: an age in years to ask about, or ``None``.
+
+        Returns:
+            One [`PhotoResult`][agemetric.analysis.PhotoResult] per photo; its ``to_dict()`` is
+            the JSON ``agemetric predict --json`` prints.
+        """
+        self.require_gallery()
+        return analyze(self, photos, under)
 
     # -- a new domain -------------------------------------------------------------------
 

@@ -251,9 +251,9 @@ def check_against_data(config: RunConfig, train_data: FaceArrays) -> bool:
 
 def describe_run(config: RunConfig, device: torch.device) -> str:
     """The line a run starts with: what trains, how, and where."""
-    from agemetric.estimator import bf16_supported
+    from agemetric.devices import uses_bf16
 
-    bf16 = bf16_supported(device.type) if config.bf16 == "auto" else config.bf16 == "on"
+    bf16 = uses_bf16(config.bf16, device.type)
     return (
         f"run: backbone {config.backbone} (weights {config.weights}), loss {config.loss} (margin {config.margin:g}), "
         f"miner {config.miner}, retriever {config.retriever} (k {config.k}); optimiser {config.optimizer} "

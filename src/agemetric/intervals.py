@@ -19,44 +19,48 @@ bundle's numpy runtime applies, rather than a pickled object that brings pandas.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 
-from agemetric._records import AGE_RANGE, interval_fields
+from agemetric import estimates
+from agemetric._records import interval_fields
 from agemetric.errors import AgemetricError
+from agemetric.estimates import age_spread, group_of, interval, interval_quantile, interval_scale, share_under
 
 #: The fewest calibration faces a group of estimates is calibrated on: with 200, a group's
 #: coverage given its calibration faces has a standard deviation of about 2 points at 90 %.
 MIN_GROUP = 200
 
 
+def _array(values: torch.Tensor | None) -> np.ndarray | None:
+    return None if values is None else values.detach().cpu().double().numpy()
+
+
 def knn_age_spread(neighbour_ages: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """How much each query's neighbours disagree: the (weighted) standard deviation of their ages.
+    """How much each query's neighbours disagree: the (weighted) standard deviation of their ages
+    (`agemetric.estimates.age_spread()` on tensors).
 
     Args:
         neighbour_ages: ``(M, k)`` ages of each query's neighbours.
         weights: ``(M, k)`` positive weights (faces a reference stands for), or ``None``.
 
     Returns:
-        ``(M,)`` spreads in years (0 for ``k = 1``).
+        ``(M,)`` float32 spreads in years (0 for ``k = 1``).
 
     Examples:
         >>> knn_age_spread(torch.tensor([[20.0, 30.0], [40.0, 40.0]]))
         tensor([5., 0.])
     """
-    ages = neighbour_ages.double()
-    w = torch.ones_like(ages) if weights is None else weights.double()
-    mean = (ages * w).sum(1, keepdim=True) / w.sum(1, keepdim=True)  # (M, 1)
-    return (((ages - mean) ** 2 * w).sum(1) / w.sum(1)).sqrt().float()
+    return torch.from_numpy(age_spread(_array(neighbour_ages), _array(weights))).float()
 
 
 def knn_share_under(
     neighbour_ages: torch.Tensor, threshold: float, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """The probability of being younger than ``threshold``: the (weighted) share of the ``k``
-    nearest faces that are.
+    nearest faces that are (`agemetric.estimates.share_under()` on tensors).
 
     Args:
         neighbour_ages: ``(M, k)`` ages of each query's neighbours.
@@ -64,20 +68,17 @@ def knn_share_under(
         weights: ``(M, k)`` positive weights, or ``None``.
 
     Returns:
-        ``(M,)`` probabilities in [0, 1].
+        ``(M,)`` float32 probabilities in [0, 1].
 
     Examples:
         >>> knn_share_under(torch.tensor([[15.0, 17.0, 19.0, 30.0]]), 18)
         tensor([0.5000])
     """
-    under = (neighbour_ages < threshold).double()
-    w = torch.ones_like(under) if weights is None else weights.double()
-    return ((under * w).sum(1) / w.sum(1)).float()
+    return torch.from_numpy(share_under(_array(neighbour_ages), threshold, _array(weights))).float()
 
 
 def conformal_quantile(scores: torch.Tensor, level: float) -> float:
-    """The split-conformal quantile: the ``ceil((n + 1) level)``-th smallest of ``n`` scores
-    (``inf`` when that rank exceeds ``n``: too few calibration faces for the level).
+    """The split-conformal quantile of ``scores`` (`agemetric.estimates.conformal_quantile()`).
 
     Examples:
         >>> conformal_quantile(torch.arange(1.0, 20.0), 0.9)  # n = 19: the 18th smallest
@@ -85,29 +86,7 @@ def conformal_quantile(scores: torch.Tensor, level: float) -> float:
         >>> conformal_quantile(torch.tensor([1.0, 2.0]), 0.9)
         inf
     """
-    n = scores.numel()
-    rank = math.ceil((n + 1) * level)
-    if rank > n:
-        return math.inf
-    return float(torch.sort(scores.double().flatten()).values[rank - 1])
-
-
-@dataclass
-class Estimates:
-    """Ages with how sure they are, for ``N`` faces (`AgeEstimator.estimate()`).
-
-    Attributes:
-        age: ``(N,)`` the estimates.
-        spread: ``(N,)`` the standard deviation of the neighbours' ages.
-        low / high: ``(N,)`` the calibrated interval's ends, or ``None`` (a model without intervals).
-        under: ``(N,)`` the probability of being under the threshold asked for, or ``None``.
-    """
-
-    age: torch.Tensor
-    spread: torch.Tensor
-    low: torch.Tensor | None = None
-    high: torch.Tensor | None = None
-    under: torch.Tensor | None = None
+    return estimates.conformal_quantile(_array(scores.flatten()), level)
 
 
 @dataclass(frozen=True)
@@ -188,31 +167,29 @@ class ConformalIntervals:
             raise AgemetricError(f"interval groups must be >= 1, got {groups}")
         if true.numel() == 0:
             raise AgemetricError("intervals need calibration faces; got none")
-        scores = (true.double() - estimate.double()).abs() / _scale(spread, offset, normalised).double()
-        pooled = cls(level, conformal_quantile(scores, level), offset, normalised, int(true.numel()))
+        form = {"offset": offset, "normalised": normalised}
+        scores = np.abs(_array(true) - _array(estimate)) / interval_scale(_array(spread), form)
+        pooled = cls(level, estimates.conformal_quantile(scores, level), offset, normalised, int(true.numel()))
         edges = _group_edges(estimate, min(groups, true.numel() // max(min_group, 1)))
         if not edges:
             return pooled
-        group = _group_of(estimate, edges)
-        quantiles = tuple(conformal_quantile(scores[group == g], level) for g in range(len(edges) + 1))
+        group = group_of(_array(estimate), edges)
+        quantiles = tuple(estimates.conformal_quantile(scores[group == g], level) for g in range(len(edges) + 1))
         return dataclasses.replace(pooled, edges=edges, quantiles=quantiles)
 
     def scale(self, spread: torch.Tensor) -> torch.Tensor:
         """``(M,)``: what the quantile is multiplied by for each face."""
-        return _scale(spread, self.offset, self.normalised)
+        return torch.from_numpy(interval_scale(_array(spread), self.to_dict())).float()
 
     def quantile_of(self, estimate: torch.Tensor) -> torch.Tensor:
         """``(M,)``: the quantile that applies to each estimate (its group's)."""
-        if not self.edges:
-            return torch.full(estimate.shape, self.quantile, dtype=torch.float32)
-        return torch.tensor(self.quantiles, dtype=torch.float32)[_group_of(estimate, self.edges)]
+        return torch.from_numpy(interval_quantile(_array(estimate), self.to_dict())).float()
 
     def bounds(self, estimate: torch.Tensor, spread: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(low (M,), high (M,))`` of each estimate, clipped to `AGE_RANGE`."""
-        half = self.quantile_of(estimate) * self.scale(spread)
-        low = (estimate.float() - half).clamp(*AGE_RANGE)
-        high = (estimate.float() + half).clamp(*AGE_RANGE)
-        return low, high
+        """``(low (M,), high (M,))`` of each estimate, clipped to 0-150 years
+        (`agemetric.estimates.interval()` on tensors)."""
+        low, high = interval(_array(estimate), _array(spread), self.to_dict())
+        return torch.from_numpy(low).float(), torch.from_numpy(high).float()
 
     def to_dict(self) -> dict:
         """Plain values (``model.pt`` and ``bundle.json`` store them)."""
@@ -224,10 +201,6 @@ class ConformalIntervals:
         return cls(**interval_fields(values))
 
 
-def _scale(spread: torch.Tensor, offset: float, normalised: bool) -> torch.Tensor:
-    return spread.float() + offset if normalised else torch.ones_like(spread, dtype=torch.float32)
-
-
 def _group_edges(estimate: torch.Tensor, groups: int) -> tuple[float, ...]:
     """Edges between ``groups`` groups of about equally many ``estimate`` values (their quantiles;
     repeated values merge groups); ``()`` for one group."""
@@ -235,12 +208,6 @@ def _group_edges(estimate: torch.Tensor, groups: int) -> tuple[float, ...]:
         return ()
     cuts = torch.quantile(estimate.double(), torch.arange(1, groups, dtype=torch.float64) / groups)
     return tuple(sorted({round(float(c), 4) for c in cuts}))
-
-
-def _group_of(estimate: torch.Tensor, edges: tuple[float, ...]) -> torch.Tensor:
-    """``(M,)`` group index of each estimate: ``i`` for ``edges[i - 1] < estimate <= edges[i]``
-    (numpy's ``searchsorted(edges, estimate, side="left")``, which the bundle runtime uses)."""
-    return torch.bucketize(estimate.double(), torch.tensor(edges, dtype=torch.float64), right=False)
 
 
 def interval_report(true: torch.Tensor, low: torch.Tensor, high: torch.Tensor, width: int = 10) -> dict:

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -79,14 +76,15 @@ def predict(
     A photo without a face is reported on stderr and the others estimated; unreadable files are
     reported and skipped (exit 1). A bundle runs without the training code (see `agemetric export`).
     """
+    from agemetric.analysis import analyses
     from agemetric.errors import AgemetricError
-    from agemetric.photos import find_faces, photo_files, read_photo
+    from agemetric.photos import photo_files
 
     if json_out and csv_out:
         raise AgemetricError("--json and --csv: choose one output format")
     if under is not None and not 0 < under <= 150:
         raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
-    size, framer, estimate = _model(model, runtime)
+    predictor = _predictor(model, runtime)
     files = photo_files(photos)
     if not files:
         raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
@@ -96,35 +94,20 @@ def predict(
     failed = 0
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
         bar = RichReporter(progress).bar("photos", len(files))
-        for start in range(0, len(files), CHUNK):
-            chunk, images, sizes = [], [], []
-            for path in files[start : start + CHUNK]:
-                try:
-                    image, original = read_photo(path)
-                except Exception as exc:
-                    failed += 1
-                    print_error(f"{path}: cannot read image ({type(exc).__name__}: {str(exc)[:80]}); skipped")
-                    continue
-                chunk.append(path)
-                images.append(image)
-                sizes.append(original)
-            faces = find_faces(images, size, framer)
-            found = [f for f in faces if f.note is None]
-            results = estimate(np.stack([f.pixels for f in found]), under) if found else {}
-            age_of = {}
-            for j, face in enumerate(found):
-                age_of[id(face)] = {k: None if v is None else float(v[j]) for k, v in results.items()}
-            for i, (path, image, original) in enumerate(zip(chunk, images, sizes, strict=True)):
-                mine = [(f, age_of.get(id(f))) for f in faces if f.photo == i]
-                for face, _ in mine:
-                    if face.note is not None:
-                        err_console.print(
-                            f"[yellow]{escape(printable(f'{path}: {face.note}'))}[/]", highlight=False, soft_wrap=True
-                        )
-                writer.photo(printable(str(path)), original, [(_rescaled(f, image.size, original), r) for f, r in mine])
-                if annotations is not None and not annotations.write(path, _annotate(image, mine)):
-                    failed += 1
-            bar.advance(len(files[start : start + CHUNK]))
+        for path, (result, image) in zip(files, analyses(predictor, files, under), strict=True):
+            bar.advance(1)
+            if result.error is not None:
+                failed += 1
+                print_error(f"{path}: {result.error}; skipped")
+                continue
+            for face in result.faces:
+                if face.note is not None:
+                    err_console.print(
+                        f"[yellow]{escape(printable(f'{path}: {face.note}'))}[/]", highlight=False, soft_wrap=True
+                    )
+            writer.photo(result)
+            if annotations is not None and not annotations.write(path, _annotate(image, result)):
+                failed += 1
     writer.close()
     if annotations is not None and annotations.written:
         where = escape(printable(str(annotations.folder)))
@@ -188,32 +171,14 @@ class _Annotations:
                 return False
 
 
-def _rescaled(face, shown: tuple[int, int], original: tuple[int, int]):
-    """``face`` with its box in the original photo's pixels (a photo is read at most `MAX_SIDE`
-    pixels a side, so a larger one's boxes are scaled back up)."""
-    if face.box is None or shown == original:
-        return face
-    sx, sy = original[0] / shown[0], original[1] / shown[1]
-    left, top, right, bottom = face.box
-    box = (
-        max(0, round(left * sx)),
-        max(0, round(top * sy)),
-        min(original[0], round(right * sx)),
-        min(original[1], round(bottom * sy)),
-    )
-    return dataclasses.replace(face, box=box)
-
-
-def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray, float | None], dict]]:
-    """``(image size, framer, estimate)`` of a run folder or a bundle; ``estimate(images, under)``
-    maps uint8 ``(N, 3, S, S)`` to ``{"age", "low", "high", "under", ...}`` arrays ``(N,)`` (or ``None``)."""
+def _predictor(path: Path, runtime: str):
+    """The `agemetric.analysis.Predictor` of a run folder (its `AgeEstimator`) or a bundle."""
     from agemetric.bundle import Bundle
     from agemetric.bundle_files import is_bundle
     from agemetric.errors import AgemetricError
 
     if is_bundle(path):
-        bundle = Bundle(path, runtime)
-        return bundle.image_size, bundle.framer, bundle.estimate
+        return Bundle(path, runtime)
     from agemetric.runs import RunFolder
 
     model = RunFolder(path).model
@@ -221,17 +186,11 @@ def _model(path: Path, runtime: str) -> tuple[int, object, Callable[[np.ndarray,
         raise AgemetricError(f"{path}: neither a run folder ({RunFolder.MODEL}) nor a bundle (bundle.json)")
     if runtime != "auto":
         raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
-    import torch
-
     from agemetric.estimator import AgeEstimator
 
     estimator = AgeEstimator.load(model)
-
-    def estimate(images: np.ndarray, under: float | None) -> dict:
-        found = vars(estimator.estimate(torch.from_numpy(images), under=under))
-        return {k: None if v is None else v.numpy() for k, v in found.items()}
-
-    return estimator.image_size, estimator.framer, estimate
+    estimator.require_gallery()
+    return estimator
 
 
 class _Writer:
@@ -251,26 +210,23 @@ class _Writer:
             self.csv = csv.writer(sys.stdout, lineterminator="\n")
             self.csv.writerow(["photo", "face", "left", "top", "right", "bottom", "age", "low", "high", *extra, "note"])
 
-    def photo(self, name: str, size: tuple[int, int], faces: list) -> None:
-        """One photo's rows; ``name`` is printable (no control characters), ``size`` and the
-        boxes are in the photo's own pixels."""
+    def photo(self, result) -> None:
+        """One photo's rows (`agemetric.analysis.PhotoResult`), its name made printable (no
+        control characters); sizes and boxes are in the photo's own pixels."""
+        name = printable(result.source)
         if self.fmt == "json":
-            rows = [{"box": None if f.box is None else list(f.box), **_fields(r, self.under), "note": f.note}
-                    for f, r in faces]  # fmt: skip
-            print(json.dumps({"photo": name, "width": size[0], "height": size[1], "faces": rows}), flush=True)
+            print(json.dumps({**result.to_dict(), "photo": name}), flush=True)
             return
-        for number, (face, result) in enumerate(faces, start=1):
+        for number, face in enumerate(result.faces, start=1):
             box = face.box or ("", "", "", "")
-            fields = _fields(result, self.under)
             if self.fmt == "csv":
-                cells = ["" if fields.get(k) is None else f"{fields[k]:g}" for k in ("age", "low", "high")]
-                cells += ["" if fields.get("p_under") is None else f"{fields['p_under']:g}"] * (self.under is not None)
+                cells = ["" if v is None else f"{v:g}" for v in _rounded(face)]
+                cells += ["" if face.p_under is None else f"{round(face.p_under, 3):g}"] * (self.under is not None)
                 self.csv.writerow([name, number, *box, *cells, face.note or ""])
             else:
                 where = "whole photo" if face.box is None else ",".join(map(str, face.box))
-                shown = escape(face.note or "") if result is None else _shown(fields)
-                extra = [] if self.under is None else ["" if result is None else f"{fields['p_under']:.2f}"]
-                self.table.add_row(Text(name), str(number), where, shown, *extra)
+                extra = [] if self.under is None else ["" if face.p_under is None else f"{face.p_under:.2f}"]
+                self.table.add_row(Text(name), str(number), where, Text(str(face)), *extra)
         if self.fmt == "csv":
             sys.stdout.flush()
 
@@ -279,34 +235,25 @@ class _Writer:
             console.print(self.table)
 
 
-def _fields(result: dict | None, under: float | None) -> dict:
-    """A face's age, interval ends and (with ``under``) probability, rounded; ``None`` values for
-    a face that was not estimated."""
-    result = result or {}
-    out = {k: None if result.get(k) is None else round(result[k], 2) for k in ("age", "low", "high")}
-    if under is not None:
-        out["p_under"] = None if result.get("under") is None else round(result["under"], 3)
-    return out
+def _rounded(face) -> list[float | None]:
+    """A face's age and interval ends rounded to 0.01 years, as ``--json`` gives them."""
+    return [None if v is None else round(v, 2) for v in (face.age, face.low, face.high)]
 
 
-def _shown(fields: dict) -> str:
-    """``34`` or, with an interval, ``34 (29-40)``."""
-    if fields["low"] is None:
-        return f"{fields['age']:.1f}"
-    return f"{fields['age']:.0f} ({fields['low']:.0f}-{fields['high']:.0f})"
-
-
-def _annotate(image, faces: list):
-    """A copy of ``image`` with each face's box and age drawn."""
+def _annotate(image, result):
+    """A copy of ``image`` (the photo as framed) with each face of ``result`` boxed and its age drawn."""
     from PIL import ImageDraw
 
     out = image.copy()
     draw = ImageDraw.Draw(out)
     width = max(2, round(max(out.size) / 300))
     font_size = max(12, round(max(out.size) / 30))
-    for face, result in faces:
-        label = "no face" if result is None else _shown(_fields(result, None))
-        box = face.box or (0, 0, out.width - 1, out.height - 1)
+    sx, sy = out.width / result.size[0], out.height / result.size[1]  # boxes are in the photo's own pixels
+    for face in result.faces:
+        label = "no face" if face.age is None else str(face)
+        box = (0, 0, out.width - 1, out.height - 1)
+        if face.box is not None:
+            box = (face.box[0] * sx, face.box[1] * sy, face.box[2] * sx, face.box[3] * sy)
         draw.rectangle(box, outline=(255, 215, 0), width=width)
         text_at = (box[0] + width, max(0, box[1] - font_size - 2 * width))
         bounds = draw.textbbox(text_at, label, font_size=font_size)

@@ -83,3 +83,13 @@ def check_indices(who: str, indices: object, expected: type | tuple[type, ...], 
             raise PluginError(f"{who}: index tensors must have equal lengths, got {t.numel()} != {n}")
         n = t.numel()
         check_index_range(who, field, t, batch_size)
+
+
+def check_pair(miner: object, loss: object, task: str = "") -> None:
+    """Refuse a miner whose output the loss does not take (``task``: a prefix for the message,
+    e.g. ``"gender task: "``)."""
+    if not loss.takes(miner.produces):
+        raise PluginError(
+            f"{task}{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
+            f"{type_names(loss.accepts)}; choose a matching pair"
+        )

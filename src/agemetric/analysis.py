@@ -1,0 +1,189 @@
+"""Photos in, per-face results out: the one path from a photo to its faces' ages that
+[`AgeEstimator.analyze()`][agemetric.AgeEstimator.analyze], `Bundle.analyze()` and
+``agemetric predict`` all take, so that they cannot disagree about a photo.
+
+A model takes part through the small `Predictor` protocol: the side of the faces it takes, its
+framer, and `estimate()` from framed faces to their `Estimates`. Torch is never imported here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from agemetric.errors import AgemetricError
+from agemetric.estimates import Estimates
+from agemetric.photos import as_image, find_faces, read_photo
+
+#: photos framed and estimated together (bounded memory for any number of photos)
+CHUNK = 32
+
+
+class Predictor(Protocol):
+    """What `analyze()` needs of a model: a trained `AgeEstimator` and an exported `Bundle` both
+    are one."""
+
+    @property
+    def image_size(self) -> int:
+        """The side of the square faces the network takes, in pixels."""
+
+    @property
+    def framer(self) -> Any:
+        """How faces are found in a photo: a [`Framer`][agemetric.interfaces.Framer], a plain
+        function from a photo to its face, or ``None`` (the whole photo)."""
+
+    def estimate(self, images: np.ndarray, under: float | None = None) -> Estimates:
+        """`Estimates` of uint8 ``(N, 3, S, S)`` framed faces."""
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face of a photo.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` in the photo's own pixels, or ``None`` when the
+            framing does not locate faces (the whole photo, a fixed box).
+        age: the estimate in years, or ``None`` when the face was not estimated (see ``note``).
+        low / high: the calibrated interval's ends, or ``None`` (a model without intervals).
+        p_under: the probability of being under the age asked for, or ``None``.
+        note: the framer's note when it fell back, e.g. ``"no face found: centre framing"``.
+    """
+
+    box: tuple[int, int, int, int] | None
+    age: float | None
+    low: float | None = None
+    high: float | None = None
+    p_under: float | None = None
+    note: str | None = None
+
+    def to_dict(self, under: bool = False) -> dict:
+        """The face as JSON data (``agemetric predict --json``): ages rounded to 0.01 years,
+        ``p_under`` to 0.001, present when ``under`` was asked for."""
+        out: dict[str, Any] = {"box": None if self.box is None else list(self.box)}
+        out |= {name: _rounded(getattr(self, name), 2) for name in ("age", "low", "high")}
+        if under:
+            out["p_under"] = _rounded(self.p_under, 3)
+        return out | {"note": self.note}
+
+    def __str__(self) -> str:
+        """``34 (29-40)``, ``34.2`` without an interval, or the note of a face not estimated."""
+        if self.age is None:
+            return self.note or "not estimated"
+        if self.low is None:
+            return f"{self.age:.1f}"
+        return f"{self.age:.0f} ({self.low:.0f}-{self.high:.0f})"
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """One photo and its faces.
+
+    Attributes:
+        source: the photo's path, or ``"image N"`` for an image given in memory.
+        size: ``(width, height)`` in the photo's own pixels (``None`` when it could not be read).
+        faces: the faces found, largest first; one face without a box when the framing does not
+            locate faces or found none (its note says so).
+        under: the age asked about (``p_under``), or ``None``.
+        error: why the photo could not be read, or ``None``.
+    """
+
+    source: str
+    size: tuple[int, int] | None
+    faces: tuple[FaceResult, ...] = field(default=())
+    under: float | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """The photo as JSON data: the object ``agemetric predict --json`` prints per line."""
+        width, height = self.size or (None, None)
+        out = {"photo": self.source, "width": width, "height": height}
+        out["faces"] = [face.to_dict(self.under is not None) for face in self.faces]
+        return out if self.error is None else out | {"error": self.error}
+
+    def __repr__(self) -> str:
+        if self.error is not None:
+            return f"PhotoResult({self.source!r}, error={self.error!r})"
+        faces = ", ".join(str(face) for face in self.faces)
+        return f"PhotoResult({self.source!r}, {self.size[0]}x{self.size[1]}, faces=[{faces}])"
+
+
+def analyze(predictor: Predictor, photos, under: float | None = None) -> list[PhotoResult]:
+    """Every face of each photo with its age, interval and (with ``under``) the probability of
+    being younger than ``under`` years.
+
+    Args:
+        predictor: an `AgeEstimator` or a `Bundle`.
+        photos: a photo or a list of them: paths, PIL images or uint8 ``(H, W, 3)`` arrays.
+        under: an age in years to ask about, or ``None``.
+
+    Returns:
+        One `PhotoResult` per photo, in order. A file that cannot be read gives a result with
+        its ``error`` (the others are still estimated); anything that is not a photo at all is
+        an `AgemetricError`.
+    """
+    return [result for result, _ in analyses(predictor, photos, under)]
+
+
+def analyses(
+    predictor: Predictor, photos, under: float | None = None, chunk: int = CHUNK
+) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
+    """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
+    when it could not be read), ``chunk`` photos framed and estimated together."""
+    if under is not None and not 0 < under <= 150:
+        raise AgemetricError(f"under: expected an age in years between 0 and 150, got {under:g}")
+    items = list(photos) if isinstance(photos, list | tuple) else [photos]
+    for start in range(0, len(items), chunk):
+        read = [_read(item, start + i, len(items)) for i, item in enumerate(items[start : start + chunk])]
+        images = [image for _, image, _, _ in read if image is not None]
+        faces = find_faces(images, predictor.image_size, predictor.framer)
+        found = [face for face in faces if face.note is None]
+        estimates = predictor.estimate(np.stack([face.pixels for face in found]), under) if found else None
+        row_of = {id(face): row for row, face in enumerate(found)}
+        photo = 0
+        for source, image, size, error in read:
+            if image is None:
+                yield PhotoResult(source, None, under=under, error=error), None
+                continue
+            mine = [_result(f, estimates, row_of.get(id(f)), image.size, size) for f in faces if f.photo == photo]
+            photo += 1
+            yield PhotoResult(source, size, tuple(mine), under), image
+
+
+def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[int, int] | None, str | None]:
+    """``(source, image, size in its own pixels, error)``: a file that cannot be read is an error
+    of its own; an object that is not a photo raises."""
+    if isinstance(item, str | os.PathLike):
+        try:
+            image, size = read_photo(item)
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            return str(item), None, None, f"cannot read image ({type(exc).__name__}: {str(exc)[:80]})"
+        return str(item), image, size, None
+    image = as_image(item, f"photos[{index}]" if count > 1 else "photo")
+    return f"image {index}", image, image.size, None
+
+
+def _result(face, estimates: Estimates | None, row: int | None, shown: tuple[int, int], size: tuple[int, int]):
+    """A found face as a `FaceResult`, its box in the photo's own pixels (a photo is read at
+    most `agemetric.photos.MAX_SIDE` pixels a side, so a larger one's boxes are scaled back up)."""
+    box = face.box
+    if box is not None and shown != size:
+        sx, sy = size[0] / shown[0], size[1] / shown[1]
+        box = (
+            max(0, round(box[0] * sx)),
+            max(0, round(box[1] * sy)),
+            min(size[0], round(box[2] * sx)),
+            min(size[1], round(box[3] * sy)),
+        )
+    if row is None:
+        return FaceResult(box, None, note=face.note)
+    value = estimates.row(row)
+    return FaceResult(box, value["age"], value["low"], value["high"], value["under"], face.note)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
