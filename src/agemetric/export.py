@@ -149,15 +149,10 @@ def _exportable(run_dir: Path, fmt: str):
 
 def _framing(estimator) -> dict:
     """How the bundle frames a photo: the built-in framings by value, a plugin's by its registered
-    name and options (a bundle never names code; its package must be installed where it runs)."""
-    from agemetric.default_plugins.framing import BoxFramer, CenterFramer
-
-    framer, spec = estimator.framer, estimator.spec
-    if type(framer) is CenterFramer:
-        return {"name": "center"}
-    if type(framer) is BoxFramer:
-        return {"name": "box", "box": list(framer.box), "margin": framer.margin}
-    return {"name": spec.framing, "options": dict(spec.framing_options)}
+    name and options (a bundle never names code; its package must be installed where it runs):
+    the framer says which (`agemetric.interfaces.Framer.bundle_framing`)."""
+    by_value = estimator.framer.bundle_framing()
+    return by_value or {"name": estimator.spec.framing, "options": dict(estimator.spec.framing_options)}
 
 
 def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str, str]:

@@ -21,6 +21,9 @@ class CenterFramer(Framer):
     def frame(self, image: Image.Image) -> Image.Image:
         return image
 
+    def bundle_framing(self) -> dict | None:
+        return {"name": "center"} if type(self) is CenterFramer else None  # a subclass may frame otherwise
+
 
 class BoxFramer(Framer):
     """A fixed crop box, in fractions of the width and height, grown by ``margin`` on each side.
@@ -45,6 +48,11 @@ class BoxFramer(Framer):
 
     def frame(self, image: Image.Image) -> Image.Image:
         return crop_box(image, self.box, self.margin)
+
+    def bundle_framing(self) -> dict | None:
+        if type(self) is not BoxFramer:  # a subclass may frame otherwise
+            return None
+        return {"name": "box", "box": list(self.box), "margin": self.margin}
 
 
 @hookimpl

@@ -75,6 +75,14 @@ class Framer(abc.ABC):
         """Every face region of an RGB image, largest first; by default the one of `frame()`."""
         return [self.frame(image)]
 
+    def bundle_framing(self) -> dict | None:
+        """How an exported bundle frames photos as this framer does, by value, without the
+        plugin: ``{"name": "center"}`` (the whole photo) or ``{"name": "box", "box": [left, top,
+        right, bottom], "margin": m}`` (fractions of the photo's sides). ``None`` (the default):
+        the bundle names the framer by its registered name and options, so the plugin's package
+        must be installed where the bundle runs."""
+        return None
+
     def key(self) -> str:
         """What identifies this framer's output in the image cache (class and options)."""
         return f"{type(self).__qualname__}{sorted(vars(self).items())}"

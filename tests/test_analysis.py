@@ -1,0 +1,99 @@
+"""One estimation path: `AgeEstimator.analyze`, `Bundle.analyze` and ``agemetric predict --json``
+give the same faces, ages, intervals and probabilities for the same photos."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from agemetric.analysis import FaceResult, PhotoResult
+from agemetric.bundle import Bundle
+from agemetric.cli import app
+from agemetric.errors import AgemetricError
+from agemetric.estimator import AgeEstimator
+from agemetric.export import export_bundle
+from agemetric.testing import random_face_arrays
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, make_run):
+    """A run with calibrated intervals, its bundle, and photos: three readable, one not."""
+    root = tmp_path_factory.mktemp("analysis")
+    estimator = make_run(root / "run")
+    estimator.calibrate(random_face_arrays(40, 32, seed=7), level=0.8)
+    estimator.save(root / "run" / "model.pt")
+    export_bundle(root / "run", root / "bundle", "torchscript")
+    photos = []
+    for i, (w, h) in enumerate([(40, 30), (64, 64), (90, 50)]):
+        pixels = np.random.default_rng(i).integers(0, 256, (h, w, 3), dtype=np.uint8)
+        photos.append(root / f"photo{i}.png")
+        Image.fromarray(pixels).save(photos[-1])
+    (root / "broken.jpg").write_text("not a photo")
+    photos.insert(1, root / "broken.jpg")
+    return AgeEstimator.load(root / "run" / "model.pt"), Bundle(root / "bundle"), root, photos
+
+
+def _values(result: PhotoResult) -> list[tuple]:
+    return [(f.box, f.age, f.low, f.high, f.p_under, f.note) for f in result.faces]
+
+
+def test_a_run_a_bundle_and_the_command_line_give_the_same_faces(models):
+    estimator, bundle, root, photos = models
+    from_run = estimator.analyze([str(p) for p in photos], under=30)
+    from_bundle = bundle.analyze([str(p) for p in photos], under=30)
+    assert [r.source for r in from_run] == [str(p) for p in photos] == [r.source for r in from_bundle]
+    assert from_run[1].error.startswith("cannot read image") and from_run[1].faces == () and from_bundle[1].error
+    for ours, theirs in zip(from_run, from_bundle, strict=True):
+        assert ours.size == theirs.size and len(ours.faces) == len(theirs.faces)
+        for a, b in zip(ours.faces, theirs.faces, strict=True):
+            assert a.box == b.box and a.note == b.note
+            np.testing.assert_allclose([a.age, a.low, a.high, a.p_under], [b.age, b.low, b.high, b.p_under], atol=1e-3)
+    readable = [r for r in from_run if r.error is None]
+    assert all(len(r.faces) == 1 and r.faces[0].low <= r.faces[0].age <= r.faces[0].high for r in readable)
+    for model, results in ((root / "run", from_run), (root / "bundle", from_bundle)):
+        cli = runner.invoke(app, ["predict", str(model), *map(str, photos), "--json", "--under", "30"])
+        assert cli.exit_code == 1  # the unreadable photo; the others are printed
+        assert [json.loads(line) for line in cli.stdout.splitlines()] == [r.to_dict() for r in results if not r.error]
+        assert "broken.jpg: cannot read image" in cli.stderr
+    assert readable[0].to_dict()["faces"][0].keys() == {"box", "age", "low", "high", "p_under", "note"}
+
+
+def test_analyze_takes_photos_in_memory_and_one_photo_alone(models):
+    estimator, bundle, _, photos = models
+    image = Image.open(photos[0])
+    for predictor in (estimator, bundle):
+        (alone,) = predictor.analyze(photos[0])
+        in_memory = predictor.analyze([image, np.asarray(image)])
+        assert [r.source for r in in_memory] == ["image 0", "image 1"]
+        assert _values(in_memory[0]) == _values(in_memory[1]) == _values(alone)
+        with pytest.raises(AgemetricError, match=r"photos\[1\]: expected a file path, a PIL image"):
+            predictor.analyze([image, 42])
+        with pytest.raises(AgemetricError, match="under: expected an age in years between 0 and 150, got 200"):
+            predictor.analyze(image, under=200)
+
+
+def test_results_read_well():
+    face = FaceResult((10, 20, 50, 70), 34.24, 29.4, 40.1, 0.125)
+    result = PhotoResult("group.jpg", (640, 480), (face, FaceResult(None, None, note="no face found")), under=18)
+    assert repr(result) == "PhotoResult('group.jpg', 640x480, faces=[34 (29-40), no face found])"
+    expected = {"box": [10, 20, 50, 70], "age": 34.24, "low": 29.4, "high": 40.1, "p_under": 0.125, "note": None}
+    assert result.to_dict()["faces"][0] == expected
+    unread = PhotoResult("x.jpg", None, error="cannot read image")
+    assert repr(unread) == "PhotoResult('x.jpg', error='cannot read image')"
+
+
+def test_a_bundle_embeds_photos_as_the_run_does(models):
+    estimator, bundle, _, photos = models
+    np.testing.assert_allclose(bundle.embed(str(photos[0]))[0], estimator.embed(str(photos[0])).numpy(), atol=1e-4)
+    np.testing.assert_allclose(bundle.predict([str(photos[0])]), estimator.predict(str(photos[0])).numpy(), atol=1e-3)
+    pattern = (
+        r"Bundle\('.*bundle', runtime='torchscript', image_size=32, k=3, gallery of 60 faces, intervals calibrated\)"
+    )
+    assert re.fullmatch(pattern, repr(bundle))
