@@ -1,6 +1,7 @@
 """Photos in, per-face results out: the one path from a photo to its faces' ages that
-[`AgeEstimator.analyze()`][agemetric.AgeEstimator.analyze], `Bundle.analyze()` and
-``agemetric predict`` all take, so that they cannot disagree about a photo.
+[`AgeEstimator.analyze()`][agemetric.estimator.AgeEstimator.analyze],
+[`Bundle.analyze()`][agemetric.bundle.Bundle.analyze] and ``agemetric predict`` all take, so
+that they cannot disagree about a photo.
 
 A model takes part through the small `Predictor` protocol: the side of the faces it takes, its
 framer, and `estimate()` from framed faces to their `Estimates`. Torch is never imported here.
@@ -9,9 +10,9 @@ framer, and `estimate()` from framed faces to their `Estimates`. Torch is never 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -20,6 +21,8 @@ from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
 from agemetric.photos import as_image, find_faces, read_photo
 
+#: a photo as `analyze()` takes it: a file's path, a PIL image, or a uint8 ``(H, W, 3)`` array
+Photo: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
 #: photos framed and estimated together (bounded memory for any number of photos)
 CHUNK = 32
 
@@ -112,7 +115,7 @@ class PhotoResult:
         return f"PhotoResult({self.source!r}, {self.size[0]}x{self.size[1]}, faces=[{faces}])"
 
 
-def analyze(predictor: Predictor, photos, under: float | None = None) -> list[PhotoResult]:
+def analyze(predictor: Predictor, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
     """Every face of each photo with its age, interval and (with ``under``) the probability of
     being younger than ``under`` years.
 
@@ -130,7 +133,7 @@ def analyze(predictor: Predictor, photos, under: float | None = None) -> list[Ph
 
 
 def analyses(
-    predictor: Predictor, photos, under: float | None = None, chunk: int = CHUNK
+    predictor: Predictor, photos: Photo | Sequence[Photo], under: float | None = None, chunk: int = CHUNK
 ) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
     """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
     when it could not be read), ``chunk`` photos framed and estimated together."""

@@ -40,7 +40,7 @@ from agemetric._folders import replacing_folder
 from agemetric._imaging import checked_box, crop_box
 from agemetric._text import shortened
 from agemetric.adaptation import Adaptation, GalleryArrays, adapt
-from agemetric.analysis import PhotoResult, analyze
+from agemetric.analysis import Photo, PhotoResult, analyze
 from agemetric.bundle_files import (
     GALLERY,
     MANIFEST,
@@ -198,7 +198,7 @@ class Bundle:
             out.under = share_under(ages, under, weights)
         return out
 
-    def analyze(self, photos, under: float | None = None) -> list[PhotoResult]:
+    def analyze(self, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
         """Every face of each photo with its box, age, interval and (with ``under``) the
         probability of being younger than ``under`` years, as `AgeEstimator.analyze()` gives
         them (`agemetric.analysis.analyze()`)."""

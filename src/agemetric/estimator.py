@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from agemetric import plugins
-from agemetric.analysis import PhotoResult, analyze
+from agemetric.analysis import Photo, PhotoResult, analyze
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import normalise
@@ -328,7 +328,7 @@ class AgeEstimator(nn.Module):
             out.under = self.retriever.probability_under(emb, under).numpy()
         return out
 
-    def analyze(self, photos, under: float | None = None) -> list[PhotoResult]:
+    def analyze(self, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
         """Every face of each photo with its box, age, interval and (with ``under``) the
         probability of being younger than ``under`` years: `agemetric.analysis.analyze()`.
 
