@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias
+from typing import Any, BinaryIO, Protocol, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -21,8 +21,9 @@ from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
 from agemetric.photos import as_image, find_faces, read_photo
 
-#: a photo as `analyze()` takes it: a file's path, a PIL image, or a uint8 ``(H, W, 3)`` array
-Photo: TypeAlias = str | os.PathLike | Image.Image | np.ndarray
+#: a photo as `analyze()` takes it: a file's path, an open binary file (its ``name``, when it has
+#: one, is the result's source), a PIL image, or a uint8 ``(H, W, 3)`` array
+Photo: TypeAlias = str | os.PathLike | BinaryIO | Image.Image | np.ndarray
 #: photos framed and estimated together (bounded memory for any number of photos)
 CHUNK = 32
 
@@ -121,7 +122,8 @@ def analyze(predictor: Predictor, photos: Photo | Sequence[Photo], under: float 
 
     Args:
         predictor: an `AgeEstimator` or a `Bundle`.
-        photos: a photo or a list of them: paths, PIL images or uint8 ``(H, W, 3)`` arrays.
+        photos: a photo or a list of them: paths, open binary files, PIL images or uint8
+            ``(H, W, 3)`` arrays.
         under: an age in years to ask about, or ``None``.
 
     Returns:
@@ -160,12 +162,13 @@ def analyses(
 def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[int, int] | None, str | None]:
     """``(source, image, size in its own pixels, error)``: a file that cannot be read is an error
     of its own; an object that is not a photo raises."""
-    if isinstance(item, str | os.PathLike):
+    if isinstance(item, str | os.PathLike) or hasattr(item, "read"):
+        source = str(item) if isinstance(item, str | os.PathLike) else str(getattr(item, "name", f"image {index}"))
         try:
             image, size = read_photo(item)
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
-            return str(item), None, None, f"cannot read image ({type(exc).__name__}: {str(exc)[:80]})"
-        return str(item), image, size, None
+            return source, None, None, f"cannot read image ({type(exc).__name__}: {str(exc)[:80]})"
+        return source, image, size, None
     image = as_image(item, f"photos[{index}]" if count > 1 else "photo")
     return f"image {index}", image, image.size, None
 

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
@@ -38,9 +39,10 @@ def load_photo(path: str | os.PathLike, max_side: int = MAX_SIDE) -> Image.Image
     return read_photo(path, max_side)[0]
 
 
-def read_photo(path: str | os.PathLike, max_side: int = MAX_SIDE) -> tuple[Image.Image, tuple[int, int]]:
-    """`load_photo()`, and the upright photo's size in the file's pixels ``(width, height)``
-    (what boxes are reported in when the photo was shrunk to ``max_side``)."""
+def read_photo(path: str | os.PathLike | BinaryIO, max_side: int = MAX_SIDE) -> tuple[Image.Image, tuple[int, int]]:
+    """`load_photo()` of a path or an open binary file, and the upright photo's size in the
+    file's pixels ``(width, height)`` (what boxes are reported in when the photo was shrunk to
+    ``max_side``)."""
     with warnings.catch_warnings():  # PIL warns above half its limit; agemetric reads those in bounded memory
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import adapt, evaluate, export, install, paper, predict, report, run
+from agemetric.cli import adapt, evaluate, export, install, paper, predict, report, run, serve
 from agemetric.cli import plugins as plugins_command
 from agemetric.cli._commands import Command, Group
 from agemetric.cli._common import state
@@ -52,6 +52,7 @@ app.command("evaluate", cls=Command)(evaluate.evaluate)
 app.command("predict", cls=Command)(predict.predict)
 app.command("export", cls=Command)(export.export)
 app.command("adapt", cls=Command)(adapt.adapt)
+app.command("serve", cls=Command)(serve.serve)
 app.command("report", cls=Command)(report.report)
 app.add_typer(paper.app, name="paper")
 app.command("plugins", cls=Command)(plugins_command.plugins)

@@ -79,12 +79,13 @@ def predict(
     from agemetric.analysis import analyses
     from agemetric.errors import AgemetricError
     from agemetric.photos import photo_files
+    from agemetric.predictors import load_predictor
 
     if json_out and csv_out:
         raise AgemetricError("--json and --csv: choose one output format")
     if under is not None and not 0 < under <= 150:
         raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
-    predictor = _predictor(model, runtime)
+    predictor = load_predictor(model, runtime)
     files = photo_files(photos)
     if not files:
         raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
@@ -169,28 +170,6 @@ class _Annotations:
                     "the remaining photos are still estimated"
                 )
                 return False
-
-
-def _predictor(path: Path, runtime: str):
-    """The `agemetric.analysis.Predictor` of a run folder (its `AgeEstimator`) or a bundle."""
-    from agemetric.bundle import Bundle
-    from agemetric.bundle_files import is_bundle
-    from agemetric.errors import AgemetricError
-
-    if is_bundle(path):
-        return Bundle(path, runtime)
-    from agemetric.runs import RunFolder
-
-    model = RunFolder(path).model
-    if not model.is_file():
-        raise AgemetricError(f"{path}: neither a run folder ({RunFolder.MODEL}) nor a bundle (bundle.json)")
-    if runtime != "auto":
-        raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
-    from agemetric.estimator import AgeEstimator
-
-    estimator = AgeEstimator.load(model)
-    estimator.require_gallery()
-    return estimator
 
 
 class _Writer:
