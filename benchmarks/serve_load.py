@@ -1,0 +1,136 @@
+"""``agemetric serve`` under load, beside ``agemetric predict`` on the same photos.
+
+Starts the service on a free local port, then ``--clients`` threads each post one photo at a time
+to ``/v1/analyze`` for ``--seconds``; reports requests (= photos) per second, the latency's
+median and 99th percentile, errors, and the server's resident memory before and after. Then
+``agemetric predict`` estimates the same photos (``--json``, output discarded; its rate from the
+time for all of them less the time for one, so that its start-up is left out) and the two rates
+are put side by side. Run it alone on the machine.
+
+Usage::
+
+    python benchmarks/serve_load.py --model runs/face --photos path/to/UTKFace --count 64
+
+``--photos`` is a folder (the first ``--count`` photos in name order are used, read once into
+memory); without it, ``--count`` photos of drawn faces are made.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx2 as httpx
+from PIL import Image
+
+
+def drawn_photos(folder: Path, count: int) -> list[Path]:
+    from agemetric.data import synthetic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(count):
+        photo = Image.new("RGB", (480, 360), (90, 110, 140))
+        photo.paste(Image.fromarray(synthetic.render(i, 20 + i % 50, i % 2, 0, size=200)), (140, 80))
+        out.append(folder / f"drawn-{i:03d}.jpg")
+        photo.save(out[-1], quality=90)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def load(base: str, photos: list[tuple[str, bytes]], clients: int, seconds: float) -> tuple[list[float], int]:
+    """``clients`` threads posting one photo per request until ``seconds`` pass: latencies, errors."""
+    latencies, errors, lock = [], [0], threading.Lock()
+    end = time.monotonic() + seconds
+
+    def client(start: int) -> None:
+        with httpx.Client(timeout=120) as session:
+            i = start
+            while time.monotonic() < end:
+                name, data = photos[i % len(photos)]
+                began = time.perf_counter()
+                response = session.post(base + "/v1/analyze", files=[("photos", (name, data))])
+                took = time.perf_counter() - began
+                with lock:
+                    latencies.append(took)
+                    errors[0] += response.status_code != 200
+                i += clients
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, required=True, help="a run folder or a bundle")
+    parser.add_argument("--photos", type=Path, help="a folder of photos (default: drawn faces)")
+    parser.add_argument("--count", type=int, default=64, help="how many photos")
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    exe = str(Path(sys.executable).with_name("agemetric"))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.photos is None:
+            files = drawn_photos(Path(tmp) / "photos", args.count)
+        else:
+            files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            files = files[: args.count]
+        photos = [(f.name, f.read_bytes()) for f in files]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen([exe, "serve", str(args.model), "--port", str(port)], stderr=subprocess.DEVNULL)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                try:
+                    if httpx.get(base + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            load(base, photos[:4], 1, 2.0)  # warm up: the framer's and network's first calls
+            before = rss_mb(server.pid)
+            latencies, errors = load(base, photos, args.clients, args.seconds)
+            after = rss_mb(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        seconds = []
+        for some in (files[:1], files):  # the difference leaves the start-up (imports, model load) out
+            began = time.perf_counter()
+            subprocess.run([exe, "predict", str(args.model), *map(str, some), "--json"], check=True, capture_output=True)
+            seconds.append(time.perf_counter() - began)
+    served_rate = len(latencies) / args.seconds
+    predict_rate = (len(files) - 1) / (seconds[1] - seconds[0])
+    cut = statistics.quantiles(latencies, n=100)
+    print(f"model {args.model}, {len(files)} photos, {args.clients} clients for {args.seconds:g} s")
+    print("| | photos/s | p50 latency (s) | p99 latency (s) | errors | server memory before -> after (MB) |")
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| serve | {served_rate:.2f} | {statistics.median(latencies):.3f} | {cut[98]:.3f} | {errors} | "
+        f"{before:.0f} -> {after:.0f} |"
+    )
+    print(f"| predict (one process, start-up left out) | {predict_rate:.2f} | | | | |")
+    print(f"serve / predict: {served_rate / predict_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
