@@ -18,7 +18,6 @@ memory); without it, ``--count`` photos of drawn faces are made.
 from __future__ import annotations
 
 import argparse
-import io
 import socket
 import statistics
 import subprocess
@@ -116,7 +115,9 @@ def main() -> None:
         seconds = []
         for some in (files[:1], files):  # the difference leaves the start-up (imports, model load) out
             began = time.perf_counter()
-            subprocess.run([exe, "predict", str(args.model), *map(str, some), "--json"], check=True, capture_output=True)
+            subprocess.run(
+                [exe, "predict", str(args.model), *map(str, some), "--json"], check=True, capture_output=True
+            )
             seconds.append(time.perf_counter() - began)
     served_rate = len(latencies) / args.seconds
     predict_rate = (len(files) - 1) / (seconds[1] - seconds[0])
