@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Protocol, TypeAlias
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
@@ -166,6 +166,8 @@ def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[
         source = str(item) if isinstance(item, str | os.PathLike) else str(getattr(item, "name", f"image {index}"))
         try:
             image, size = read_photo(item)
+        except UnidentifiedImageError:
+            return source, None, None, "cannot read image (not an image file, or a format Pillow cannot read)"
         except (OSError, ValueError, Image.DecompressionBombError) as exc:
             return source, None, None, f"cannot read image ({type(exc).__name__}: {str(exc)[:80]})"
         return source, image, size, None
