@@ -58,9 +58,10 @@ def csv_dir(tmp_path):
 RUN_SIZE = 32
 
 
-def _make_run(folder, retriever: str = "l1-knn", **config):
+def _make_run(folder, retriever: str = "l1-knn", interval_level: float | None = None, **config):
     """A small_cnn run folder (``model.pt`` and ``config.toml``) with a multi-task head, BatchNorm statistics that
-    are not the defaults, and a 60-face gallery; float32 throughout (``bf16="off"``)."""
+    are not the defaults, and a 60-face gallery; float32 throughout (``bf16="off"``). With ``interval_level``,
+    intervals calibrated at that level on 40 other faces."""
     import torch
 
     from agemetric.config import RunConfig
@@ -87,6 +88,8 @@ def _make_run(folder, retriever: str = "l1-knn", **config):
         for seed in range(3):
             estimator.backbone(estimator.prepare(random_face_arrays(16, RUN_SIZE, seed=10 + seed).images))
     estimator.fit_gallery(random_face_arrays(60, RUN_SIZE))
+    if interval_level is not None:
+        estimator.calibrate(random_face_arrays(40, RUN_SIZE, seed=7), level=interval_level)
     folder.mkdir(parents=True, exist_ok=True)
     estimator.save(folder / "model.pt")
     RunFolder(folder).write_config(config)

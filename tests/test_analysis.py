@@ -17,7 +17,6 @@ from agemetric.cli import app
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.export import export_bundle
-from agemetric.testing import random_face_arrays
 
 runner = CliRunner()
 
@@ -26,9 +25,7 @@ runner = CliRunner()
 def models(tmp_path_factory, make_run):
     """A run with calibrated intervals, its bundle, and photos: three readable, one not."""
     root = tmp_path_factory.mktemp("analysis")
-    estimator = make_run(root / "run")
-    estimator.calibrate(random_face_arrays(40, 32, seed=7), level=0.8)
-    estimator.save(root / "run" / "model.pt")
+    make_run(root / "run", interval_level=0.8)
     export_bundle(root / "run", root / "bundle", "torchscript")
     photos = []
     for i, (w, h) in enumerate([(40, 30), (64, 64), (90, 50)]):

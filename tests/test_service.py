@@ -17,9 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from agemetric.estimator import AgeEstimator
 from agemetric.service import create_app
-from agemetric.testing import random_face_arrays
 
 
 def _png(seed: int, size=(48, 40)) -> bytes:
@@ -32,10 +30,7 @@ def _png(seed: int, size=(48, 40)) -> bytes:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, make_run):
     root = tmp_path_factory.mktemp("serve")
-    estimator = make_run(root / "run")
-    estimator.calibrate(random_face_arrays(40, 32, seed=7), level=0.8)
-    estimator.save(root / "run" / "model.pt")
-    estimator = AgeEstimator.load(root / "run" / "model.pt")
+    estimator = make_run(root / "run", interval_level=0.8)
     app = create_app(estimator, {"model": str(root / "run"), "kind": "run"}, max_mb=0.05)
     return estimator, TestClient(app), root
 
