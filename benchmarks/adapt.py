@@ -90,7 +90,7 @@ def train_model(rows: list[dict], out: Path, sets: list[str]) -> Path:
     if not (run / "model.pt").exists():
         labels = write_csv(rows, out / "train.csv")
         command = [
-            "agemetric",
+            str(Path(sys.executable).with_name("agemetric")),
             "run",
             "--preset",
             "face",
