@@ -76,6 +76,13 @@ def test_analyze_takes_photos_in_memory_and_one_photo_alone(models):
             predictor.analyze(image, under=200)
 
 
+def test_a_large_photo_in_memory_keeps_its_own_size(models):
+    estimator, _, _, _ = models
+    wide = np.zeros((60, 5000, 3), np.uint8)  # wider than photos.MAX_SIDE: shrunk for framing
+    results = estimator.analyze([Image.fromarray(wide), wide])
+    assert [r.size for r in results] == [(5000, 60), (5000, 60)]
+
+
 def test_results_read_well():
     face = FaceResult((10, 20, 50, 70), 34.24, 29.4, 40.1, 0.125)
     result = PhotoResult("group.jpg", (640, 480), (face, FaceResult(None, None, note="no face found")), under=18)

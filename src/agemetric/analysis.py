@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
-from agemetric.photos import as_image, find_faces, read_photo
+from agemetric.photos import as_image, find_faces, read_photo, upright_size
 
 #: a photo as `analyze()` takes it: a file's path, an open binary file (its ``name``, when it has
 #: one, is the result's source), a PIL image, or a uint8 ``(H, W, 3)`` array
@@ -172,7 +172,10 @@ def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[
             return source, None, None, f"cannot read image ({type(exc).__name__}: {str(exc)[:80]})"
         return source, image, size, None
     image = as_image(item, f"photos[{index}]" if count > 1 else "photo")
-    return f"image {index}", image, image.size, None
+    if isinstance(item, Image.Image):  # boxes in its own pixels, also when it was shrunk to MAX_SIDE
+        return f"image {index}", image, upright_size(item), None
+    shape = np.shape(item)  # a (H, W, 3) array or tensor, checked by as_image
+    return f"image {index}", image, (int(shape[1]), int(shape[0])), None
 
 
 def _result(face, estimates: Estimates | None, row: int | None, shown: tuple[int, int], size: tuple[int, int]):

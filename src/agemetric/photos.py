@@ -53,9 +53,16 @@ def read_photo(path: str | os.PathLike | BinaryIO, max_side: int = MAX_SIDE) -> 
                 scale = max_side / max(image.size)
                 small = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
                 image = image.resize(small, Image.Resampling.BOX)
-            quarter_turn = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image, max_side), (size[::-1] if quarter_turn else size)
+            upright = upright_size(image, size)
+            return to_rgb(ImageOps.exif_transpose(image), max_side), upright
+
+
+def upright_size(image: Image.Image, size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """``(width, height)`` of ``image`` once turned upright by its EXIF orientation (``size``:
+    its stored size, when ``image`` has been shrunk since)."""
+    width, height = size or image.size
+    quarter_turn = image.getexif().get(ExifTags.Base.Orientation) in (5, 6, 7, 8)
+    return (height, width) if quarter_turn else (width, height)
 
 
 def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
