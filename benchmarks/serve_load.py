@@ -1,8 +1,10 @@
 """``agemetric serve`` under load, beside ``agemetric predict`` on the same photos.
 
 Starts the service on a free local port, then ``--clients`` threads each post one photo at a time
-to ``/v1/analyze`` for ``--seconds``; reports requests (= photos) per second, the latency's
-median and 99th percentile, errors, and the server's resident memory before and after. Then
+to ``/v1/analyze`` for ``--seconds``; reports requests (= photos) per second, the server's CPU
+time per photo, the latency's median and 99th percentile, errors, and the server's resident
+memory before and after. The clients run on the same machine and take CPU time of their own, so
+the CPU time per photo compares the server with ``predict`` more fairly than photos per second. Then
 ``agemetric predict`` estimates the same photos (``--json``, output discarded; its rate from the
 time for all of them less the time for one, so that its start-up is left out) and the two rates
 are put side by side. Run it alone on the machine.
@@ -18,6 +20,8 @@ memory); without it, ``--count`` photos of drawn faces are made.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import socket
 import statistics
 import subprocess
@@ -42,6 +46,12 @@ def drawn_photos(folder: Path, count: int) -> list[Path]:
         out.append(folder / f"drawn-{i:03d}.jpg")
         photo.save(out[-1], quality=90)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -106,31 +116,37 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.1)
             load(base, photos[:4], 1, 2.0)  # warm up: the framer's and network's first calls
-            before = rss_mb(server.pid)
+            before, cpu_before = rss_mb(server.pid), cpu_seconds(server.pid)
             latencies, errors = load(base, photos, args.clients, args.seconds)
-            after = rss_mb(server.pid)
+            after, served_cpu = rss_mb(server.pid), cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()
             server.wait(timeout=30)
-        seconds = []
+        seconds, cpu = [], []
         for some in (files[:1], files):  # the difference leaves the start-up (imports, model load) out
-            began = time.perf_counter()
-            subprocess.run(
-                [exe, "predict", str(args.model), *map(str, some), "--json"], check=True, capture_output=True
-            )
+            began, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+            command = [exe, "predict", str(args.model), *map(str, some), "--json"]
+            subprocess.run(command, check=True, capture_output=True)
+            now = resource.getrusage(resource.RUSAGE_CHILDREN)
             seconds.append(time.perf_counter() - began)
+            cpu.append(now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime)
     served_rate = len(latencies) / args.seconds
     predict_rate = (len(files) - 1) / (seconds[1] - seconds[0])
+    predict_cpu = (cpu[1] - cpu[0]) / (len(files) - 1)
     cut = statistics.quantiles(latencies, n=100)
     print(f"model {args.model}, {len(files)} photos, {args.clients} clients for {args.seconds:g} s")
-    print("| | photos/s | p50 latency (s) | p99 latency (s) | errors | server memory before -> after (MB) |")
-    print("|---|---|---|---|---|---|")
     print(
-        f"| serve | {served_rate:.2f} | {statistics.median(latencies):.3f} | {cut[98]:.3f} | {errors} | "
-        f"{before:.0f} -> {after:.0f} |"
+        "| | photos/s | CPU ms per photo | p50 latency (s) | p99 latency (s) | errors | memory before -> after (MB) |"
     )
-    print(f"| predict (one process, start-up left out) | {predict_rate:.2f} | | | | |")
-    print(f"serve / predict: {served_rate / predict_rate:.2f}")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| serve | {served_rate:.2f} | {1000 * served_cpu / len(latencies):.1f} | {statistics.median(latencies):.3f} | "
+        f"{cut[98]:.3f} | {errors} | {before:.0f} -> {after:.0f} |"
+    )
+    print(f"| predict (one process, start-up left out) | {predict_rate:.2f} | {1000 * predict_cpu:.1f} | | | | |")
+    print(
+        f"serve / predict: {served_rate / predict_rate:.2f} in photos/s, {predict_cpu * len(latencies) / served_cpu:.2f} in CPU per photo"
+    )
 
 
 if __name__ == "__main__":

@@ -12,20 +12,25 @@ The model (a run's `AgeEstimator` or an exported `Bundle`) is loaded once. Endpo
 
 A bad upload (empty, not an image, larger than the limit, a decompression bomb) is answered
 with a 4xx and a one-line reason (``{"detail": "..."}``); the server keeps serving. Estimation
-runs one request at a time (a lock), so concurrent requests get the same answers as sequential ones.
+runs on one thread: the photos of the requests waiting are framed and estimated together, up to
+`BATCH` at a time (as ``agemetric predict`` batches a folder), so concurrent clients share the
+network's batches, the memory stays that of one thread, and each request gets the answer it
+would get alone.
 
 Needs the ``serve`` extra (``pip install 'agemetric[serve]'``: FastAPI, uvicorn, python-multipart).
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import queue
 import threading
+from concurrent.futures import Future
 from importlib import resources
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from agemetric._version import __version__
@@ -34,6 +39,8 @@ from agemetric.errors import AgemetricError
 
 #: the most photos one request may carry
 MAX_PHOTOS = 64
+#: the most photos (of the requests waiting) estimated together
+BATCH = 32
 
 
 def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) -> FastAPI:
@@ -49,7 +56,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
         version=__version__,
         description="The age of every face in photos, by deep metric learning.",
     )
-    lock = threading.Lock()
+    worker = _Worker(predictor)
 
     @app.get("/health")
     def health() -> dict:
@@ -70,7 +77,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
         if under is not None and not 0 < under <= 150:
             raise HTTPException(422, f"under: expected an age in years between 0 and 150, got {under:g}")
         files = [await _read_upload(upload, max_mb) for upload in photos]
-        results = await run_in_threadpool(_analyze_locked, lock, predictor, files, under)
+        results = await asyncio.wrap_future(worker.submit(files, under))
         for result in results:
             if result.error is not None:
                 raise HTTPException(400, f"{result.source}: {result.error}")
@@ -96,9 +103,43 @@ async def _read_upload(upload: UploadFile, max_mb: float) -> io.BytesIO:
     return file
 
 
-def _analyze_locked(lock: threading.Lock, predictor: Predictor, files: list, under: float | None):
-    with lock:
+class _Worker:
+    """The one thread that estimates: requests queue their photos; it takes every request waiting
+    (up to `BATCH` photos), analyzes their photos together (one call per ``under`` asked) and
+    hands each request its own results."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor, self.waiting = predictor, queue.Queue()
+        threading.Thread(target=self._run, name="agemetric-estimator", daemon=True).start()
+
+    def submit(self, files: list, under: float | None) -> Future:
+        """``files``' `PhotoResult`s, in order, once estimated."""
+        future = Future()
+        self.waiting.put((files, under, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.waiting.get()]
+            while sum(len(files) for files, _, _ in batch) < BATCH:
+                try:
+                    batch.append(self.waiting.get_nowait())
+                except queue.Empty:
+                    break
+            for under in dict.fromkeys(u for _, u, _ in batch):
+                self._answer([request for request in batch if request[1] == under], under)
+
+    def _answer(self, requests: list, under: float | None) -> None:
         try:
-            return analyze(predictor, files, under)
-        except AgemetricError as exc:  # a photo the framer or model refuses
-            raise HTTPException(400, str(exc)) from None
+            results = analyze(self.predictor, [f for files, _, _ in requests for f in files], under)
+        except AgemetricError as exc:  # a photo the framer or the model refuses: answer each request alone
+            if len(requests) == 1:
+                requests[0][2].set_exception(HTTPException(400, str(exc)))
+            else:
+                for request in requests:
+                    self._answer([request], under)
+            return
+        start = 0
+        for files, _, future in requests:
+            future.set_result(results[start : start + len(files)])
+            start += len(files)
