@@ -52,7 +52,7 @@ def predict(
         typer.Option(
             metavar="YEARS",
             help="Also answer 'is this person under YEARS?': the share of the nearest training faces that "
-            "are (a column p_under, or the field p_under in --json).",
+            "are (a column p_under_YEARS in CSV, the field p_under in --json).",
         ),
     ] = None,
     annotate: Annotated[
@@ -199,8 +199,9 @@ class _Writer:
         for number, face in enumerate(result.faces, start=1):
             box = face.box or ("", "", "", "")
             if self.fmt == "csv":
-                cells = ["" if v is None else f"{v:g}" for v in _rounded(face)]
-                cells += ["" if face.p_under is None else f"{round(face.p_under, 3):g}"] * (self.under is not None)
+                fields = face.to_dict(under=self.under is not None)  # rounded as in --json
+                names = ("age", "low", "high", "p_under") if self.under is not None else ("age", "low", "high")
+                cells = ["" if fields[n] is None else f"{fields[n]:g}" for n in names]
                 self.csv.writerow([name, number, *box, *cells, face.note or ""])
             else:
                 where = "whole photo" if face.box is None else ",".join(map(str, face.box))
@@ -212,11 +213,6 @@ class _Writer:
     def close(self) -> None:
         if self.fmt == "table":
             console.print(self.table)
-
-
-def _rounded(face) -> list[float | None]:
-    """A face's age and interval ends rounded to 0.01 years, as ``--json`` gives them."""
-    return [None if v is None else round(v, 2) for v in (face.age, face.low, face.high)]
 
 
 def _annotate(image, result):
