@@ -9,7 +9,6 @@ import errno
 import io
 import json
 import os
-import pty
 import re
 import shutil
 import subprocess
@@ -31,6 +30,7 @@ from agemetric.errors import AgemetricError
 from agemetric.export import export_bundle
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Face, Framer
+from agemetric.testing import on_terminal
 
 runner = CliRunner()
 
@@ -70,27 +70,6 @@ def tampered(bundle: Path, folder: Path, change) -> Path:
     change(manifest)
     (folder / MANIFEST).write_text(json.dumps(manifest))
     return folder
-
-
-def on_terminal(args: list[str], cwd: Path) -> tuple[int, str]:
-    """Run ``agemetric ARGS`` with stdout and stderr on a pseudo-terminal, as a person types it."""
-    leader, follower = pty.openpty()
-    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agemetric", *args], stdin=follower, stdout=follower, stderr=follower, cwd=cwd, env=env
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(leader)
-    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
 
 
 # -- the headline command on a terminal ---------------------------------------------------------

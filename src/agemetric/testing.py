@@ -14,6 +14,10 @@ Example (in a plugin package's tests)::
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -184,3 +188,25 @@ def check_framer(name: str) -> None:
                 left, top, right, bottom = face.box
                 assert 0 <= left < right <= size[0] and 0 <= top < bottom <= size[1], f"framer {name}: box {face.box}"
     assert framer.key() == plugins.create("framer", name).key(), f"framer {name}: key() must be stable"
+
+
+def on_terminal(args: list[str], cwd: str | Path | None = None, columns: int = 120) -> tuple[int, str]:
+    """Run ``agemetric ARGS`` with stdin, stdout and stderr on a pseudo-terminal, as a person types
+    it (tables, colours and progress bars as a terminal gets them); returns ``(exit code, everything
+    it wrote)``. For testing a plugin's command as well as piped (`typer.testing.CliRunner`)."""
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm"}
+    command = [sys.executable, "-m", "agemetric", *args]
+    proc = subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, cwd=cwd, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")

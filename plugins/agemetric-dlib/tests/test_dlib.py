@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from agemetric import AgemetricError, create
 from agemetric.cli import app
 from agemetric.data import synthetic
-from agemetric.testing import check_backbone, random_face_arrays
+from agemetric.testing import check_backbone, on_terminal, random_face_arrays
 
 #: synthetic faces (index, age, gender) that dlib's HOG detector finds when drawn at 200 px
 DETECTED = [(3, 33, 1), (21, 51, 1), (5, 40, 0)]
@@ -322,6 +322,20 @@ def aligned_run(tmp_path):
     folder.mkdir()
     est.save(folder / "model.pt")
     return folder
+
+
+def test_predict_on_a_terminal_every_face_no_face_and_an_unreadable_file(aligned_run, tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(faces=[(40, 60, 160), (330, 150, 240)]).save(photos / "group.jpg", quality=95)
+    _photo(seed=1).save(photos / "empty.png")
+    (photos / "notes.jpg").write_text("not a photo")
+    args = ["predict", str(aligned_run), "photos", "--under", "18", "--annotate", "drawn"]
+    code, output = on_terminal(args, cwd=tmp_path)
+    assert code == 1 and "Traceback" not in output, output  # the unreadable file; the others are estimated
+    assert "notes.jpg: cannot read image (not an image file" in output and "empty.png: no face found" in output
+    assert "P(under 18)" in output and output.count("group.jpg") >= 2  # a table row per face
+    assert sorted(p.name for p in (tmp_path / "drawn").iterdir()) == ["empty.jpg", "group.jpg"]
 
 
 def test_predict_every_face_of_each_photo_as_json_csv_and_drawn(aligned_run, tmp_path):
