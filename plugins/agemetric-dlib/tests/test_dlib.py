@@ -198,7 +198,7 @@ def test_every_face_largest_first_and_the_largest_for_training():
 
 
 def test_no_face_falls_back_with_a_note():
-    photo = _photo()
+    photo = _photo(size=(200, 150))  # small: HOG, then dlib's CNN, search it at two sizes each
     face = DlibAlignFramer()(photo)
     assert face.note == "no face found: centre framing" and face.box is None and face.image.size == photo.size
     aligned = DlibAlignFramer(fallback="landmarks")(photo)
@@ -297,7 +297,7 @@ def test_training_decode_counts_and_lists_fallbacks(tmp_path):
     folder = tmp_path / "faces"
     folder.mkdir()
     _photo(faces=[(60, 120, 200)]).save(folder / "face.png")
-    _photo(seed=1).save(folder / "none.png")
+    _photo(size=(200, 150), seed=1).save(folder / "none.png")
     (folder / "labels.csv").write_text("path,age\nface.png,33\nnone.png,40\n")
     dataset = create("dataset", "csv", root=folder / "labels.csv")
     arrays = decode(dataset, dataset.records(), 32, framer=DlibAlignFramer())
@@ -328,7 +328,7 @@ def test_predict_on_a_terminal_every_face_no_face_and_an_unreadable_file(aligned
     photos = tmp_path / "photos"
     photos.mkdir()
     _photo(faces=[(40, 60, 160), (330, 150, 240)]).save(photos / "group.jpg", quality=95)
-    _photo(seed=1).save(photos / "empty.png")
+    _photo(size=(200, 150), seed=1).save(photos / "empty.png")
     (photos / "notes.jpg").write_text("not a photo")
     args = ["predict", str(aligned_run), "photos", "--under", "18", "--annotate", "drawn"]
     code, output = on_terminal(args, cwd=tmp_path)
@@ -342,7 +342,7 @@ def test_predict_every_face_of_each_photo_as_json_csv_and_drawn(aligned_run, tmp
     photos = tmp_path / "photos"
     photos.mkdir()
     _photo(faces=[(40, 60, 160), (330, 150, 240)]).save(photos / "group.jpg", quality=95)
-    _photo(seed=1).save(photos / "empty.png")
+    _photo(size=(200, 150), seed=1).save(photos / "empty.png")
     runner = CliRunner()
     result = runner.invoke(app, ["predict", str(aligned_run), str(photos), "--json", "--annotate", str(tmp_path / "a")])
     assert result.exit_code == 0, result.output
