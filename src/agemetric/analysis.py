@@ -17,6 +17,7 @@ from typing import Any, BinaryIO, Protocol, TypeAlias
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from agemetric._records import AGE_RANGE
 from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
 from agemetric.photos import as_image, find_faces, read_photo, upright_size
@@ -139,8 +140,7 @@ def analyses(
 ) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
     """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
     when it could not be read), ``chunk`` photos framed and estimated together."""
-    if under is not None and not 0 < under <= 150:
-        raise AgemetricError(f"under: expected an age in years between 0 and 150, got {under:g}")
+    check_under(under)
     items = list(photos) if isinstance(photos, list | tuple) else [photos]
     for start in range(0, len(items), chunk):
         read = [_read(item, start + i, len(items)) for i, item in enumerate(items[start : start + chunk])]
@@ -157,6 +157,13 @@ def analyses(
             mine = [_result(f, estimates, row_of.get(id(f)), image.size, size) for f in faces if f.photo == photo]
             photo += 1
             yield PhotoResult(source, size, tuple(mine), under), image
+
+
+def check_under(under: float | None, name: str = "under") -> None:
+    """Refuse an age threshold outside 0-150 years (``name``: the option as the user wrote it)."""
+    low, high = AGE_RANGE
+    if under is not None and not low < under <= high:
+        raise AgemetricError(f"{name}: expected an age in years between {low:g} and {high:g}, got {under:g}")
 
 
 def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[int, int] | None, str | None]:

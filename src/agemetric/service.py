@@ -34,7 +34,7 @@ from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse
 
 from agemetric._version import __version__
-from agemetric.analysis import Predictor, analyze
+from agemetric.analysis import Predictor, analyze, check_under
 from agemetric.errors import AgemetricError
 
 #: the most photos one request may carry
@@ -74,8 +74,10 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
             raise HTTPException(400, "no photos: send one or more files in the multipart field 'photos'")
         if len(photos) > MAX_PHOTOS:
             raise HTTPException(413, f"{len(photos)} photos in one request; at most {MAX_PHOTOS}")
-        if under is not None and not 0 < under <= 150:
-            raise HTTPException(422, f"under: expected an age in years between 0 and 150, got {under:g}")
+        try:
+            check_under(under)
+        except AgemetricError as exc:
+            raise HTTPException(422, str(exc)) from None
         files = [await _read_upload(upload, max_mb) for upload in photos]
         results = await asyncio.wrap_future(worker.submit(files, under))
         for result in results:

@@ -76,15 +76,14 @@ def predict(
     A photo without a face is reported on stderr and the others estimated; unreadable files are
     reported and skipped (exit 1). A bundle runs without the training code (see `agemetric export`).
     """
-    from agemetric.analysis import analyses
+    from agemetric.analysis import analyses, check_under
     from agemetric.errors import AgemetricError
     from agemetric.photos import photo_files
     from agemetric.predictors import load_predictor
 
     if json_out and csv_out:
         raise AgemetricError("--json and --csv: choose one output format")
-    if under is not None and not 0 < under <= 150:
-        raise AgemetricError(f"--under: expected an age in years between 0 and 150, got {under:g}")
+    check_under(under, "--under")
     predictor = load_predictor(model, runtime)
     files = photo_files(photos)
     if not files:
