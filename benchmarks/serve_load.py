@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 from PIL import Image
+
+from agemetric.testing import serving
 
 
 def drawn_photos(folder: Path, count: int) -> list[Path]:
@@ -103,25 +104,11 @@ def main() -> None:
             files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             files = files[: args.count]
         photos = [(f.name, f.read_bytes()) for f in files]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = subprocess.Popen([exe, "serve", str(args.model), "--port", str(port)], stderr=subprocess.DEVNULL)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        with serving(args.model, stderr=subprocess.DEVNULL) as (server, base):
             load(base, photos[:4], 1, 2.0)  # warm up: the framer's and network's first calls
             before, cpu_before = rss_mb(server.pid), cpu_seconds(server.pid)
             latencies, errors = load(base, photos, args.clients, args.seconds)
             after, served_cpu = rss_mb(server.pid), cpu_seconds(server.pid) - cpu_before
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
         seconds, cpu = [], []
         for some in (files[:1], files):  # the difference leaves the start-up (imports, model load) out
             began, used = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)

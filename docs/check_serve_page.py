@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from PIL import Image
@@ -50,24 +46,6 @@ def group_photo(file: Path) -> Path:
         photo.paste(Image.fromarray(face), (left, top))
     photo.save(file, quality=92)
     return file
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(url: str, seconds: float = 60) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"check_serve_page: the server did not answer {url} within {seconds:g} s")
 
 
 def check(page, base: str, photo: Path, junk: Path, shot: Path | None) -> list[str]:
@@ -106,26 +84,22 @@ def main() -> int:
         return 2
     from playwright.sync_api import sync_playwright
 
+    from agemetric.testing import serving, wait_until_serving
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = args.model or tiny_model(tmp / "run")
         photo, junk = group_photo(tmp / "two-faces.jpg"), tmp / "notes.jpg"
         junk.write_text("not a photo")
-        port = _free_port()
-        command = [sys.executable, "-m", "agemetric", "serve", str(model), "--port", str(port)]
-        server = subprocess.Popen(command)
         try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_for(base + "/health")
-            with sync_playwright() as playwright:
+            with serving(model) as (_, base), sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1000, "height": 800})
                 problems = check(page, base, photo, junk, args.shot)
                 browser.close()
-            _wait_for(base + "/health", 5)
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+                wait_until_serving(base, seconds=5)  # still serving after both drops
+        except AssertionError as exc:  # the server did not start, or stopped answering
+            raise SystemExit(f"check_serve_page: {exc}") from None
     for problem in problems:
         print(f"check_serve_page: {problem}", file=sys.stderr)
     print("check_serve_page: " + ("failed" if problems else "the page drew both faces and showed the error"))

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx2 as httpx
@@ -18,6 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from agemetric.service import create_app
+from agemetric.testing import serving
 
 
 def _png(seed: int, size=(48, 40)) -> bytes:
@@ -101,28 +98,12 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(served):
     assert together == alone + alone
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_the_command_serves_on_a_port_and_stops_on_ctrl_c(served):
+def test_the_command_serves_on_a_port_and_stops_on_ctrl_c(served, tmp_path):
     _, _, root = served
-    port = _free_port()
-    command = [sys.executable, "-m", "agemetric", "serve", str(root / "run"), "--port", str(port)]
-    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        for _ in range(300):  # up to 30 s for the model to load
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        answer = httpx.post(f"http://127.0.0.1:{port}/v1/analyze", files=[("photos", ("a.png", _png(0)))], timeout=30)
-        assert answer.status_code == 200 and answer.json()["photos"][0]["photo"] == "a.png"
-    finally:
-        server.send_signal(signal.SIGINT)
-        _, stderr = server.communicate(timeout=30)
-    assert f"serving {root / 'run'} on http://127.0.0.1:{port}/" in stderr
-    assert server.returncode in (0, 130), stderr
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        with serving(root / "run", stop=signal.SIGINT, stderr=stderr) as (server, base):
+            answer = httpx.post(base + "/v1/analyze", files=[("photos", ("a.png", _png(0)))], timeout=30)
+            assert answer.status_code == 200 and answer.json()["photos"][0]["photo"] == "a.png"
+    said = (tmp_path / "stderr.txt").read_text()
+    assert f"serving {root / 'run'} on {base}/" in said
+    assert server.returncode in (0, 130), said

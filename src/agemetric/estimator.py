@@ -330,16 +330,9 @@ class AgeEstimator(nn.Module):
 
     def analyze(self, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
         """Every face of each photo with its box, age, interval and (with ``under``) the
-        probability of being younger than ``under`` years: `agemetric.analysis.analyze()`.
-
-        Args:
-            photos: a photo or a list of them: paths, PIL images or uint8 ``(H, W, 3)`` arrays.
-            under: an age in years to ask about, or ``None``.
-
-        Returns:
-            One [`PhotoResult`][agemetric.analysis.PhotoResult] per photo; its ``to_dict()`` is
-            the JSON ``agemetric predict --json`` prints.
-        """
+        probability of being younger than ``under`` years: `agemetric.analysis.analyze()`, whose
+        arguments these are. One [`PhotoResult`][agemetric.analysis.PhotoResult] per photo; its
+        ``to_dict()`` is the JSON ``agemetric predict --json`` prints."""
         self.require_gallery()
         return analyze(self, photos, under)
 

@@ -14,12 +14,19 @@ Example (in a plugin package's tests)::
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -210,3 +217,42 @@ def on_terminal(args: list[str], cwd: str | Path | None = None, columns: int = 1
         chunks.append(data)
     os.close(leader)
     return proc.wait(timeout=120), b"".join(chunks).decode("utf-8", "replace")
+
+
+def wait_until_serving(base: str, process: subprocess.Popen | None = None, seconds: float = 60.0) -> None:
+    """Return once ``GET {base}/health`` answers 200; ``AssertionError`` when ``process`` (the
+    server) exits first or ``seconds`` pass."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the server exited with code {process.returncode} before answering {base}/health")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"the server did not answer {base}/health within {seconds:g} s")
+
+
+@contextlib.contextmanager
+def serving(
+    model: str | Path, *options: str, stop: int = signal.SIGTERM, **popen: Any
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``agemetric serve MODEL OPTIONS`` on a free local port for the length of the block: yields
+    the server's process and base URL (``http://127.0.0.1:PORT``) once ``/health`` answers, and
+    at the end sends it ``stop`` (SIGTERM; SIGINT as Ctrl-C) and waits for it to exit.
+    ``popen``: keywords for `subprocess.Popen` (e.g. ``stderr=``)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "agemetric", "serve", str(model), "--port", str(port), *options]
+    process = subprocess.Popen(command, **popen)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(base, process)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.send_signal(stop)
+        process.wait(timeout=30)
