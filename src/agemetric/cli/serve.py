@@ -35,7 +35,8 @@ def serve(
     JSON `agemetric predict --json` prints. GET / is a page to drop photos on; GET /health says
     the model is loaded; GET /openapi.json and /docs describe the API.
 
-    The model is loaded once; requests are estimated one at a time.
+    The model is loaded once; the photos of the requests waiting are framed and estimated
+    together, on one thread.
     """
     missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
     if missing:
