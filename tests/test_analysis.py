@@ -101,3 +101,18 @@ def test_a_bundle_embeds_photos_as_the_run_does(models):
         r"Bundle\('.*bundle', runtime='torchscript', image_size=32, k=3, gallery of 60 faces, intervals calibrated\)"
     )
     assert re.fullmatch(pattern, repr(bundle))
+
+
+def test_the_network_threads_can_be_chosen_when_loading(models):
+    import torch
+
+    from agemetric.predictors import load_predictor
+
+    before = torch.get_num_threads()
+    try:
+        for path in (models[2] / "run", models[2] / "bundle"):
+            torch.set_num_threads(before + 1)
+            load_predictor(path, threads=1)
+            assert torch.get_num_threads() == 1, path
+    finally:
+        torch.set_num_threads(before)

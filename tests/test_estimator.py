@@ -187,3 +187,55 @@ def test_the_gender_task_has_its_own_miner_at_its_own_margin():
     finally:
         plugins.pm.unregister(mod)
         plugins.reset()
+
+
+def test_subnormal_weights_are_flushed_to_zero_and_normal_ones_kept():
+    from agemetric.devices import flush_subnormals
+
+    tiny = torch.finfo(torch.float32).tiny
+    layer = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[tiny / 4, -tiny / 2, tiny, 0.5]] * 3))
+    assert flush_subnormals(layer) == 6
+    assert layer.weight[0].tolist() == [0.0, 0.0, tiny, 0.5]  # the smallest normal number stays
+    assert flush_subnormals(layer) == 0
+
+
+def test_a_model_saved_with_subnormal_weights_loads_without_them(tmp_path):
+    torch.manual_seed(0)
+    est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False)
+    est.fit_gallery(random_face_arrays())
+    weight = next(est.backbone.parameters())
+    with torch.no_grad():
+        weight.view(-1)[:5] = torch.finfo(torch.float32).tiny / 8
+    est.save(tmp_path / "model.pt")
+    again = next(AgeEstimator.load(tmp_path / "model.pt").backbone.parameters())
+    assert (again.view(-1)[:5] == 0).all() and torch.equal(again.view(-1)[5:], weight.view(-1)[5:])
+
+
+def test_embedding_is_done_in_eval_mode_and_leaves_the_mode_as_it_was():
+    est = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False)
+    images = random_face_arrays(8, size=32).images
+    expected = est.eval().embed(images)
+    est.train()
+    torch.testing.assert_close(est.embed(images), expected)  # dropout and batch statistics off
+    assert all(m.training for m in est.modules())
+    est.eval()
+    est.backbone.train()  # a part left in training mode is still embedded in eval mode
+    torch.testing.assert_close(est.embed(images), expected)
+
+
+def test_bfloat16_estimation_runs_a_copy_with_cast_weights_that_follows_the_model():
+    est = AgeEstimator.from_config(resolve("quick", sets=[*TINY, "bf16=on"]), multitask=False).eval()
+    images = random_face_arrays(6, size=32).images
+    keys = set(est.state_dict())
+
+    def plain():  # autocast over the model itself, casting its weights on every call
+        with torch.no_grad(), est.autocast():
+            return est.backbone(est.prepare(images)).age.float()
+
+    assert torch.equal(est.embed(images), plain())
+    with torch.no_grad():
+        next(est.backbone.parameters()).mul_(-1)  # changed in place, as an optimizer step does
+    assert torch.equal(est.embed(images), plain())
+    assert set(est.state_dict()) == keys  # the copy is not part of the model

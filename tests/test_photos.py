@@ -159,3 +159,25 @@ def test_training_images_are_read_as_predict_reads_photos(tmp_path):
     deep, flt, upright = (dataset.load_image(r) for r in dataset.records())
     assert abs(np.asarray(deep).mean() - 127.5) < 1 and abs(np.asarray(flt).mean() - 127.5) < 1
     assert upright.size == (48, 32)
+
+
+def test_faces_are_found_on_the_framing_threads_in_photo_order():
+    import threading
+
+    from agemetric.photos import find_faces, framing_thread_count, framing_threads
+
+    seen = set()
+
+    def framer(image):  # each photo is one grey level: its face says which photo it came from
+        seen.add(threading.current_thread().name)
+        return image
+
+    photos = [Image.new("RGB", (8, 8), (i, i, i)) for i in range(40)]
+    faces = find_faces(photos, 4, framer)
+    assert [f.photo for f in faces] == list(range(40))
+    assert [int(f.pixels[0, 0, 0]) for f in faces] == list(range(40))
+    assert seen and all(name.startswith("agemetric-framing") for name in seen)
+    assert len(seen) <= framing_thread_count()
+    # photos framed from a framing thread are framed on it, so no thread waits on a busy pool
+    nested = [framing_threads().submit(find_faces, photos[:3], 4, framer) for _ in range(2 * framing_thread_count())]
+    assert all(len(job.result(timeout=30)) == 3 for job in nested)

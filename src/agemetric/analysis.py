@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 from agemetric._records import AGE_RANGE
 from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
-from agemetric.photos import as_image, find_faces, read_photo, upright_size
+from agemetric.photos import FoundFace, as_image, find_faces, read_photo, upright_size
 
 #: a photo as `analyze()` takes it: a file's path, an open binary file (its ``name``, when it has
 #: one, is the result's source), a PIL image, or a uint8 ``(H, W, 3)`` array
@@ -143,20 +143,62 @@ def analyses(
     check_under(under)
     items = list(photos) if isinstance(photos, list | tuple) else [photos]
     for start in range(0, len(items), chunk):
-        read = [_read(item, start + i, len(items)) for i, item in enumerate(items[start : start + chunk])]
-        images = [image for _, image, _, _ in read if image is not None]
-        faces = find_faces(images, predictor.image_size, predictor.framer)
-        found = [face for face in faces if face.note is None]
-        estimates = predictor.estimate(np.stack([face.pixels for face in found]), under) if found else None
-        row_of = {id(face): row for row, face in enumerate(found)}
-        photo = 0
-        for source, image, size, error in read:
-            if image is None:
-                yield PhotoResult(source, None, under=under, error=error), None
-                continue
-            mine = [_result(f, estimates, row_of.get(id(f)), image.size, size) for f in faces if f.photo == photo]
-            photo += 1
-            yield PhotoResult(source, size, tuple(mine), under), image
+        framed = frame_photos(predictor, items[start : start + chunk], start, len(items))
+        yield from zip(estimate_photos(predictor, framed, under), (photo.image for photo in framed), strict=True)
+
+
+@dataclass(frozen=True)
+class FramedPhoto:
+    """A photo read and framed, its faces not yet estimated: `analyze()`'s first step, which
+    `agemetric serve` takes for some requests while the network estimates the faces of others.
+
+    Attributes:
+        source: as `PhotoResult.source`.
+        image: the photo as it was framed, or ``None`` when it could not be read.
+        size: ``(width, height)`` in its own pixels, or ``None``.
+        error: why it could not be read, or ``None``.
+        faces: its faces as the framer found them.
+    """
+
+    source: str
+    image: Image.Image | None
+    size: tuple[int, int] | None
+    error: str | None
+    faces: tuple[FoundFace, ...] = ()
+
+
+def frame_photos(
+    predictor: Predictor, photos: Sequence[Photo], start: int = 0, count: int | None = None
+) -> list[FramedPhoto]:
+    """Read ``photos`` and find their faces with ``predictor``'s framer (``start``: the first
+    one's index among ``count`` photos, for in-memory images' names)."""
+    read = [_read(item, start + i, count or len(photos)) for i, item in enumerate(photos)]
+    images = [image for _, image, _, _ in read if image is not None]
+    by_photo: list[list[FoundFace]] = [[] for _ in images]
+    for face in find_faces(images, predictor.image_size, predictor.framer):
+        by_photo[face.photo].append(face)
+    faces = iter(by_photo)
+    return [
+        FramedPhoto(source, image, size, error, tuple(next(faces)) if image is not None else ())
+        for source, image, size, error in read
+    ]
+
+
+def estimate_photos(
+    predictor: Predictor, framed: Sequence[FramedPhoto], under: float | None = None
+) -> list[PhotoResult]:
+    """`analyze()`'s second step: the faces of framed photos estimated together, as results."""
+    found = [face for photo in framed for face in photo.faces if face.note is None]
+    estimates = predictor.estimate(np.stack([face.pixels for face in found]), under) if found else None
+    row_of = {id(face): row for row, face in enumerate(found)}
+    out = []
+    for photo in framed:
+        if photo.image is None:
+            out.append(PhotoResult(photo.source, None, under=under, error=photo.error))
+            continue
+        faces = [_result(face, estimates, row_of.get(id(face)), photo.image.size, photo.size) for face in photo.faces]
+        out.append(PhotoResult(photo.source, photo.size, tuple(faces), under))
+    return out
 
 
 def check_under(under: float | None, name: str = "under") -> None:

@@ -283,6 +283,9 @@ class _TorchScriptModel:
                 self._module = torch.jit.load(str(file), map_location="cpu").eval()
         except (OSError, RuntimeError, ValueError) as exc:
             raise AgemetricError(f"{file}: cannot load the TorchScript model ({type(exc).__name__})") from None
+        from agemetric.devices import flush_subnormals
+
+        flush_subnormals(self._module)  # a bundle exported before they were flushed
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():

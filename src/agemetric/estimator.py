@@ -15,7 +15,7 @@ from agemetric.analysis import Photo, PhotoResult, analyze
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import normalise
-from agemetric.devices import uses_bf16
+from agemetric.devices import Bf16Copy, flush_subnormals, uses_bf16
 from agemetric.errors import AgemetricError, PluginError
 from agemetric.estimates import Estimates, interval
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
@@ -92,6 +92,7 @@ class AgeEstimator(nn.Module):
         self.spec = spec or ModelSpec.from_config(RunConfig(image_size=image_size), gender_loss is not None)
         self.channels_last = self.spec.channels_last
         self._framer = None  # the model's framer, made on first use
+        self._bf16_copy = Bf16Copy()  # the backbone `embed()` runs under bfloat16 autocast
         self.intervals: ConformalIntervals | None = None  # set by calibrate()
         self.adaptation: dict | None = None  # what adapt() chose and measured (`Adaptation.to_dict()`)
 
@@ -116,6 +117,7 @@ class AgeEstimator(nn.Module):
             weights: the backbone's initial weights (``"none"``: random).
         """
         p = build_parts(spec, weights)
+        flush_subnormals(p.backbone)
         return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, spec.image_size, spec, p.gender_miner)
 
     @property
@@ -223,22 +225,27 @@ class AgeEstimator(nn.Module):
         if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
             raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")
         dim = self.backbone.embedding_dim if part == "age" else self.backbone.gender_dim
-        was_training = self.training
-        self.eval()
+        was_training, switched = self.training, any(m.training for m in self.modules())
+        if switched:  # eval() walks every module: not on each call of a model already in eval mode
+            self.eval()
         out = []
         try:
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size]
                 x = self.prepare(batch)
+                if self.spec.tta_flip:  # the image and its mirror image in one pass (eval mode: rows independent)
+                    x = torch.cat([x, x.flip(3)])
                 with self.autocast():
-                    e = getattr(self.backbone(x), part).float()  # (b, D)
-                    if self.spec.tta_flip:  # the mean of the image's and its mirror's embedding
-                        e = (e + getattr(self.backbone(x.flip(3)), part).float()) / 2
+                    backbone = self._bf16_copy(self.backbone) if self.bf16 else self.backbone
+                    e = getattr(backbone(x), part).float()  # (b, D), or (2b, D) with the mirrors
+                if self.spec.tta_flip:  # the mean of the image's and its mirror's embedding
+                    e = (e[: len(batch)] + e[len(batch) :]) / 2
                 out.append(e.cpu())
                 if progress is not None:
                     progress(batch.shape[0])
         finally:
-            self.train(was_training)
+            if switched:
+                self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, dim)
 
     def as_batch(self, images: torch.Tensor | str | Path | list) -> torch.Tensor:

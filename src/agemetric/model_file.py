@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from agemetric._io import atomic_torch_save, load_torch
 from agemetric.config import RunConfig
+from agemetric.devices import flush_subnormals
 from agemetric.errors import AgemetricError
 from agemetric.intervals import ConformalIntervals
 from agemetric.spec import ModelSpec
@@ -52,6 +53,7 @@ def read_model(cls: type[AgeEstimator], path: Path) -> AgeEstimator:
             spec = ModelSpec.from_dict(state["spec"])
         est = cls.from_spec(spec)
         est.backbone.load_state_dict(state["backbone"])
+        flush_subnormals(est.backbone)  # a model saved before they were flushed at creation
         est.loss.load_state_dict(state.get("loss") or {})
         if est.gender_loss is not None:
             est.gender_loss.load_state_dict(state.get("gender_loss") or {})

@@ -9,8 +9,10 @@ Runtime alone); a torch tensor is recognised by its ``numpy`` method.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +26,8 @@ from agemetric.errors import AgemetricError
 #: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
 #: scale straight away, so memory stays bounded whatever the file's size
 MAX_SIDE = 4096
+#: at most this many photos are framed at once
+FRAMING_THREADS = 4
 #: file name endings ``agemetric predict FOLDER`` takes
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -141,17 +145,68 @@ def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: boo
     """Frame ``images`` -> their faces, in photo order (every face, or only the main one).
 
     ``framer`` is a [`Framer`][agemetric.interfaces.Framer], a plain function from an image to its
-    face region (a bundle's fixed framing), or ``None`` (the whole image).
+    face region (a bundle's fixed framing), or ``None`` (the whole image). The images are framed
+    on a few threads at once (detectors such as dlib's release the GIL); always the same threads,
+    so a detector a framer keeps per thread is loaded a bounded number of times.
     """
-    out = []
-    for i, image in enumerate(images):
+
+    def frame(image: Image.Image) -> list[tuple[np.ndarray, tuple[int, int, int, int] | None, str | None]]:
         if framer is None or not hasattr(framer, "all_faces"):
             region = image if framer is None else framer(image)
-            out.append(FoundFace(i, to_square(region, size).transpose(2, 0, 1), None, None))
-            continue
-        for face in framer.all_faces(image) if every_face else [framer(image)]:
-            out.append(FoundFace(i, to_square(face.image, size).transpose(2, 0, 1), face.box, face.note))
-    return out
+            return [(to_square(region, size), None, None)]
+        faces = framer.all_faces(image) if every_face else [framer(image)]
+        return [(to_square(face.image, size), face.box, face.note) for face in faces]
+
+    framed = map(frame, images) if _framing.on_framing_thread() else framing_threads().map(frame, images)
+    return [
+        FoundFace(i, pixels.transpose(2, 0, 1), box, note)
+        for i, faces in enumerate(framed)
+        for pixels, box, note in faces
+    ]
+
+
+def framing_threads() -> ThreadPoolExecutor:
+    """The threads `find_faces()` frames photos on (`framing_thread_count()` of them). Photos
+    framed from one of them are framed on it, in turn."""
+    with _framing.lock:
+        if _framing.pool is None:
+            _framing.pool = ThreadPoolExecutor(framing_thread_count(), "agemetric-framing", initializer=_framing.mark)
+        return _framing.pool
+
+
+def framing_thread_count() -> int:
+    """How many threads frame photos: `set_framing_threads()`'s count, by default one per core, at
+    most `FRAMING_THREADS`."""
+    return _framing.count or min(FRAMING_THREADS, os.cpu_count() or 1)
+
+
+def set_framing_threads(count: int | None) -> None:
+    """Frame photos on ``count`` threads from now on (``None``: one per core, at most
+    `FRAMING_THREADS`); like ``torch.set_num_threads``, for the whole process."""
+    if count is not None and count < 1:
+        raise AgemetricError(f"framing threads: expected at least 1, got {count}")
+    with _framing.lock:
+        if _framing.pool is not None:
+            _framing.pool.shutdown(wait=False)
+        _framing.pool, _framing.count = None, count
+
+
+class _Framing:
+    """The framing threads, and whether the current thread is one of them."""
+
+    def __init__(self):
+        self.pool: ThreadPoolExecutor | None = None
+        self.count: int | None = None
+        self.lock, self.local = threading.Lock(), threading.local()
+
+    def mark(self) -> None:
+        self.local.framing = True
+
+    def on_framing_thread(self) -> bool:
+        return getattr(self.local, "framing", False)
+
+
+_framing = _Framing()
 
 
 def batch_of(inputs, size: int, what: str = "images") -> np.ndarray | None:

@@ -11,11 +11,12 @@ The model (a run's `AgeEstimator` or an exported `Bundle`) is loaded once. Endpo
 - ``GET /``: a page where a person drops photos and sees them with boxes and ages drawn.
 
 A bad upload (empty, not an image, larger than the limit, a decompression bomb) is answered
-with a 4xx and a one-line reason (``{"detail": "..."}``); the server keeps serving. Estimation
-runs on one thread: the photos of the requests waiting are framed and estimated together, up to
-`BATCH` at a time (as ``agemetric predict`` batches a folder), so concurrent clients share the
-network's batches, the memory stays that of one thread, and each request gets the answer it
-would get alone.
+with a 4xx and a one-line reason (``{"detail": "..."}``); the server keeps serving. Each photo is
+read and framed as its request arrives, on a few threads; one thread estimates the framed faces
+of the requests waiting together, up to `BATCH` at a time (as ``agemetric predict`` batches a
+folder): concurrent clients share the network's batches, the photos of some requests are framed
+while the faces of others are estimated, the memory stays bounded (one network, a fixed set of
+threads), and each request gets the answer it would get alone.
 
 Needs the ``serve`` extra (``pip install 'agemetric[serve]'``: FastAPI, uvicorn, python-multipart).
 """
@@ -27,15 +28,17 @@ import io
 import queue
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from agemetric._version import __version__
-from agemetric.analysis import Predictor, analyze, check_under
+from agemetric.analysis import FramedPhoto, Predictor, check_under, estimate_photos, frame_photos
 from agemetric.errors import AgemetricError
+from agemetric.photos import framing_threads
 
 #: the most photos one request may carry
 MAX_PHOTOS = 64
@@ -56,7 +59,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
         version=__version__,
         description="The age of every face in photos, by deep metric learning.",
     )
-    worker = _Worker(predictor)
+    estimating = _Estimating(predictor)
 
     @app.get("/health")
     def health() -> dict:
@@ -67,7 +70,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
     async def analyze_photos(
         photos: Annotated[list[UploadFile], File(description="One or more photos (JPEG, PNG, ...).")],
         under: Annotated[float | None, Form(description="Also the probability of being under this age.")] = None,
-    ) -> dict:
+    ) -> JSONResponse:
         """Every face of each photo: its box in the photo's pixels, its age, its interval and,
         with ``under``, the probability of being younger."""
         if not photos:
@@ -79,11 +82,10 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
         except AgemetricError as exc:
             raise HTTPException(422, str(exc)) from None
         files = [await _read_upload(upload, max_mb) for upload in photos]
-        results = await asyncio.wrap_future(worker.submit(files, under))
-        for result in results:
-            if result.error is not None:
-                raise HTTPException(400, f"{result.source}: {result.error}")
-        return {"photos": [result.to_dict() for result in results]}
+        photos = await _framed(predictor, files)
+        results = await asyncio.wrap_future(estimating.submit(photos, under))
+        # plain JSON data already: answered as is, without FastAPI's encoding pass over it
+        return JSONResponse({"photos": [result.to_dict() for result in results]})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> str:
@@ -105,43 +107,67 @@ async def _read_upload(upload: UploadFile, max_mb: float) -> io.BytesIO:
     return file
 
 
-class _Worker:
-    """The one thread that estimates: requests queue their photos; it takes every request waiting
-    (up to `BATCH` photos), analyzes their photos together (one call per ``under`` asked) and
-    hands each request its own results."""
+async def _framed(predictor: Predictor, files: list[io.BytesIO]) -> list[FramedPhoto]:
+    """``files`` read and framed, each on one of `agemetric.photos.framing_threads()` (while the
+    faces of other requests are estimated); a photo that cannot be read is a 400."""
+    framing = [framing_threads().submit(frame_photos, predictor, [file]) for file in files]
+    try:
+        photos = [photo for one in await asyncio.gather(*map(asyncio.wrap_future, framing)) for photo in one]
+    except AgemetricError as exc:
+        raise HTTPException(400, str(exc)) from None
+    unread = next((photo for photo in photos if photo.error is not None), None)
+    if unread is not None:
+        raise HTTPException(400, f"{unread.source}: {unread.error}")
+    return photos
+
+
+@dataclass
+class _Job:
+    """One request's framed photos, its ``under`` and the future it awaits."""
+
+    photos: list[FramedPhoto]
+    under: float | None
+    future: Future = field(default_factory=Future)
+
+
+class _Estimating:
+    """The one thread that estimates: it takes the framed photos of every request waiting (up to
+    `BATCH`), estimates their faces together (one network call per ``under`` asked) and answers
+    each request with its own results."""
 
     def __init__(self, predictor: Predictor):
         self.predictor, self.waiting = predictor, queue.Queue()
-        threading.Thread(target=self._run, name="agemetric-estimator", daemon=True).start()
+        threading.Thread(target=self._run, name="agemetric-estimating", daemon=True).start()
 
-    def submit(self, files: list, under: float | None) -> Future:
-        """``files``' `PhotoResult`s, in order, once estimated."""
-        future = Future()
-        self.waiting.put((files, under, future))
-        return future
+    def submit(self, photos: list[FramedPhoto], under: float | None) -> Future:
+        """``photos``' `PhotoResult`s, in order, once estimated."""
+        job = _Job(photos, under)
+        self.waiting.put(job)
+        return job.future
 
     def _run(self) -> None:
         while True:
-            batch = [self.waiting.get()]
-            while sum(len(files) for files, _, _ in batch) < BATCH:
+            jobs = [self.waiting.get()]
+            while sum(len(job.photos) for job in jobs) < BATCH:
                 try:
-                    batch.append(self.waiting.get_nowait())
+                    jobs.append(self.waiting.get_nowait())
                 except queue.Empty:
                     break
-            for under in dict.fromkeys(u for _, u, _ in batch):
-                self._answer([request for request in batch if request[1] == under], under)
+            for under in dict.fromkeys(job.under for job in jobs):
+                self._answer([job for job in jobs if job.under == under], under)
 
-    def _answer(self, requests: list, under: float | None) -> None:
+    def _answer(self, jobs: list[_Job], under: float | None) -> None:
+        """Answer ``jobs``; when estimating them together fails, each alone, so that the face of
+        one request the model refuses fails that request only (a 400; anything else a 500)."""
         try:
-            results = analyze(self.predictor, [f for files, _, _ in requests for f in files], under)
-        except AgemetricError as exc:  # a photo the framer or the model refuses: answer each request alone
-            if len(requests) == 1:
-                requests[0][2].set_exception(HTTPException(400, str(exc)))
+            results = estimate_photos(self.predictor, [photo for job in jobs for photo in job.photos], under)
+        except Exception as exc:
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(HTTPException(400, str(exc)) if isinstance(exc, AgemetricError) else exc)
             else:
-                for request in requests:
-                    self._answer([request], under)
+                for job in jobs:
+                    self._answer([job], under)
             return
-        start = 0
-        for files, _, future in requests:
-            future.set_result(results[start : start + len(files)])
-            start += len(files)
+        for job in jobs:
+            job.future.set_result(results[: len(job.photos)])
+            results = results[len(job.photos) :]

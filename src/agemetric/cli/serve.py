@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -10,6 +12,9 @@ import typer
 
 from agemetric.cli._common import err_console, guarded
 from agemetric.errors import AgemetricError
+
+#: seconds between the GIL's hand-overs in the server (Python's default: 0.005)
+SWITCH_INTERVAL = 0.0005
 
 
 @guarded
@@ -29,24 +34,45 @@ def serve(
         Literal["auto", "torchscript", "onnx"],
         typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime)."),
     ] = "auto",
+    framing_threads: Annotated[
+        int | None,
+        typer.Option(min=1, show_default="half the cores, at least 1", help="The threads that find faces in photos."),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            show_default="the cores the framing threads leave, at least 1",
+            help="The CPU threads the network runs on, beside the framing threads.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP until Ctrl-C: POST photos to /v1/analyze (multipart field
     "photos", optionally "under") and get every face's box, age and interval as JSON, the same
     JSON `agemetric predict --json` prints. GET / is a page to drop photos on; GET /health says
     the model is loaded; GET /openapi.json and /docs describe the API.
 
-    The model is loaded once; the photos of the requests waiting are framed and estimated
-    together, on one thread.
+    The model is loaded once. Each photo is framed as its request arrives (--framing-threads);
+    the framed faces of the requests waiting are estimated together, on the cores left (--threads).
     """
     missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
     if missing:
         raise AgemetricError(f"agemetric serve needs {', '.join(missing)}: pip install 'agemetric[serve]'")
     import uvicorn
 
+    from agemetric.photos import set_framing_threads
     from agemetric.predictors import load_predictor
     from agemetric.service import create_app
 
-    predictor = load_predictor(model, runtime)
+    # framing and estimating run at once, each on its share of the cores (with every core each,
+    # they slowed each other down); the GIL is handed over more often than Python's 5 ms, so that
+    # the estimating thread, which takes it back after each operation of the network, waits less
+    cores = os.cpu_count() or 1
+    framing_threads = framing_threads or max(1, cores // 2)
+    set_framing_threads(framing_threads)
+    threads = threads or max(1, cores - framing_threads)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    predictor = load_predictor(model, runtime, threads)
     kind = "run" if hasattr(predictor, "spec") else "bundle"
     app = create_app(predictor, {"model": str(model), "kind": kind}, max_mb)
     err_console.print(f"serving {model} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False, soft_wrap=True)
