@@ -28,6 +28,7 @@ LAYERS = {
     "agemetric.evaluation": 2,
     "agemetric.data.loading": 2, "agemetric.runs": 2, "agemetric.paper": 2, "agemetric.export": 2,
     "agemetric.bundle": 2, "agemetric.bundle_files": 2, "agemetric.plots": 2, "agemetric.predictors": 2,
+    "agemetric.run_report": 2,
     "agemetric.service": 2,
     "agemetric.cli": 3, "agemetric.__main__": 3,
 }  # fmt: skip

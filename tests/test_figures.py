@@ -144,6 +144,7 @@ def test_comparison_of_different_test_sets_marks_each_reference_once_in_the_lege
 
 def test_training_loss_caption_names_the_training_images_not_the_test_set(run_dir, monkeypatch):
     import agemetric.plots as plots
+    from agemetric import run_report
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     notes = {}
@@ -154,7 +155,7 @@ def test_training_loss_caption_names_the_training_images_not_the_test_set(run_di
         return real(history, path, note)
 
     monkeypatch.setattr(plots, "training_loss", spy)
-    plots.write_run_figures(run_dir)
+    run_report.write_run_figures(run_dir)
     assert "test" not in notes["loss"]
     assert notes["loss"].endswith(f"{metrics['split']['n_train']:,} training images")
     assert f"{metrics['n_test']:,} test images" in plots.caption(metrics)  # the other figures keep theirs

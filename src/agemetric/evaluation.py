@@ -114,8 +114,13 @@ def _intervals(estimator, test_emb, predicted, ages, calibration, metrics: dict)
         emb, cal_ages = calibration
         intervals = estimator.intervals
         levels = tuple(sorted({*CURVE_LEVELS, intervals.level}))
-        curve = compare_levels((cal_ages, retriever.predict(emb), retriever.spread(emb)), (ages, predicted, spread),
-                               intervals.offset, levels, groups=len(intervals.quantiles) or 1)  # fmt: skip
+        curve = compare_levels(
+            (cal_ages, retriever.predict(emb), retriever.spread(emb)),
+            (ages, predicted, spread),
+            intervals.offset,
+            levels,
+            groups=len(intervals.quantiles) or 1,
+        )
         metrics["intervals"]["curve"] = curve
     return bounds
 

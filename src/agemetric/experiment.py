@@ -94,12 +94,7 @@ def run(
     world = distributed.init_from_env(config.device)
     reporter = reporter if reporter is not None and world.is_main else SILENT
     check_plugins(config)  # a misspelt name or option fails at once, not after the data is decoded
-    state = None
-    if resume is not None:
-        state = load_checkpoint(RunFolder(resume).checkpoint)
-        config = dataclasses.replace(config, split_file=str(RunFolder(resume).split))
-        check_resumable(state, config, resume)
-        reporter.note(f"resuming {resume} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
+    config, state = _resumed(config, resume, reporter)
     if config.threads:
         torch.set_num_threads(config.threads)
     t0 = time.perf_counter()
@@ -134,13 +129,15 @@ def run(
             multitask=multitask,
             training_images_seen=sum(h["images"] for h in history),
             seconds={"load": t1 - t0, "train": t2 - t1, "evaluate": time.perf_counter() - t2},
-            skipped=len(skipped(dataset, data)), framing_fallbacks=len(data.noted()),
-            **({"snapshots": curve} if snapshots else {}), machine=machine(),
-        )  # fmt: skip
+            skipped=len(skipped(dataset, data)),
+            framing_fallbacks=len(data.noted()),
+            **({"snapshots": curve} if snapshots else {}),
+            machine=machine(),
+        )
         folder.write_metrics(metrics)
         folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
         if config.figures:  # stopped here, the run stays complete: `agemetric report --run-figures` redraws them
-            from agemetric.plots import write_run_figures
+            from agemetric.run_report import write_run_figures
 
             write_run_figures(folder.path)
         return RunResult(folder.path, metrics, estimator, history)
@@ -151,6 +148,18 @@ def run(
     finally:
         if folder is not None:
             folder.unlock()
+
+
+def _resumed(config: RunConfig, resume: str | Path | None, reporter: Reporter) -> tuple[RunConfig, dict | None]:
+    """``config`` and the checkpoint's state to continue the unfinished run folder ``resume`` from,
+    on its own split (a new run, ``resume`` ``None``: ``config`` and ``None``)."""
+    if resume is None:
+        return config, None
+    state = load_checkpoint(RunFolder(resume).checkpoint)
+    config = dataclasses.replace(config, split_file=str(RunFolder(resume).split))
+    check_resumable(state, config, resume)
+    reporter.note(f"resuming {resume} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
+    return config, state
 
 
 def described_split(split: Split, state: dict | None) -> dict:
@@ -241,8 +250,9 @@ def check_against_data(config: RunConfig, train_data: FaceArrays) -> bool:
     is an error). ``k`` above the number of training faces is an error: every estimate would be
     the mean age of the whole gallery."""
     if config.k > len(train_data):
-        raise AgemetricError(f"--k {config.k}: the gallery has only {len(train_data)} training faces; "
-                             f"choose k <= {len(train_data)}")  # fmt: skip
+        raise AgemetricError(
+            f"--k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
+        )
     multitask = {"on": True, "off": False, "auto": train_data.has_gender}[config.multitask]
     if multitask and not train_data.has_gender:
         raise AgemetricError(f"--set multitask=on: dataset {config.dataset!r} has no gender labels")

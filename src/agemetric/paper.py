@@ -115,8 +115,12 @@ def toy_embedding(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> 
     fig = Figure(figsize=(12, 5.2), layout="constrained")
     ax3 = fig.add_subplot(1, 2, 1, projection="3d")
     ax3.scatter(emb[:, 0], emb[:, 1], ages, c=ages, cmap="viridis", s=14)
-    ax3.set(title="Embedding axes against true age", xlabel="embedding axis 1", ylabel="embedding axis 2",
-            zlabel="true age (years)")  # fmt: skip
+    ax3.set(
+        title="Embedding axes against true age",
+        xlabel="embedding axis 1",
+        ylabel="embedding axis 2",
+        zlabel="true age (years)",
+    )
     ax2 = fig.add_subplot(1, 2, 2)
     points = ax2.scatter(emb[:, 0], emb[:, 1], c=ages, cmap="viridis", s=18)
     fig.colorbar(points, ax=ax2, label="true age (years)")
@@ -254,11 +258,22 @@ def margin_sweep(config: RunConfig, out: Path, margins: list[float], reporter: R
     runs = {m: _run(_sub(config, out, f"margin-{m:g}", margin=float(m)), reporter) for m in margins}
     note = caption(next(iter(runs.values())))
     maes = [runs[m]["mae"] for m in margins]
-    figure = _line_plot(margins, maes, out / "margin_sweep.png", "MAE against the margin", "margin (years)", note,
-                        f"k = {config.k}, {config.epochs} epochs")  # fmt: skip
+    figure = _line_plot(
+        margins,
+        maes,
+        out / "margin_sweep.png",
+        "MAE against the margin",
+        "margin (years)",
+        note,
+        f"k = {config.k}, {config.epochs} epochs",
+    )
     table = "\n".join(f"| {m:g} | {runs[m]['mae']:.2f} | {runs[m]['cs']['5']:.1f} |" for m in margins)
-    _write(out, "report.md", f"# Margin sweep\n\n{note}.\n\n![margin sweep]({figure.name})\n\n"
-           f"| margin (years) | MAE | CS(5) % |\n|---|---|---|\n{table}\n")  # fmt: skip
+    _write(
+        out,
+        "report.md",
+        f"# Margin sweep\n\n{note}.\n\n![margin sweep]({figure.name})\n\n"
+        f"| margin (years) | MAE | CS(5) % |\n|---|---|---|\n{table}\n",
+    )
     return runs
 
 
@@ -293,9 +308,19 @@ def k_sweep(run_dir: Path, out: Path, ks: list[int]) -> dict[int, float]:
     result = {k: mae(gallery.ages[idx[:, :k]].mean(1), data.ages) for k in ks}
     note = caption(metrics)
     out.mkdir(parents=True, exist_ok=True)
-    figure = _line_plot(ks, [result[k] for k in ks], out / "k_sweep.png", "MAE against k",
-                        "k (nearest training faces averaged)", note, f"run {Path(run_dir).name}")  # fmt: skip
+    figure = _line_plot(
+        ks,
+        [result[k] for k in ks],
+        out / "k_sweep.png",
+        "MAE against k",
+        "k (nearest training faces averaged)",
+        note,
+        f"run {Path(run_dir).name}",
+    )
     table = "\n".join(f"| {k} | {result[k]:.2f} |" for k in ks)
-    _write(out, "report.md", f"# k sweep\n\n{note}; run `{run_dir}`.\n\n![k sweep]({figure.name})\n\n"
-           f"| k | MAE |\n|---|---|\n{table}\n")  # fmt: skip
+    _write(
+        out,
+        "report.md",
+        f"# k sweep\n\n{note}; run `{run_dir}`.\n\n![k sweep]({figure.name})\n\n| k | MAE |\n|---|---|\n{table}\n",
+    )
     return result

@@ -8,13 +8,12 @@ caption naming the dataset, the split protocol and the number of images its numb
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from agemetric.runs import RunFolder, writing
+from agemetric.runs import writing
 
 DPI = 120
 #: The figures every run writes, file name -> what it shows.
@@ -160,9 +159,13 @@ def age_threshold(thresholds: dict, path: Path, note: str) -> Path:
         thresholds.items(), ("tab:red", "tab:blue", "tab:green", "tab:purple"), strict=False
     ):
         ages = sorted(rates["by_age"], key=float)
-        ax.plot([float(a) for a in ages], [rates["by_age"][a]["estimated_over"] for a in ages], color=colour,
-                label=f"{name}: false accept {rates['false_accept'] or 0:.1f} %, "
-                      f"false reject {rates['false_reject'] or 0:.1f} %")  # fmt: skip
+        ax.plot(
+            [float(a) for a in ages],
+            [rates["by_age"][a]["estimated_over"] for a in ages],
+            color=colour,
+            label=f"{name}: false accept {rates['false_accept'] or 0:.1f} %, "
+            f"false reject {rates['false_reject'] or 0:.1f} %",
+        )
         ax.axvline(float(name), color=colour, linestyle=":", linewidth=1)
     ax.set_xlabel("true age (years)")
     ax.set_ylabel("faces estimated at or above the threshold (%)")
@@ -182,8 +185,10 @@ def group_mae(groupings: dict, path: Path, note: str) -> Path:
         names = list(grouping["groups"])
         rows = [grouping["groups"][g] for g in names]
         maes = [r["mae"] for r in rows]
-        errors = [[m - (r["mae_ci"] or [m, m])[0] for m, r in zip(maes, rows, strict=True)],
-                  [(r["mae_ci"] or [m, m])[1] - m for m, r in zip(maes, rows, strict=True)]]  # fmt: skip
+        errors = [
+            [m - (r["mae_ci"] or [m, m])[0] for m, r in zip(maes, rows, strict=True)],
+            [(r["mae_ci"] or [m, m])[1] - m for m, r in zip(maes, rows, strict=True)],
+        ]
         bars = ax.bar(names, maes, yerr=errors, capsize=3, color="tab:blue")
         ax.bar_label(bars, labels=[f"n={r['n']}" for r in rows], fontsize=7, label_type="center", color="white")
         gap = grouping.get("largest_gap")
@@ -191,29 +196,6 @@ def group_mae(groupings: dict, path: Path, note: str) -> Path:
         ax.tick_params(axis="x", rotation=30)
     axes[0].set_ylabel("MAE (years), 95 % bootstrap interval")
     return save_figure(fig, path)
-
-
-def group_table(groupings: dict) -> list[str]:
-    """Markdown lines: per grouping, MAE and CS(5) with their intervals (and coverage) per group."""
-    lines = []
-    for name, grouping in groupings.items():
-        rows = grouping["groups"]
-        coverage = any("coverage" in r for r in rows.values())
-        unknown = f" (unknown: {grouping['unknown']})" if grouping.get("unknown") else ""
-        header = "| group | faces | MAE [95 % CI] | CS(5) % [95 % CI] |" + (" coverage % |" if coverage else "")
-        lines += ["", f"**{name}**{unknown}", "", header, "|---|---|---|---|" + ("---|" if coverage else "")]
-        for value, r in rows.items():
-            cells = [value, f"{r['n']:,}", f"{r['mae']:.2f} {_ci(r['mae_ci'])}"]
-            cells.append(f"{r['cs5']:.1f} {_ci(r['cs5_ci'], 1)}")
-            lines.append("| " + " | ".join(cells + ([f"{r['coverage']:.1f}"] if coverage else [])) + " |")
-        gap = grouping.get("largest_gap")
-        if gap:
-            lines += ["", f"Largest gap in MAE: {gap['mae']:.2f} years ({' vs '.join(gap['between'])})."]
-    return lines
-
-
-def _ci(ci: list[float] | None, digits: int = 2) -> str:
-    return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def training_loss(history: list[dict], path: Path, note: str) -> Path:
@@ -271,11 +253,19 @@ def comparison_figure(runs: dict[str, dict]) -> Figure:
     right.bar_label(bars, fmt="%.2f", fontsize=8)
     references = [runs[r]["mean_predictor_mae"] for r in labels]
     if max(references) - min(references) < 0.005:  # one test set: one reference line across the runs
-        right.axhline(references[0], color="0.35", linestyle="--", linewidth=1.2,
-                      label=f"mean predictor ({references[0]:.2f})")  # fmt: skip
+        right.axhline(
+            references[0], color="0.35", linestyle="--", linewidth=1.2, label=f"mean predictor ({references[0]:.2f})"
+        )
     else:  # different test sets: each run's own reference, drawn over its bar (one legend entry)
-        right.hlines(references, [x - 0.4 for x in xs], [x + 0.4 for x in xs], color="0.35", linestyle="--",
-                     linewidth=1.2, label="mean predictor of each run's test set")  # fmt: skip
+        right.hlines(
+            references,
+            [x - 0.4 for x in xs],
+            [x + 0.4 for x in xs],
+            color="0.35",
+            linestyle="--",
+            linewidth=1.2,
+            label="mean predictor of each run's test set",
+        )
     right.set_xticks(xs, labels, rotation=20, ha="right", fontsize=8)
     right.set(title="MAE (lower is better)", ylabel="MAE (years)")
     right.set_ylim(0, 1.15 * max([*references, *(runs[r]["mae"] for r in labels)]))
@@ -283,111 +273,3 @@ def comparison_figure(runs: dict[str, dict]) -> Figure:
     notes = sorted({caption(m) for m in runs.values()})
     fig.supxlabel("\n".join(notes), fontsize=8, color="0.35")
     return fig
-
-
-def comparison_table(runs: dict[str, dict]) -> str:
-    """The markdown table of `comparison()`'s runs."""
-    lines = [
-        "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | interval coverage / width | largest group gap "
-        "(MAE) | training images seen |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, m in runs.items():
-        lines.append(
-            f"| {label} | {caption(m)} | {m['mae']:.2f} | {m['mean_predictor_mae']:.2f} | {m['cs']['3']:.1f} | "
-            f"{m['cs']['5']:.1f} | {interval_summary(m)} | {gap_summary(m)} | {m.get('training_images_seen', 0):,} |"
-        )
-    return "\n".join(lines)
-
-
-def interval_summary(metrics: dict) -> str:
-    """``90 %: 89.8 % / 9.1 y`` (level: test coverage / mean width), or ``-``."""
-    i = metrics.get("intervals")
-    return "-" if not i else f"{100 * i['level']:.0f} %: {i['coverage']:.1f} % / {i['mean_width']:.1f} y"
-
-
-def gap_summary(metrics: dict) -> str:
-    """``race 1.20 (asian vs black)``: the largest MAE gap of each grouping, or ``-``."""
-    gaps = [f"{name} {g['largest_gap']['mae']:.2f} ({' vs '.join(g['largest_gap']['between'])})"
-            for name, g in metrics.get("groups", {}).items() if g.get("largest_gap")]  # fmt: skip
-    return "; ".join(gaps) or "-"
-
-
-def read_predictions(run_dir: Path) -> tuple[list[float], list[float]]:
-    """(true ages, predicted ages) from a run's ``predictions.csv``."""
-    with RunFolder(run_dir).predictions.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [float(r["age"]) for r in rows], [float(r["predicted"]) for r in rows]
-
-
-def write_run_figures(run_dir: Path) -> list[Path]:
-    """The figures of `RUN_FIGURES` (and of `OPTIONAL_FIGURES` the metrics allow) and
-    ``report.md`` for a finished run folder."""
-    folder = RunFolder(run_dir)
-    metrics, history = folder.read_metrics(), folder.read_history()
-    note = caption(metrics)
-    true, predicted = read_predictions(folder.path)
-    figures = folder.figures
-    paths = [
-        cs_curves({f"MAE {metrics['mae']:.2f}": metrics["cs"]}, figures / "cs_curve.png", note),
-        mae_by_age(metrics["mae_by_age"], figures / "mae_by_age.png", note),
-        predicted_vs_true(true, predicted, figures / "predicted_vs_true.png", note),
-        training_loss(history, figures / "training_loss.png", training_caption(metrics)),
-    ]
-    if "curve" in metrics.get("intervals", {}):
-        paths.append(interval_coverage(metrics["intervals"], figures / "intervals.png", note))
-    if metrics.get("age_thresholds"):
-        paths.append(age_threshold(metrics["age_thresholds"], figures / "age_threshold.png", note))
-    if metrics.get("groups"):
-        paths.append(group_mae(metrics["groups"], figures / "groups.png", note))
-    with writing(folder.report):
-        folder.report.write_text(run_report(folder.path.name, metrics, [p.name for p in paths]), encoding="utf-8")
-    return paths
-
-
-def run_report(name: str, metrics: dict, figures: Sequence[str] | None = None) -> str:
-    """A short markdown report of one run: the numbers of ``metrics.json`` and its figures
-    (`RUN_FIGURES`, and those of ``figures``, file names, that are in `OPTIONAL_FIGURES`)."""
-    cs = metrics["cs"]
-    lines = [
-        f"# Run {name}",
-        "",
-        caption(metrics),
-        "",
-        "| metric | value |",
-        "|---|---|",
-        f"| MAE (years) | {metrics['mae']:.2f} |",
-        f"| mean predictor MAE (years) | {metrics['mean_predictor_mae']:.2f} |",
-        *(f"| CS({t}) (%) | {cs[str(t)]:.1f} |" for t in (1, 3, 5, 10)),
-        f"| training images seen | {metrics.get('training_images_seen', 0):,} |",
-    ]
-    for key, label in GENDER_METRICS.items():
-        if key in metrics:
-            lines.append(f"| {label} (%) | {metrics[key]:.1f} |")
-    intervals = metrics.get("intervals")
-    if intervals:
-        lines.append(f"| {100 * intervals['level']:.0f} % intervals: test coverage (%) / mean width (years) | "
-                     f"{intervals['coverage']:.1f} / {intervals['mean_width']:.1f} |")  # fmt: skip
-        same = [row for row in intervals.get("curve", []) if row["level"] == intervals["level"]]
-        for prefix, what in (("pooled_", "one quantile for all faces"), ("constant_", "constant-width intervals")):
-            row = same[0] if same else {}
-            if f"{prefix}coverage" in row:
-                lines.append(f"| {what} at the same level: coverage (%) / mean width (years) | "
-                             f"{row[f'{prefix}coverage']:.1f} / {row[f'{prefix}mean_width']:.1f} |")  # fmt: skip
-    for name, rates in metrics.get("age_thresholds", {}).items():
-        lines.append(f"| under {name}: false accept / false reject (%) | {_percent(rates['false_accept'])} / "
-                     f"{_percent(rates['false_reject'])} |")  # fmt: skip
-    if intervals and intervals.get("by_age"):
-        lines += ["", f"## {100 * intervals['level']:.0f} % intervals by true age", "",
-                  "| age | faces | coverage % | mean width (years) |", "|---|---|---|---|",
-                  *(f"| {age} | {b['n']:,} | {b['coverage']:.1f} | {b['mean_width']:.1f} |"
-                    for age, b in intervals["by_age"].items())]  # fmt: skip
-    if metrics.get("groups"):
-        lines += ["", "## Error by group", *group_table(metrics["groups"])]
-    shown = {**RUN_FIGURES, **{f: what for f, what in OPTIONAL_FIGURES.items() if f in (figures or ())}}
-    lines += ["", *(f"![{what}](figures/{file})" for file, what in shown.items()), ""]
-    return "\n".join(lines)
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"

@@ -242,8 +242,11 @@ def _build(kind: str) -> dict[str, Entry]:
         for key in current[plugin].clashing:
             owners = clashes.setdefault((kind, key), [registry[key].plugin])
             owners.append(plugin)
-            _failed(plugin, f"{kind} name {registry[key].name!r} is registered twice: by plugin {owners[0]!r} and by "
-                            f"plugin {plugin!r} (neither is used)")  # fmt: skip
+            _failed(
+                plugin,
+                f"{kind} name {registry[key].name!r} is registered twice: by plugin {owners[0]!r} and by "
+                f"plugin {plugin!r} (neither is used)",
+            )
         return ": " + (", ".join(e.name for e in current[plugin].pending.values()) or "-")
 
     call_each(KINDS[kind], start, commit)

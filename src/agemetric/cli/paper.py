@@ -64,14 +64,17 @@ def _done(folder: Path) -> None:
 @app.command("toy-embedding", cls=Command)
 @guarded
 def toy_embedding(
-    preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
     seed: Seed = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="Training epochs (default 200).")] = None,
     set_: Sets = None,
     out: Annotated[
         Path | None, typer.Option(metavar="DIR", help="Output folder (default: runs/paper-toy-TIME).")
     ] = None,
-) -> None:  # fmt: skip
+) -> None:
     """Fig. 10: a 2-D embedding (N_a = 2, batch 48, margin 2) of ages 16-63 with 1-3 images each."""
     from agemetric import paper
 
@@ -88,10 +91,15 @@ def toy_embedding(
 @app.command("multitask", cls=Command)
 @guarded
 def multitask(
-    preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
-    seed: Seed = None, epochs: Epochs = None, set_: Sets = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
+    seed: Seed = None,
+    epochs: Epochs = None,
+    set_: Sets = None,
     out: SweepOut = None,
-) -> None:  # fmt: skip
+) -> None:
     """Table 2 and Fig. 11: gender from the age-only embedding, and CS curves with and without the gender task."""
     from agemetric import paper
 
@@ -111,12 +119,15 @@ def multitask(
 @guarded
 def margin_sweep(
     margins: Annotated[str, typer.Option(metavar="YEARS,...", help="Margins to train with, in years.")] = "0,2,4,8",
-    preset: Preset = None, config: ConfigFile = None, dataset: Dataset = None, data_dir: DataDir = None,
+    preset: Preset = None,
+    config: ConfigFile = None,
+    dataset: Dataset = None,
+    data_dir: DataDir = None,
     seed: Seed = None,
     epochs: Annotated[int | None, typer.Option(metavar="N", help="Training epochs per run (default 5).")] = None,
     set_: Sets = None,
     out: SweepOut = None,
-) -> None:  # fmt: skip
+) -> None:
     """MAE against the margin: one run per margin, same seed and settings."""
     from agemetric import paper
     from agemetric.errors import AgemetricError

@@ -41,7 +41,8 @@ def report(
     ] = False,
 ) -> None:
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
-    from agemetric.plots import comparison, comparison_table, gap_summary, interval_summary, write_run_figures
+    from agemetric.plots import comparison
+    from agemetric.run_report import comparison_table, gap_summary, interval_summary, write_run_figures
 
     out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
@@ -65,8 +66,14 @@ def report(
         table.add_column(col, justify="left" if col in ("run", "largest group gap") else "right")
     for label, m in runs.items():
         table.add_row(
-            label, f"{m['mae']:.2f}", f"{m['mean_predictor_mae']:.2f}", f"{m['cs']['3']:.1f}", f"{m['cs']['5']:.1f}",
-            interval_summary(m), gap_summary(m), f"{m.get('training_images_seen', 0):,}",
-        )  # fmt: skip
+            label,
+            f"{m['mae']:.2f}",
+            f"{m['mean_predictor_mae']:.2f}",
+            f"{m['cs']['3']:.1f}",
+            f"{m['cs']['5']:.1f}",
+            interval_summary(m),
+            gap_summary(m),
+            f"{m.get('training_images_seen', 0):,}",
+        )
     console.print(table)
     console.print(f"wrote {figure} and {out / 'comparison.md'}")
