@@ -30,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import statistics
 import time
@@ -40,7 +41,7 @@ import torch
 
 from agemetric.bundle import Bundle
 from agemetric.estimator import AgeEstimator
-from agemetric.export import EmbeddingModel, export_bundle
+from agemetric.export import export_bundle
 
 
 def size_mb(folder: Path) -> dict[str, float]:
@@ -85,13 +86,13 @@ def main() -> None:
         bundles[fmt] = Bundle(args.out / sub, fmt, threads=args.threads)
 
     estimator = AgeEstimator.load(args.run_dir / "model.pt")
-    fp32 = EmbeddingModel(estimator.backbone).eval()
+    fp32 = AgeEstimator.load(args.run_dir / "model.pt")  # the same model in float32 (with its flip, if any)
+    fp32.spec = dataclasses.replace(fp32.spec, bf16="off")
     size = estimator.image_size
     print(f"run: {estimator.spec.backbone} {size} px, gallery {len(estimator.retriever)}, bf16 {estimator.bf16}")
 
     def eager_fp32(images: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return fp32(torch.from_numpy(images))[0].numpy()
+        return fp32.embed(torch.from_numpy(images)).numpy()
 
     def eager_as_run(images: np.ndarray) -> np.ndarray:
         return estimator.embed(torch.from_numpy(images)).numpy()
@@ -114,9 +115,7 @@ def main() -> None:
         files = sorted(glob.glob(args.images))[: args.limit]
         images = np.stack([bundles["torchscript"].read_image(f) for f in files])  # same framing as the run
         from_run = estimator.predict(torch.from_numpy(images)).numpy()
-        as_run, estimator.bf16 = estimator.bf16, False
-        from_fp32 = estimator.predict(torch.from_numpy(images)).numpy()
-        estimator.bf16 = as_run
+        from_fp32 = fp32.predict(torch.from_numpy(images)).numpy()
         print(f"ages of {len(files)} images (|difference| in years: max, mean):")
         for label, ages in (("eager fp32", from_fp32), *((f, b.predict(images)) for f, b in bundles.items())):
             for other_label, other in (("run", from_run), ("eager fp32", from_fp32)):
