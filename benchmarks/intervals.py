@@ -18,14 +18,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
-from agemetric.data.loading import decode_records, select_records, split_arrays
-from agemetric.data.splits import read_split
+from agemetric.data.loading import run_faces
 from agemetric.estimator import AgeEstimator
 from agemetric.intervals import ConformalIntervals, interval_report
 from agemetric.runs import RunFolder
@@ -46,11 +44,10 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = RunFolder(args.run_dir)
-    config = dataclasses.replace(folder.read_config(), split_file=str(folder.split))
+    config = folder.read_config()
     estimator = AgeEstimator.load(folder.require_model())
-    dataset, records = select_records(config)
-    data = decode_records(dataset, records, config)
-    _, cal_data, test_data = split_arrays(data, read_split(folder.split, records))
+    faces = run_faces(folder.path, ["calibration", "test"])
+    cal_data, test_data = faces["calibration"], faces["test"]
     faces, distances = [], []
     for side in (cal_data, test_data):
         emb = estimator.embed(side.images)

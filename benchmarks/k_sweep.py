@@ -12,15 +12,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
-from dataclasses import replace
 from pathlib import Path
 
 from agemetric import plugins
-from agemetric.data.loading import decode_records, select_records
+from agemetric.data.loading import run_faces
 from agemetric.estimator import AgeEstimator
 from agemetric.metrics import mae
-from agemetric.runs import RunFolder
 
 
 def main() -> None:
@@ -29,12 +26,7 @@ def main() -> None:
     parser.add_argument("--ks", default="1,5,10,20,30,50")
     args = parser.parse_args()
     estimator = AgeEstimator.load(args.run_dir / "model.pt")
-    with (args.run_dir / "split.csv").open() as f:
-        test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
-    config = RunFolder(args.run_dir).read_config()
-    dataset, records = select_records(replace(config, limit=None))
-    records = [r for r in records if r.key in test_keys]
-    data = decode_records(dataset, records, config)
+    data = run_faces(args.run_dir, ["test"])["test"]
     queries = estimator.embed(data.images)
     gallery = estimator.retriever
     print(f"{args.run_dir}: {len(data)} test images, gallery {len(gallery)}")

@@ -121,17 +121,12 @@ def evaluation_levers(run_dir: Path, gallery_sizes: list[int] = ()) -> None:
     import torch
 
     from agemetric import AgeEstimator
-    from agemetric.data.loading import decode_records, select_records, split_records
+    from agemetric.data.loading import run_faces
     from agemetric.metrics import summarise
-    from agemetric.runs import RunFolder
 
     estimator = AgeEstimator.load(run_dir / "model.pt")
-    config = dataclasses.replace(RunFolder(run_dir).read_config(), split_file=str(run_dir / "split.csv"))
-    dataset, records = select_records(config)
-    split = split_records(dataset, records, config)
-    data = decode_records(dataset, [r for r in records if r.key in split.side], config)
-    test = torch.tensor([split.side[k] == "test" for k in data.keys])  # (N,) bool
-    train, held_out = data.subset(torch.nonzero(~test).flatten()), data.subset(torch.nonzero(test).flatten())
+    faces = run_faces(run_dir, ["train", "test"])
+    train, held_out = faces["train"], faces["test"]
     ks = (10, 20, 30, 50, 100)
     print("| | " + " | ".join(f"k = {k}" for k in ks) + " |\n|---|" + "---|" * len(ks))
     if gallery_sizes:  # flip TTA, galleries of fewer faces (the mean over three random draws of each size)

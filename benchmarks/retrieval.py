@@ -32,7 +32,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import statistics
@@ -40,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import faiss
@@ -195,17 +193,11 @@ def real_embeddings(run_dir: Path, cache: Path, data_dir: str | None):
     """The run's gallery (retriever state) and its test set's embeddings and ages (embedded once, cached)."""
     gallery = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True)["retriever"]
     if not cache.is_file():
-        from agemetric.data.loading import decode_records, select_records
+        from agemetric.data.loading import run_faces
         from agemetric.estimator import AgeEstimator
-        from agemetric.runs import RunFolder
 
         estimator = AgeEstimator.load(run_dir / "model.pt")
-        with (run_dir / "split.csv").open() as f:
-            test_keys = {row["key"] for row in csv.DictReader(f) if row["side"] == "test"}
-        config = RunFolder(run_dir).read_config()
-        config = replace(config, limit=None, data_dir=data_dir or config.data_dir)
-        dataset, records = select_records(config)
-        data = decode_records(dataset, [r for r in records if r.key in test_keys], config)
+        data = run_faces(run_dir, ["test"], data_dir)["test"]
         torch.save({"queries": estimator.embed(data.images), "ages": data.ages}, cache)
     test = torch.load(cache, weights_only=True)
     return gallery, test["queries"], test["ages"].float()

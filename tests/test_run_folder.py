@@ -160,3 +160,23 @@ def test_a_failed_write_names_the_file(tmp_path):
     folder = RunFolder(tmp_path / "gone")  # its folder does not exist: every write fails
     with pytest.raises(AgemetricError, match=r"cannot write .*gone/metrics.json"):
         folder.write_metrics({"mae": 1.0})
+
+
+def test_a_finished_run_s_faces_are_read_again_side_by_side(tmp_path):
+    import csv
+
+    from agemetric.data.loading import run_faces
+    from agemetric.experiment import run
+
+    sets = ["dataset_options.n=80", "epochs=1", "image_size=32", "backbone_options.width=4", "k=3", "figures=false"]
+    result = run(resolve("quick", sets=[*sets, "interval_level=0.8", f"out={tmp_path / 'run'}"]))
+    with (result.run_dir / "split.csv").open(newline="") as f:
+        listed = {}
+        for row in csv.DictReader(f):
+            listed.setdefault(row["side"], set()).add(row["key"])
+    assert set(listed) == {"train", "calibration", "test"}
+    faces = run_faces(result.run_dir)
+    assert {side: set(f.keys) for side, f in faces.items()} == listed
+    only_test = run_faces(result.run_dir, ["test"])
+    assert list(only_test) == ["test"] and only_test["test"].keys == faces["test"].keys
+    assert torch.equal(only_test["test"].images, faces["test"].images)

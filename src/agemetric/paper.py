@@ -21,8 +21,7 @@ from matplotlib.figure import Figure
 
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
-from agemetric.data.loading import decode_records, select_records
-from agemetric.data.splits import read_split
+from agemetric.data.loading import decode_records, run_faces, select_records
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.experiment import run
@@ -282,11 +281,7 @@ def load_test_data(run_dir: Path, estimator: AgeEstimator | None = None) -> tupl
     ``split.csv``) and its metrics."""
     folder = RunFolder(run_dir)
     estimator = estimator or AgeEstimator.load(folder.require_model())
-    config = folder.read_config()
-    dataset, records = select_records(replace(config, limit=None))
-    side = read_split(folder.split, records).side
-    data = decode_records(dataset, [r for r in records if side.get(r.key) == "test"], config)
-    return estimator, data, folder.read_metrics()
+    return estimator, run_faces(run_dir, ["test"])["test"], folder.read_metrics()
 
 
 def k_sweep(run_dir: Path, out: Path, ks: list[int]) -> dict[int, float]:

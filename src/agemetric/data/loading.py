@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
 import torch
 
 from agemetric import plugins
@@ -114,3 +118,34 @@ def split_arrays(data: FaceArrays, split: Split) -> tuple[FaceArrays, FaceArrays
 def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:
     """``"framing dlib-align: 3 image(s) fell back, e.g. a.jpg (no face found: centre framing)"``."""
     return f"framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"
+
+
+def run_faces(
+    run_dir: str | Path,
+    sides: Sequence[str] = SIDES,
+    data_dir: str | Path | None = None,
+    reporter: Reporter | None = None,
+) -> dict[str, FaceArrays]:
+    """A finished run's faces read again as the run read them: its dataset with its ``config.toml``
+    (``data_dir``: where the data is now, when it has moved) and the sides of its ``split.csv``.
+
+    Args:
+        run_dir: the run folder.
+        sides: which of ``"train"``, ``"calibration"`` and ``"test"`` to decode.
+        data_dir: the dataset's folder, instead of the one in ``config.toml``.
+        reporter: where the decoding's progress goes.
+
+    Returns:
+        ``{side: faces}`` for each of ``sides``.
+    """
+    from agemetric.runs import RunFolder
+
+    folder = RunFolder(run_dir)
+    config = replace(folder.read_config(), limit=None)  # the split lists every face the run used
+    if data_dir is not None:
+        config = replace(config, data_dir=str(data_dir))
+    dataset, records = select_records(config)
+    side = read_split(folder.split, records).side
+    data = decode_records(dataset, [r for r in records if side.get(r.key) in sides], config, reporter or SILENT)
+    rows = {name: [i for i, key in enumerate(data.keys) if side[key] == name] for name in sides}
+    return {name: data.subset(torch.tensor(index, dtype=torch.long)) for name, index in rows.items()}
