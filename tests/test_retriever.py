@@ -1,5 +1,6 @@
 """The L1 kNN retriever against brute-force search."""
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -263,3 +264,30 @@ def test_ridge_with_one_penalty():
     ages = 30 + 10 * x[:, 0]
     ridge = RidgeAge(alphas=(1.0,)).fit(x, ages)
     assert (ridge.predict(x) - ages).abs().mean() < 1.0
+
+
+@pytest.mark.parametrize(
+    ("result", "message"),
+    [
+        (lambda q: torch.zeros(len(q), 2), "must have 1 dimension"),
+        (lambda q: torch.zeros(len(q) + 1), "one age per query"),
+        (lambda q: torch.zeros(len(q), dtype=torch.int64), "floating-point"),
+        (lambda q: [30.0] * len(q), "must be a torch.Tensor"),
+    ],
+)
+def test_a_retriever_s_wrong_result_fails_in_predict_naming_it(result, message):
+    from agemetric.errors import PluginError
+    from agemetric.interfaces import Retriever
+
+    class Odd(Retriever):
+        def predict(self, queries, exclude=None):
+            return result(queries)
+
+    class OddChild(Odd):  # an override that calls the parent's (already checked) predict
+        def predict(self, queries, exclude=None):
+            return super().predict(queries, exclude)
+
+    for cls in (Odd, OddChild):
+        retriever = cls(k=1).fit(torch.rand(3, 2), torch.tensor([1.0, 2.0, 3.0]))
+        with pytest.raises(PluginError, match=f"{cls.__name__}.predict: .*{message}"):
+            retriever.predict(torch.rand(4, 2))

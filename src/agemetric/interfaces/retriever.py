@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import abc
+import functools
 from typing import TYPE_CHECKING
 
 import torch
+
+from agemetric.interfaces.checks import check_rows, check_tensor, describe
 
 if TYPE_CHECKING:
     from agemetric.gallery import Gallery
@@ -20,7 +23,7 @@ class Retriever(abc.ABC):
     A retriever composes a [`Gallery`][agemetric.retrievers.Gallery] (``self.gallery``): `fit()`
     stores the training faces there, `search()` and `predict_gender()` ask it for the ``k``
     nearest faces, and `state_dict()` saves it. Subclasses implement `predict()`, the estimate
-    itself; one that builds more from the gallery (a regression, reference faces) does so in
+    itself (every call checks its result: one floating-point age per query); one that builds more from the gallery (a regression, reference faces) does so in
     `on_gallery()`.
 
     Args:
@@ -38,6 +41,13 @@ class Retriever(abc.ABC):
         >>> r.predict(torch.tensor([[0.5]]))
         tensor([24.])
     """
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass's `predict()` is wrapped so that every call checks what the plugin returns:
+        a wrong result fails where it is made, naming the retriever, not later in the evaluation."""
+        super().__init_subclass__(**kwargs)
+        if "predict" in cls.__dict__ and not getattr(cls.__dict__["predict"], "_agemetric_checked", False):
+            cls.predict = _checked_predict(cls.__dict__["predict"])
 
     def __init__(self, k: int = 20, gallery: Gallery | None = None):
         if k < 1:
@@ -120,3 +130,18 @@ class Retriever(abc.ABC):
     def ages(self) -> torch.Tensor | None:
         """The gallery's ages ``(N,)`` (``None`` before `fit()`)."""
         return self.gallery.ages
+
+
+def _checked_predict(predict):
+    """``predict`` checking its result: a float tensor of one age per query."""
+
+    @functools.wraps(predict)
+    def checked(self: Retriever, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+        ages = predict(self, queries, exclude)
+        who = f"{describe(self)}.predict"
+        check_tensor(who, "its result", ages, 1, floating=True)
+        check_rows(who, "its result (one age per query)", ages, len(queries))
+        return ages
+
+    checked._agemetric_checked = True
+    return checked
