@@ -32,7 +32,7 @@ from agemetric.cli import app
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.export import export_bundle
-from agemetric.gallery import Gallery
+from agemetric.interfaces.gallery import Gallery
 from agemetric.testing import random_face_arrays
 
 runner = CliRunner()

@@ -15,7 +15,7 @@ LAYERS = {
     "agemetric._imaging": 0, "agemetric._text": 0, "agemetric._records": 0, "agemetric._folders": 0,
     "agemetric.estimates": 0, "agemetric.adaptation": 0, "agemetric.functional": 0, "agemetric.metrics": 0,
     "agemetric.hookspecs": 0,
-    "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.gallery": 0, "agemetric.data.transforms": 0,
+    "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.data.transforms": 0,
     "agemetric.photos": 0, "agemetric.intervals": 0, "agemetric.groups": 0, "agemetric.analysis": 0,
     "agemetric.devices": 0,
     "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.config_checks": 1, "agemetric.spec": 1,

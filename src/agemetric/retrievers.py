@@ -13,7 +13,7 @@ search.
 
 from agemetric.default_plugins.baselines import DirectAge, ExpectedAge, RidgeAge
 from agemetric.default_plugins.l1_knn import L1KNN
-from agemetric.gallery import Gallery, IndexOptions
 from agemetric.interfaces import Retriever
+from agemetric.interfaces.gallery import Gallery, IndexOptions
 
 __all__ = ["DirectAge", "ExpectedAge", "Gallery", "IndexOptions", "L1KNN", "Retriever", "RidgeAge"]

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from agemetric.adaptation import Adaptation, GalleryArrays, adapt
-from agemetric.gallery import Gallery, IndexOptions
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Retriever
+from agemetric.interfaces.gallery import Gallery, IndexOptions
 
 
 class L1KNN(Retriever):

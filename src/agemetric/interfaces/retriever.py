@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import TYPE_CHECKING
 
 import torch
 
 from agemetric.interfaces.checks import check_rows, check_tensor, describe
-
-if TYPE_CHECKING:
-    from agemetric.gallery import Gallery
+from agemetric.interfaces.gallery import Gallery
 
 
 class Retriever(abc.ABC):
@@ -23,8 +20,8 @@ class Retriever(abc.ABC):
     A retriever composes a [`Gallery`][agemetric.retrievers.Gallery] (``self.gallery``): `fit()`
     stores the training faces there, `search()` and `predict_gender()` ask it for the ``k``
     nearest faces, and `state_dict()` saves it. Subclasses implement `predict()`, the estimate
-    itself (every call checks its result: one floating-point age per query); one that builds more from the gallery (a regression, reference faces) does so in
-    `on_gallery()`.
+    itself (every call checks its result: one floating-point age per query); one that builds
+    more from the gallery (a regression, reference faces) does so in `on_gallery()`.
 
     Args:
         k: how many neighbours vote (paper: M = 20).
@@ -52,8 +49,6 @@ class Retriever(abc.ABC):
     def __init__(self, k: int = 20, gallery: Gallery | None = None):
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        from agemetric.gallery import Gallery  # gallery.py uses interfaces.checks: imported here, not above
-
         self.k = int(k)
         self.gallery = gallery if gallery is not None else Gallery()
         self.gallery.owner = self  # errors name the retriever
