@@ -180,7 +180,7 @@ def test_megaage_uses_the_official_lists(megaage_dir):
     assert all(r.gender == -1 and r.subject is None for r in records)
     assert ds.skipped.items == [
         ("list/train_name.txt line 6", "no image file 'train/6.jpg'"),
-        ("list/train_name.txt line 7", "image '3.jpg' is listed twice"),
+        ("list/train_name.txt line 7", "image 'train/3.jpg' is listed twice"),
         ("list/test_name.txt line 2", "age 'x' is not a number"),
         ("list/test_name.txt line 3", "empty image name"),
     ]

@@ -45,10 +45,7 @@ class FGNet(FaceDataset):
 
     def __init__(self, root: str | Path | None = None, recursive: bool = False):
         super().__init__(root)
-        if self.root is None:
-            raise AgemetricError("--data-dir is required: the FG-NET folder")
-        if not self.root.is_dir():
-            raise AgemetricError(f"--data-dir: FG-NET folder {str(self.root)!r} does not exist")
+        self.require_folder("FG-NET")
         if not isinstance(recursive, bool):
             raise AgemetricError(f"dataset_options.recursive: expected true or false, got {recursive!r}")
         self.recursive = recursive

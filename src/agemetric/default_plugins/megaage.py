@@ -64,10 +64,7 @@ class MegaAgeAsian(FaceDataset):
 
     def __init__(self, root: str | Path | None = None):
         super().__init__(root)
-        if self.root is None:
-            raise AgemetricError("--data-dir is required: the MegaAge-Asian folder")
-        if not self.root.is_dir():
-            raise AgemetricError(f"--data-dir: MegaAge-Asian folder {str(self.root)!r} does not exist")
+        self.require_folder("MegaAge-Asian")
         lists = [self.root / "list" / f"{split}_{kind}.txt" for split in SPLITS for kind in ("name", "age")]
         missing = [p.relative_to(self.root).as_posix() for p in lists if not p.is_file()]
         if missing:
@@ -107,12 +104,6 @@ class MegaAgeAsian(FaceDataset):
                 self.skipped.add(where, str(exc))
                 continue
             key = f"{split}/{name}"
-            if key in seen:
-                self.skipped.add(where, f"image {name!r} is listed twice")
-                continue
-            if not (self.root / key).is_file():
-                self.skipped.add(where, f"no image file {key!r}")
-                continue
-            seen.add(key)
-            out.append(FaceRecord(key=key, age=age, split=split))
+            if self.new_image(key, where, seen):
+                out.append(FaceRecord(key=key, age=age, split=split))
         return out

@@ -69,10 +69,7 @@ class Morph(FaceDataset):
 
     def __init__(self, root: str | Path | None = None, csv: str | None = None):
         super().__init__(root)
-        if self.root is None:
-            raise AgemetricError("--data-dir is required: the MORPH folder")
-        if not self.root.is_dir():
-            raise AgemetricError(f"--data-dir: MORPH folder {str(self.root)!r} does not exist")
+        self.require_folder("MORPH")
         self.csv_path = self._find_csv(csv)
 
     def _find_csv(self, name: str | None) -> Path | None:
@@ -136,13 +133,8 @@ class Morph(FaceDataset):
                     self.skipped.add(where, str(exc))
                     continue
                 key = PurePosixPath(photo).as_posix()
-                if key in seen:
-                    self.skipped.add(where, f"photo {photo!r} is listed twice")
+                if not self.new_image(key, where, seen):
                     continue
-                if not (self.root / key).is_file():
-                    self.skipped.add(where, f"no image file {photo!r}")
-                    continue
-                seen.add(key)
                 subject = cell["id_num"].strip() or None
                 out.append(FaceRecord(key=key, age=age, gender=gender, subject=subject))
         return out

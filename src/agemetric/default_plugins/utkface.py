@@ -36,10 +36,7 @@ class UTKFace(FaceDataset):
 
     def __init__(self, root: str | Path | None = None):
         super().__init__(root)
-        if self.root is None:
-            raise AgemetricError("--data-dir is required: the UTKFace folder")
-        if not self.root.is_dir():
-            raise AgemetricError(f"--data-dir: UTKFace folder {str(self.root)!r} does not exist")
+        self.require_folder("UTKFace")
 
     def records(self) -> list[FaceRecord]:
         out = []

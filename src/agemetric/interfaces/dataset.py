@@ -10,6 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from agemetric._text import printable
+from agemetric.errors import AgemetricError
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,28 @@ class FaceDataset(abc.ABC):
             return digests[record.key]
         except OSError:
             return hashlib.md5(record.key.encode()).hexdigest()  # decode() reports the file
+
+    def require_folder(self, name: str) -> Path:
+        """``root``, which must be an existing folder: that of the dataset ``name`` (e.g.
+        ``"UTKFace"``); a reader calls this first."""
+        if self.root is None:
+            raise AgemetricError(f"--data-dir is required: the {name} folder")
+        if not self.root.is_dir():
+            raise AgemetricError(f"--data-dir: {name} folder {str(self.root)!r} does not exist")
+        return self.root
+
+    def new_image(self, key: str, where: str, seen: set[str]) -> bool:
+        """Whether the row ``where`` lists an image not listed before (``seen``, which it joins)
+        whose file exists; else the row goes to ``skipped`` with the reason."""
+        if key in seen:
+            self.skipped.add(where, f"image {key!r} is listed twice")
+            return False
+        path = self.file(FaceRecord(key, age=0.0))
+        if path is None or not path.is_file():
+            self.skipped.add(where, f"no image file {key!r}")
+            return False
+        seen.add(key)
+        return True
 
     def describe(self) -> str:
         """A short name for reports, e.g. ``"utkface (/data/UTKFace)"``."""
