@@ -16,28 +16,23 @@ import torch
 from torch import nn
 
 from agemetric import distributed, plugins
+from agemetric.backbones import TrunkBackbone
 from agemetric.config import RunConfig
-from agemetric.default_plugins.heads import attach_heads
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.estimator import AgeEstimator
-from agemetric.interfaces import Backbone
 from agemetric.spec import ModelSpec
 from agemetric.testing import random_face_arrays
 from agemetric.training import train
 
 
-class PlainCNN(Backbone):
+class PlainCNN(TrunkBackbone):
     """Conv -> ReLU -> pool -> heads: per-image maths only (BatchNorm would mix a process's rows)."""
 
     min_size = 8
 
     def __init__(self, embedding_dim: int = 6, gender_dim: int = 3, weights=None):
-        super().__init__(embedding_dim, gender_dim, weights)
-        self.trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
-        attach_heads(self, 32, dropout=0.0, head="linear")
-
-    def embed(self, images):
-        return self.heads(self.trunk(images))
+        trunk = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        super().__init__(trunk, 32, embedding_dim, gender_dim, weights, dropout=0.0)
 
 
 class ScaledLoss(RevisedContrastiveLoss):

@@ -1,4 +1,4 @@
-"""Shared pieces of the backbone plugins: the embedding heads and weight loading."""
+"""Shared pieces of the backbone plugins: a trunk with the paper's embedding heads, and weight loading."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from torch import nn
 
 from agemetric._io import load_torch
 from agemetric.errors import AgemetricError
+from agemetric.interfaces import Backbone
 from agemetric.types import Embeddings
 
 
@@ -25,6 +26,12 @@ class EmbeddingHeads(nn.Module):
         gender_dim: N_g (0 = no gender head).
         dropout: p of the dropout before each head.
         head: ``"linear"`` or ``"none"``.
+
+    Examples:
+        >>> heads = EmbeddingHeads(16, embedding_dim=4, gender_dim=2).eval()
+        >>> out = heads(torch.zeros(3, 16))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((3, 4), (3, 2))
     """
 
     def __init__(
@@ -44,6 +51,57 @@ class EmbeddingHeads(nn.Module):
         """``features`` ``(B, F)`` -> ``Embeddings(age (B, N_a), gender (B, N_g) | None)``."""
         gender = None if self.gender is None else self.gender(features)
         return Embeddings(self.age(features), gender)
+
+
+class TrunkBackbone(Backbone):
+    """A backbone made of a trunk, from images ``(B, 3, H, W)`` to pooled features ``(B, F)``, and
+    the paper's heads on those features (`EmbeddingHeads`): a new network is its trunk and ``F``.
+
+    Args:
+        trunk: the network up to its pooled features.
+        features: F.
+        embedding_dim, gender_dim, weights: as for [`Backbone`][agemetric.interfaces.Backbone].
+        dropout: p before the heads.
+        head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the F features are the
+            embedding, for frozen-feature baselines).
+
+    Examples:
+        A backbone plugin in a few lines:
+
+        >>> class Tiny(TrunkBackbone):
+        ...     def __init__(self, **options):
+        ...         trunk = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        ...         super().__init__(trunk, 8, **options)
+        >>> out = Tiny(embedding_dim=4, gender_dim=2).eval()(torch.zeros(2, 3, 32, 32))
+        >>> tuple(out.age.shape), tuple(out.gender.shape)
+        ((2, 4), (2, 2))
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        features: int,
+        embedding_dim: int = 70,
+        gender_dim: int = 10,
+        weights: str | None = None,
+        dropout: float = 0.5,
+        head: str = "linear",
+    ):
+        super().__init__(embedding_dim, gender_dim, weights)
+        self.trunk = trunk
+        self.attach_heads(features, dropout, head)
+
+    def attach_heads(self, features: int, dropout: float, head: str) -> None:
+        """Put the heads on the ``features`` pooled features (a trunk of several networks puts one
+        set on each)."""
+        attach_heads(self, features, dropout, head)
+
+    def load_weights(self, path: str | Path, classifier_prefixes: tuple[str, ...] = ()) -> None:
+        """Load a state-dict file (see `load_weights_file()`)."""
+        load_weights_file(self, path, classifier_prefixes)
+
+    def embed(self, images: torch.Tensor) -> Embeddings:
+        return self.heads(self.trunk(images))  # (B, F) -> heads
 
 
 def attach_heads(backbone, features: int, dropout: float, head: str) -> None:

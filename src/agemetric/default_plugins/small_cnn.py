@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from agemetric.default_plugins.heads import attach_heads, load_weights_file
+from agemetric.default_plugins.heads import TrunkBackbone
 from agemetric.hookspecs import hookimpl
-from agemetric.interfaces import Backbone
-from agemetric.types import Embeddings
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -23,7 +20,7 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
-class SmallCNN(Backbone):
+class SmallCNN(TrunkBackbone):
     """Four conv blocks (32-64-128-256 channels, each two 3x3 convs + max-pool), global average
     pooling, then the same dropout + linear heads as the paper's backbone.
 
@@ -50,19 +47,15 @@ class SmallCNN(Backbone):
         head: str = "linear",
         width: int = 32,
     ):
-        super().__init__(embedding_dim, gender_dim, weights)
         widths = [width, 2 * width, 4 * width, 8 * width]
         layers, c_in = [], 3
         for c in widths:
             layers.append(_block(c_in, c))
             c_in = c
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        attach_heads(self, c_in, dropout, head)
+        trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())  # (B, 8 * width)
+        super().__init__(trunk, c_in, embedding_dim, gender_dim, weights, dropout, head)
         if (weights or "none").lower() != "none":
-            load_weights_file(self, weights)
-
-    def embed(self, images: torch.Tensor) -> Embeddings:
-        return self.heads(self.trunk(images))  # (B, 8 * width) -> heads
+            self.load_weights(weights)
 
 
 @hookimpl

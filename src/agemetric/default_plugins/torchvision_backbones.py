@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from agemetric.default_plugins.heads import attach_heads, load_weights_file
+from agemetric.default_plugins.heads import TrunkBackbone
 from agemetric.errors import AgemetricError
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Backbone
-from agemetric.types import Embeddings
 
 
 def _torchvision_weights(arch: str, choice: str):
@@ -50,7 +48,7 @@ def build_trunk(arch: str, weights: str | None, **random_init_kwargs) -> nn.Modu
         ) from exc
 
 
-class TorchvisionBackbone(Backbone):
+class TorchvisionBackbone(TrunkBackbone):
     """A torchvision classification network whose classifier is replaced by embedding heads.
 
     Subclasses set ``arch`` (the torchvision model name), ``features`` (pooled feature size) and
@@ -94,20 +92,16 @@ class TorchvisionBackbone(Backbone):
         dropout: float = 0.5,
         head: str = "linear",
     ):
-        super().__init__(embedding_dim, gender_dim, weights)
         named = weights is None or weights.lower() == "none" or _torchvision_weights(self.arch, weights) is not None
-        self.trunk = build_trunk(self.arch, weights if named else None, **self.random_init_kwargs)
-        self.strip(self.trunk)
-        attach_heads(self, self.features, dropout, head)
+        trunk = build_trunk(self.arch, weights if named else None, **self.random_init_kwargs)
+        self.strip(trunk)
+        super().__init__(trunk, self.features, embedding_dim, gender_dim, weights, dropout, head)
         if not named:
-            load_weights_file(self, Path(weights), classifier_prefixes=(f"{self.classifier}.", *self.dropped_prefixes))
+            self.load_weights(Path(weights), classifier_prefixes=(f"{self.classifier}.", *self.dropped_prefixes))
 
     def strip(self, trunk: nn.Module) -> None:
         """Remove the classifier (and any other part the embedding does not use)."""
         setattr(trunk, self.classifier, nn.Identity())
-
-    def embed(self, images: torch.Tensor) -> Embeddings:
-        return self.heads(self.trunk(images))  # (B, features) -> heads
 
 
 class MobileNetV2(TorchvisionBackbone):

@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agemetric import AgemetricError, Backbone, Embeddings
+from agemetric import AgemetricError, Embeddings
+from agemetric.backbones import EmbeddingHeads, TrunkBackbone
 from agemetric_dlib.models import AGE_MODEL, FACE_RECOGNITION_MODEL, model_file
 
 #: the pixel means of dlib's age network (0-255 RGB) and its scale (1/256)
@@ -184,7 +185,7 @@ def read_face_recognition_weights(path: str | Path | None = None) -> tuple[dict[
     return state, descriptor
 
 
-class _DlibBackbone(Backbone):
+class _DlibBackbone(TrunkBackbone):
     """A dlib network's trunk (256 pooled features) with agemetric's heads; see the subclasses."""
 
     mean = tuple(m / 255.0 for m in DLIB_MEAN_255)
@@ -207,11 +208,7 @@ class _DlibBackbone(Backbone):
         dropout: float = 0.5,
         head: str = "linear",
     ):
-        from agemetric.default_plugins.heads import load_weights_file
-
-        super().__init__(embedding_dim, gender_dim, weights)
-        self.trunk = self.trunk_type()
-        self.attach_heads(dropout, head)
+        super().__init__(self.trunk_type(), FEATURES, embedding_dim, gender_dim, weights, dropout, head)
         choice = (weights or "none").lower()
         if choice in ("dlib", "pretrained"):
             self.trunk.load_state_dict(self.pretrained_state())
@@ -221,15 +218,7 @@ class _DlibBackbone(Backbone):
                 "(face-trained), none, or a state-dict file"
             )
         elif choice != "none":
-            load_weights_file(self, weights)
-
-    def attach_heads(self, dropout: float, head: str) -> None:
-        from agemetric.default_plugins.heads import attach_heads
-
-        attach_heads(self, FEATURES, dropout, head)
-
-    def embed(self, images: torch.Tensor) -> Embeddings:
-        return self.heads(self.trunk(images))  # (B, 256) -> heads
+            self.load_weights(weights)
 
 
 class DlibResNet10(_DlibBackbone):
@@ -313,16 +302,15 @@ class DlibPair(_DlibBackbone):
         age, face = read_onnx_weights()[0], read_face_recognition_weights()[0]
         return {**{f"age.{k}": v for k, v in age.items()}, **{f"face.{k}": v for k, v in face.items()}}
 
-    def attach_heads(self, dropout: float, head: str) -> None:
-        from agemetric.default_plugins.heads import EmbeddingHeads
-
-        # the age network's half first, one dimension larger when odd (as torch.tensor_split cuts)
+    def attach_heads(self, features: int, dropout: float, head: str) -> None:
+        # one set of heads on each network's features; the age network's half first, one
+        # dimension larger when odd (as torch.tensor_split cuts)
         halves = [(-(-d // 2), d // 2) for d in (self.embedding_dim, self.gender_dim)]
         self.heads = nn.ModuleList(
-            EmbeddingHeads(FEATURES, age, gender, dropout, head) for age, gender in zip(*halves, strict=True)
+            EmbeddingHeads(features, age, gender, dropout, head) for age, gender in zip(*halves, strict=True)
         )
         if head == "none":
-            self.embedding_dim = 2 * FEATURES
+            self.embedding_dim = 2 * features
 
     def embed(self, images: torch.Tensor) -> Embeddings:
         features = self.trunk(images).split(FEATURES, dim=1)  # (B, 256) each: age network, face network
