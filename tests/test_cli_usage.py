@@ -76,7 +76,7 @@ def test_help_placeholders_say_what_goes_there(command):
         assert bad not in text, f"agemetric {' '.join(command)} --help shows {bad}"
     assert not re.search(r"\{[a-z_]+\}", text), text  # no {run_dir}, no unfilled {datasets}
     # a flag is followed by its help, not by a placeholder
-    assert re.search(r"--help\s{2,}Show this message and exit\.", text)
+    assert re.search(r"--help\s+-h\s{2,}Show this message and exit\.", text)
 
 
 def test_run_placeholders_and_choices():
@@ -253,3 +253,15 @@ def test_plugins_json_is_unchanged():
     result = invoke("plugins", "--json")
     assert result.exit_code == 0
     assert {"name", "version", "hooks", "registered"} <= set(json.loads(result.output)[0])
+
+
+@pytest.mark.parametrize("command", [[], ["predict"], ["paper", "k-sweep"]])
+def test_dash_h_is_help(command):
+    short, long = (runner.invoke(app, [*command, flag]) for flag in ("-h", "--help"))
+    assert short.exit_code == long.exit_code == 0 and short.output == long.output
+    assert "Usage: agemetric" in short.output
+
+
+def test_shell_completion_is_offered():
+    result = runner.invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0 and "_agemetric_completion" in result.output

@@ -245,3 +245,30 @@ def test_a_pml_triplet_miner_into_a_pair_loss_is_a_clear_error():
     triplets = pml_miners.TripletMarginMiner(type_of_triplets="all")(emb, labels)
     with pytest.raises(PluginError, match="expected Pairs, got Triplets"):
         RevisedContrastiveLoss()(emb, labels, triplets)
+
+
+def test_losses_and_miners_show_their_settings_and_refuse_a_margin_that_is_not_a_number():
+    from agemetric.losses import RevisedContrastiveLoss
+    from agemetric.miners import AllPairsMiner
+
+    assert repr(RevisedContrastiveLoss(margin=6)) == "RevisedContrastiveLoss(margin=6, q=100, reduction='mean')"
+    assert repr(AllPairsMiner(margin=2.5)) == "AllPairsMiner(margin=2.5)"
+    for bad in (float("nan"), float("inf"), -1.0):
+        for part in (RevisedContrastiveLoss, AllPairsMiner):
+            with pytest.raises(ValueError, match="margin must be a finite number"):
+                part(margin=bad)
+    with pytest.raises(ValueError, match="q must be a finite number"):
+        RevisedContrastiveLoss(q=float("nan"))
+
+
+def test_mae_refuses_ages_of_different_shapes():
+    from agemetric.metrics import mae
+
+    with pytest.raises(ValueError, match=r"same shape, got \(2,\) and \(1,\)"):
+        mae(torch.tensor([20.0, 30.0]), torch.tensor([22.0]))
+
+
+def test_the_package_says_it_is_typed():
+    from importlib import resources
+
+    assert resources.files("agemetric").joinpath("py.typed").is_file()

@@ -27,6 +27,10 @@ def mae(predicted: torch.Tensor, true: torch.Tensor) -> float:
         >>> mae(torch.tensor([10.0, 20.0]), torch.tensor([12.0, 20.0]))
         1.0
     """
+    if predicted.shape != true.shape:  # broadcasting would average over every pairing
+        raise ValueError(
+            f"predicted and true ages must have the same shape, got {tuple(predicted.shape)} and {tuple(true.shape)}"
+        )
     return float((predicted.double() - true.double()).abs().mean())
 
 

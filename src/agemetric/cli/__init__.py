@@ -16,7 +16,7 @@ app = typer.Typer(
     "(Jeong et al. 2018). Start with `agemetric run`.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 

@@ -60,8 +60,8 @@ class RevisedContrastiveLoss(Loss):
         parts: int = 1,
     ):
         super().__init__(margin)
-        if q <= 0:
-            raise ValueError(f"q must be > 0, got {q}")
+        if not q > 0 or q == float("inf"):  # NaN is not > 0
+            raise ValueError(f"q must be a finite number > 0, got {q}")
         if reduction not in ("mean", "balanced", "sum"):
             raise ValueError(f"reduction must be 'mean', 'balanced' or 'sum', got {reduction!r}")
         if classifier < 0 or classes < 2:
@@ -82,6 +82,14 @@ class RevisedContrastiveLoss(Loss):
         else:
             self.classifier = nn.ModuleList(nn.LazyLinear(int(classes)) for _ in range(parts))
         self.label_sigma = float(label_sigma)
+
+    def extra_repr(self) -> str:
+        shown = [super().extra_repr(), f"q={self.q:g}", f"reduction={self.reduction!r}"]
+        if self.classifier_weight:
+            shown.append(f"classifier={self.classifier_weight:g}")
+            shown += [f"label_sigma={self.label_sigma:g}"] if self.label_sigma else []
+        shown += [f"parts={self.parts}"] if self.parts > 1 else []
+        return ", ".join(shown)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs) -> torch.Tensor:
         if embeddings.shape[1] < self.parts:

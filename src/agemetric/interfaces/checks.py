@@ -5,6 +5,8 @@ Public, so that plugins and the testing kit check their own inputs the same way.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from agemetric.errors import PluginError
@@ -93,3 +95,14 @@ def check_pair(miner: object, loss: object, task: str = "") -> None:
             f"{task}{describe(miner)} produces {miner.produces.__name__} but {describe(loss)} accepts "
             f"{type_names(loss.accepts)}; choose a matching pair"
         )
+
+
+def check_margin(margin: object) -> float:
+    """``margin`` as a float: a finite number of years, 0 or more (NaN would make every pair dissimilar)."""
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        raise TypeError(f"margin must be a number of years, got {type(margin).__name__}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"margin must be a finite number of years >= 0, got {margin}")
+    return value

@@ -10,7 +10,7 @@ from torch import nn
 
 from agemetric import functional as F
 from agemetric.errors import PluginError
-from agemetric.interfaces.checks import check_indices, check_rows, check_tensor, describe
+from agemetric.interfaces.checks import check_indices, check_margin, check_rows, check_tensor, describe
 from agemetric.types import Indices, Pairs, Samples, Triplets, from_indices_tuple
 
 
@@ -46,9 +46,11 @@ class Loss(nn.Module, abc.ABC):
 
     def __init__(self, margin: float = 4.0):
         super().__init__()
-        if margin < 0:
-            raise ValueError(f"margin must be >= 0 years, got {margin}")
-        self.margin = float(margin)
+        self.margin = check_margin(margin)
+
+    def extra_repr(self) -> str:
+        """What ``repr()`` shows inside the parentheses: the margin (subclasses add their options)."""
+        return f"margin={self.margin:g}"
 
     def forward(
         self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices | tuple | None = None

@@ -8,7 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from agemetric.interfaces.checks import check_indices, check_rows, check_tensor, describe
+from agemetric.interfaces.checks import check_indices, check_margin, check_rows, check_tensor, describe
 from agemetric.types import Indices, Pairs
 
 
@@ -40,7 +40,10 @@ class Miner(nn.Module, abc.ABC):
 
     def __init__(self, margin: float = 4.0):
         super().__init__()
-        self.margin = float(margin)
+        self.margin = check_margin(margin)
+
+    def extra_repr(self) -> str:
+        return f"margin={self.margin:g}"
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
         """Mine a batch.
