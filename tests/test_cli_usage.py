@@ -265,3 +265,13 @@ def test_dash_h_is_help(command):
 def test_shell_completion_is_offered():
     result = runner.invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "_agemetric_completion" in result.output
+
+
+def test_a_table_going_to_a_pipe_is_tab_separated_lines():
+    result = runner.invoke(app, ["plugins"])  # the test runner's output is not a terminal
+    lines = result.output.splitlines()
+    assert result.exit_code == 0 and lines[:2] == ["agemetric plugins", "plugin\tversion\thooks\tregistered"]
+    rows = [line.split("\t") for line in lines[2:] if line]
+    assert rows and all(len(row) == 4 for row in rows)
+    assert "small_cnn" in {name for row in rows for name in row[3].replace(",", " ").split()}
+    assert not any(ch in result.output for ch in "┃│━─")

@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from agemetric._text import printable
 from agemetric.errors import AgemetricError
@@ -43,6 +44,19 @@ class _Console(Console):
             return ConsoleDimensions(PIPE_WIDTH, size.height)
         return size
 
+    def print(self, *objects, **kwargs) -> None:
+        """As rich prints, except that a table going to a pipe or a file is written as plain
+        tab-separated lines (its title, if any, on a line of its own first), for ``cut``, ``grep``
+        and spreadsheets rather than eyes."""
+        if self.is_terminal or not any(isinstance(o, Table) for o in objects):
+            super().print(*objects, **kwargs)
+            return
+        for o in objects:  # rich would expand the tabs: the table's lines go to the file as they are
+            if isinstance(o, Table):
+                self.file.write(_plain_table(o) + "\n")
+            else:
+                super().print(o, **kwargs)
+
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._fixed_width = True
@@ -56,6 +70,21 @@ class _Console(Console):
     def width(self, width: int) -> None:
         self._fixed_width = True
         self._width = width
+
+
+def _plain_table(table: Table) -> str:
+    """``table`` as tab-separated lines of plain text, headers first, one line per row."""
+
+    def plain(cell) -> str:  # one line: a cell's lines joined with "; "
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
+        return "; ".join(text.splitlines())
+
+    columns = [list(column.cells) for column in table.columns]
+    lines = ["\t".join(plain(column.header) for column in table.columns)]
+    lines += ["\t".join(plain(cells[row]) for cells in columns) for row in range(table.row_count)]
+    if table.title:
+        lines.insert(0, plain(table.title))
+    return "\n".join(lines)
 
 
 console = _Console()
