@@ -272,3 +272,18 @@ def test_the_package_says_it_is_typed():
     from importlib import resources
 
     assert resources.files("agemetric").joinpath("py.typed").is_file()
+
+
+def test_wrong_arguments_are_value_errors_and_pml_conversions_are_named():
+    from pytorch_metric_learning import losses as pml_losses_mod
+
+    with pytest.raises(ValueError, match="labels must have 1 dimension"):
+        RevisedContrastiveLoss()(torch.zeros(3, 2), torch.zeros(3, 1))
+    emb, ages = torch.randn(4, 3), torch.tensor([20.0, 22.0, 40.0, 60.0])
+    pairs = AllPairsMiner()(emb, ages)
+    with pytest.raises(TypeError, match=r"to_indices_tuple\(pairs, ages, margin\)"):
+        pml_losses_mod.ContrastiveLoss()(emb, ages, pairs)
+    loss = pml_losses_mod.ContrastiveLoss()(emb, ages, to_indices_tuple(pairs, ages, 4.0))  # the conversion works
+    assert torch.isfinite(loss)
+    with pytest.raises(TypeError, match="use AgeToleranceMiner in its place"):
+        AgeToleranceMiner(margin=4, miner=pml_miners.MultiSimilarityMiner())

@@ -18,8 +18,9 @@ class AgemetricError(Exception):
     exit_code = 2
 
 
-class PluginError(AgemetricError):
-    """A plugin is unknown, registered twice, or broke its contract.
+class PluginError(AgemetricError, ValueError):
+    """A plugin is unknown, registered twice, or broke its contract, or a part was called with
+    arguments it does not take (a ``ValueError`` too, so ``except ValueError`` catches it).
 
     Examples:
         >>> import agemetric

@@ -315,6 +315,8 @@ def create(kind: str, name: str, **kwargs):
     trace(f"create {kind} {entry.name!r} (plugin {entry.plugin!r}) with {kwargs}")
     try:
         component = entry.factory(**kwargs)
+    except PluginError:  # already says which plugin and what was expected
+        raise
     except (TypeError, ValueError, OSError) as exc:  # OSError: e.g. a root path too long for the system
         where = f"{kind} {entry.name!r} (plugin {entry.plugin!r})"
         given = "{" + ", ".join(f"{shortened(k)}: {shortened(v)}" for k, v in kwargs.items()) + "}"

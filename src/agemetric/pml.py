@@ -29,6 +29,7 @@ from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
 from agemetric.interfaces import Miner
+from agemetric.interfaces.checks import check_margin
 from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
 
 
@@ -71,8 +72,9 @@ def to_indices_tuple(
 class AgeToleranceMiner(BaseMiner):
     """A pytorch-metric-learning miner for ages: positive iff ``|a_i - a_j| < margin``.
 
-    Drop it into a PML training loop in place of (or in front of) a PML miner; every PML loss
-    that takes an ``indices_tuple`` then treats ages within the margin as the same class. Pair
+    Drop it into a PML training loop in place of a PML miner (PML's miners compare labels for
+    equality, which ages within a tolerance are not); every PML loss that takes an
+    ``indices_tuple`` then treats ages within the margin as the same class. Pair
     losses (``ContrastiveLoss``, ``MultiSimilarityLoss``, ...) take the pairs; triplet losses
     (``TripletMarginLoss``) build their triplets from them, as PML does for any pair miner.
 
@@ -94,11 +96,15 @@ class AgeToleranceMiner(BaseMiner):
 
     def __init__(self, margin: float = 4.0, miner: Miner | None = None, **kwargs: Any):
         super().__init__(**kwargs)
-        if not margin >= 0:  # also NaN
-            raise ValueError(f"margin must be >= 0 years, got {margin}")
+        if miner is not None and not isinstance(miner, Miner):
+            raise TypeError(
+                f"miner: expected an agemetric miner (producing Pairs or Triplets), got {type(miner).__name__}; "
+                "a pytorch-metric-learning miner compares labels for equality, which ages within a margin are not: "
+                "use AgeToleranceMiner in its place"
+            )
         if miner is not None and miner.produces not in (Pairs, Triplets):
             raise ValueError(f"miner must produce Pairs or Triplets, got {miner.produces.__name__}")
-        self.margin = float(margin)
+        self.margin = check_margin(margin)
         self.miner = miner
 
     def mine(self, embeddings, labels, ref_emb, ref_labels) -> IndicesTuple:

@@ -54,6 +54,13 @@ class Pairs:
     def __len__(self) -> int:
         return int(self.first.numel())
 
+    def __iter__(self):
+        """Not a pytorch-metric-learning ``indices_tuple``: a PML loss given one says how to convert it."""
+        raise TypeError(
+            "Pairs is not a pytorch-metric-learning indices_tuple (its pairs are not split into positives and "
+            "negatives): pass agemetric.pml.to_indices_tuple(pairs, ages, margin) to a PML loss"
+        )
+
 
 @dataclass(frozen=True)
 class Triplets:
@@ -78,6 +85,13 @@ class Triplets:
 
     def __len__(self) -> int:
         return int(self.anchor.numel())
+
+    def __iter__(self):
+        """Not a pytorch-metric-learning ``indices_tuple``: a PML loss given one says how to convert it."""
+        raise TypeError(
+            "Triplets is not a pytorch-metric-learning indices_tuple: pass a PML loss "
+            "agemetric.pml.to_indices_tuple(triplets, ages, margin), or (t.anchor, t.positive, t.negative)"
+        )
 
 
 @dataclass(frozen=True)
