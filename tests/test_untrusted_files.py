@@ -211,9 +211,9 @@ def test_a_full_disk_while_annotating_is_one_line_and_the_other_photos_are_estim
     monkeypatch.setattr(Image.Image, "save", full)
     result = runner.invoke(app, ["predict", str(run), *map(str, photos), "--annotate", str(tmp_path / "out"), "--csv"])
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    errors = [line for line in result.output.splitlines() if line.startswith(("Error:", "Warning:"))]
     assert errors == [
-        f"Error: --annotate: cannot write {tmp_path / 'out' / 'p0.jpg'} (No space left on device); no more annotated "
+        f"Warning: --annotate: cannot write {tmp_path / 'out' / 'p0.jpg'} (No space left on device); no more annotated "
         "copies are written, the remaining photos are still estimated"
     ]
     assert (
@@ -260,7 +260,7 @@ def test_file_names_are_printed_escaped(run, tmp_path, name, monkeypatch):
     (tmp_path / name).write_bytes(b"not an image")
     result = runner.invoke(app, ["predict", str(run), name, "--csv"])
     errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.exit_code == 1 and len(errors) == 1 and errors[0].startswith(f"Error: {shown}: cannot read image")
+    assert result.exit_code == 1 and len(errors) == 1 and errors[0].startswith(f"Warning: {shown}: cannot read image")
 
 
 def test_a_file_name_that_is_not_utf8_is_printed_with_escapes(run, tmp_path):

@@ -106,6 +106,11 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]Error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
 
 
+def print_warning(message: str) -> None:
+    """As `print_error()`, for a problem the command goes on after (e.g. a file it skips)."""
+    err_console.print(f"[bold yellow]Warning:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+
+
 def warn_plugin_errors() -> None:
     """Name each plugin that failed to load or registered a name twice (and was not named yet),
     one line each, on stderr."""

@@ -171,22 +171,21 @@ def evaluate(
             )
     left_out = skipped(ds, data)
     where = _list_skipped(left_out, out)
-    if len(left_out):
-        console.print(f"[yellow]{escape(printable(f'{ds.describe()}: {left_out.summary()}{where}'))}[/]")
-    metrics["skipped"] = len(left_out)
     noted = data.noted()
-    metrics["framing_fallbacks"] = len(noted)
-    if noted:
-        console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
-    scored = f"{metrics['n_test']} of {len(data)} images" if recalibrate is not None else f"all {len(data)} images"
-    console.print(metrics_table(metrics, f"{ds.describe()} - {scored}"))
-    console.print(bucket_table(metrics))
-    if out is not None:
+    metrics["skipped"], metrics["framing_fallbacks"] = len(left_out), len(noted)
+    if out is not None:  # written before anything is printed: a closed pipe (| head) cannot lose it
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             raise AgemetricError(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}") from None
+    if len(left_out):
+        console.print(f"[yellow]{escape(printable(f'{ds.describe()}: {left_out.summary()}{where}'))}[/]")
+    if noted:
+        console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
+    scored = f"{metrics['n_test']} of {len(data)} images" if recalibrate is not None else f"all {len(data)} images"
+    console.print(metrics_table(metrics, f"{ds.describe()} - {scored}"))
+    console.print(bucket_table(metrics))
 
 
 def _list_skipped(left_out: Skipped, out: Path | None) -> str:

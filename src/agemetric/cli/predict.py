@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agemetric._text import printable
-from agemetric.cli._common import RichReporter, console, err_console, guarded, make_progress, print_error
+from agemetric.cli._common import RichReporter, console, err_console, guarded, make_progress, print_warning
 
 #: photos framed and estimated together (bounded memory for any number of files)
 CHUNK = 32
@@ -98,7 +98,7 @@ def predict(
             bar.advance(1)
             if result.error is not None:
                 failed += 1
-                print_error(f"{path}: {result.error}; skipped")
+                print_warning(f"{path}: {result.error}; skipped")
                 continue
             for face in result.faces:
                 if face.note is not None:
@@ -164,7 +164,7 @@ class _Annotations:
                 number += 1
             except OSError as exc:
                 self.broken = True
-                print_error(
+                print_warning(
                     f"--annotate: cannot write {out} ({exc.strerror or exc}); no more annotated copies are written, "
                     "the remaining photos are still estimated"
                 )
