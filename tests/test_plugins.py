@@ -319,3 +319,11 @@ def test_every_kind_can_come_from_a_third_party_plugin(register_inline, tmp_path
     split = result.metrics["split"]
     assert split["n_train"] + split["n_calibration"] + split["n_test"] == 40
     assert 'retriever = "brute-force-l1"' in (result.run_dir / "config.toml").read_text()
+
+
+def test_an_option_called_kind_or_name_reaches_the_factory_not_create():
+    from agemetric import plugins as registry
+
+    for option in ("kind", "name"):
+        with pytest.raises(PluginError, match="cannot create framer 'center'"):
+            registry.create("framer", "center", **{option: "x"})

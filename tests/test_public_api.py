@@ -287,3 +287,9 @@ def test_wrong_arguments_are_value_errors_and_pml_conversions_are_named():
     assert torch.isfinite(loss)
     with pytest.raises(TypeError, match="use AgeToleranceMiner in its place"):
         AgeToleranceMiner(margin=4, miner=pml_miners.MultiSimilarityMiner())
+
+
+def test_the_loss_signature_shows_the_paper_s_q():
+    import inspect
+
+    assert inspect.signature(RevisedContrastiveLoss).parameters["q"].default == F.Q_DEFAULT == 100.0

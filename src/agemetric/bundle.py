@@ -18,11 +18,12 @@ made by its registered name and options in the manifest, through agemetric's plu
 its package must be installed where the bundle runs (and it brings agemetric's interfaces, hence
 torch, with it). A bundle is data: nothing its files name is imported or run.
 
-Example::
-
+Examples:
+    ```python
     bundle = Bundle("bundles/utk")
     ages = bundle.predict(["face.jpg", "group.jpg"])  # (2,): the main face of each
     results = bundle.analyze(["group.jpg"], under=18)  # every face, with its box and interval
+    ```
 """
 
 from __future__ import annotations

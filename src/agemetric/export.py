@@ -6,9 +6,10 @@ exported to ONNX (torch's dynamo exporter, which needs ``onnx`` and ``onnxscript
 extra). The gallery is saved beside it as ``gallery.npz`` and everything is described in
 ``bundle.json``.
 
-Example::
-
+Examples:
+    ```python
     manifest = export_bundle("runs/my-run", "bundles/my-run", "both")
+    ```
 """
 
 from __future__ import annotations

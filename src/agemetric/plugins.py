@@ -302,7 +302,7 @@ def get_entry(kind: str, name: str) -> Entry:
     return entry
 
 
-def create(kind: str, name: str, **kwargs):
+def create(kind: str, name: str, /, **kwargs):
     """Build a registered component by name; ``None``-valued kwargs are dropped (timm habit).
 
     Examples:

@@ -60,7 +60,9 @@ class TrunkBackbone(Backbone):
     Args:
         trunk: the network up to its pooled features.
         features: F.
-        embedding_dim, gender_dim, weights: as for [`Backbone`][agemetric.interfaces.Backbone].
+        embedding_dim: N_a, the size of the age embedding.
+        gender_dim: N_g, the size of the gender embedding (0: no gender head).
+        weights: the weights asked for (``"none"``: random); the subclass loads them.
         dropout: p before the heads.
         head: ``"linear"`` (the paper's FC embedding) or ``"none"`` (the F features are the
             embedding, for frozen-feature baselines).

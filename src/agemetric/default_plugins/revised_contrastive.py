@@ -41,6 +41,7 @@ class RevisedContrastiveLoss(Loss):
             embedding adds the parts' distances. 1: the whole embedding (the paper's).
 
     Examples:
+        >>> from agemetric import functional as F
         >>> loss = RevisedContrastiveLoss(margin=4)
         >>> emb = torch.zeros(3, 2, requires_grad=True)
         >>> round(loss(emb, torch.tensor([20.0, 22.0, 50.0]), F.all_pairs(3)).item(), 4)  # (0 + 200 + 200) / 3
@@ -52,7 +53,7 @@ class RevisedContrastiveLoss(Loss):
     def __init__(
         self,
         margin: float = 4.0,
-        q: float = F.Q_DEFAULT,
+        q: float = 100.0,  # F.Q_DEFAULT, written out so that signatures show the number
         reduction: str = "mean",
         classifier: float = 0.0,
         classes: int = 101,

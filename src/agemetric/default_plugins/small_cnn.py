@@ -30,6 +30,7 @@ class SmallCNN(TrunkBackbone):
     Examples:
         Images ``(B, 3, H, W)`` with ``H, W >= 32`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)``:
 
+        >>> import torch
         >>> model = SmallCNN(weights="none").eval()
         >>> out = model(torch.zeros(2, 3, 64, 64))
         >>> tuple(out.age.shape), tuple(out.gender.shape)

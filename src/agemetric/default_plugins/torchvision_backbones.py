@@ -68,6 +68,7 @@ class TorchvisionBackbone(TrunkBackbone):
     Examples:
         Another torchvision network is three class attributes away (random weights here):
 
+        >>> import torch
         >>> class ResNet34(TorchvisionBackbone):
         ...     arch, features, classifier = "resnet34", 512, "fc"
         >>> out = ResNet34(weights="none", gender_dim=0).eval()(torch.zeros(2, 3, 64, 64))
@@ -110,6 +111,7 @@ class MobileNetV2(TorchvisionBackbone):
     Examples:
         Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
 
+        >>> import torch
         >>> model = MobileNetV2(weights="none").eval()
         >>> out = model(torch.zeros(2, 3, 64, 64))
         >>> tuple(out.age.shape), tuple(out.gender.shape)
@@ -125,6 +127,7 @@ class ResNet18(TorchvisionBackbone):
     Examples:
         Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
 
+        >>> import torch
         >>> model = ResNet18(weights="none").eval()
         >>> out = model(torch.zeros(2, 3, 64, 64))
         >>> tuple(out.age.shape), tuple(out.gender.shape)
@@ -140,6 +143,7 @@ class ResNet50(TorchvisionBackbone):
     Examples:
         Images ``(B, 3, H, W)`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)`` (random weights here):
 
+        >>> import torch
         >>> model = ResNet50(weights="none").eval()
         >>> out = model(torch.zeros(2, 3, 64, 64))
         >>> tuple(out.age.shape), tuple(out.gender.shape)
@@ -158,6 +162,7 @@ class InceptionV3(TorchvisionBackbone):
         Images ``(B, 3, H, W)`` with ``H, W >= 75`` give ``age`` ``(B, 70)`` and ``gender`` ``(B, 10)``
         (random weights here):
 
+        >>> import torch
         >>> model = InceptionV3(weights="none").eval()
         >>> out = model(torch.zeros(2, 3, 75, 75))
         >>> tuple(out.age.shape), tuple(out.gender.shape)
