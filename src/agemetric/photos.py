@@ -26,7 +26,7 @@ from agemetric.errors import AgemetricError
 #: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
 #: scale straight away, so memory stays bounded whatever the file's size
 MAX_SIDE = 4096
-#: at most this many photos are framed at once
+#: photos are framed on one thread per core, at most this many (`set_framing_threads()` may choose otherwise)
 FRAMING_THREADS = 4
 #: file name endings ``agemetric predict FOLDER`` takes
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")

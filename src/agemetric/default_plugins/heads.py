@@ -1,4 +1,4 @@
-"""Shared pieces of the backbone plugins: a trunk with the paper's embedding heads, and weight loading."""
+"""Shared pieces of the backbone plugins: the paper's embedding heads, and a trunk with them that loads weight files."""
 
 from __future__ import annotations
 
@@ -94,50 +94,40 @@ class TrunkBackbone(Backbone):
         self.attach_heads(features, dropout, head)
 
     def attach_heads(self, features: int, dropout: float, head: str) -> None:
-        """Put the heads on the ``features`` pooled features (a trunk of several networks puts one
-        set on each)."""
-        attach_heads(self, features, dropout, head)
+        """Put the `EmbeddingHeads` on the ``features`` pooled features; with ``head="none"`` N_a
+        becomes F (a trunk of several networks puts one set on each)."""
+        self.heads = EmbeddingHeads(features, self.embedding_dim, self.gender_dim, dropout, head)
+        if head == "none":
+            self.embedding_dim = features
 
     def load_weights(self, path: str | Path, classifier_prefixes: tuple[str, ...] = ()) -> None:
-        """Load a state-dict file (see `load_weights_file()`)."""
-        load_weights_file(self, path, classifier_prefixes)
+        """Load a state-dict file into the trunk and heads.
+
+        The file may hold this backbone's own state (keys ``trunk.*`` and ``heads.*``, e.g. saved
+        by agemetric) or a torchvision model's state, which is loaded into the trunk with the
+        classifier keys (``classifier_prefixes``) ignored. A bare state dict or one stored under
+        ``"state_dict"`` / ``"backbone"`` both work.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise AgemetricError(f"--weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
+        state = load_torch(path, "--weights")
+        for key in ("backbone", "state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+        if not isinstance(state, dict):
+            raise AgemetricError(f"--weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+        own = any(str(k).startswith("trunk.") for k in state)
+        target = self if own else self.trunk
+        if not own:
+            state = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes)}
+        missing, unexpected = target.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise AgemetricError(
+                f"--weights: {str(path)!r} does not fit {type(self).__name__}: "
+                f"{len(missing)} missing keys (e.g. {missing[:2]}), "
+                f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
+            )
 
     def embed(self, images: torch.Tensor) -> Embeddings:
         return self.heads(self.trunk(images))  # (B, F) -> heads
-
-
-def attach_heads(backbone, features: int, dropout: float, head: str) -> None:
-    """Give ``backbone`` its `EmbeddingHeads`; with ``head="none"`` its N_a becomes F."""
-    backbone.heads = EmbeddingHeads(features, backbone.embedding_dim, backbone.gender_dim, dropout, head)
-    if head == "none":
-        backbone.embedding_dim = features
-
-
-def load_weights_file(backbone: nn.Module, path: str | Path, classifier_prefixes: tuple[str, ...] = ()) -> None:
-    """Load a state-dict file into a backbone that has a ``trunk`` and ``heads``.
-
-    The file may hold this backbone's own state (keys ``trunk.*`` and ``heads.*``, e.g. saved by
-    agemetric) or a torchvision model's state, which is loaded into the trunk with the
-    classifier keys (``classifier_prefixes``) ignored. A bare state dict or one stored under
-    ``"state_dict"`` / ``"backbone"`` both work.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise AgemetricError(f"--weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
-    state = load_torch(path, "--weights")
-    for key in ("backbone", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise AgemetricError(f"--weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
-    own = any(str(k).startswith("trunk.") for k in state)
-    target = backbone if own else backbone.trunk
-    if not own:
-        state = {k: v for k, v in state.items() if not k.startswith(classifier_prefixes)}
-    missing, unexpected = target.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise AgemetricError(
-            f"--weights: {str(path)!r} does not fit {type(backbone).__name__}: "
-            f"{len(missing)} missing keys (e.g. {missing[:2]}), "
-            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
-        )
