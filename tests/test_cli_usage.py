@@ -275,3 +275,26 @@ def test_a_table_going_to_a_pipe_is_tab_separated_lines():
     assert rows and all(len(row) == 4 for row in rows)
     assert "small_cnn" in {name for row in rows for name in row[3].replace(",", " ").split()}
     assert not any(ch in result.output for ch in "┃│━─")
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    code = (
+        "import errno, sys\nimport agemetric.cli as c\n"
+        "@c.app.command('gone')\ndef gone():\n    raise BrokenPipeError(errno.EPIPE, 'Broken pipe')\n"
+        "sys.argv = ['agemetric', 'gone']\nc.main()"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr == ""
+
+
+def test_evaluate_writes_its_out_file_before_printing(tmp_path):
+    from agemetric.experiment import run
+
+    sets = ["dataset_options.n=60", "epochs=1", "image_size=32", "backbone_options.width=4", "k=3", "figures=false"]
+    run(agemetric.resolve("quick", sets=[*sets, f"out={tmp_path / 'run'}"]))
+    out = tmp_path / "ev.json"
+    command = [sys.executable, "-m", "agemetric", "evaluate", str(tmp_path / "run"), "--dataset", "synthetic"]
+    reader = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # the reader is gone before anything is printed, as with | head -0
+    assert reader.wait(timeout=300) == 1 and reader.stderr.read() == b""
+    assert json.loads(out.read_text())["n_test"] > 0

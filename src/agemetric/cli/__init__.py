@@ -65,7 +65,6 @@ def main() -> None:
 
     Plugins that failed to load are named on stderr, one line each, before any command runs.
     """
-    import os
     import sys
 
     from agemetric import plugins
@@ -75,11 +74,7 @@ def main() -> None:
         plugins.set_tracing(True)
     guarded(lambda: plugins.call_each("register_commands", {"cli": app}))()
     warn_plugin_errors()
-    try:
-        app()
-    except BrokenPipeError:  # the reader went away (| head): stop quietly, as cat does
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush at exit
-        sys.exit(141)  # 128 + SIGPIPE, what a shell reports for a command a closed pipe stopped
+    app()  # typer ends a command whose reader went away (| head) quietly, with exit code 1
 
 
 __all__ = ["app", "main"]
