@@ -117,6 +117,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=64, help="how many photos")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--serve-option",
+        action="append",
+        default=[],
+        help="an option for agemetric serve, e.g. --serve-option=--framing-threads=2 (repeatable)",
+    )
     args = parser.parse_args()
     exe = str(Path(sys.executable).with_name("agemetric"))
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,7 +132,7 @@ def main() -> None:
             files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             files = files[: args.count]
         photos = [(f.name, f.read_bytes()) for f in files]
-        with serving(args.model, stderr=subprocess.DEVNULL) as (server, base):
+        with serving(args.model, *args.serve_option, stderr=subprocess.DEVNULL) as (server, base):
             load(base, photos, args.clients, 5.0)  # warm up: the models loaded on every framing thread
             before, cpu_before = rss_mb(server.pid), cpu_seconds(server.pid)
             clients_before = time.process_time()

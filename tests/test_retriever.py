@@ -291,3 +291,31 @@ def test_a_retriever_s_wrong_result_fails_in_predict_naming_it(result, message):
         retriever = cls(k=1).fit(torch.rand(3, 2), torch.tensor([1.0, 2.0, 3.0]))
         with pytest.raises(PluginError, match=f"{cls.__name__}.predict: .*{message}"):
             retriever.predict(torch.rand(4, 2))
+
+
+def test_an_estimate_s_statistics_search_once_and_never_reuse_a_stale_search(monkeypatch):
+    """The mean, the spread and the share under a threshold of the same queries share one search;
+    queries changed in place, other queries, another k or a refitted gallery are searched again,
+    and every answer equals a fresh retriever's."""
+    g = torch.Generator().manual_seed(3)
+    gallery, ages = torch.randn(60, 5, generator=g), torch.rand(60, generator=g) * 80
+    r = L1KNN(k=4).fit(gallery, ages)
+    searches = []
+    search = r.gallery.search
+    monkeypatch.setattr(r.gallery, "search", lambda *a, **kw: searches.append(1) or search(*a, **kw))
+
+    def fresh(queries, k=4, data=(gallery, ages)):
+        other = L1KNN(k=k).fit(*data)
+        return other.predict(queries), other.spread(queries), other.probability_under(queries, 30.0)
+
+    queries = torch.randn(7, 5, generator=g)
+    got = (r.predict(queries), r.spread(queries), r.probability_under(queries, 30.0))
+    assert len(searches) == 1
+    assert all(map(torch.equal, got, fresh(queries)))
+    queries.mul_(-1)  # the same tensor, other values
+    assert torch.equal(r.spread(queries), fresh(queries)[1]) and len(searches) == 2
+    assert torch.equal(r.predict(queries.clone()), fresh(queries)[0]) and len(searches) == 3
+    r.k = 6
+    assert torch.equal(r.predict(queries), fresh(queries, k=6)[0]) and len(searches) == 4
+    r.fit(gallery * 2, ages.flip(0))
+    assert torch.equal(r.predict(queries), fresh(queries, k=6, data=(gallery * 2, ages.flip(0)))[0])

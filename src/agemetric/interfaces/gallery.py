@@ -108,6 +108,7 @@ class Gallery:
         self.genders: torch.Tensor | None = None
         self.weights: torch.Tensor | None = None  # (N,) float32, or None: one face each
         self._hnsw = None  # the faiss index when options.index == "hnsw"
+        self._last: tuple | None = None  # the last search of over_neighbours(), with what it searched
 
     @property
     def who(self) -> str:
@@ -210,9 +211,19 @@ class Gallery:
     ) -> torch.Tensor:
         """``(M,)``: ``statistic(ages (m, k), weights (m, k) or None) -> (m,)`` of each query's
         ``k`` nearest items, block by block (e.g. `agemetric.functional.knn_mean_age`)."""
-        return torch.cat(
-            [statistic(self.ages[idx], self._weights(idx)) for idx in self.neighbours(queries, k, exclude)]
-        )
+        return torch.cat([statistic(self.ages[idx], self._weights(idx)) for idx in self._neighbours(queries, k, exclude)])
+
+    def _neighbours(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None) -> list[torch.Tensor]:
+        """`neighbours()` as a list, remembered for the next call with the same ``queries`` object
+        (unchanged), ``k``, ``exclude`` and gallery: an estimate asks the mean, the spread and the
+        share under a threshold of the same neighbours, and searching is most of their cost."""
+        asked = (queries, queries._version, k, exclude, None if exclude is None else exclude._version, self.embeddings)
+        last = self._last
+        if last is not None and len(last[0]) == len(asked) and all(map(_same, last[0], asked)):
+            return last[1]
+        found = list(self.neighbours(queries, k, exclude))
+        self._last = (asked, found)
+        return found
 
     def vote_gender(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """``(M,)``: the majority gender of each query's ``k`` nearest items with a known gender
@@ -374,6 +385,11 @@ class _Owner:
     def __init__(self, array: np.ndarray, owner: object):
         self.__array_interface__ = array.__array_interface__
         self.owner = owner
+
+
+def _same(a, b) -> bool:
+    """Tensors the same object, anything else equal."""
+    return a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
 
 
 def stored_vectors(index) -> torch.Tensor:
