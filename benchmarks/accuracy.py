@@ -10,8 +10,8 @@ Split: UTKFace's ``hash`` protocol: an image is a test image when ``int(md5(file
 
 Usage::
 
-    python benchmarks/accuracy.py --data-dir ../shared/data/UTKFace \\
-        --weights ../shared/weights/mobilenet_v2-b0353104.pth --budget 360
+    python benchmarks/accuracy.py --data-dir path/to/UTKFace \\
+        --weights path/to/mobilenet_v2-b0353104.pth --budget 360
 """
 
 from __future__ import annotations

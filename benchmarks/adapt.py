@@ -19,8 +19,8 @@ its cross-validated estimate come from the ``n`` faces alone; the scores from th
 
 Usage::
 
-    python benchmarks/adapt.py --data-dir ../shared/data/UTKFace --out runs/adapt
-    python benchmarks/adapt.py --data-dir ../shared/data/UTKFace --protocol ages --out runs/adapt-ages
+    python benchmarks/adapt.py --data-dir path/to/UTKFace --out runs/adapt
+    python benchmarks/adapt.py --data-dir path/to/UTKFace --protocol ages --out runs/adapt-ages
 
 (trains the model first when ``--out`` holds none: ``agemetric run --preset face`` on a CSV of
 the other faces, about 5 minutes on a 2-core CPU with bfloat16).

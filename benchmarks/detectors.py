@@ -15,7 +15,7 @@ the framer).
 
 Usage::
 
-    python benchmarks/detectors.py --data-dir ../shared/data/UTKFace --misses runs/adapt/run/framing.csv \
+    python benchmarks/detectors.py --data-dir path/to/UTKFace --misses runs/adapt/run/framing.csv \
         --detectors hog,cnn,hog+cnn,mtcnn,hog+mtcnn
 """
 

@@ -23,7 +23,7 @@ For a run folder it
 Usage::
 
     python benchmarks/export.py runs/p3/utk-finetune --out /tmp/bundles/utk \\
-        --images '../shared/data/UTKFace/1*.jpg.chip.jpg' --limit 500
+        --images 'path/to/UTKFace/1*.jpg.chip.jpg' --limit 500
     python benchmarks/export.py runs/export/quick --out /tmp/bundles/quick --rounds 1 --seconds 1   # a smoke run
 """
 

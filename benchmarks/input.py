@@ -7,7 +7,7 @@ each input stage to the training step. A ratio above 1 means the stage keeps up 
 
 Usage::
 
-    python benchmarks/input.py --data-dir ../shared/data/UTKFace --n 2000 --size 128
+    python benchmarks/input.py --data-dir path/to/UTKFace --n 2000 --size 128
     python benchmarks/input.py            # synthetic faces, no data needed
 """
 

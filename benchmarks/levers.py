@@ -10,8 +10,8 @@ augmentation, k) are read from a finished run's model without training again (``
 
 Usage::
 
-    python benchmarks/levers.py --data-dir ../shared/data/UTKFace --epochs 4 --out runs/levers
-    python benchmarks/levers.py --data-dir ../shared/data/UTKFace --evaluate runs/levers/baseline
+    python benchmarks/levers.py --data-dir path/to/UTKFace --epochs 4 --out runs/levers
+    python benchmarks/levers.py --data-dir path/to/UTKFace --evaluate runs/levers/baseline
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ Usage::
 
     python benchmarks/retrieval.py                                       # 19k, 200k, 1M x 128
     python benchmarks/retrieval.py --sizes 1000 --hnsw-max 1000 --repeat 1   # a smoke run
-    python benchmarks/retrieval.py --run runs/p3/utk-finetune --data-dir ../shared/data/UTKFace   # + real embeddings
+    python benchmarks/retrieval.py --run runs/p3/utk-finetune --data-dir path/to/UTKFace   # + real embeddings
 """
 
 from __future__ import annotations

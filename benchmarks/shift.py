@@ -11,7 +11,7 @@ run's intervals, and with intervals calibrated again on a share of the shifted f
 
 Usage::
 
-    python benchmarks/shift.py RUN_DIR --data-dir ../shared/data/UTKFace --out runs/shift
+    python benchmarks/shift.py RUN_DIR --data-dir path/to/UTKFace --out runs/shift
 """
 
 from __future__ import annotations

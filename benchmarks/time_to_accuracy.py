@@ -13,8 +13,8 @@ never on the test split.
 
 Usage::
 
-    python benchmarks/time_to_accuracy.py --data-dir ../shared/data/UTKFace \\
-        --mobilenet-weights ../shared/weights/mobilenet_v2-b0353104.pth \\
+    python benchmarks/time_to_accuracy.py --data-dir path/to/UTKFace \\
+        --mobilenet-weights path/to/mobilenet_v2-b0353104.pth \\
         --methods agemetric-dlib,dex-dlib,pml-triplet-dlib,agemetric-mobilenet --seeds 0 \\
         --out runs/tta --figure docs/img/utkface/time_to_accuracy.png
 

@@ -103,7 +103,9 @@ def _param_help(param) -> str:
     if getattr(param, "is_flag", False) or default in (None, (), []) or callable(default):
         default = None
     extra = []
-    if default is not None:
+    if isinstance(param.show_default, str):  # a default described in words (or a preset's value)
+        extra.append(f"Default: {_inline(param.show_default)}.")
+    elif default is not None:
         shown = ", ".join(map(str, default)) if isinstance(default, list | tuple) else str(default)
         extra.append(f"Default: `{shown}`.")
     if param.required:

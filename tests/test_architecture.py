@@ -1,5 +1,6 @@
 """The layout the architecture page describes: imports run one way (CLI -> orchestration -> parts
--> core), no module imports another package's private name, and files and functions stay small."""
+-> core), and no module imports another package's private name. Sizes are left to review: a
+long file or function is a hint to look at its design, never a limit to fold code under."""
 
 from __future__ import annotations
 
@@ -33,11 +34,6 @@ LAYERS = {
     "agemetric.cli": 3, "agemetric.__main__": 3,
 }  # fmt: skip
 NAMES = ("core", "parts", "orchestration", "CLI")
-#: functions longer than 60 lines on purpose, and why
-LONG_ON_PURPOSE = {
-    "src/agemetric/data/synthetic.py:render_face": "one face drawn in the fixed order of its random draws, "
-    "on which every pixel of the embedded dataset depends",
-}
 
 
 def _modules() -> dict[str, Path]:
@@ -110,22 +106,3 @@ def test_no_module_imports_a_private_name_of_another_package():
             if importer != owner and not importer.startswith(owner + "."):
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {'.'.join(parts)}, private to {owner}")
     assert wrong == []
-
-
-def test_files_and_functions_stay_small():
-    long_files, long_functions = [], []
-    for path in [*SRC.rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")]:
-        text = path.read_text(encoding="utf-8")
-        if text.count("\n") > 400:
-            long_files.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
-        if "/cli/" in str(path):  # the commands' option lists are long by nature
-            continue
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                body = node.body
-                has_doc = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant)
-                start = body[0].end_lineno + 1 if has_doc and len(body) > 1 else node.lineno
-                where = f"{path.relative_to(ROOT)}:{node.name}"
-                if node.end_lineno - start + 1 > 60 and where not in LONG_ON_PURPOSE:
-                    long_functions.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
-    assert long_files == [] and long_functions == []

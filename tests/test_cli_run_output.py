@@ -79,7 +79,7 @@ def test_the_screen_reads_in_order(terminal_run):
         return found[0]
 
     header = where(r"^run: backbone small_cnn \(weights none\), loss revised-contrastive \(margin 4\)")
-    assert re.search(r"optimiser adadelta \(lr 1\), batch 16, 2 epochs; device cpu, bf16 (on|off)", shown[header + 1])
+    assert re.search(r"optimiser adam \(lr 0.001\), batch 16, 2 epochs; device cpu, bf16 (on|off)", shown[header + 1])
     data = where(r"^synthetic \(n=90, seed=0\): 65 train / 7 calibration / 18 test images \(random split\), 32 px")
     epochs = where(r"^epoch 1/2: loss "), where(r"^epoch 2/2: loss ")
     table = where(r"MAE \(years\)")

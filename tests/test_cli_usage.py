@@ -99,6 +99,20 @@ def test_run_placeholders_and_choices():
         assert re.search(rf"{re.escape(option)}\s+{placeholder}\s", text), f"{option} {placeholder}"
 
 
+def test_run_help_shows_the_quick_preset_s_defaults_and_describes_every_preset():
+    from agemetric.presets import PRESETS
+
+    text = " ".join(help_of("run").split())  # the help's words, whatever the wrapping
+    text = re.sub(r" ?│ ?", " ", text)
+    quick = PRESETS["quick"]
+    for option, value in (("--backbone", quick["backbone"]), ("--epochs", quick["epochs"]), ("--k", 20)):
+        assert re.search(rf"{option} (?:(?! --\w).)*?\[default: \(?{value}\)?\]", text), option
+    assert "the defaults shown below are the quick preset's" in text
+    described = text[text.index("--preset [") : text.index("--config ")]
+    for name in PRESETS:
+        assert re.search(rf"\b{name} \(", described), name
+
+
 def test_other_commands_show_their_choices():
     assert re.search(r"--runtime\s+\[auto\|torchscript\|onnx\]", help_of("predict"))
     assert re.search(r"--format\s+\[torchscript\|onnx\|both\]", help_of("export"))
@@ -264,7 +278,7 @@ def test_dash_h_is_help(command):
 
 def test_shell_completion_is_offered():
     result = runner.invoke(app, ["--show-completion", "bash"])
-    assert result.exit_code == 0 and "_agemetric_completion" in result.output
+    assert result.exit_code == 0 and "_agemetric_completion" in result.output, (result.output, result.exception)
 
 
 def test_a_table_going_to_a_pipe_is_tab_separated_lines():

@@ -290,6 +290,19 @@ def test_commands_split_like_a_shell():
 PAGES = [p for p in pages() if examples(p)]
 
 
+def test_pages_name_paths_a_user_can_have():
+    """Commands read data from ``path/to/...``, never from a folder beside our own checkout."""
+    root = DOCS.parent
+    texts = [*pages(), root / "README.md", *sorted((root / "benchmarks").glob("*.py"))]
+    found = [
+        f"{p.relative_to(root)}:{n}"
+        for p in texts
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if "../shared" in line
+    ]
+    assert not found, f"workspace paths (use path/to/...): {found}"
+
+
 def test_the_examples_cover_the_user_pages():
     executed = {str(p.relative_to(DOCS)) for p in PAGES}
     assert {
@@ -299,6 +312,7 @@ def test_the_examples_cover_the_user_pages():
         "api/estimator.md",
         "api/distributed.md",
         "api/building-blocks.md",
+        "index.md",
     } <= executed
 
 

@@ -94,6 +94,26 @@ def test_weights_file_round_trip(tmp_path):
         assert torch.equal(a, b)
 
 
+def test_a_small_cnn_saved_without_the_stem_loads_and_estimates_as_it_did(tmp_path):
+    """Models of the small CNN's earlier layout (no strided stem) keep loading from model.pt."""
+    import agemetric
+    from agemetric.default_plugins.small_cnn import SmallCNN
+
+    config = agemetric.resolve("quick", sets=["image_size=32", "k=3", "backbone_options.stem=none"])
+    old = agemetric.AgeEstimator.from_config(config)
+    old.fit_gallery(random_face_arrays(12, size=32, seed=0))
+    old.save(tmp_path / "model.pt")
+    state = torch.load(tmp_path / "model.pt", weights_only=False)
+    state["spec"]["backbone_options"].pop("stem")  # as the earlier versions wrote it
+    torch.save(state, tmp_path / "model.pt")
+    loaded = agemetric.AgeEstimator.load(tmp_path / "model.pt")
+    assert loaded.backbone.stem == "none" and SmallCNN(weights="none").stem == "strided"
+    images = random_face_arrays(4, size=32, seed=1).images
+    torch.testing.assert_close(loaded.predict(images), old.predict(images))
+    with pytest.raises(ValueError, match="stem must be 'strided' or 'none'"):
+        SmallCNN(stem="wide")
+
+
 def test_bad_weights_files_are_clear_errors(tmp_path):
     from agemetric.errors import AgemetricError
 

@@ -296,7 +296,7 @@ TAMPERED = {
     "tampered optimiser state": (_optimiser_state, "has shape [3, 3, 3, 3, 3], its parameter ["),
     "tampered optimiser setting": (
         lambda s: s["optimizer"]["param_groups"][0].update(lr="fast"),
-        "optimizer.param_groups[0].lr must be like 1.0, got 'fast'",
+        "optimizer.param_groups[0].lr must be like 0.001, got 'fast'",
     ),
     "tampered random state": (
         lambda s: s["rng"].update(batches=torch.zeros(10, dtype=torch.uint8)),

@@ -72,6 +72,17 @@ def test_help_lists_the_classes():
         assert name in text
 
 
+def test_help_reads_as_text_without_the_site_s_link_syntax():
+    """Docstrings name objects in plain backticks (the site turns them into links)."""
+    import pydoc
+    import re
+
+    modules = ["agemetric", "agemetric.pml", "agemetric.types", "agemetric.functional", *NAMESPACES.values()]
+    for name in modules:
+        text = pydoc.render_doc(importlib.import_module(name), renderer=pydoc.plaintext)
+        assert not re.findall(r"\]\[[A-Za-z][\w.-]*\]", text), name
+
+
 @pytest.mark.parametrize("kind", sorted(NAMESPACES))
 def test_each_shipped_plugin_is_exported_in_its_namespace(kind):
     from agemetric.plugins import registry
@@ -238,13 +249,69 @@ def test_agemetric_losses_take_pml_miners_output(miner):
         assert torch.allclose(loss(emb, labels, mined), F.revised_contrastive_loss(d, z))
 
 
-def test_a_pml_triplet_miner_into_a_pair_loss_is_a_clear_error():
-    from agemetric.errors import PluginError
+def _pair_loop(loss, emb, labels, first, second):
+    """The revised contrastive loss of the pairs ``(emb[i], emb[j])``, one pair at a time."""
+    terms = []
+    for i, j in zip(first, second, strict=True):
+        d = (emb[i] - emb[j]).abs().sum().double()
+        similar = abs(float(labels[i]) - float(labels[j])) < loss.margin
+        terms.append(2 / loss.q * d**2 if similar else 2 * loss.q * torch.exp(-2.77 / loss.q * d))
+    return torch.stack(terms).mean()
 
-    emb, labels = torch.randn(6, 3), torch.tensor([1.0, 1.0, 2.0, 2.0, 3.0, 3.0])
-    triplets = pml_miners.TripletMarginMiner(type_of_triplets="all")(emb, labels)
-    with pytest.raises(PluginError, match="expected Pairs, got Triplets"):
-        RevisedContrastiveLoss()(emb, labels, triplets)
+
+def test_a_pml_triplet_miner_into_a_pair_loss_compares_anchors_with_positives_and_negatives():
+    torch.manual_seed(2)
+    emb, labels = torch.randn(6, 3), torch.tensor([1.0, 1.0, 5.0, 2.0, 30.0, 30.0])
+    a, p, n = pml_miners.TripletMarginMiner(type_of_triplets="all")(emb, labels)
+    loss = RevisedContrastiveLoss(margin=4)
+    assert len(a) > 0
+    want = _pair_loop(loss, emb, labels, [*a.tolist(), *a.tolist()], [*p.tolist(), *n.tolist()])
+    assert torch.allclose(loss(emb, labels, (a, p, n)).double(), want)
+    assert torch.allclose(loss(emb, labels, Triplets(a, p, n)).double(), want)
+    with pytest.raises(ValueError, match="equal lengths"):
+        loss(emb, labels, Triplets(a[:1], p, n))
+
+
+def test_the_loss_takes_pml_keywords_indices_tuple_ref_emb_and_ref_labels():
+    torch.manual_seed(3)
+    emb, labels = torch.randn(5, 4), torch.tensor([20.0, 22.0, 40.0, 41.0, 70.0])
+    ref, ref_labels = torch.randn(3, 4), torch.tensor([24.0, 42.0, 90.0])  # 24: exactly the margin from 20
+    loss = RevisedContrastiveLoss(margin=4)
+    mined = pml_miners.PairMarginMiner(pos_margin=0, neg_margin=100)(emb, labels)
+    assert len(mined[0]) + len(mined[2]) > 0
+    assert torch.equal(loss(emb, labels, indices_tuple=mined), loss(emb, labels, mined))
+    # every (batch, reference) pair, against a loop over them
+    every = [(i, j) for i in range(5) for j in range(3)]
+    both, both_labels = torch.cat([emb, ref]), torch.cat([labels, ref_labels])
+    want = _pair_loop(loss, both, both_labels, [i for i, _ in every], [5 + j for _, j in every])
+    assert torch.allclose(loss(emb, labels, ref_emb=ref, ref_labels=ref_labels).double(), want)
+    # a PML miner given the references: its positives and negatives are rows of ref_emb
+    a1, p, a2, n = pml_miners.PairMarginMiner(pos_margin=0, neg_margin=100)(emb, labels, ref, ref_labels)
+    first, second = torch.cat([a1, a2]).tolist(), (torch.cat([p, n]) + 5).tolist()
+    got = loss(emb, labels, (a1, p, a2, n), ref, ref_labels)
+    assert len(first) > 0 and torch.allclose(got.double(), _pair_loop(loss, both, both_labels, first, second))
+    with pytest.raises(ValueError, match="ref_emb and ref_labels go together"):
+        loss(emb, labels, ref_emb=ref)
+    with pytest.raises(ValueError, match="second must lie in \\[0, 3\\)"):
+        loss(emb, labels, Pairs(torch.tensor([0]), torch.tensor([4])), ref, ref_labels)
+    with pytest.raises(ValueError, match="indices or indices_tuple, not both"):
+        loss(emb, labels, mined, indices_tuple=mined)
+
+
+def test_a_miner_that_finds_nothing_among_several_ages_is_warned_about_once(recwarn):
+    loss = RevisedContrastiveLoss(margin=4)
+    emb, ages = torch.randn(4, 3, requires_grad=True), torch.tensor([20.5, 33.1, 47.9, 61.2])
+    mined = pml_miners.MultiSimilarityMiner()(emb, ages)  # label equality: nothing among unique ages
+    assert all(len(t) == 0 for t in mined)
+    assert float(loss(emb, ages, mined)) == 0.0
+    assert float(loss(emb, ages, mined)) == 0.0
+    (warning,) = [w for w in recwarn if "found no pair" in str(w.message)]
+    assert "AgeToleranceMiner" in str(warning.message) and warning.filename == __file__
+    # one age in the batch: nothing to find, nothing said
+    other = RevisedContrastiveLoss(margin=4)
+    same = torch.full((4,), 30.0)
+    assert float(other(emb, same, (torch.zeros(0, dtype=torch.long),) * 4)) == 0.0
+    assert len([w for w in recwarn if "found no pair" in str(w.message)]) == 1
 
 
 def test_losses_and_miners_show_their_settings_and_refuse_a_margin_that_is_not_a_number():

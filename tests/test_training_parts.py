@@ -106,7 +106,8 @@ def test_the_reporter_hears_every_step_and_every_epoch():
     history = train(_estimator(), DATA, dataclasses.replace(CONFIG, weight_average=0.0), recorder)
     (bar,) = recorder.bars
     assert (bar.label, bar.total, bar.completed) == ("train", 48, 48)
-    assert [label for label, _ in bar.labels] == ["epoch 1/2"] * 3 + ["epoch 2/2"] * 3
-    assert all(status.startswith("loss ") and status.endswith(" img/s") for _, status in bar.labels)
+    assert [label for label, _ in bar.labels] == [None] * 6  # the bar stays "train": it counts the run's images
+    assert [status.split(",")[0] for _, status in bar.labels] == ["epoch 1/2"] * 3 + ["epoch 2/2"] * 3
+    assert all(", loss " in status and status.endswith(" img/s") for _, status in bar.labels)
     assert [line.split(":")[0] for line in bar.lines] == ["epoch 1/2", "epoch 2/2"]
     assert bar.lines[1].startswith(f"epoch 2/2: loss {history[1]['loss']:.3f}, ")

@@ -1,6 +1,6 @@
 """Photos in, per-face results out: the one path from a photo to its faces' ages that
-[`AgeEstimator.analyze()`][agemetric.estimator.AgeEstimator.analyze],
-[`Bundle.analyze()`][agemetric.bundle.Bundle.analyze] and ``agemetric predict`` all take, so
+`agemetric.estimator.AgeEstimator.analyze()`,
+`agemetric.bundle.Bundle.analyze()` and ``agemetric predict`` all take, so
 that they cannot disagree about a photo.
 
 A model takes part through the small `Predictor` protocol: the side of the faces it takes, its
@@ -39,7 +39,7 @@ class Predictor(Protocol):
 
     @property
     def framer(self) -> Any:
-        """How faces are found in a photo: a [`Framer`][agemetric.interfaces.Framer], a plain
+        """How faces are found in a photo: a `agemetric.interfaces.Framer`, a plain
         function from a photo to its face, or ``None`` (the whole photo)."""
 
     def estimate(self, images: np.ndarray, under: float | None = None) -> Estimates:

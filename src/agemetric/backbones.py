@@ -1,6 +1,6 @@
 """Backbones: networks from images to the age (and gender) embeddings.
 
-Each returns [`Embeddings`][agemetric.types.Embeddings] with the paper's linear heads on its pooled
+Each returns `agemetric.types.Embeddings` with the paper's linear heads on its pooled
 features. ``agemetric.create("backbone", name, weights=...)`` builds a registered one by name. A
 backbone plugin made of a trunk and the paper's heads subclasses `TrunkBackbone`.
 """

@@ -137,9 +137,7 @@ class Bundle:
         """A photo, framed (its main face) and resized as in training -> ``(3, S, S)`` uint8."""
         return photo_batch(str(path), self.image_size, self._framer)[0]
 
-    def embed(
-        self, images: np.ndarray | str | Path | list, batch_size: int = 64
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    def embed(self, images: Photo | Sequence[Photo], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
         """Embeddings of images: a uint8 RGB ``(N, 3, S, S)`` batch (framed and resized), or photos
         framed with the run's framing (the main face of each): a path, a PIL image, a uint8
         ``(H, W, 3)`` array, or a list of them.
@@ -170,7 +168,7 @@ class Bundle:
             self._index.add(self.embeddings)
         return self._index.search(np.ascontiguousarray(queries, dtype=np.float32), min(self.k, len(self.embeddings)))
 
-    def predict(self, images: np.ndarray | str | Path | list) -> np.ndarray:
+    def predict(self, images: Photo | Sequence[Photo]) -> np.ndarray:
         """Ages ``(N,)`` float32, one per image: the mean age of the k nearest gallery faces.
 
         Args:
@@ -183,7 +181,7 @@ class Bundle:
         """
         return self.estimate(images).age
 
-    def estimate(self, images: np.ndarray | str | Path | list, under: float | None = None) -> Estimates:
+    def estimate(self, images: Photo | Sequence[Photo], under: float | None = None) -> Estimates:
         """Ages with the neighbours' spread, the calibrated interval and, with ``under``, the
         probability of being younger than that age: the same `Estimates` as
         `AgeEstimator.estimate()` gives (``low`` and ``high`` ``None`` for a bundle without

@@ -25,8 +25,8 @@ from agemetric.presets import PRESETS
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a run. The defaults are the paper's method (see
-    [the method's decisions][method-decisions]) with one measured change: Adam at lr 1e-4 instead
+    """Everything that defines a run. The defaults are the paper's method (see the method's
+    decisions on the documentation's method page) with one measured change: Adam at lr 1e-4 instead
     of Adadelta (fine-tuning an ImageNet MobileNetV2 on UTKFace for 420 s: MAE 6.28 +- 0.06
     against 7.33 +- 0.67, two seeds each, and the same direction on a second split; see the
     benchmarks page). ``--preset paper`` keeps Adadelta.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import torch
 from torch import nn
@@ -24,13 +24,17 @@ from agemetric.intervals import ConformalIntervals
 from agemetric.spec import ModelSpec, build_parts
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from agemetric.adaptation import Adaptation
 
 #: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
 #: (the paper's "margin 0" under its <= reading).
 GENDER_MARGIN = 0.5
+
+
+#: what `AgeEstimator.predict()`, `embed()` and `estimate()` take: a uint8 ``(N, 3, S, S)`` batch
+#: framed as in training, one photo (a path, an open binary file, a PIL image, a uint8 ``(H, W, 3)``
+#: array or tensor), or a list or tuple of photos
+Images: TypeAlias = torch.Tensor | Photo | Sequence[Photo | torch.Tensor]
 
 
 class AgeEstimator(nn.Module):
@@ -103,7 +107,7 @@ class AgeEstimator(nn.Module):
         Args:
             config: the run's config.
             multitask: whether to train the gender head; ``None`` reads ``config.multitask``
-                (``"auto"`` counts as off here: [`agemetric.experiment.run()`][agemetric.experiment.run] decides it
+                (``"auto"`` counts as off here: `agemetric.experiment.run()` decides it
                 from the data).
         """
         return cls.from_spec(ModelSpec.from_config(config, multitask), weights=config.weights)
@@ -132,7 +136,7 @@ class AgeEstimator(nn.Module):
 
     @property
     def framer(self):
-        """The model's face framer ([`Framer`][agemetric.interfaces.Framer]), made on first use
+        """The model's face framer (`agemetric.interfaces.Framer`), made on first use
         from ``spec.framing``."""
         if self._framer is None:
             self._framer = plugins.create("framer", self.spec.framing, **self.spec.framing_options)
@@ -175,7 +179,7 @@ class AgeEstimator(nn.Module):
             ages: ``(B,)`` float.
             genders: ``(B,)`` int64, -1 unknown (those rows sit out the gender task).
             gather: in data-parallel training, joins every process's rows of a tensor into the
-                global batch ([`agemetric.distributed.gather()`][agemetric.distributed.gather]), so that the miner
+                global batch (`agemetric.distributed.gather()`), so that the miner
                 sees the
                 pairs of the global batch; ``None`` on one process.
 
@@ -204,7 +208,7 @@ class AgeEstimator(nn.Module):
     @torch.no_grad()
     def embed(
         self,
-        images: torch.Tensor | str | Path | list,
+        images: Images,
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
         part: str = "age",
@@ -248,7 +252,7 @@ class AgeEstimator(nn.Module):
                 self.train(was_training)
         return torch.cat(out) if out else torch.empty(0, dim)
 
-    def as_batch(self, images: torch.Tensor | str | Path | list) -> torch.Tensor:
+    def as_batch(self, images: Images) -> torch.Tensor:
         """`embed()`'s and `predict()`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
         framed and resized; anything else is a one-line error saying what was expected)."""
         s = self.image_size
@@ -269,9 +273,7 @@ class AgeEstimator(nn.Module):
         if len(self.retriever) == 0:
             raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
 
-    def predict(
-        self, images: torch.Tensor | str | Path | list, progress: Callable[[int], None] | None = None
-    ) -> torch.Tensor:
+    def predict(self, images: Images, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Predicted ages ``(N,)`` of images, one per image: a uint8 ``(N, 3, S, S)`` batch, or
         photos (a path, a PIL image, a uint8 ``(H, W, 3)`` array or tensor, or a list of them; see
         `embed()`). Of a photo with several faces only the main (largest) face is estimated; a
@@ -308,7 +310,7 @@ class AgeEstimator(nn.Module):
 
     def estimate(
         self,
-        images: torch.Tensor | np.ndarray | str | Path | list,
+        images: Images,
         under: float | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Estimates:
@@ -338,7 +340,7 @@ class AgeEstimator(nn.Module):
     def analyze(self, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
         """Every face of each photo with its box, age, interval and (with ``under``) the
         probability of being younger than ``under`` years: `agemetric.analysis.analyze()`, whose
-        arguments these are. One [`PhotoResult`][agemetric.analysis.PhotoResult] per photo; its
+        arguments these are. One `agemetric.analysis.PhotoResult` per photo; its
         ``to_dict()`` is the JSON ``agemetric predict --json`` prints."""
         self.require_gallery()
         return analyze(self, photos, under)

@@ -73,7 +73,7 @@ def run(
     Args:
         config: the run's config.
         reporter: where the progress bars and notes (settings, skipped files) go
-            ([`Reporter`][agemetric.reporting.Reporter]); ``None``: nowhere.
+            (`agemetric.reporting.Reporter`); ``None``: nowhere.
         resume: an unfinished run folder to continue from its ``checkpoint.pt``, with its own
             split; ``config`` must be that folder's ``config.toml`` (see `resume_config()`).
         snapshots: training times in seconds at which to evaluate the test split during

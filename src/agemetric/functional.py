@@ -68,8 +68,8 @@ def pair_l1_distances(x: torch.Tensor, first: torch.Tensor, second: torch.Tensor
 def margin_similarity(labels: torch.Tensor, first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.Tensor:
     """Z of the paper: 1 where two labels count as "the same class".
 
-    **Decision** ([the method's decisions][method-decisions]): ``Z = 1`` iff ``|a_i - a_j| < margin``, following
-    Section 3
+    **Decision** (the method's decisions on the documentation's method page): ``Z = 1`` iff
+    ``|a_i - a_j| < margin``, following Section 3
     ("if the difference between age is smaller than 4, two ages are considered to be in the
     same class", margin 4). The paper's Section 2.4 reads ``|a_i - a_j| <= m`` instead; on
     integer ages that reading with margin ``m`` equals this one with margin ``m + 1``.
@@ -160,8 +160,8 @@ def revised_contrastive_loss(
     continues linearly with the same value and slope, and the reduction accumulates in float64,
     so the loss and its gradient stay finite for distances up to about 10^33 (float32 holds 3.4e38).
 
-    **Decision** ([the method's decisions][method-decisions]): the batch loss is the *mean* over all pairs
-    (``reduction="mean"``),
+    **Decision** (the method's decisions on the documentation's method page): the batch loss is
+    the *mean* over all pairs (``reduction="mean"``),
     not pytorch-metric-learning's separate averaging of positive and negative pairs; that one is
     ``reduction="balanced"`` (the mean over similar pairs plus the mean over dissimilar pairs, so
     the few similar pairs of a batch weigh as much as the many dissimilar ones).

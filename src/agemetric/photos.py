@@ -1,7 +1,7 @@
 """Photos in: reading any image file, checking in-memory images, framing every face.
 
-Shared by [`agemetric.AgeEstimator`][agemetric.AgeEstimator],
-[`agemetric.bundle.Bundle`][agemetric.bundle.Bundle] and ``agemetric predict``, so a photo is
+Shared by `agemetric.AgeEstimator`,
+`agemetric.bundle.Bundle` and ``agemetric predict``, so a photo is
 read and framed the same way everywhere. Torch is never imported here (bundles run on ONNX
 Runtime alone); a torch tensor is recognised by its ``numpy`` method.
 """
@@ -144,7 +144,7 @@ class FoundFace:
 def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: bool = True) -> list[FoundFace]:
     """Frame ``images`` -> their faces, in photo order (every face, or only the main one).
 
-    ``framer`` is a [`Framer`][agemetric.interfaces.Framer], a plain function from an image to its
+    ``framer`` is a `agemetric.interfaces.Framer`, a plain function from an image to its
     face region (a bundle's fixed framing), or ``None`` (the whole image). The images are framed
     on a few threads at once (detectors such as dlib's release the GIL); always the same threads,
     so a detector a framer keeps per thread is loaded a bounded number of times.

@@ -1,5 +1,5 @@
 """A model to estimate with, from a path: a run folder's `AgeEstimator` or an exported `Bundle`,
-both [`Predictor`][agemetric.analysis.Predictor]s (what ``predict``, ``serve`` and ``adapt`` take)."""
+both `agemetric.analysis.Predictor`s (what ``predict``, ``serve`` and ``adapt`` take)."""
 
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ class Bar:
     """One bar of work: ``total`` units, advanced as they are done. This one shows nothing."""
 
     def advance(self, n: int = 1, label: str | None = None, status: str | None = None) -> None:
-        """``n`` more units done; ``label`` replaces the bar's name (``"epoch 2/30"``), ``status``
-        is a short text shown beside it (``"loss 12.3, 240 img/s"``)."""
+        """``n`` more units done; ``label`` replaces the bar's name (``"embed"``), ``status`` is a
+        short text shown beside it (``"epoch 2/30, loss 12.3, 240 img/s"``)."""
 
     def line(self, text: str) -> None:
         """A line of progress that stays (one per epoch): readable in a log where bars do not

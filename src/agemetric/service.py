@@ -4,7 +4,7 @@ The model (a run's `AgeEstimator` or an exported `Bundle`) is loaded once. Endpo
 
 - ``POST /v1/analyze``: one or more photos (multipart field ``photos``) and optionally ``under``
   (years): ``{"photos": [...]}``, each item the per-face JSON of
-  [`PhotoResult.to_dict()`][agemetric.analysis.PhotoResult.to_dict], the same that
+  `agemetric.analysis.PhotoResult.to_dict()`, the same that
   ``agemetric predict --json`` prints;
 - ``GET /health``: whether the model is loaded, and what it is;
 - ``GET /openapi.json`` and ``GET /docs``: the API described (FastAPI's);

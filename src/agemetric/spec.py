@@ -23,7 +23,7 @@ from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 @dataclass(frozen=True)
 class ModelSpec:
     """The parts of a model by name, their options, and how it sees and embeds images. The
-    fields mean what the [`RunConfig`][agemetric.config.RunConfig] fields of the same name mean
+    fields mean what the `agemetric.config.RunConfig` fields of the same name mean
     (their defaults live there: make a spec with `from_config()`), except ``multitask``, which is
     decided here: whether the model has the gender head and the gender task's parts.
 

@@ -1,6 +1,6 @@
 """Baselines that share agemetric's backbones, data and budget, so that comparisons are fair.
 
-- ``batch`` miner: every image on its own ([`Samples`][agemetric.types.Samples]).
+- ``batch`` miner: every image on its own (`agemetric.types.Samples`).
 - ``l1-regression`` loss with the ``direct`` retriever: the age embedding's first value *is* the
   age (use ``embedding_dim = 1``); trained with L1 or smooth-L1 (direct regression).
 - ``dex`` loss with the ``expectation`` retriever: DEX (Rothe et al. 2015): one logit per age

@@ -15,7 +15,7 @@ class L1KNN(Retriever):
     """L1 k-nearest neighbours with faiss; predicts the mean age of the k nearest gallery faces
     (paper: k = M = 20), never counting a query as its own neighbour.
 
-    The search is its [`Gallery`][agemetric.retrievers.Gallery]'s, made from the arguments below:
+    The search is its `agemetric.retrievers.Gallery`'s, made from the arguments below:
     exact (faiss ``knn`` in blocks of queries against shards of the gallery) or approximate
     (HNSW), over every training face or over per-age reference faces, each weighted by the
     faces it stands for (the estimate is then the weighted mean age).

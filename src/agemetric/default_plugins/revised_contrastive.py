@@ -14,9 +14,9 @@ from agemetric.types import Pairs
 class RevisedContrastiveLoss(Loss):
     """Revised contrastive loss of Jeong et al. (2018) over mined pairs, under L1 distance.
 
-    Z = 1 iff ``|a_i - a_j| < margin`` (see
-    [`agemetric.functional.margin_similarity()`][agemetric.functional.margin_similarity]);
-    the loss is the mean over pairs (``reduction="mean"``, see [the method's decisions][method-decisions]).
+    Z = 1 iff ``|a_i - a_j| < margin`` (see `agemetric.functional.margin_similarity()`); the loss
+    is the mean over pairs (``reduction="mean"``, see the method's decisions on the documentation's
+    method page).
 
     Args:
         margin: age tolerance in years (paper: 4).

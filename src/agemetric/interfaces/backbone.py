@@ -34,7 +34,7 @@ class Backbone(nn.Module, abc.ABC):
 
     Examples:
         A subclass implements `embed`, from checked ``(B, 3, H, W)`` images to
-        [`Embeddings`][agemetric.types.Embeddings] (here: the mean colour as a ``(B, 3)`` age
+        `agemetric.types.Embeddings` (here: the mean colour as a ``(B, 3)`` age
         embedding, no gender head):
 
         >>> class MeanColour(Backbone):
@@ -66,7 +66,7 @@ class Backbone(nn.Module, abc.ABC):
             images: ``(B, 3, H, W)`` float, normalised with ``mean``/``std``.
 
         Returns:
-            [`Embeddings`][agemetric.types.Embeddings] with ``age`` ``(B, N_a)`` and ``gender``
+            `agemetric.types.Embeddings` with ``age`` ``(B, N_a)`` and ``gender``
             ``(B, N_g)`` (``None`` when ``gender_dim == 0``).
         """
         who = describe(self)

@@ -16,7 +16,7 @@ from agemetric.types import Pairs, Samples, Triplets
 def describe(component: object) -> str:
     """How messages name a component: ``loss 'my-loss' (plugin 'my_plugin', MyLoss)``.
 
-    Components built by [`agemetric.plugins.create()`][agemetric.plugins.create] carry their registry entry; others are
+    Components built by `agemetric.plugins.create()` carry their registry entry; others are
     named by their class.
     """
     entry = getattr(component, "_agemetric_entry", None)

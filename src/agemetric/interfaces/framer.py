@@ -46,7 +46,7 @@ class Framer(abc.ABC):
     again.
 
     Examples:
-        A subclass implements `frame()`; calling the framer gives a [`Face`][agemetric.interfaces.Face]:
+        A subclass implements `frame()`; calling the framer gives a `agemetric.interfaces.Face`:
 
         >>> class LeftHalf(Framer):
         ...     def frame(self, image):

@@ -1,7 +1,7 @@
 """The gallery: training-face embeddings with their ages, searched by L1 distance (faiss).
 
-A [`Retriever`][agemetric.interfaces.Retriever] composes a `Gallery` for its neighbours; the
-paper's estimate, [`L1KNN`][agemetric.retrievers.L1KNN], is the mean age of the ``k`` nearest.
+A `agemetric.interfaces.Retriever` composes a `Gallery` for its neighbours; the
+paper's estimate, `agemetric.retrievers.L1KNN`, is the mean age of the ``k`` nearest.
 
 Exact search by default, in blocks of queries against shards of the gallery; an approximate
 HNSW index and a reduced gallery of per-age references as options (docs/benchmarks.md, "Large
@@ -11,6 +11,7 @@ galleries", has the measurements behind the defaults).
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -211,18 +212,27 @@ class Gallery:
     ) -> torch.Tensor:
         """``(M,)``: ``statistic(ages (m, k), weights (m, k) or None) -> (m,)`` of each query's
         ``k`` nearest items, block by block (e.g. `agemetric.functional.knn_mean_age`)."""
-        return torch.cat([statistic(self.ages[idx], self._weights(idx)) for idx in self._neighbours(queries, k, exclude)])
+        return torch.cat(
+            [statistic(self.ages[idx], self._weights(idx)) for idx in self._neighbours(queries, k, exclude)]
+        )
 
     def _neighbours(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None) -> list[torch.Tensor]:
-        """`neighbours()` as a list, remembered for the next call with the same ``queries`` object
-        (unchanged), ``k``, ``exclude`` and gallery: an estimate asks the mean, the spread and the
-        share under a threshold of the same neighbours, and searching is most of their cost."""
-        asked = (queries, queries._version, k, exclude, None if exclude is None else exclude._version, self.embeddings)
-        last = self._last
-        if last is not None and len(last[0]) == len(asked) and all(map(_same, last[0], asked)):
-            return last[1]
+        """`neighbours()` as a list, remembered for the next call with the same ``queries`` tensor
+        (unchanged since), ``k``, ``exclude`` and gallery: an estimate asks the mean, the spread and
+        the share under a threshold of the same neighbours, and searching is most of their cost."""
+        tensors = (queries, self.embeddings) if exclude is None else (queries, self.embeddings, exclude)
+        if not all(isinstance(t, torch.Tensor) and not t.is_inference() for t in tensors):
+            return list(self.neighbours(queries, k, exclude))  # no version to tell a change by
+        last = self._last  # (k, options, [(a weak reference to each tensor, its version)], the search)
+        if (
+            last is not None
+            and last[:2] == (k, self.options)
+            and len(last[2]) == len(tensors)
+            and all(ref() is t and version == t._version for (ref, version), t in zip(last[2], tensors, strict=True))
+        ):
+            return last[3]
         found = list(self.neighbours(queries, k, exclude))
-        self._last = (asked, found)
+        self._last = (k, self.options, [(weakref.ref(t), t._version) for t in tensors], found)
         return found
 
     def vote_gender(self, queries: torch.Tensor, k: int, exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -385,11 +395,6 @@ class _Owner:
     def __init__(self, array: np.ndarray, owner: object):
         self.__array_interface__ = array.__array_interface__
         self.owner = owner
-
-
-def _same(a, b) -> bool:
-    """Tensors the same object, anything else equal."""
-    return a is b if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) else a == b
 
 
 def stored_vectors(index) -> torch.Tensor:

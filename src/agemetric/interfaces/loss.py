@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import abc
+import sys
+import warnings
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -10,7 +13,14 @@ from torch import nn
 
 from agemetric import functional as F
 from agemetric.errors import PluginError
-from agemetric.interfaces.checks import check_indices, check_margin, check_rows, check_tensor, describe
+from agemetric.interfaces.checks import (
+    check_index_range,
+    check_indices,
+    check_margin,
+    check_rows,
+    check_tensor,
+    describe,
+)
 from agemetric.types import Indices, Pairs, Samples, Triplets, from_indices_tuple
 
 
@@ -22,8 +32,8 @@ class Loss(nn.Module, abc.ABC):
     which two labels count as the same (the gender task uses 0.5: exact equality).
 
     Class attributes:
-        accepts: what the loss takes from a miner: [`Pairs`][agemetric.types.Pairs],
-            [`Triplets`][agemetric.types.Triplets], [`Samples`][agemetric.types.Samples], or a tuple of them
+        accepts: what the loss takes from a miner: `agemetric.types.Pairs`,
+            `agemetric.types.Triplets`, `agemetric.types.Samples`, or a tuple of them
             (a loss that handles several).
 
     Examples:
@@ -53,9 +63,16 @@ class Loss(nn.Module, abc.ABC):
         return f"margin={self.margin:g}"
 
     def forward(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices | tuple | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        indices: Indices | tuple | None = None,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+        *,
+        indices_tuple: Indices | tuple | None = None,
     ) -> torch.Tensor:
-        """Compute the loss.
+        """Compute the loss (called as a pytorch-metric-learning loss is).
 
         Args:
             embeddings: ``(B, D)`` float.
@@ -64,10 +81,18 @@ class Loss(nn.Module, abc.ABC):
                 pytorch-metric-learning ``indices_tuple`` (``(a1, p, a2, n)`` pairs or
                 ``(anchor, positive, negative)`` triplets, from any PML miner); or ``None`` for
                 every pair of the batch (every age triplet, or every sample, for losses that take
-                those).
+                those). A loss that takes pairs but not triplets compares each triplet's anchor
+                with its positive and with its negative.
+            ref_emb: ``(R, D)`` reference embeddings, as in PML: the pairs then join a row of
+                ``embeddings`` (first) to a row of ``ref_emb`` (second), every such pair when
+                ``indices`` is ``None``; a triplet's positive and negative are rows of ``ref_emb``.
+            ref_labels: ``(R,)`` the references' labels (with ``ref_emb`` only).
+            indices_tuple: another name for ``indices`` (PML's).
 
         Returns:
-            A 0-d float tensor connected to ``embeddings`` (a zero when there are no pairs).
+            A 0-d float tensor connected to ``embeddings`` (a zero when there are no pairs; a
+            warning, once, when a batch of several ages had none: a miner that compares labels
+            for equality finds none among unique ages).
 
         Examples:
             >>> from agemetric.losses import RevisedContrastiveLoss
@@ -76,21 +101,84 @@ class Loss(nn.Module, abc.ABC):
             >>> loss(embeddings, torch.arange(20.0, 28.0)).backward()
         """
         who = describe(self)
+        if indices_tuple is not None:
+            if indices is not None:
+                raise PluginError(f"{who}: pass indices or indices_tuple, not both")
+            indices = indices_tuple
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
-        if indices is None:
-            indices = self.every(embeddings, labels)
-        elif isinstance(indices, tuple | list):
-            indices = from_indices_tuple(indices)
+        from_pml = isinstance(indices, tuple | list)
+        batch_labels = labels
+        embeddings, labels, indices = self._batch(embeddings, labels, indices, ref_emb, ref_labels)
         check_indices(who, indices, self.accepts, embeddings.shape[0])
         if len(indices) == 0:
+            if from_pml:
+                self._warn_when_nothing_mined(batch_labels)
             return embeddings.sum() * 0.0
         out = self.compute(embeddings, labels, indices)
         if not isinstance(out, torch.Tensor) or out.ndim != 0:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise PluginError(f"{who}: compute() must return a 0-d tensor, got {shape}")
         return out
+
+    def _batch(self, embeddings, labels, indices, ref_emb, ref_labels) -> tuple:
+        """What `compute()` is given: the embeddings, labels and indices of `forward()`'s
+        arguments (a PML tuple converted, triplets as pairs for a pair loss, the references
+        appended, every pair when no indices were given)."""
+        if isinstance(indices, tuple | list):
+            indices = from_indices_tuple(indices)
+        if isinstance(indices, Triplets) and not self.takes(Triplets) and self.takes(Pairs):
+            rows = embeddings.shape[0] + (0 if ref_emb is None else ref_emb.shape[0])
+            check_indices(describe(self), indices, Triplets, rows)
+            indices = Pairs(torch.cat([indices.anchor] * 2), torch.cat([indices.positive, indices.negative]))
+        if ref_emb is not None or ref_labels is not None:
+            return self._with_references(embeddings, labels, indices, ref_emb, ref_labels)
+        return embeddings, labels, self.every(embeddings, labels) if indices is None else indices
+
+    def _with_references(self, embeddings, labels, indices, ref_emb, ref_labels) -> tuple:
+        """The batch and the references as one batch, and ``indices`` into it (PML's ``ref_emb``)."""
+        who = describe(self)
+        if ref_emb is None or ref_labels is None:
+            raise PluginError(f"{who}: ref_emb and ref_labels go together")
+        check_tensor(who, "ref_emb", ref_emb, 2, floating=True)
+        check_tensor(who, "ref_labels", ref_labels, 1)
+        check_rows(who, "ref_labels", ref_labels, ref_emb.shape[0])
+        if ref_emb.shape[1] != embeddings.shape[1]:
+            raise PluginError(
+                f"{who}: ref_emb must have {embeddings.shape[1]} columns like embeddings, got {ref_emb.shape[1]}"
+            )
+        b, r = embeddings.shape[0], ref_emb.shape[0]
+        if indices is None and self.takes(Pairs):
+            rows = torch.arange(b, device=embeddings.device)
+            indices = Pairs(rows.repeat_interleave(r), torch.arange(r, device=embeddings.device).repeat(b))
+        if not isinstance(indices, Pairs | Triplets):
+            raise PluginError(f"{who}: ref_emb needs pairs or triplets (from a miner given the references too)")
+        check_indices(who, indices, (Pairs, Triplets), max(b, r))
+        if isinstance(indices, Pairs):
+            check_index_range(who, "first", indices.first, b)
+            check_index_range(who, "second", indices.second, r)
+            indices = Pairs(indices.first, indices.second + b)
+        elif isinstance(indices, Triplets):
+            check_index_range(who, "anchor", indices.anchor, b)
+            for field in ("positive", "negative"):
+                check_index_range(who, field, getattr(indices, field), r)
+            indices = Triplets(indices.anchor, indices.positive + b, indices.negative + b)
+        return torch.cat([embeddings, ref_emb]), torch.cat([labels, ref_labels.to(labels.dtype)]), indices
+
+    def _warn_when_nothing_mined(self, labels: torch.Tensor) -> None:
+        """Once per loss: a PML miner found nothing in a batch of several labels (PML's own miners
+        pair equal labels, and unique float ages have none)."""
+        if getattr(self, "_warned_nothing_mined", False) or labels.unique().numel() < 2:
+            return
+        self._warned_nothing_mined = True
+        warnings.warn(
+            f"{describe(self)}: the miner found no pair in a batch of {labels.numel()} labels with "
+            f"{labels.unique().numel()} different values, so the loss is 0 (warned once). A miner that "
+            "compares labels for equality finds none among unique float ages: mine with "
+            "agemetric.pml.AgeToleranceMiner",
+            stacklevel=_callers_level(),
+        )
 
     def every(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
         """What the loss uses when called without indices: every pair of the batch (or, for a loss
@@ -105,3 +193,15 @@ class Loss(nn.Module, abc.ABC):
     @abc.abstractmethod
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:
         """Compute the loss for checked, non-empty indices."""
+
+
+def _callers_level() -> int:
+    """The ``stacklevel`` of the first frame outside this module and torch's module machinery
+    (``nn.Module.__call__`` and its hooks): the line that called the loss."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_code.co_filename == __file__ or _TORCH_NN in frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+_TORCH_NN = str(Path(torch.nn.modules.__file__).parent)

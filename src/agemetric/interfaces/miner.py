@@ -20,8 +20,8 @@ class Miner(nn.Module, abc.ABC):
     decide "same age" (e.g. a triplet miner); miners that ignore it still accept it.
 
     Class attributes:
-        produces: [`Pairs`][agemetric.types.Pairs], [`Triplets`][agemetric.types.Triplets] or
-            [`Samples`][agemetric.types.Samples]; the estimator checks that the loss ``accepts`` it.
+        produces: `agemetric.types.Pairs`, `agemetric.types.Triplets` or
+            `agemetric.types.Samples`; the estimator checks that the loss ``accepts`` it.
 
     Examples:
         A subclass implements `mine` (``embeddings`` ``(B, D)``, ``labels`` ``(B,)``); here it pairs

@@ -17,7 +17,7 @@ class Retriever(abc.ABC):
     Factories registered through ``register_retrievers`` are called as
     ``factory(k=..., **retriever_options)``.
 
-    A retriever composes a [`Gallery`][agemetric.retrievers.Gallery] (``self.gallery``): `fit()`
+    A retriever composes a `agemetric.retrievers.Gallery` (``self.gallery``): `fit()`
     stores the training faces there, `search()` and `predict_gender()` ask it for the ``k``
     nearest faces, and `state_dict()` saves it. Subclasses implement `predict()`, the estimate
     itself (every call checks its result: one floating-point age per query); one that builds
@@ -100,10 +100,10 @@ class Retriever(abc.ABC):
         return self.gallery.vote_gender(queries, self.k, exclude)
 
     def attach(self, loss) -> None:  # noqa: B027 - optional, most retrievers need nothing
-        """Called once by the [`AgeEstimator`][agemetric.estimator.AgeEstimator] with its age loss.
+        """Called once by the `agemetric.estimator.AgeEstimator` with its age loss.
 
         The default does nothing. A retriever that estimates with something the loss trains (a
-        comparator head) keeps it here, and raises [`PluginError`][agemetric.PluginError] for a
+        comparator head) keeps it here, and raises `agemetric.PluginError` for a
         loss it cannot use: the estimator is then refused at construction.
         """
 

@@ -185,10 +185,11 @@ class _Training:
             if self.on_step is not None:
                 self.began += self.on_step(self.elapsed(), self.current()) or 0.0
             epoch.seconds = self.elapsed() - start
+            speed = epoch.seen / max(epoch.seconds, 1e-9)
+            # the bar counts the run's images: the epoch is part of its status, not its name
             self.bar.advance(
                 epoch.batches[epoch.step - 1].numel(),
-                label=f"epoch {number}/{config.epochs}",
-                status=f"loss {epoch.step_losses[-1]:9.3f} {epoch.seen / max(epoch.seconds, 1e-9):5.0f} img/s",
+                status=f"epoch {number}/{config.epochs}, loss {epoch.step_losses[-1]:9.3f}, {speed:5.0f} img/s",
             )
         return False
 
@@ -251,7 +252,7 @@ def train(
         data: the training split.
         config: epochs, batch size, optimiser and schedule, weight averaging, seed, augmentation.
         reporter: where the bar (``train``) and a line per epoch go
-            ([`Reporter`][agemetric.reporting.Reporter]); ``None``: nowhere.
+            (`agemetric.reporting.Reporter`); ``None``: nowhere.
         world: in data-parallel training (`agemetric.distributed`), this process: every
             process draws the same global batches, embeds its share, and the loss spans the
             gathered global batch. ``None``: one process.

@@ -19,7 +19,7 @@ def relation(first: torch.Tensor, second: torch.Tensor, margin: float) -> torch.
     """The relation of age ``first`` to age ``second``: younger (0), similar (1) or older (2).
 
     "Similar" is agemetric's margin rule
-    ([`agemetric.functional.margin_similarity()`][agemetric.functional.margin_similarity]):
+    (`agemetric.functional.margin_similarity()`):
     ``|a_i - a_j| < margin``, computed in float64. One addition: two *equal* labels are always
     similar, also at ``margin = 0`` (where the strict rule would call them neither similar nor
     ordered, and ``relation(i, j) = 2 - relation(j, i)`` would fail).

@@ -90,7 +90,7 @@ class DlibAlignFramer(Framer):
             finds one.
 
     For training and evaluation the largest face is used; ``agemetric predict`` estimates every
-    face (`faces()`). A fallback is reported in the [`Face`][agemetric.interfaces.Face] note.
+    face (`faces()`). A fallback is reported in the `agemetric.interfaces.Face` note.
     """
 
     def __init__(

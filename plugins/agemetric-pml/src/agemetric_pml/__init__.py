@@ -14,7 +14,7 @@ class PMLPairLoss(Loss):
 
     Each mined pair ``(i, j)`` is used in both directions; it is positive when
     ``|a_i - a_j| < margin`` and negative otherwise (PML itself would only call equal labels
-    positive): [`agemetric.pml.to_indices_tuple()`][agemetric.pml.to_indices_tuple] makes PML's ``(a1, p, a2, n)``.
+    positive): `agemetric.pml.to_indices_tuple()` makes PML's ``(a1, p, a2, n)``.
     Mined
     triplets (from ``pml-triplet-margin``) go to PML unchanged as ``(anchor, positive, negative)``.
 
