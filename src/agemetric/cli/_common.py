@@ -14,7 +14,6 @@ from rich.progress import (
     Progress,
     TaskID,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
@@ -160,18 +159,18 @@ class _Progress(Progress):
 
 
 def make_progress(disable: bool = False) -> Progress:
-    """Bars with a status (the loss and images/s while training) and the time left, on stderr so
+    """Bars with a status (the epoch, the loss and images/s while training) and the time left (the
+    columns fit 80 characters; the time spent is in each epoch's line and the closing one), on stderr so
     that stdout stays clean; ``disable`` hides them (processes other than rank 0 under torchrun),
     as does a stderr that is not a terminal (a log file has the one line per epoch instead).
 
     Print messages through ``progress.console`` while it runs, never through another console: the
     bars would be redrawn over them."""
     return _Progress(
-        TextColumn("[bold]{task.description:<14}"),
+        TextColumn("[bold]{task.description:<11}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
         console=err_console,

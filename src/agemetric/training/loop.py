@@ -189,7 +189,7 @@ class _Training:
             # the bar counts the run's images: the epoch is part of its status, not its name
             self.bar.advance(
                 epoch.batches[epoch.step - 1].numel(),
-                status=f"epoch {number}/{config.epochs}, loss {epoch.step_losses[-1]:9.3f}, {speed:5.0f} img/s",
+                status=f"epoch {number}/{config.epochs}, loss {epoch.step_losses[-1]:6.1f}, {speed:4.0f} img/s",
             )
         return False
 
