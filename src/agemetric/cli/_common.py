@@ -59,7 +59,7 @@ class _Console(Console):
     @size.setter
     def size(self, new_size: tuple[int, int]) -> None:
         self._fixed_width = True
-        self._width, self._height = new_size
+        Console.size.fset(self, new_size)  # rich's own setter
 
     @property
     def width(self) -> int:
@@ -68,7 +68,7 @@ class _Console(Console):
     @width.setter
     def width(self, width: int) -> None:
         self._fixed_width = True
-        self._width = width
+        Console.width.fset(self, width)  # rich's own setter
 
 
 def _plain_table(table: Table) -> str:
