@@ -76,12 +76,20 @@ def test_report_compares_runs_in_one_figure_and_table(run_dir, tmp_path):
         assert_png(second / "figures" / name)
     assert_png(tmp_path / "cmp" / "comparison.png")
     table = (tmp_path / "cmp" / "comparison.md").read_text()
+    printed = result.output.splitlines()  # the table as tab-separated lines (not a terminal)
+    from agemetric.run_report import COMPARISON_COLUMNS
+
+    assert next(line for line in printed if line.startswith("run\t")).split("\t") == [
+        c for c in COMPARISON_COLUMNS if c != "data"
+    ]
     for folder in (run_dir, second):
         m = json.loads((folder / "metrics.json").read_text())
         assert (
             f"| {folder.name} | {m['dataset']}" in table
             and f"| {m['mae']:.2f} | {m['mean_predictor_mae']:.2f} |" in table
         )
+        row = next(line for line in printed if line.startswith(f"{folder.name}\t")).split("\t")
+        assert row[1:3] == [f"{m['mae']:.2f}", f"{m['mean_predictor_mae']:.2f}"]  # the markdown's cells
 
 
 def test_report_on_a_folder_that_is_not_a_run(tmp_path):

@@ -34,19 +34,44 @@ def _ci(ci: list[float] | None, digits: int = 2) -> str:
     return "" if ci is None else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+#: the columns of `comparison_rows()`
+COMPARISON_COLUMNS = (
+    "run",
+    "data",
+    "MAE",
+    "mean predictor",
+    "CS(3) %",
+    "CS(5) %",
+    "intervals",
+    "largest group gap",
+    "images seen",
+)
+
+
+def comparison_rows(runs: dict[str, dict]) -> list[list[str]]:
+    """One row of `COMPARISON_COLUMNS` cells per run of `comparison()`'s runs: its name, its
+    data, MAE, the mean predictor's MAE, CS(3) and CS(5), the intervals' level, coverage and mean
+    width, the largest MAE gap of each grouping, and the training images seen."""
+    return [
+        [
+            label,
+            plots.caption(m),
+            f"{m['mae']:.2f}",
+            f"{m['mean_predictor_mae']:.2f}",
+            f"{m['cs']['3']:.1f}",
+            f"{m['cs']['5']:.1f}",
+            interval_summary(m),
+            gap_summary(m),
+            f"{m.get('training_images_seen', 0):,}",
+        ]
+        for label, m in runs.items()
+    ]
+
+
 def comparison_table(runs: dict[str, dict]) -> str:
     """The markdown table of `comparison()`'s runs."""
-    lines = [
-        "| run | data | MAE | mean predictor | CS(3) % | CS(5) % | interval coverage / width | largest group gap "
-        "(MAE) | training images seen |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for label, m in runs.items():
-        lines.append(
-            f"| {label} | {plots.caption(m)} | {m['mae']:.2f} | {m['mean_predictor_mae']:.2f} | {m['cs']['3']:.1f} | "
-            f"{m['cs']['5']:.1f} | {interval_summary(m)} | {gap_summary(m)} | {m.get('training_images_seen', 0):,} |"
-        )
-    return "\n".join(lines)
+    lines = ["| " + " | ".join(COMPARISON_COLUMNS) + " |", "|" + "---|" * len(COMPARISON_COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in comparison_rows(runs)])
 
 
 def interval_summary(metrics: dict) -> str:

@@ -42,7 +42,7 @@ def report(
 ) -> None:
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
     from agemetric.plots import comparison
-    from agemetric.run_report import comparison_table, gap_summary, interval_summary, write_run_figures
+    from agemetric.run_report import COMPARISON_COLUMNS, comparison_rows, comparison_table, write_run_figures
 
     out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
@@ -62,18 +62,11 @@ def report(
             f"# Comparison\n\n![comparison](comparison.png)\n\n{table_md}\n", encoding="utf-8"
         )
     table = Table(title="runs", header_style="bold")
-    for col in ("run", "MAE", "mean predictor", "CS(3) %", "CS(5) %", "intervals", "largest group gap", "images seen"):
-        table.add_column(col, justify="left" if col in ("run", "largest group gap") else "right")
-    for label, m in runs.items():
-        table.add_row(
-            label,
-            f"{m['mae']:.2f}",
-            f"{m['mean_predictor_mae']:.2f}",
-            f"{m['cs']['3']:.1f}",
-            f"{m['cs']['5']:.1f}",
-            interval_summary(m),
-            gap_summary(m),
-            f"{m.get('training_images_seen', 0):,}",
-        )
+    shown = [i for i, column in enumerate(COMPARISON_COLUMNS) if column != "data"]  # the caption: in the figure
+    for name in (COMPARISON_COLUMNS[i] for i in shown):
+        left = name in ("run", "largest group gap")
+        table.add_column(name, justify="left" if left else "right", no_wrap=name == "run")  # names whole
+    for row in comparison_rows(runs):
+        table.add_row(*(row[i] for i in shown))
     console.print(table)
     console.print(f"wrote {figure} and {out / 'comparison.md'}")
