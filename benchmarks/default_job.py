@@ -28,12 +28,6 @@ import time
 from pathlib import Path
 
 
-def bf16_available() -> bool:
-    from agemetric.devices import uses_bf16
-
-    return uses_bf16("auto", "cpu")
-
-
 def run_job(label: str, options: list[str], env: dict[str, str], tmp: Path) -> dict:
     """``agemetric run OPTIONS`` in a fresh cache: the wall time, the phases it prints, its MAE."""
     out, cache = tmp / f"run-{label}", tmp / f"cache-{label}"
@@ -67,7 +61,9 @@ def main() -> None:
         jobs.append(
             ("float32, AVX2", ["--bf16", "off", *seed], {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
         )
-    if bf16_available():
+    from agemetric.devices import bf16_supported
+
+    if bf16_supported("cpu"):
         jobs.append(("bfloat16", ["--bf16", "on", *seed], {}))
     with tempfile.TemporaryDirectory() as tmp:
         results = [run_job(label, options, env, Path(tmp)) for label, options, env in jobs]

@@ -42,7 +42,7 @@ Preset = Literal[tuple(PRESETS)]
 
 def _quick(setting: str) -> str | bool:
     """What --help shows as a setting's default: its value in the quick preset, which applies
-    when neither --preset nor --config is given (False: none to show)."""
+    when no preset is named (by --preset or in a --config file) (False: none to show)."""
     from agemetric.config import RunConfig
 
     value = PRESETS["quick"].get(setting, next(f.default for f in dataclasses.fields(RunConfig) if f.name == setting))

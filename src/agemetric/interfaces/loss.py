@@ -159,7 +159,7 @@ class Loss(nn.Module, abc.ABC):
             check_index_range(who, "first", indices.first, b)
             check_index_range(who, "second", indices.second, r)
             indices = Pairs(indices.first, indices.second + b)
-        elif isinstance(indices, Triplets):
+        else:
             check_index_range(who, "anchor", indices.anchor, b)
             for field in ("positive", "negative"):
                 check_index_range(who, field, getattr(indices, field), r)
@@ -169,12 +169,15 @@ class Loss(nn.Module, abc.ABC):
     def _warn_when_nothing_mined(self, labels: torch.Tensor) -> None:
         """Once per loss: a PML miner found nothing in a batch of several labels (PML's own miners
         pair equal labels, and unique float ages have none)."""
-        if getattr(self, "_warned_nothing_mined", False) or labels.unique().numel() < 2:
+        if getattr(self, "_warned_nothing_mined", False):
+            return
+        distinct = labels.unique().numel()
+        if distinct < 2:
             return
         self._warned_nothing_mined = True
         warnings.warn(
             f"{describe(self)}: the miner found no pair in a batch of {labels.numel()} labels with "
-            f"{labels.unique().numel()} different values, so the loss is 0 (warned once). A miner that "
+            f"{distinct} different values, so the loss is 0 (warned once). A miner that "
             "compares labels for equality finds none among unique float ages: mine with "
             "agemetric.pml.AgeToleranceMiner",
             stacklevel=_callers_level(),
