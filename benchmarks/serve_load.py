@@ -4,7 +4,8 @@ Starts the service on a free local port and warms it up for 5 seconds; then ``--
 threads each post one photo at a time to ``/v1/analyze`` for ``--seconds`` (bodies encoded
 beforehand, sent with `http.client`, so that the clients take little CPU time: they report
 theirs). Reports photos per second, the server's CPU time per photo, the latency's median and
-99th percentile, errors, and the server's resident memory before and after. Then ``agemetric
+99th percentile, errors, and the server's resident memory before and after (the server's CPU
+time and memory: its process and its framing processes together). Then ``agemetric
 predict`` estimates the same photos (``--json``, output discarded; repeated to at least `PREDICTED`
 photos, its rate from the time for all of them less the time for the first `WARM`, so that its
 start-up is left out) and the two rates
@@ -55,17 +56,29 @@ def drawn_photos(folder: Path, count: int) -> list[Path]:
     return out
 
 
+def tree(pid: int) -> list[int]:
+    """Process ``pid`` and its descendants (the server and its framing processes)."""
+    children = [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    return [pid, *(p for child in children for p in tree(child))]
+
+
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time of process ``pid`` and its descendants so far."""
+    total = 0
+    for one in tree(pid):
+        fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """Resident memory of process ``pid`` and its descendants, in MB."""
+    total = 0
+    for one in tree(pid):
+        for line in Path(f"/proc/{one}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def multipart(name: str, data: bytes) -> tuple[bytes, str]:
@@ -121,7 +134,7 @@ def main() -> None:
         "--serve-option",
         action="append",
         default=[],
-        help="an option for agemetric serve, e.g. --serve-option=--framing-threads=2 (repeatable)",
+        help="an option for agemetric serve, e.g. --serve-option=--framing-processes=0 (repeatable)",
     )
     args = parser.parse_args()
     exe = str(Path(sys.executable).with_name("agemetric"))
@@ -133,7 +146,7 @@ def main() -> None:
             files = files[: args.count]
         photos = [(f.name, f.read_bytes()) for f in files]
         with serving(args.model, *args.serve_option, stderr=subprocess.DEVNULL) as (server, base):
-            load(base, photos, args.clients, 5.0)  # warm up: the models loaded on every framing thread
+            load(base, photos, args.clients, 5.0)  # warm up (the first requests of each client)
             before, cpu_before = rss_mb(server.pid), cpu_seconds(server.pid)
             clients_before = time.process_time()
             latencies, errors = load(base, photos, args.clients, args.seconds)

@@ -4,6 +4,7 @@ give the same faces, ages, intervals and probabilities for the same photos."""
 from __future__ import annotations
 
 import json
+import pickle
 import re
 
 import numpy as np
@@ -11,12 +12,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from agemetric.analysis import FaceResult, PhotoResult
+from agemetric.analysis import FaceResult, FramedPhoto, PhotoResult, estimate_photos
 from agemetric.bundle import Bundle
 from agemetric.cli import app
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.export import export_bundle
+from agemetric.photos import FoundFace
 
 runner = CliRunner()
 
@@ -81,6 +83,18 @@ def test_a_large_photo_in_memory_keeps_its_own_size(models):
     wide = np.zeros((60, 5000, 3), np.uint8)  # wider than photos.MAX_SIDE: shrunk for framing
     results = estimator.analyze([Image.fromarray(wide), wide])
     assert [r.size for r in results] == [(5000, 60), (5000, 60)]
+
+
+def test_a_framed_photo_sent_without_its_pixels_gives_the_same_results(models):
+    estimator, _, _, _ = models
+    pixels = np.random.default_rng(5).integers(0, 256, (3, 32, 32), dtype=np.uint8)
+    shown = Image.new("RGB", (4096, 2048))  # an 8192 x 4096 photo, read at half its side
+    framed = FramedPhoto("big.jpg", shown, (8192, 4096), None, (FoundFace(0, pixels, (100, 50, 300, 250), None),))
+    sent = pickle.loads(pickle.dumps(framed.without_image()))  # as a framing process sends it
+    assert sent.image is None and sent.faces[0].box == (200, 100, 600, 500)  # in the photo's own pixels
+    assert len(pickle.dumps(sent)) < 2 * pixels.nbytes
+    results = estimate_photos(estimator, [framed, sent], under=30)
+    assert results[0].to_dict() == results[1].to_dict() and results[0].faces[0].box == (200, 100, 600, 500)
 
 
 def test_results_read_well():

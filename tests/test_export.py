@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -110,6 +111,12 @@ def test_bundle_takes_photos_framed_as_the_run_framed_them(run, bundle_dir, face
     np.testing.assert_allclose(Bundle(bundle_dir, runtime).predict(photo), from_paths[:1], atol=1e-4)
     with pytest.raises(AgemetricError, match="expected uint8 pixels"):
         Bundle(bundle_dir, runtime).predict(photo.astype(np.float32) / 255)
+
+
+def test_a_bundle_s_framing_can_be_sent_to_another_process(bundle_dir, faces):
+    framer = Bundle(bundle_dir, "torchscript").framer  # the run's box: agemetric serve's framing processes take it
+    photo = Image.open(faces[0])
+    assert np.array_equal(np.asarray(pickle.loads(pickle.dumps(framer))(photo)), np.asarray(framer(photo)))
 
 
 @pytest.mark.parametrize("runtime", FORMATS)

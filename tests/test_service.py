@@ -4,8 +4,12 @@ clients, and the command itself on a real port."""
 from __future__ import annotations
 
 import io
+import os
 import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
@@ -13,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from agemetric.errors import AgemetricError
 from agemetric.service import create_app
 from agemetric.testing import serving
 
@@ -98,12 +103,73 @@ def test_concurrent_clients_get_the_answers_of_one_at_a_time(served):
     assert together == alone + alone
 
 
-def test_the_command_serves_on_a_port_and_stops_on_ctrl_c(served, tmp_path):
-    _, _, root = served
+def test_framing_processes_give_the_answers_of_framing_threads(served):
+    estimator, threads, root = served
+    app = create_app(estimator, {"model": str(root / "run"), "kind": "run"}, max_mb=0.05, framing_processes=1)
+    files = [("photos", (f"{seed}.png", _png(seed, (40 + seed, 48)), "image/png")) for seed in range(3)]
+    with TestClient(app) as processes:  # the lifespan starts the process, and stops it
+        answer = processes.post("/v1/analyze", files=files, data={"under": "30"})
+        assert answer.status_code == 200
+        assert answer.json() == threads.post("/v1/analyze", files=files, data={"under": "30"}).json()
+        unread = processes.post("/v1/analyze", files=[("photos", ("notes.jpg", b"not a photo", "image/png"))])
+        assert unread.status_code == 400 and unread.json()["detail"].startswith("notes.jpg: cannot read image")
+
+
+def test_the_service_starts_a_framing_process_again_when_one_dies(served):
+    estimator, _, root = served
+    app = create_app(estimator, {"model": str(root / "run"), "kind": "run"}, framing_processes=1)
+    files = [("photos", ("a.png", _png(0), "image/png"))]
+    with TestClient(app, raise_server_exceptions=False) as client:
+        expected = client.post("/v1/analyze", files=files).json()
+        (framing,) = [pid for pid in _children(os.getpid()) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+        os.kill(framing, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _running(framing) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        statuses = [client.post("/v1/analyze", files=files).status_code for _ in range(2)]
+        assert statuses in ([500, 200], [200, 200])  # the request the dead process had, if any, fails
+        assert client.post("/v1/analyze", files=files).json() == expected
+
+
+def test_a_framer_that_cannot_go_to_another_process_is_refused_by_name(served):
+    estimator, _, _ = served
+
+    class Unsendable:
+        image_size, framer = estimator.image_size, threading.Lock()
+
+    with pytest.raises(AgemetricError, match=r"framing processes: the model's framer \(lock\) cannot be sent"):
+        create_app(Unsendable(), {}, framing_processes=1)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads a process's children from /proc")
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL])
+def test_the_command_serves_on_a_port_and_its_framing_processes_end_with_it(served, tmp_path, stop):
+    estimator, _, root = served
     with (tmp_path / "stderr.txt").open("w") as stderr:
-        with serving(root / "run", stop=signal.SIGINT, stderr=stderr) as (server, base):
+        with serving(root / "run", "--framing-processes", "2", stop=stop, stderr=stderr) as (server, base):
             answer = httpx.post(base + "/v1/analyze", files=[("photos", ("a.png", _png(0)))], timeout=30)
-            assert answer.status_code == 200 and answer.json()["photos"][0]["photo"] == "a.png"
+            (root / "a.png").write_bytes(_png(0))
+            (expected,) = estimator.analyze(str(root / "a.png"))
+            assert answer.json()["photos"] == [{**expected.to_dict(), "photo": "a.png"}]
+            framing = [pid for pid in _children(server.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+            assert len(framing) == 2
     said = (tmp_path / "stderr.txt").read_text()
     assert f"serving {root / 'run'} on {base}/" in said
-    assert server.returncode in (0, 130), said
+    if stop == signal.SIGINT:
+        assert server.returncode in (0, 130), said
+    deadline = time.monotonic() + 10  # killed, the server cannot stop them: they notice it is gone
+    while any(map(_running, framing)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in framing if _running(pid)]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped, has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO, Protocol, TypeAlias
 
 import numpy as np
@@ -154,10 +154,11 @@ class FramedPhoto:
 
     Attributes:
         source: as `PhotoResult.source`.
-        image: the photo as it was framed, or ``None`` when it could not be read.
+        image: the photo as it was framed; ``None`` when it could not be read, or after
+            `without_image()`.
         size: ``(width, height)`` in its own pixels, or ``None``.
         error: why it could not be read, or ``None``.
-        faces: its faces as the framer found them.
+        faces: its faces as the framer found them, their boxes in ``image``'s pixels.
     """
 
     source: str
@@ -165,6 +166,14 @@ class FramedPhoto:
     size: tuple[int, int] | None
     error: str | None
     faces: tuple[FoundFace, ...] = ()
+
+    def without_image(self) -> FramedPhoto:
+        """The photo as `estimate_photos()` needs it, without its pixels (the boxes put in the
+        photo's own pixels): what a framing process sends back."""
+        if self.image is None:
+            return self
+        faces = tuple(replace(face, box=_own_pixels(face.box, self.image.size, self.size)) for face in self.faces)
+        return replace(self, image=None, faces=faces)
 
 
 def frame_photos(
@@ -193,10 +202,11 @@ def estimate_photos(
     row_of = {id(face): row for row, face in enumerate(found)}
     out = []
     for photo in framed:
-        if photo.image is None:
+        if photo.error is not None:
             out.append(PhotoResult(photo.source, None, under=under, error=photo.error))
             continue
-        faces = [_result(face, estimates, row_of.get(id(face)), photo.image.size, photo.size) for face in photo.faces]
+        shown = photo.size if photo.image is None else photo.image.size
+        faces = [_result(face, estimates, row_of.get(id(face)), shown, photo.size) for face in photo.faces]
         out.append(PhotoResult(photo.source, photo.size, tuple(faces), under))
     return out
 
@@ -227,18 +237,24 @@ def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[
     return f"image {index}", image, (int(shape[1]), int(shape[0])), None
 
 
+def _own_pixels(box: tuple[int, int, int, int] | None, shown: tuple[int, int], size: tuple[int, int]):
+    """A box in the pixels of the photo as it was framed (``shown``) put in the photo's own
+    pixels (a photo is read at most `agemetric.photos.MAX_SIDE` pixels a side, so a larger one's
+    boxes are scaled back up)."""
+    if box is None or shown == size:
+        return box
+    sx, sy = size[0] / shown[0], size[1] / shown[1]
+    return (
+        max(0, round(box[0] * sx)),
+        max(0, round(box[1] * sy)),
+        min(size[0], round(box[2] * sx)),
+        min(size[1], round(box[3] * sy)),
+    )
+
+
 def _result(face, estimates: Estimates | None, row: int | None, shown: tuple[int, int], size: tuple[int, int]):
-    """A found face as a `FaceResult`, its box in the photo's own pixels (a photo is read at
-    most `agemetric.photos.MAX_SIDE` pixels a side, so a larger one's boxes are scaled back up)."""
-    box = face.box
-    if box is not None and shown != size:
-        sx, sy = size[0] / shown[0], size[1] / shown[1]
-        box = (
-            max(0, round(box[0] * sx)),
-            max(0, round(box[1] * sy)),
-            min(size[0], round(box[2] * sx)),
-            min(size[1], round(box[3] * sy)),
-        )
+    """A found face as a `FaceResult`, its box in the photo's own pixels."""
+    box = _own_pixels(face.box, shown, size)
     if row is None:
         return FaceResult(box, None, note=face.note)
     value = estimates.row(row)

@@ -33,6 +33,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -258,13 +259,18 @@ def _framer(framing: dict, manifest_file: Path):
         return None
     if name == "box":
         box, margin = checked_box(framing["box"], framing.get("margin", 0.0))
-        return lambda image: crop_box(image.convert("RGB"), box, margin)
+        return partial(_crop_rgb, box=box, margin=margin)  # a function that pickles: for serve's framing processes
     from agemetric import plugins  # only here: it brings the plugins' packages, and torch, with it
 
     try:
         return plugins.create("framer", name, **framing.get("options", {}))
     except AgemetricError as exc:
         raise AgemetricError(f"{manifest_file}: framing {shortened(name)}: {exc}") from None
+
+
+def _crop_rgb(image, box: tuple[float, float, float, float], margin: float):
+    """``image``'s region in ``box`` (fractions of the photo) widened by ``margin``, in RGB."""
+    return crop_box(image.convert("RGB"), box, margin)
 
 
 class _TorchScriptModel:

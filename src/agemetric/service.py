@@ -12,11 +12,14 @@ The model (a run's `AgeEstimator` or an exported `Bundle`) is loaded once. Endpo
 
 A bad upload (empty, not an image, larger than the limit, a decompression bomb) is answered
 with a 4xx and a one-line reason (``{"detail": "..."}``); the server keeps serving. Each photo is
-read and framed as its request arrives, on a few threads; one thread estimates the framed faces
-of the requests waiting together, up to `BATCH` at a time (as ``agemetric predict`` batches a
-folder): concurrent clients share the network's batches, the photos of some requests are framed
-while the faces of others are estimated, the memory stays bounded (one network, a fixed set of
-threads), and each request gets the answer it would get alone.
+read and framed as its request arrives, in one of a few framing processes (face detectors such
+as dlib's hold Python's GIL for part of their work, which in the server's own process would stop
+the network and the network's requests meanwhile; ``framing_processes=0`` frames on threads of
+the server's process); one thread estimates the framed faces of the requests waiting together,
+up to `BATCH` at a time (as ``agemetric predict`` batches a folder): concurrent clients share
+the network's batches, the photos of some requests are framed while the faces of others are
+estimated, the memory stays bounded (one network, a fixed set of processes and threads), and each
+request gets the answer it would get alone.
 
 Needs the ``serve`` extra (``pip install 'agemetric[serve]'``: FastAPI, uvicorn, python-multipart).
 """
@@ -24,21 +27,29 @@ Needs the ``serve`` extra (``pip install 'agemetric[serve]'``: FastAPI, uvicorn,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import multiprocessing
+import os
+import pickle
 import queue
 import threading
-from concurrent.futures import Future
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
 
 from agemetric._version import __version__
 from agemetric.analysis import FramedPhoto, Predictor, check_under, estimate_photos, frame_photos
 from agemetric.errors import AgemetricError
-from agemetric.photos import framing_threads
+from agemetric.photos import framing_threads, set_framing_threads
 
 #: the most photos one request may carry
 MAX_PHOTOS = 64
@@ -46,18 +57,35 @@ MAX_PHOTOS = 64
 BATCH = 32
 
 
-def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) -> FastAPI:
+def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0, framing_processes: int = 0) -> FastAPI:
     """The FastAPI application serving ``predictor``.
 
     Args:
         predictor: an `AgeEstimator` (with its gallery) or a `Bundle`.
         description: what ``GET /health`` says of the model (e.g. ``{"model": path, "kind": "run"}``).
         max_mb: the largest photo accepted, in megabytes (larger: 413).
+        framing_processes: how many processes read photos and find their faces; ``0``: threads
+            of this process (`agemetric.photos.framing_threads()`). The processes start, and
+            load the framer's models, when the application starts (its lifespan: a test client
+            used as a context manager, or uvicorn), and stop with it.
     """
+    framing = _FramingProcesses(predictor, framing_processes) if framing_processes else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if framing is not None:
+            await asyncio.to_thread(framing.start)
+        try:
+            yield
+        finally:
+            if framing is not None:
+                framing.stop()
+
     app = FastAPI(
         title="agemetric",
         version=__version__,
         description="The age of every face in photos, by deep metric learning.",
+        lifespan=lifespan,
     )
     estimating = _Estimating(predictor)
 
@@ -82,7 +110,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0) ->
         except AgemetricError as exc:
             raise HTTPException(422, str(exc)) from None
         files = [await _read_upload(upload, max_mb) for upload in photos]
-        photos = await _framed(predictor, files)
+        photos = await _framed(predictor, files, framing)
         results = await asyncio.wrap_future(estimating.submit(photos, under))
         # plain JSON data already: answered as is, without FastAPI's encoding pass over it
         return JSONResponse({"photos": [result.to_dict() for result in results]})
@@ -107,10 +135,16 @@ async def _read_upload(upload: UploadFile, max_mb: float) -> io.BytesIO:
     return file
 
 
-async def _framed(predictor: Predictor, files: list[io.BytesIO]) -> list[FramedPhoto]:
-    """``files`` read and framed, each on one of `agemetric.photos.framing_threads()` (while the
-    faces of other requests are estimated); a photo that cannot be read is a 400."""
-    framing = [framing_threads().submit(frame_photos, predictor, [file]) for file in files]
+async def _framed(
+    predictor: Predictor, files: list[io.BytesIO], processes: _FramingProcesses | None
+) -> list[FramedPhoto]:
+    """``files`` read and framed, each in one of the framing ``processes`` or, without them, on
+    one of `agemetric.photos.framing_threads()` (while the faces of other requests are
+    estimated); a photo that cannot be read is a 400."""
+    if processes is None:
+        framing = [framing_threads().submit(frame_photos, predictor, [file]) for file in files]
+    else:
+        framing = [processes.submit(file) for file in files]
     try:
         photos = [photo for one in await asyncio.gather(*map(asyncio.wrap_future, framing)) for photo in one]
     except AgemetricError as exc:
@@ -171,3 +205,86 @@ class _Estimating:
         for job in jobs:
             job.future.set_result(results[: len(job.photos)])
             results = results[len(job.photos) :]
+
+
+class _Framing(NamedTuple):
+    """What `frame_photos()` needs of a predictor, sent to each framing process."""
+
+    image_size: int
+    framer: object
+
+
+class _FramingProcesses:
+    """Processes that read photos and find their faces, each with its own GIL (and the framer's
+    models loaded once per process)."""
+
+    def __init__(self, predictor: Predictor, count: int):
+        framing = _Framing(predictor.image_size, predictor.framer)
+        try:
+            pickle.dumps(framing)
+        except Exception as exc:
+            raise AgemetricError(
+                f"framing processes: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
+                f"another process ({type(exc).__name__}); frame on threads instead (0 framing processes)"
+            ) from None
+        self.count, self.framing = count, framing
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.count,
+            multiprocessing.get_context("spawn"),
+            initializer=_start_framing,
+            initargs=(self.framing, os.getpid()),
+        )
+
+    def start(self) -> None:
+        """Start every process and have each frame a blank photo (loading the framer's models),
+        so that the first requests wait for none of it."""
+        warming = [self.pool.submit(_frame_blank, 0.2) for _ in range(self.count)]
+        for future in warming:
+            future.result()
+
+    def submit(self, file: io.BytesIO) -> Future:
+        """``[FramedPhoto]`` of ``file``, without its pixels (`FramedPhoto.without_image()`).
+        When a framing process has died (the requests it was framing fail), new ones are started."""
+        try:
+            return self.pool.submit(_frame_upload, file.name, file.getvalue())
+        except BrokenProcessPool:
+            self.pool.shutdown(wait=False)
+            self.pool = self._new_pool()
+            return self.pool.submit(_frame_upload, file.name, file.getvalue())
+
+    def stop(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+_framing: _Framing | None = None  # in a framing process: what it frames with
+
+
+def _start_framing(framing: _Framing, server: int) -> None:
+    """A framing process's start: one framing thread (the process is the unit of parallelism),
+    and an end when the server's process is gone, even killed."""
+    global _framing
+    _framing = framing
+    set_framing_threads(1)
+    threading.Thread(target=_end_with, args=(server,), name="agemetric-server-watch", daemon=True).start()
+
+
+def _end_with(server: int) -> None:
+    while os.getppid() == server:
+        time.sleep(1.0)
+    os._exit(0)
+
+
+def _frame_upload(name: str, data: bytes) -> list[FramedPhoto]:
+    file = io.BytesIO(data)
+    file.name = name
+    return [photo.without_image() for photo in frame_photos(_framing, [file])]
+
+
+def _frame_blank(pause: float) -> None:
+    """Frame a blank photo, then wait ``pause`` seconds (so that the other processes take the
+    other blank photos)."""
+    frame_photos(_framing, [Image.new("RGB", (64, 64), (128, 128, 128))])
+    time.sleep(pause)

@@ -4,6 +4,9 @@ synthetic photos with drawn faces pasted at known places, and predict from photo
 from __future__ import annotations
 
 import json
+import pickle
+import subprocess
+import sys
 
 import numpy as np
 import onnx
@@ -187,6 +190,20 @@ def test_framer_finds_the_pasted_face_and_aligns_a_chip():
     assert face.image.size == (128, 128)
     small = DlibAlignFramer(size=64, padding=0.4)(_photo(faces=[(60, 120, 200)]))
     assert small.image.size == (64, 64)
+
+
+def test_the_framer_goes_to_another_process_which_loads_no_torch_to_frame():
+    """agemetric serve frames photos in processes of their own: the framer pickles, and framing
+    loads neither torch nor the backbones (a framing process stays small)."""
+    framer = pickle.dumps(DlibAlignFramer(size=96))
+    code = (
+        "import pickle, sys; import numpy as np; from PIL import Image; "
+        "framer = pickle.loads(sys.stdin.buffer.read()); "
+        "face = framer.frame(Image.new('RGB', (80, 80))); "
+        "print(face.image.size, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=framer, capture_output=True, check=True)
+    assert out.stdout.decode().split() == ["(80,", "80)", "False"]
 
 
 def test_every_face_largest_first_and_the_largest_for_training():

@@ -12,6 +12,7 @@ import typer
 
 from agemetric.cli._common import err_console, guarded
 from agemetric.errors import AgemetricError
+from agemetric.photos import FRAMING_THREADS
 
 #: seconds between the GIL's hand-overs in the server (Python's default: 0.005)
 SWITCH_INTERVAL = 0.0005
@@ -34,17 +35,17 @@ def serve(
         Literal["auto", "torchscript", "onnx"],
         typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime)."),
     ] = "auto",
-    framing_threads: Annotated[
+    framing_processes: Annotated[
         int | None,
-        typer.Option(min=1, show_default="half the cores, at least 1", help="The threads that find faces in photos."),
+        typer.Option(
+            min=0,
+            show_default=f"one per core, at most {FRAMING_THREADS}",
+            help="The processes that read photos and find their faces; 0: threads of the server's own process.",
+        ),
     ] = None,
     threads: Annotated[
         int | None,
-        typer.Option(
-            min=1,
-            show_default="the cores the framing threads leave, at least 1",
-            help="The CPU threads the network runs on, beside the framing threads.",
-        ),
+        typer.Option(min=1, show_default="half the cores, at least 1", help="The CPU threads the network runs on."),
     ] = None,
 ) -> None:
     """Serve the model over HTTP until Ctrl-C: POST photos to /v1/analyze (multipart field
@@ -52,8 +53,9 @@ def serve(
     JSON `agemetric predict --json` prints. GET / is a page to drop photos on; GET /health says
     the model is loaded; GET /openapi.json and /docs describe the API.
 
-    The model is loaded once. Each photo is framed as its request arrives (--framing-threads);
-    the framed faces of the requests waiting are estimated together, on the cores left (--threads).
+    The model is loaded once. Each photo is read and its faces found as its request arrives, in
+    one of a few processes (--framing-processes); the faces of the requests waiting are estimated
+    together (on --threads).
     """
     missing = [name for name in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(name) is None]
     if missing:
@@ -64,16 +66,17 @@ def serve(
     from agemetric.predictors import load_predictor
     from agemetric.service import create_app
 
-    # framing and estimating run at once, each on its share of the cores (with every core each,
-    # they slowed each other down); the GIL is handed over more often than Python's 5 ms, so that
-    # the estimating thread, which takes it back after each operation of the network, waits less
+    # framing and estimating run at once: the framing processes on every core, the network on half
+    # of them (with every core, it slowed the framing down); the GIL is handed over more often than
+    # Python's 5 ms, so that the estimating thread, which takes it back after each operation of the
+    # network, waits less for the event loop (and for framing threads, without framing processes)
     cores = os.cpu_count() or 1
-    framing_threads = framing_threads or max(1, cores // 2)
-    set_framing_threads(framing_threads)
-    threads = threads or max(1, cores - framing_threads)
+    if framing_processes is None:
+        framing_processes = min(cores, FRAMING_THREADS)
+    set_framing_threads(max(1, cores // 2))  # used without framing processes
     sys.setswitchinterval(SWITCH_INTERVAL)
-    predictor = load_predictor(model, runtime, threads)
+    predictor = load_predictor(model, runtime, threads or max(1, cores // 2))
     kind = "run" if hasattr(predictor, "spec") else "bundle"
-    app = create_app(predictor, {"model": str(model), "kind": kind}, max_mb)
+    app = create_app(predictor, {"model": str(model), "kind": kind}, max_mb, framing_processes)
     err_console.print(f"serving {model} on http://{host}:{port}/ (Ctrl-C to stop)", highlight=False, soft_wrap=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -3,13 +3,48 @@
 The public method (``forward``, ``search``, ...) validates its inputs and outputs and names
 what it expected; the subclass implements one abstract method (``embed``, ``mine``,
 ``compute``, ``_search``, ``records``).
+
+Each name is imported on first use, so a plugin that needs only `Framer` (a process that only
+frames photos, such as ``agemetric serve``'s) does not load torch.
 """
 
-from agemetric.interfaces.backbone import Backbone
-from agemetric.interfaces.dataset import FaceDataset, FaceRecord, Skipped
-from agemetric.interfaces.framer import Face, Framer
-from agemetric.interfaces.loss import Loss
-from agemetric.interfaces.miner import Miner
-from agemetric.interfaces.retriever import Retriever
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+#: public name -> the module that defines it
+_LAZY = {
+    "Backbone": "agemetric.interfaces.backbone",
+    "FaceDataset": "agemetric.interfaces.dataset",
+    "FaceRecord": "agemetric.interfaces.dataset",
+    "Skipped": "agemetric.interfaces.dataset",
+    "Face": "agemetric.interfaces.framer",
+    "Framer": "agemetric.interfaces.framer",
+    "Loss": "agemetric.interfaces.loss",
+    "Miner": "agemetric.interfaces.miner",
+    "Retriever": "agemetric.interfaces.retriever",
+}
+
+if TYPE_CHECKING:
+    from agemetric.interfaces.backbone import Backbone
+    from agemetric.interfaces.dataset import FaceDataset, FaceRecord, Skipped
+    from agemetric.interfaces.framer import Face, Framer
+    from agemetric.interfaces.loss import Loss
+    from agemetric.interfaces.miner import Miner
+    from agemetric.interfaces.retriever import Retriever
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'agemetric.interfaces' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = ["Backbone", "Face", "FaceDataset", "FaceRecord", "Framer", "Loss", "Miner", "Retriever", "Skipped"]
