@@ -52,12 +52,10 @@ METHODS = {
 
 
 def command(args, method: str, seed: int, out: Path) -> list[str]:
-    base = [
-        "agemetric", "run", "--preset", "paper", "--dataset", "utkface", "--data-dir", str(args.data_dir),
-        "--backbone", args.backbone, "--weights", str(args.weights), "--image-size", str(args.image_size),
-        "--split", "hash", "--epochs", "1000", "--set", f"time_budget={args.budget}", "--seed", str(seed),
-        "--out", str(out), "--set", f"optimizer={args.optimizer}", "--set", f"lr={args.lr:g}",
-    ]  # fmt: skip
+    base = ["agemetric", "run", *"--preset paper --dataset utkface --split hash --epochs 1000".split()]
+    base += ["--data-dir", str(args.data_dir), "--backbone", args.backbone, "--weights", str(args.weights)]
+    base += ["--image-size", str(args.image_size), "--seed", str(seed), "--out", str(out)]
+    base += ["--set", f"time_budget={args.budget}", "--set", f"optimizer={args.optimizer}", "--set", f"lr={args.lr:g}"]
     for item in args.set:
         base += ["--set", item]
     if args.limit:
@@ -148,8 +146,13 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], help="KEY=VALUE for every method (repeatable)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds for the main method")
     parser.add_argument("--baseline-seeds", type=int, default=1, help="seeds for the other methods")
-    parser.add_argument("--seeds-for", action="append", default=[], metavar="METHOD=N",
-                        help="seeds for one method, overriding the two options above (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--seeds-for",
+        action="append",
+        default=[],
+        metavar="METHOD=N",
+        help="seeds for one method, overriding the two options above (repeatable)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use a subset (for a trial run)")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma list")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "accuracy")

@@ -35,14 +35,18 @@ def one_run(nproc: int, threads: int, args, out: Path) -> float:
     env["OMP_NUM_THREADS"] = str(max(1, threads // nproc))
     launch = [sys.executable, *AGEMETRIC]
     if nproc > 1:
-        launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-                  *AGEMETRIC]  # fmt: skip
-    cmd = [
-        *launch, "run", "--dataset", "synthetic", "--limit", str(args.images), "--backbone", args.backbone,
-        "--weights", "none", "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
-        "--epochs", str(args.epochs), "--out", str(out), "--set", "figures=false", "--set", "bn_recalibration=0",
-        "--set", "test_fraction=0.05", "--set", f"threads={max(1, threads // nproc)}",
-    ]  # fmt: skip
+        launch = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *AGEMETRIC,
+        ]
+    cmd = [*launch, "run", "--dataset", "synthetic", "--backbone", args.backbone, "--weights", "none"]
+    cmd += ["--limit", str(args.images), "--image-size", str(args.image_size), "--batch-size", str(args.batch_size)]
+    cmd += ["--epochs", str(args.epochs), "--out", str(out), "--set", f"threads={max(1, threads // nproc)}"]
+    cmd += "--set figures=false --set bn_recalibration=0 --set test_fraction=0.05".split()
     subprocess.run(cmd, check=True, env=env, capture_output=True)
     history = json.loads((out / "history.json").read_text())
     return statistics.median(h["images_per_second"] for h in history[1:])

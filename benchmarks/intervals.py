@@ -89,8 +89,11 @@ def compare_difficulties(cal, distance: torch.Tensor, level: float, draws: int, 
     embedding distance (in the spread's units: scaled to the same median), and none."""
     true, estimate, spread = cal
     scaled = distance * spread.median() / distance.median()
-    difficulties = {"neighbours' age spread": spread, "mean distance to the neighbours": scaled,
-                    "spread x distance / median": spread * distance / distance.median()}  # fmt: skip
+    difficulties = {
+        "neighbours' age spread": spread,
+        "mean distance to the neighbours": scaled,
+        "spread x distance / median": spread * distance / distance.median(),
+    }
     print(f"\nOn the {len(true)} calibration faces alone, halves re-drawn {draws} times (level {level:.0%}):")
     print("| width follows | mean coverage | mean width |")
     print("|---|---|---|")

@@ -29,8 +29,10 @@ from time_to_accuracy import validation_split  # noqa: E402
 #: where the levers start: the face preset before them (dropout 0.5 before the heads, no flip TTA,
 #: no weight averaging, no auxiliary classifier, flip, shift and zoom only, k = 20), every training
 #: face training (no calibration faces held out)
-START = ["backbone_options.dropout=0.5", "tta_flip=false", "weight_average=0", "calibration=0",
-         "loss_options.classifier=0", "augment_options.rotate=0", "augment_options.jitter=0", "k=20"]  # fmt: skip
+START = (
+    "backbone_options.dropout=0.5 tta_flip=false weight_average=0 calibration=0 "
+    "loss_options.classifier=0 augment_options.rotate=0 augment_options.jitter=0 k=20"
+).split()
 BALANCED = "loss_options.reduction=balanced"
 #: name -> --set items on top of --preset face and START
 LEVERS: dict[str, list[str]] = {
@@ -189,9 +191,9 @@ def main() -> None:
         key = name if args.seed == 0 else f"{name} (seed {args.seed})"
         run_dir = args.out / key.replace(" + ", "+").replace(" ", "-").replace("(", "").replace(")", "")
         if key not in results:
-            cmd = ["agemetric", "run", "--preset", "face", "--dataset", "utkface", "--data-dir", str(args.data_dir),
-                   "--split-file", str(split), "--epochs", str(args.epochs), "--seed", str(args.seed), "--out", str(run_dir),
-                   "--set", "figures=false"]  # fmt: skip
+            cmd = ["agemetric", "run", *"--preset face --dataset utkface --set figures=false".split()]
+            cmd += ["--data-dir", str(args.data_dir), "--split-file", str(split), "--out", str(run_dir)]
+            cmd += ["--epochs", str(args.epochs), "--seed", str(args.seed)]
             for item in (["calibration=0"] if name in FACE_LEVERS else START) + LEVERS[name]:
                 cmd += ["--set", item]
             print("+", shlex.join(cmd), flush=True)

@@ -51,8 +51,13 @@ def zoomed_out(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode="reflect"))
 
 
-SHIFTS = {"as is": None, "low resolution": low_resolution, "grayscale": grayscale, "JPEG quality 10": jpeg,
-          "zoomed out": zoomed_out}  # fmt: skip
+SHIFTS = {
+    "as is": None,
+    "low resolution": low_resolution,
+    "grayscale": grayscale,
+    "JPEG quality 10": jpeg,
+    "zoomed out": zoomed_out,
+}
 
 
 def write_shifted(name: str, change, keys: list[str], data_dir: Path, out: Path) -> Path:
@@ -94,18 +99,30 @@ def main() -> None:
     for name in args.shifts.split(","):
         labels = write_shifted(name, SHIFTS[name], keys, args.data_dir, args.out)
         result = args.out / f"{name.replace(' ', '-')}.json"
-        command = ["agemetric", "evaluate", str(args.run_dir), "--dataset", "csv", "--data-dir", str(labels),
-                   "--set", 'dataset_options.groups=["race"]', "--recalibrate", str(args.recalibrate),
-                   "--out", str(result)]  # fmt: skip
+        command = ["agemetric", "evaluate", str(args.run_dir), "--dataset", "csv", "--data-dir", str(labels)]
+        command += ["--set", 'dataset_options.groups=["race"]', "--recalibrate", str(args.recalibrate)]
+        command += ["--out", str(result)]
         print("+", shlex.join(command), flush=True)
         subprocess.run([exe, *command[1:]], check=True, stdout=subprocess.DEVNULL)
         m = json.loads(result.read_text())
         again = m["recalibrated"]["intervals"]
         race = m.get("groups", {}).get("race", {}).get("largest_gap", {})
-        rows.append((name, m["mae"], m["intervals"]["coverage"], m["intervals"]["mean_width"], again["coverage"],
-                     again["mean_width"], m.get("framing_fallbacks", 0), race.get("mae", float("nan"))))  # fmt: skip
-    print(f"\n{len(keys)} test faces of {args.run_dir}; scored on {1 - args.recalibrate:.0%} of each set, "
-          f"calibrated again on the other {args.recalibrate:.0%}")  # fmt: skip
+        rows.append(
+            (
+                name,
+                m["mae"],
+                m["intervals"]["coverage"],
+                m["intervals"]["mean_width"],
+                again["coverage"],
+                again["mean_width"],
+                m.get("framing_fallbacks", 0),
+                race.get("mae", float("nan")),
+            )
+        )
+    print(
+        f"\n{len(keys)} test faces of {args.run_dir}; scored on {1 - args.recalibrate:.0%} of each set, "
+        f"calibrated again on the other {args.recalibrate:.0%}"
+    )
     print(
         "| faces | MAE | coverage (run's intervals) | width | coverage (calibrated again) | width | "
         "framer fallbacks | largest race gap |"

@@ -39,10 +39,17 @@ def setup(backbone: str, size: int, batch: int, bf16: bool, steps: int, device: 
     config = resolve(
         "paper",
         sets=[
-            f"backbone={backbone}", "weights=none", f"image_size={size}", f"batch_size={batch}", "epochs=1",
-            f"bf16={'on' if bf16 else 'off'}", "bn_recalibration=0", "multitask=on", f"device={device}",
+            f"backbone={backbone}",
+            "weights=none",
+            f"image_size={size}",
+            f"batch_size={batch}",
+            "epochs=1",
+            f"bf16={'on' if bf16 else 'off'}",
+            "bn_recalibration=0",
+            "multitask=on",
+            f"device={device}",
         ],
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     estimator = AgeEstimator.from_config(config, multitask=True).to(device)
     n = batch * steps
@@ -84,8 +91,12 @@ def bare_rate(config, estimator, data, steps: int) -> float:
 
 def full_rate(config, estimator, data) -> float:
     """Images/s of agemetric's training loop over one epoch of ``data`` (after a one-batch warm-up)."""
-    warm = FaceArrays(data.images[: config.batch_size], data.ages[: config.batch_size],
-                      data.genders[: config.batch_size], data.keys[: config.batch_size])  # fmt: skip
+    warm = FaceArrays(
+        data.images[: config.batch_size],
+        data.ages[: config.batch_size],
+        data.genders[: config.batch_size],
+        data.keys[: config.batch_size],
+    )
     train(estimator, warm, config)
     return train(estimator, data, config)[0]["images_per_second"]
 

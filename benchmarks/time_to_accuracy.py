@@ -92,8 +92,15 @@ def run_one(args) -> None:
     _, preset, sets = METHODS[args.one]
     marks = [60 * m for m in args.minutes]
     # every training face trains (no calibration faces held out): the recipes compete on equal data
-    sets = [*sets, f"time_budget={marks[-1]}", "epochs=1000", f"seed={args.seed}", "figures=false", "calibration=0",
-            *args.set]  # fmt: skip
+    sets = [
+        *sets,
+        f"time_budget={marks[-1]}",
+        "epochs=1000",
+        f"seed={args.seed}",
+        "figures=false",
+        "calibration=0",
+        *args.set,
+    ]
     options = {"dataset": "utkface", "data_dir": str(args.data_dir), "out": str(args.run_dir)}
     options["split_file" if args.split_file else "split"] = str(args.split_file) if args.split_file else "hash"
     if "mobilenet" in args.one:
@@ -142,8 +149,8 @@ def main() -> None:
             run_dir = args.out / name
             if name in results:
                 continue
-            cmd = [sys.executable, __file__, "--one", method, "--seed", str(seed), "--run-dir", str(run_dir),
-                   "--data-dir", str(args.data_dir), "--minutes", ",".join(f"{m:g}" for m in args.minutes)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--one", method, "--seed", str(seed), "--run-dir", str(run_dir)]
+            cmd += ["--data-dir", str(args.data_dir), "--minutes", ",".join(f"{m:g}" for m in args.minutes)]
             if args.mobilenet_weights:
                 cmd += ["--mobilenet-weights", str(args.mobilenet_weights)]
             if split_file:
@@ -181,8 +188,12 @@ def print_table(results: dict, methods: list[str], minutes: list[float]) -> None
         cells = []
         for m in minutes:
             values = [c[m] for c in curves if m in c]
-            cells.append("" if not values else f"{statistics.mean(values):.2f}" + (
-                f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""))  # fmt: skip
+            cells.append(
+                ""
+                if not values
+                else f"{statistics.mean(values):.2f}"
+                + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+            )
         ips = statistics.mean(r["images_per_second"] for r in results.values() if r["method"] == method)
         print(f"| {method} | {len(curves)} | " + " | ".join(cells) + f" | {ips:.0f} |")
 

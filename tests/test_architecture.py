@@ -5,6 +5,7 @@ long file or function is a hint to look at its design, never a limit to fold cod
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -12,27 +13,61 @@ SRC = ROOT / "src"
 
 #: layer of each module, by longest matching prefix (0 = core types, 3 = the CLI)
 LAYERS = {
-    "agemetric.errors": 0, "agemetric.types": 0, "agemetric._version": 0, "agemetric._io": 0,
-    "agemetric._imaging": 0, "agemetric._text": 0, "agemetric._records": 0, "agemetric._folders": 0,
-    "agemetric.estimates": 0, "agemetric.adaptation": 0, "agemetric.functional": 0, "agemetric.metrics": 0,
+    "agemetric.errors": 0,
+    "agemetric.types": 0,
+    "agemetric._version": 0,
+    "agemetric._io": 0,
+    "agemetric._imaging": 0,
+    "agemetric._text": 0,
+    "agemetric._records": 0,
+    "agemetric._folders": 0,
+    "agemetric.estimates": 0,
+    "agemetric.adaptation": 0,
+    "agemetric.functional": 0,
+    "agemetric.metrics": 0,
     "agemetric.hookspecs": 0,
-    "agemetric.reporting": 0, "agemetric.interfaces": 0, "agemetric.data.transforms": 0,
-    "agemetric.photos": 0, "agemetric.intervals": 0, "agemetric.groups": 0, "agemetric.analysis": 0,
+    "agemetric.reporting": 0,
+    "agemetric.interfaces": 0,
+    "agemetric.data.transforms": 0,
+    "agemetric.photos": 0,
+    "agemetric.intervals": 0,
+    "agemetric.groups": 0,
+    "agemetric.analysis": 0,
     "agemetric.devices": 0,
-    "agemetric.plugins": 1, "agemetric.config": 1, "agemetric.config_checks": 1, "agemetric.spec": 1,
+    "agemetric.plugins": 1,
+    "agemetric.config": 1,
+    "agemetric.config_checks": 1,
+    "agemetric.spec": 1,
     "agemetric.presets": 1,
-    "agemetric.default_plugins": 1, "agemetric.data": 1,
-    "agemetric.pml": 1, "agemetric.losses": 1, "agemetric.miners": 1, "agemetric.retrievers": 1,
-    "agemetric.backbones": 1, "agemetric.datasets": 1, "agemetric.framers": 1, "agemetric.testing": 1,
+    "agemetric.default_plugins": 1,
+    "agemetric.data": 1,
+    "agemetric.pml": 1,
+    "agemetric.losses": 1,
+    "agemetric.miners": 1,
+    "agemetric.retrievers": 1,
+    "agemetric.backbones": 1,
+    "agemetric.datasets": 1,
+    "agemetric.framers": 1,
+    "agemetric.testing": 1,
     "agemetric.distributed": 1,
-    "agemetric.estimator": 2, "agemetric.model_file": 2, "agemetric.training": 2, "agemetric.experiment": 2,
+    "agemetric.estimator": 2,
+    "agemetric.model_file": 2,
+    "agemetric.training": 2,
+    "agemetric.experiment": 2,
     "agemetric.evaluation": 2,
-    "agemetric.data.loading": 2, "agemetric.runs": 2, "agemetric.paper": 2, "agemetric.export": 2,
-    "agemetric.bundle": 2, "agemetric.bundle_files": 2, "agemetric.plots": 2, "agemetric.predictors": 2,
+    "agemetric.data.loading": 2,
+    "agemetric.runs": 2,
+    "agemetric.paper": 2,
+    "agemetric.export": 2,
+    "agemetric.bundle": 2,
+    "agemetric.bundle_files": 2,
+    "agemetric.plots": 2,
+    "agemetric.predictors": 2,
     "agemetric.run_report": 2,
     "agemetric.service": 2,
-    "agemetric.cli": 3, "agemetric.__main__": 3,
-}  # fmt: skip
+    "agemetric.cli": 3,
+    "agemetric.__main__": 3,
+}
 NAMES = ("core", "parts", "orchestration", "CLI")
 
 
@@ -85,8 +120,10 @@ def test_imports_run_one_way():
             if target == "agemetric":
                 continue  # `from agemetric import x`: resolved to the submodule when x is one
             if _layer(target) > _layer(name):
-                wrong.append(f"{path.relative_to(ROOT)}:{line} ({NAMES[_layer(name)]}) imports {target} "
-                             f"({NAMES[_layer(target)]})")  # fmt: skip
+                wrong.append(
+                    f"{path.relative_to(ROOT)}:{line} ({NAMES[_layer(name)]}) imports {target} "
+                    f"({NAMES[_layer(target)]})"
+                )
     assert wrong == []
 
 
@@ -105,4 +142,17 @@ def test_no_module_imports_a_private_name_of_another_package():
             owner = ".".join(parts[:first])
             if importer != owner and not importer.startswith(owner + "."):
                 wrong.append(f"{path.relative_to(ROOT)}:{line} imports {'.'.join(parts)}, private to {owner}")
+    assert wrong == []
+
+
+def test_the_library_s_errors_name_settings_not_command_line_options():
+    """Outside ``agemetric.cli``, an error starts with a setting's name (``data_dir: ...``); the
+    command line turns it into its option (``--data-dir: ...``), so Python users get Python's names."""
+    error = re.compile(r"raise \w*Error\(\s*f?\"--|return \w*Error\(\s*f?\"--|Error\(\s*f?\"--")
+    wrong = []
+    for path in [*SRC.rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")]:
+        if "cli" in path.relative_to(ROOT).parts:
+            continue
+        text = path.read_text()
+        wrong += [f"{path.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}" for m in error.finditer(text)]
     assert wrong == []

@@ -47,8 +47,9 @@ def test_rotation_turns_the_image_by_at_most_the_given_angle(seed, rotate):
         out = augment(bar, g, flip=False, max_shift=0.0, scale=(1.0, 1.0), rotate=rotate)
         angles.append(abs(_orientation(out)))
     assert max(angles) <= rotate + 1.5  # interpolation blurs the bar a little
-    assert _orientation(augment(bar, torch.Generator().manual_seed(seed), flip=False, max_shift=0.0,
-                                scale=(1.0, 1.0))) == pytest.approx(0.0, abs=1e-6)  # fmt: skip
+    assert _orientation(
+        augment(bar, torch.Generator().manual_seed(seed), flip=False, max_shift=0.0, scale=(1.0, 1.0))
+    ) == pytest.approx(0.0, abs=1e-6)
 
 
 @settings(max_examples=20, deadline=None)

@@ -19,11 +19,10 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = [
-    "--epochs", "1", "--image-size", "32", "--batch-size", "8", "--set", "backbone=small_cnn",
-    "--set", "weights=none", "--set", "backbone_options.width=4", "--set", "figures=false", "--k", "3",
-]  # fmt: skip
-
+TINY = (
+    "--epochs 1 --image-size 32 --batch-size 8 --set backbone=small_cnn --set weights=none "
+    "--set backbone_options.width=4 --set figures=false --k 3"
+).split()
 VECTOR_LOSS_PLUGIN = """
 import torch
 from agemetric import Loss, hookimpl
@@ -114,77 +113,143 @@ def bad_model(folder: Path, how: str) -> None:
 
 # (case id as in docs/reliability.md, setup(tmp) -> CLI args, expected message on stderr)
 ERRORS = {
-    "missing data folder": (lambda t: ["run", "--dataset", "utkface", "--data-dir", "nope"],
-                            "--data-dir: UTKFace folder 'nope' does not exist"),
-    "empty dataset": (lambda t: (t / "empty").mkdir() or ["run", "--dataset", "utkface", "--data-dir", "empty"],
-                      "--data-dir: no UTKFace images in 'empty'"),
-    "CSV with missing columns": (lambda t: write_csv(t / "l.csv", [["file", "years"], ["a.png", "3"]])
-                                 or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
-                                 "l.csv: missing column(s) age, path; expected a header 'path,age[,gender]"),
-    "CSV whose rows are all bad": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a.png", "x"]])
-                                   or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
-                                   "1 skipped: row 2 (age 'x' is not a number)"),
-    "unknown plugin name": (lambda t: ["run", "--loss", "contrastiv"],
-                            "unknown loss 'contrastiv'; did you mean 'pml-contrastive'? known: "),
+    "missing data folder": (
+        lambda t: ["run", "--dataset", "utkface", "--data-dir", "nope"],
+        "--data-dir: UTKFace folder 'nope' does not exist",
+    ),
+    "empty dataset": (
+        lambda t: (t / "empty").mkdir() or ["run", "--dataset", "utkface", "--data-dir", "empty"],
+        "--data-dir: no UTKFace images in 'empty'",
+    ),
+    "CSV with missing columns": (
+        lambda t: (
+            write_csv(t / "l.csv", [["file", "years"], ["a.png", "3"]])
+            or ["run", "--dataset", "csv", "--data-dir", "l.csv"]
+        ),
+        "l.csv: missing column(s) age, path; expected a header 'path,age[,gender]",
+    ),
+    "CSV whose rows are all bad": (
+        lambda t: (
+            write_csv(t / "l.csv", [["path", "age"], ["a.png", "x"]])
+            or ["run", "--dataset", "csv", "--data-dir", "l.csv"]
+        ),
+        "1 skipped: row 2 (age 'x' is not a number)",
+    ),
+    "unknown plugin name": (
+        lambda t: ["run", "--loss", "contrastiv"],
+        "unknown loss 'contrastiv'; did you mean 'pml-contrastive'? known: ",
+    ),
     "out-of-range --set value": (lambda t: ["run", "--set", "k=0"], "k must be >= 1, got 0"),
-    "bad plugin option": (lambda t: ["run", "--set", "retriever_options.index=hsnw"],
-                          "index must be 'flat' (exact) or 'hnsw' (approximate), got 'hsnw'"),
+    "bad plugin option": (
+        lambda t: ["run", "--set", "retriever_options.index=hsnw"],
+        "index must be 'flat' (exact) or 'hnsw' (approximate), got 'hsnw'",
+    ),
     "--set value of the wrong type": (lambda t: ["run", "--set", "epochs=many"], "epochs expects int, got 'many'"),
     "unknown --set key": (lambda t: ["run", "--set", "epoch=3"], "unknown setting 'epoch'; did you mean 'epochs'?"),
-    "unwritable output folder": (lambda t: (t / "file").write_text("") or ["run", "--out", "file/run"],
-                                 "--out: cannot write to 'file/run'"),
-    "output folder that holds a run": (lambda t: files(t, {"old/metrics.json": "{}"}) or ["run", "--out", "old"],
-                                       "--out: old already holds a run"),
-    "missing run folder for predict": (lambda t: ["predict", "nowhere", "a.jpg"],
-                                       "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)"),
-    "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"],
-                               "c.toml"),
-    "warm-up of the whole run": (lambda t: ["run", "--set", "warmup=1"],
-                                 "warmup must be a fraction in [0, 1), got 1.0"),
+    "unwritable output folder": (
+        lambda t: (t / "file").write_text("") or ["run", "--out", "file/run"],
+        "--out: cannot write to 'file/run'",
+    ),
+    "output folder that holds a run": (
+        lambda t: files(t, {"old/metrics.json": "{}"}) or ["run", "--out", "old"],
+        "--out: old already holds a run",
+    ),
+    "missing run folder for predict": (
+        lambda t: ["predict", "nowhere", "a.jpg"],
+        "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)",
+    ),
+    "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"], "c.toml"),
+    "warm-up of the whole run": (
+        lambda t: ["run", "--set", "warmup=1"],
+        "warmup must be a fraction in [0, 1), got 1.0",
+    ),
     "NaN or infinite setting": (lambda t: ["run", "--margin", "nan"], "margin must be a finite number, got nan"),
-    "age out of range": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a.png", "1e39"]])
-                         or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
-                         "age '1e39' is not a number of years between 0 and 150"),
-    "k larger than the gallery": (lambda t: write_csv(t / "d" / "l.csv", good_csv(t / "d", 12))
-                                  or ["run", *TINY, "--dataset", "csv", "--data-dir", "d/l.csv", "--k", "1000000"],
-                                  "--k 1000000: the gallery has only 9 training faces; choose k <= 9"),
-    "unfinished run folder": (lambda t: files(t, {"r/checkpoint.pt": "state"}) or ["run", "--out", "r"],
-                              "--out: r holds an unfinished run (checkpoint.pt); continue it with agemetric run "
-                              "--resume r"),
-    "NaN ages in a model's gallery": (lambda t: bad_model(t / "r", "nan ages") or ["predict", "r", "a.png"],
-                                      "the gallery's ages must be finite numbers; 3 are not"),
-    "model from another version": (lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],
-                                   "r/model.pt: cannot rebuild the model (unknown model field(s) "
-                                   "a_setting_from_the_future)"),
-    "plugin option that is a setting": (lambda t: ["run", "--set", "loss_options.margin=3"],
-                                        "loss_options.margin: set it with the setting 'margin' (--set margin=...)"),
-    "GPU asked for where there is none": (lambda t: ["run", "--set", "device=cuda"],
-                                          "--device cuda: this machine has 0 CUDA GPU(s); use --device cpu or auto"),
+    "age out of range": (
+        lambda t: (
+            write_csv(t / "l.csv", [["path", "age"], ["a.png", "1e39"]])
+            or ["run", "--dataset", "csv", "--data-dir", "l.csv"]
+        ),
+        "age '1e39' is not a number of years between 0 and 150",
+    ),
+    "k larger than the gallery": (
+        lambda t: (
+            write_csv(t / "d" / "l.csv", good_csv(t / "d", 12))
+            or ["run", *TINY, "--dataset", "csv", "--data-dir", "d/l.csv", "--k", "1000000"]
+        ),
+        "--k 1000000: the gallery has only 9 training faces; choose k <= 9",
+    ),
+    "unfinished run folder": (
+        lambda t: files(t, {"r/checkpoint.pt": "state"}) or ["run", "--out", "r"],
+        "--out: r holds an unfinished run (checkpoint.pt); continue it with agemetric run --resume r",
+    ),
+    "NaN ages in a model's gallery": (
+        lambda t: bad_model(t / "r", "nan ages") or ["predict", "r", "a.png"],
+        "the gallery's ages must be finite numbers; 3 are not",
+    ),
+    "model from another version": (
+        lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],
+        "r/model.pt: cannot rebuild the model (unknown model field(s) a_setting_from_the_future)",
+    ),
+    "plugin option that is a setting": (
+        lambda t: ["run", "--set", "loss_options.margin=3"],
+        "loss_options.margin: set it with the setting 'margin', not here",
+    ),
+    "GPU asked for where there is none": (
+        lambda t: ["run", "--set", "device=cuda"],
+        "--device cuda: this machine has 0 CUDA GPU(s); use device 'cpu' or 'auto'",
+    ),
     "huge image size": (lambda t: ["run", "--image-size", "100000"], "image_size must be <= 2048, got 100000"),
-    "config file that is a folder": (lambda t: (t / "conf").mkdir() or ["run", "--config", "conf"],
-                                     "--config: conf is a folder; expected a TOML file"),
-    "config file that is not UTF-8": (lambda t: [(t / "c.toml").write_bytes(b"epochs = 3\n# \xff\xfe\n"), "run"][1:]
-                                      + ["--config", "c.toml"], "--config: c.toml is not UTF-8 text"),
-    "config file with a list as preset": (lambda t: files(t, {"c.toml": "preset = ['quick']"})
-                                          or ["run", "--config", "c.toml"], "preset expects a name"),
-    "CSV that is not UTF-8 further down": (lambda t: [write_csv(t / "d" / "l.csv", good_csv(t / "d", 400)),
-                                                      (t / "d" / "l.csv").open("ab").write(b"x.png,3\xff\n"), "run"][2:]
-                                           + ["--dataset", "csv", "--data-dir", "d/l.csv"],
-                                           "--data-dir: d/l.csv is not UTF-8 text"),
-    "CSV field over the csv limit": (lambda t: write_csv(t / "l.csv", [["path", "age"], ["a" * 200_000, "3"]])
-                                     or ["run", "--dataset", "csv", "--data-dir", "l.csv"],
-                                     "l.csv is not a readable CSV file (field larger than field limit (131072))"),
-    "split file that is not UTF-8": (lambda t: [(t / "s.csv").write_bytes(b"key,side\n\xff,test\n"), "run"][1:]
-                                     + ["--split-file", "s.csv"], "--split-file: s.csv is not UTF-8 text"),
-    "metrics file that is a folder": (lambda t: (t / "o").mkdir() or ["evaluate", "nowhere", "--out", "o"],
-                                      "--out: o is a folder; expected a file name for the metrics"),
-    "report into a file": (lambda t: files(t, {"r/metrics.json": "{}", "f": "x"}) or ["report", "r", "--out", "f"],
-                           "--out: f is a file; expected a folder for the report"),
-    "uninstalling agemetric itself": (lambda t: ["uninstall", "-y", "agemetric==0.1.0"],
-                                      "refusing to uninstall agemetric itself"),
-    "config file nested too deeply": (lambda t: files(t, {"c.toml": "x = " + "[" * 5000 + "]" * 5000})
-                                      or ["run", "--config", "c.toml"], "--config: c.toml is not valid TOML"),
-}  # fmt: skip
+    "config file that is a folder": (
+        lambda t: (t / "conf").mkdir() or ["run", "--config", "conf"],
+        "--config: conf is a folder; expected a TOML file",
+    ),
+    "config file that is not UTF-8": (
+        lambda t: [(t / "c.toml").write_bytes(b"epochs = 3\n# \xff\xfe\n"), "run"][1:] + ["--config", "c.toml"],
+        "--config: c.toml is not UTF-8 text",
+    ),
+    "config file with a list as preset": (
+        lambda t: files(t, {"c.toml": "preset = ['quick']"}) or ["run", "--config", "c.toml"],
+        "preset expects a name",
+    ),
+    "CSV that is not UTF-8 further down": (
+        lambda t: (
+            [
+                write_csv(t / "d" / "l.csv", good_csv(t / "d", 400)),
+                (t / "d" / "l.csv").open("ab").write(b"x.png,3\xff\n"),
+                "run",
+            ][2:]
+            + ["--dataset", "csv", "--data-dir", "d/l.csv"]
+        ),
+        "--data-dir: d/l.csv is not UTF-8 text",
+    ),
+    "CSV field over the csv limit": (
+        lambda t: (
+            write_csv(t / "l.csv", [["path", "age"], ["a" * 200_000, "3"]])
+            or ["run", "--dataset", "csv", "--data-dir", "l.csv"]
+        ),
+        "l.csv is not a readable CSV file (field larger than field limit (131072))",
+    ),
+    "split file that is not UTF-8": (
+        lambda t: [(t / "s.csv").write_bytes(b"key,side\n\xff,test\n"), "run"][1:] + ["--split-file", "s.csv"],
+        "--split-file: s.csv is not UTF-8 text",
+    ),
+    "metrics file that is a folder": (
+        lambda t: (t / "o").mkdir() or ["evaluate", "nowhere", "--out", "o"],
+        "--out: o is a folder; expected a file name for the metrics",
+    ),
+    "report into a file": (
+        lambda t: files(t, {"r/metrics.json": "{}", "f": "x"}) or ["report", "r", "--out", "f"],
+        "--out: f is a file; expected a folder for the report",
+    ),
+    "uninstalling agemetric itself": (
+        lambda t: ["uninstall", "-y", "agemetric==0.1.0"],
+        "refusing to uninstall agemetric itself",
+    ),
+    "config file nested too deeply": (
+        lambda t: files(t, {"c.toml": "x = " + "[" * 5000 + "]" * 5000}) or ["run", "--config", "c.toml"],
+        "--config: c.toml is not valid TOML",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", list(ERRORS))
@@ -208,9 +273,13 @@ def test_bad_rows_and_files_are_skipped_counted_and_listed(tmp_path):
     (tmp_path / "faces" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (tmp_path / "faces" / "empty.jpg").write_bytes(b"")
     rows += [
-        ["corrupt.jpg", "30"], ["empty.jpg", "31"], ["0.png", "-4"], ["1.png", "nan"], ["2.png", "old"],
+        ["corrupt.jpg", "30"],
+        ["empty.jpg", "31"],
+        ["0.png", "-4"],
+        ["1.png", "nan"],
+        ["2.png", "old"],
         ["missing.png", "40"],
-    ]  # fmt: skip
+    ]
     write_csv(tmp_path / "faces" / "labels.csv", rows)
     done = cli(tmp_path, "run", *TINY, "--dataset", "csv", "--data-dir", "faces/labels.csv", "--out", "r")
     assert done.returncode == 0, done.stderr
@@ -242,8 +311,18 @@ def test_plugins_broken_at_import_are_named_and_the_others_work(tmp_path):
 
 
 def test_a_plugin_returning_the_wrong_shape_is_named(tmp_path):
-    done = cli(tmp_path, "run", *TINY, "--loss", "vector-loss", "--set", "dataset_options.n=40", "--out", "r",
-               pythonpath=plugin_dir(tmp_path))  # fmt: skip
+    done = cli(
+        tmp_path,
+        "run",
+        *TINY,
+        "--loss",
+        "vector-loss",
+        "--set",
+        "dataset_options.n=40",
+        "--out",
+        "r",
+        pythonpath=plugin_dir(tmp_path),
+    )
     assert done.returncode == 2, done.stderr
     assert "loss 'vector-loss' (plugin 'vector', VectorLoss): compute() must return a 0-d tensor, got (" in done.stderr
     assert "Traceback" not in done.stderr
@@ -251,8 +330,15 @@ def test_a_plugin_returning_the_wrong_shape_is_named(tmp_path):
 
 def test_the_documented_table_lists_every_case():
     table = (ROOT / "docs" / "reliability.md").read_text()
-    for case in [*ERRORS, "corrupt JPEG", "zero-byte file", "negative / NaN / non-numeric age",
-                 "unparseable file name", "plugin raising at import", "plugin returning the wrong shape"]:  # fmt: skip
+    for case in [
+        *ERRORS,
+        "corrupt JPEG",
+        "zero-byte file",
+        "negative / NaN / non-numeric age",
+        "unparseable file name",
+        "plugin raising at import",
+        "plugin returning the wrong shape",
+    ]:
         assert f"| {case} |" in table, case
 
 

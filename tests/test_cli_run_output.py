@@ -10,10 +10,9 @@ from agemetric.cli import _common, app
 from agemetric.cli.run import closing_line
 
 runner = CliRunner()
-TINY = [
-    "--set", "dataset_options.n=90", "--epochs", "2", "--image-size", "32", "--batch-size", "16", "--k", "5",
-    "--set", "backbone_options.width=8",
-]  # fmt: skip
+TINY = (
+    "--set dataset_options.n=90 --epochs 2 --image-size 32 --batch-size 16 --k 5 --set backbone_options.width=8"
+).split()
 CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
 
 
@@ -105,5 +104,9 @@ def test_the_closing_line_lists_what_was_written(tmp_path):
 
 def test_duration():
     assert [_common.duration(s) for s in (8.44, 59.9, 61, 3599, 7450)] == [
-        "8.4 s", "59.9 s", "1 min 01 s", "59 min 59 s", "2 h 04 min",
-    ]  # fmt: skip
+        "8.4 s",
+        "59.9 s",
+        "1 min 01 s",
+        "59 min 59 s",
+        "2 h 04 min",
+    ]

@@ -237,6 +237,17 @@ def test_a_dataset_that_needs_a_folder_says_data_dir_is_required(tmp_path):
     assert result.exit_code == 2 and "--data-dir is required" in one_line(result.output)
 
 
+def test_the_library_names_its_settings_where_the_command_line_names_options(tmp_path):
+    import agemetric
+
+    with pytest.raises(agemetric.AgemetricError, match=r"^data_dir is required: the UTKFace folder$"):
+        agemetric.run(agemetric.resolve(sets=["dataset=utkface", f"out={tmp_path / 'r'}"]))
+    with pytest.raises(agemetric.AgemetricError, match=r"^config_file: no such file"):
+        agemetric.resolve(config_file=tmp_path / "missing.toml")
+    result = invoke("run", "--config", str(tmp_path / "missing.toml"))
+    assert result.exit_code == 2 and one_line(result.output).startswith("Error: --config: no such file")
+
+
 def test_piped_tables_are_not_cut_to_the_terminal_width(monkeypatch):
     import agemetric.plugins as registry
 

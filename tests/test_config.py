@@ -53,7 +53,7 @@ def test_set_coerces_types():
     [
         (["epochs=abc"], "epochs expects int, got 'abc'"),
         (["nonsense=1"], "unknown setting 'nonsense'"),
-        (["epochs"], "--set expects KEY=VALUE"),
+        (["epochs"], "sets expects KEY=VALUE"),
         (["epochs.x=1"], "dotted keys go into a table"),
         (["augment=maybe"], "augment expects true or false"),
     ],

@@ -128,7 +128,7 @@ def test_morph_csv_option_and_errors(morph_dir, tmp_path):
         plugins.create("dataset", "morph", root=morph_dir, csv="other.csv")
     with pytest.raises(AgemetricError, match=r"dataset_options.csv: no CSV file .*nope.csv"):
         plugins.create("dataset", "morph", root=morph_dir, csv="nope.csv")
-    with pytest.raises(AgemetricError, match=r"--data-dir: MORPH folder .*missing.* does not exist"):
+    with pytest.raises(AgemetricError, match=r"data_dir: MORPH folder .*missing.* does not exist"):
         plugins.create("dataset", "morph", root=tmp_path / "missing")
     empty = tmp_path / "empty"
     write_face(empty / "face.jpg", seed=0)
@@ -203,7 +203,7 @@ def test_megaage_length_mismatch_names_both_files(megaage_dir):
 
 
 def test_megaage_fatal_layout_errors(megaage_dir, tmp_path):
-    with pytest.raises(AgemetricError, match=r"--data-dir: MegaAge-Asian folder .*nope.* does not exist"):
+    with pytest.raises(AgemetricError, match=r"data_dir: MegaAge-Asian folder .*nope.* does not exist"):
         plugins.create("dataset", "megaage-asian", root=tmp_path / "nope")
     (megaage_dir / "list" / "test_age.txt").unlink()
     with pytest.raises(AgemetricError, match=r"has no list/test_age.txt; expected the MegaAge-Asian layout: train/"):
@@ -270,7 +270,7 @@ def test_fgnet_recursive_and_errors(fgnet_dir, tmp_path):
     assert ("more/005A20.JPG", 20.0, "005") in [(r.key, r.age, r.subject) for r in ds.records()]
     with pytest.raises(AgemetricError, match="dataset_options.recursive: expected true or false, got 'yes'"):
         plugins.create("dataset", "fgnet", root=fgnet_dir, recursive="yes")
-    with pytest.raises(AgemetricError, match=r"--data-dir: FG-NET folder .*nope.* does not exist"):
+    with pytest.raises(AgemetricError, match=r"data_dir: FG-NET folder .*nope.* does not exist"):
         plugins.create("dataset", "fgnet", root=tmp_path / "nope")
     with pytest.raises(AgemetricError, match=r"no FG-NET images in .*FGNET.*expected files named \{subject\}A"):
         plugins.create("dataset", "fgnet", root=fgnet_dir.parent).records()

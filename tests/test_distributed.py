@@ -79,17 +79,11 @@ def test_agemetric_run_under_torchrun(tmp_path):
     The time budget ends training long before 50 epochs: both processes must stop at the same step
     (one waiting in all_gather for the other would hang until the timeout).
     """
-    done = _run(
-        [
-            *_torchrun(2),
-            "-m",
-            "agemetric",
-            "run",
-            "--epochs", "50", "--set", "time_budget=2", "--limit", "80", "--image-size", "32", "--batch-size", "16",
-            "--out", "ddp-run", "--set", "figures=false", "--set", "device=cpu", "--set", "backbone_options.width=8",
-        ],
-        tmp_path,
-    )  # fmt: skip
+    options = (
+        "--epochs 50 --set time_budget=2 --limit 80 --image-size 32 --batch-size 16 --out ddp-run "
+        "--set figures=false --set device=cpu --set backbone_options.width=8"
+    )
+    done = _run([*_torchrun(2), "-m", "agemetric", "run", *options.split()], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp-run"]
     metrics = json.loads((tmp_path / "ddp-run" / "metrics.json").read_text())

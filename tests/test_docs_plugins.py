@@ -61,15 +61,18 @@ def test_the_walkthrough_package_installs_tests_and_trains(tmp_path):
         assert listed["nearby"]["registered"] == {"loss": ["hinge-contrastive"], "miner": ["nearby-ages"]}
         tests = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(package)],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
         assert tests.returncode == 0 and "2 passed" in tests.stdout, tests.stdout + tests.stderr
         out = tmp_path / "run"
-        run = _agemetric(
-            "run", "--loss", "hinge-contrastive", "--miner", "nearby-ages", "--set", "loss_options.gap=10",
-            "--set", "dataset_options.n=90", "--epochs", "1", "--image-size", "32", "--batch-size", "16",
-            "--k", "5", "--set", "backbone_options.width=8", "--out", str(out),
-        )  # fmt: skip
+        options = (
+            "--loss hinge-contrastive --miner nearby-ages --set loss_options.gap=10 --set dataset_options.n=90 "
+            "--epochs 1 --image-size 32 --batch-size 16 --k 5 --set backbone_options.width=8"
+        )
+        run = _agemetric("run", *options.split(), "--out", str(out))
         assert run.returncode == 0, run.stdout + run.stderr
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["mae"] > 0 and 'loss = "hinge-contrastive"' in (out / "config.toml").read_text()

@@ -174,8 +174,12 @@ def loops_learn(outputs: list[str]) -> None:
     """The building-blocks page's training loops: the paper's loss learns (its MAE well below the
     mean training age's); the PML loop runs to a finite MAE no worse than the mean's by much (the
     page says that in 100 steps it learns little)."""
-    maes = {line.partition(": MAE")[0]: float(line.rpartition("MAE ")[2].rstrip(")"))
-            for out in outputs for line in out.splitlines() if "MAE " in line}  # fmt: skip
+    maes = {
+        line.partition(": MAE")[0]: float(line.rpartition("MAE ")[2].rstrip(")"))
+        for out in outputs
+        for line in out.splitlines()
+        if "MAE " in line
+    }
     mean = maes.pop("(the mean training age for everyone")
     assert set(maes) == {"revised contrastive", "PML multi-similarity with age tolerance"}, maes
     assert maes["revised contrastive"] < 0.8 * mean, (maes, mean)

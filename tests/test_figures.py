@@ -11,10 +11,9 @@ from agemetric.cli import app
 from agemetric.plots import RUN_FIGURES
 
 runner = CliRunner()
-TINY = [
-    "--set", "dataset_options.n=90", "--epochs", "2", "--image-size", "32", "--batch-size", "16", "--k", "5",
-    "--set", "backbone_options.width=8",
-]  # fmt: skip
+TINY = (
+    "--set dataset_options.n=90 --epochs 2 --image-size 32 --batch-size 16 --k 5 --set backbone_options.width=8"
+).split()
 
 
 @pytest.fixture(scope="module")

@@ -92,8 +92,17 @@ def test_utkface_records_carry_their_race(utk_dir):
 def test_a_run_reports_error_by_group_and_report_compares_it(tmp_path):
     (tmp_path / "d").mkdir()
     labels = _csv_folder(tmp_path / "d", n=120)
-    sets = ["epochs=1", "image_size=32", "batch_size=16", "k=3", "bf16=off", "backbone_options.width=4",
-            "dataset=csv", f"data_dir={labels}", "dataset_options.groups=['skin']"]  # fmt: skip
+    sets = [
+        "epochs=1",
+        "image_size=32",
+        "batch_size=16",
+        "k=3",
+        "bf16=off",
+        "backbone_options.width=4",
+        "dataset=csv",
+        f"data_dir={labels}",
+        "dataset_options.groups=['skin']",
+    ]
     result = run(resolve("quick", sets=[*sets, f"out={tmp_path / 'r'}"]))
     groups = result.metrics["groups"]
     assert set(groups) == {"gender", "skin"} and set(groups["skin"]["groups"]) == {"dark", "light"}

@@ -15,9 +15,15 @@ from agemetric.testing import random_face_arrays
 from agemetric.training import Interrupted, TrainingDiverged, load_checkpoint, train
 
 CONFIG = RunConfig(
-    backbone="small_cnn", weights="none", image_size=32, batch_size=8, epochs=3, bf16="off",
-    backbone_options={"width": 4}, bn_recalibration=0,
-)  # fmt: skip
+    backbone="small_cnn",
+    weights="none",
+    image_size=32,
+    batch_size=8,
+    epochs=3,
+    bf16="off",
+    backbone_options={"width": 4},
+    bn_recalibration=0,
+)
 
 
 def _estimator(on_call=None, when: int = 0) -> AgeEstimator:

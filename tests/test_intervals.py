@@ -261,8 +261,16 @@ def test_a_run_calibrates_and_reports_intervals(trained):
 
 
 def test_a_run_with_enough_calibration_faces_calibrates_by_group(tmp_path):
-    sets = ["dataset_options.n=1000", "epochs=1", "image_size=32", "batch_size=64", "k=5", "bf16=off",
-            "calibration=0.6", f"out={tmp_path / 'r'}"]  # fmt: skip
+    sets = [
+        "dataset_options.n=1000",
+        "epochs=1",
+        "image_size=32",
+        "batch_size=64",
+        "k=5",
+        "bf16=off",
+        "calibration=0.6",
+        f"out={tmp_path / 'r'}",
+    ]
     result = run(resolve("quick", sets=sets))
     intervals = result.estimator.intervals
     n_cal = result.metrics["split"]["n_calibration"]
@@ -314,8 +322,8 @@ def test_intervals_survive_save_load_export_and_predict(trained, tmp_path, group
 
 def test_evaluate_calibrates_again_on_another_dataset(trained, tmp_path):
     out = tmp_path / "m.json"
-    args = ["evaluate", str(trained.run_dir), "--dataset", "synthetic", "--set", "dataset_options.n=100",
-            "--set", "dataset_options.seed=7", "--recalibrate", "0.3", "--out", str(out)]  # fmt: skip
+    options = "--dataset synthetic --set dataset_options.n=100 --set dataset_options.seed=7 --recalibrate 0.3"
+    args = ["evaluate", str(trained.run_dir), *options.split(), "--out", str(out)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     m = json.loads(out.read_text())
@@ -337,11 +345,14 @@ def test_recalibrated_coverage_against_the_same_draw_by_hand(trained):
     order = torch.randperm(80, generator=torch.Generator().manual_seed(4)).tolist()
     emb = estimator.embed(data.images)
     age, spread = estimator.retriever.predict(emb), estimator.retriever.spread(emb)
-    scores = sorted(abs(data.ages[i].item() - age[i].item()) / (spread[i].item() + model_intervals.offset)
-                    for i in order[:20])  # fmt: skip
+    scores = sorted(
+        abs(data.ages[i].item() - age[i].item()) / (spread[i].item() + model_intervals.offset) for i in order[:20]
+    )
     q = scores[math.ceil(21 * 0.9) - 1]
-    inside = [abs(data.ages[i].item() - age[i].item()) <= q * (spread[i].item() + model_intervals.offset) + 1e-4
-              for i in order[20:]]  # fmt: skip
+    inside = [
+        abs(data.ages[i].item() - age[i].item()) <= q * (spread[i].item() + model_intervals.offset) + 1e-4
+        for i in order[20:]
+    ]
     assert m["recalibrated"]["intervals"]["quantile"] == pytest.approx(q, rel=1e-5)
     assert m["recalibrated"]["intervals"]["coverage"] == pytest.approx(100 * sum(inside) / 60)
     assert m["n_test"] == 60 and m["n_recalibration"] == 20

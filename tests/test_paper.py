@@ -9,10 +9,9 @@ from typer.testing import CliRunner
 from agemetric.cli import app
 
 runner = CliRunner()
-SMALL = [
-    "--set", "dataset_options.n=200", "--set", "image_size=32", "--set", "batch_size=32", "--set", "k=5",
-    "--set", "backbone_options.width=8",
-]  # fmt: skip
+SMALL = (
+    "--set dataset_options.n=200 --set image_size=32 --set batch_size=32 --set k=5 --set backbone_options.width=8"
+).split()
 
 
 def assert_png(path):

@@ -310,11 +310,20 @@ def test_every_kind_can_come_from_a_third_party_plugin(register_inline, tmp_path
     config = resolve(
         "quick",
         sets=[
-            "backbone=third-party-cnn", "retriever=brute-force-l1", "dataset=folder-of-ages", "framing=grey",
-            f"data_dir={tmp_path}", "epochs=1", "image_size=32", "batch_size=16", "k=3", "cache=false",
-            "backbone_options.width=8", f"out={tmp_path / 'run'}",
+            "backbone=third-party-cnn",
+            "retriever=brute-force-l1",
+            "dataset=folder-of-ages",
+            "framing=grey",
+            f"data_dir={tmp_path}",
+            "epochs=1",
+            "image_size=32",
+            "batch_size=16",
+            "k=3",
+            "cache=false",
+            "backbone_options.width=8",
+            f"out={tmp_path / 'run'}",
         ],
-    )  # fmt: skip
+    )
     result = run(config)
     split = result.metrics["split"]
     assert split["n_train"] + split["n_calibration"] + split["n_test"] == 40

@@ -15,11 +15,10 @@ import torch
 
 AGEMETRIC = [sys.executable, "-m", "agemetric"]
 #: Small enough for seconds, long enough per epoch (about 1 s) to be stopped inside one.
-SETTINGS = [
-    "--epochs", "5", "--image-size", "48", "--batch-size", "32", "--seed", "3",
-    "--set", "dataset_options.n=500", "--set", "backbone_options.width=8", "--set", "figures=false",
-    "--set", "threads=1",
-]  # fmt: skip
+SETTINGS = (
+    "--epochs 5 --image-size 48 --batch-size 32 --seed 3 --set dataset_options.n=500 --set backbone_options.width=8 "
+    "--set figures=false --set threads=1"
+).split()
 
 
 def _env(tmp_path: Path) -> dict:
@@ -123,7 +122,7 @@ def test_resume_errors_are_one_line(reference, tmp_path):
         (["run", "--resume", "nowhere"], "--resume: no run folder 'nowhere'"),
         (["run", "--resume", str(tmp / "ref")], "is a finished run (it has metrics.json)"),
         (["run", "--resume", str(tmp / "ref"), "--epochs", "3"], "its own config.toml; drop --epochs"),
-    ]  # fmt: skip
+    ]
     (tmp_path / "early").mkdir()
     cases.append((["run", "--resume", "early"], "early has no checkpoint.pt"))
     (tmp_path / "bad").mkdir()

@@ -19,8 +19,9 @@ from agemetric.errors import AgemetricError
 from agemetric.experiment import check_resumable
 from agemetric.runs import RunFolder, checkpoint_settings
 
-TINY = ["--epochs", "1", "--image-size", "32", "--set", "dataset_options.n=60", "--set", "backbone_options.width=4",
-        "--set", "figures=false"]  # fmt: skip
+TINY = (
+    "--epochs 1 --image-size 32 --set dataset_options.n=60 --set backbone_options.width=4 --set figures=false".split()
+)
 
 
 def agemetric(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -81,8 +82,11 @@ def test_metrics_json_is_strict_json(tmp_path):
     folder.write_metrics({"mae": float("inf"), "cs": {"5": float("nan")}, "n": 3, "ok": [1.5, float("-inf")]})
     text = folder.metrics.read_text()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}")) == {
-        "mae": None, "cs": {"5": None}, "n": 3, "ok": [1.5, None]
-    }  # fmt: skip
+        "mae": None,
+        "cs": {"5": None},
+        "n": 3,
+        "ok": [1.5, None],
+    }
 
 
 @pytest.mark.parametrize("option", [["--margin", "nan"], ["--set", "lr=nan"], ["--set", "weight_decay=inf"]])
@@ -135,8 +139,14 @@ def test_an_unsafe_pickle_is_refused_without_advice_to_load_it_anyway(tmp_path):
 def test_a_malformed_bundle_manifest_is_a_one_line_error(tmp_path, change, message):
     from agemetric.bundle_files import BUNDLE_FORMAT, read_manifest
 
-    manifest = {"format": BUNDLE_FORMAT, "image_size": 32, "k": 5, "framing": {"name": "center"},
-                "files": {"gallery": "gallery.npz"}, **change}  # fmt: skip
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "image_size": 32,
+        "k": 5,
+        "framing": {"name": "center"},
+        "files": {"gallery": "gallery.npz"},
+        **change,
+    }
     (tmp_path / "bundle.json").write_text(json.dumps(manifest))
     with pytest.raises(AgemetricError, match=message):
         read_manifest(tmp_path)

@@ -137,7 +137,7 @@ def test_a_framer_that_cannot_go_to_another_process_is_refused_by_name(served):
     class Unsendable:
         image_size, framer = estimator.image_size, threading.Lock()
 
-    with pytest.raises(AgemetricError, match=r"framing processes: the model's framer \(lock\) cannot be sent"):
+    with pytest.raises(AgemetricError, match=r"framing_processes: the model's framer \(lock\) cannot be sent"):
         create_app(Unsendable(), {}, framing_processes=1)
 
 

@@ -17,9 +17,16 @@ from agemetric.testing import random_face_arrays
 from agemetric.training import Interrupted, load_checkpoint, train
 
 CONFIG = RunConfig(
-    backbone="small_cnn", weights="none", image_size=32, batch_size=8, epochs=2, bf16="off",
-    backbone_options={"width": 4}, bn_recalibration=0, weight_average=0.9,
-)  # fmt: skip
+    backbone="small_cnn",
+    weights="none",
+    image_size=32,
+    batch_size=8,
+    epochs=2,
+    bf16="off",
+    backbone_options={"width": 4},
+    bn_recalibration=0,
+    weight_average=0.9,
+)
 DATA = random_face_arrays(n=24, size=32)  # 3 steps per epoch
 
 

@@ -25,7 +25,7 @@ def replacing_folder(out: Path, what: str) -> Iterator[Path]:
     """A new hidden folder beside ``out`` to write in; when the block ends it takes ``out``'s
     place (an earlier folder there is removed only then). When the block fails, or is
     interrupted, the new folder is removed and ``out`` is as it was. ``what`` names ``out`` in
-    errors (``"--out"``)."""
+    errors (``"out"``)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):  # left by a write that was killed
         shutil.rmtree(stale, ignore_errors=True)

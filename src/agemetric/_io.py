@@ -20,7 +20,7 @@ def load_torch(path: str | Path, what: str):
 
     Args:
         path: the file.
-        what: how to name it in errors, e.g. ``"--weights"`` or ``"checkpoint"``.
+        what: how to name it in errors, e.g. ``"weights"`` or ``"checkpoint"``.
 
     Raises:
         AgemetricError: when the file is missing or unreadable, naming it.

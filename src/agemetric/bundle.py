@@ -109,16 +109,16 @@ class Bundle:
     def _choose_runtime(self, runtime: str) -> str:
         have = [name for name in MODEL_FILES if name in self.manifest["files"]]
         if runtime not in RUNTIMES:
-            raise AgemetricError(f"--runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
+            raise AgemetricError(f"runtime must be one of {', '.join(RUNTIMES)}; got {runtime!r}")
         if runtime != "auto":
             if runtime not in have:
                 raise AgemetricError(
-                    f"--runtime {runtime}: the bundle {self.path} has no {runtime} model (it has: "
-                    f"{', '.join(have) or 'none'}); export it with --format {runtime} or both"
+                    f"runtime {runtime}: the bundle {self.path} has no {runtime} model (it has: "
+                    f"{', '.join(have) or 'none'}); export the run again in the {runtime} format (or both)"
                 )
             if importlib.util.find_spec(RUNTIME_MODULES[runtime]) is None:
                 raise AgemetricError(
-                    f"--runtime {runtime} needs the {RUNTIME_MODULES[runtime]} package: pip install 'agemetric[export]'"
+                    f"runtime {runtime} needs the {RUNTIME_MODULES[runtime]} package: pip install 'agemetric[export]'"
                 )
             return runtime
         for name in have:
@@ -242,7 +242,7 @@ class Bundle:
             "adaptation": self.adaptation,
             "files": {"gallery": GALLERY, **models},
         }
-        with replacing_folder(out, "--out") as folder:
+        with replacing_folder(out, "out") as folder:
             for file in models.values():
                 shutil.copyfile(self.path / file, folder / file)
             write_gallery(folder / GALLERY, self.embeddings, self.ages, self.genders, self.weights)

@@ -153,10 +153,10 @@ def check_bundle_folder(out: Path) -> None:
     """``out`` is new, an empty folder or an earlier bundle; refuse a file or a folder that holds
     anything else (a bundle is written there by replacing the whole folder)."""
     if out.exists() and not out.is_dir():
-        raise AgemetricError(f"--out {out}: is a file; expected a new or empty folder")
+        raise AgemetricError(f"out {out}: is a file; expected a new or empty folder")
     if out.is_dir():
         others = sorted(p.name for p in out.iterdir() if p.name not in (MANIFEST, GALLERY, *MODEL_FILES.values()))
         if others:
             raise AgemetricError(
-                f"--out {out}: holds {others[0]!r}, which is not part of a bundle; choose a new or empty folder"
+                f"out {out}: holds {others[0]!r}, which is not part of a bundle; choose a new or empty folder"
             )

@@ -232,12 +232,12 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise AgemetricError(f"--set expects KEY=VALUE, got {shortened(item)}")
+            raise AgemetricError(f"sets expects KEY=VALUE, got {shortened(item)}")
         if "." in key:
             table, _, sub = key.partition(".")
             if not (table.endswith("_options") and table in _field_types()):
                 tables = ", ".join(k for k in sorted(_field_types()) if k.endswith("_options"))
-                raise AgemetricError(f"--set {key}: dotted keys go into a table ({tables})")
+                raise AgemetricError(f"sets {key}: dotted keys go into a table ({tables})")
             out.setdefault(table, {})[sub] = _parse_literal(value)
         else:
             out[key] = coerce(key, value)
@@ -250,19 +250,23 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AgemetricError(f"--config: no such file {str(path)!r}") from None
+        raise AgemetricError(f"config_file: no such file {str(path)!r}") from None
     except IsADirectoryError:
-        raise AgemetricError(f"--config: {path} is a folder; expected a TOML file (e.g. a run's config.toml)") from None
+        raise AgemetricError(
+            f"config_file: {path} is a folder; expected a TOML file (e.g. a run's config.toml)"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise AgemetricError(f"--config: {path} is not UTF-8 text (byte {exc.start})") from None
+        raise AgemetricError(f"config_file: {path} is not UTF-8 text (byte {exc.start})") from None
     except (ValueError, RecursionError) as exc:  # TOMLDecodeError is a ValueError; so is an int of 5000 digits
         reason = exc if isinstance(exc, tomllib.TOMLDecodeError) else "nested too deeply or a number too long"
-        raise AgemetricError(f"--config: {path} is not valid TOML: {reason}") from None
+        raise AgemetricError(f"config_file: {path} is not valid TOML: {reason}") from None
     except OSError as exc:
-        raise AgemetricError(f"--config: cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        raise AgemetricError(f"config_file: cannot read {str(path)!r}: {exc.strerror or exc}") from None
     preset = data.pop("preset", None)
     if preset is not None and not isinstance(preset, str):
-        raise AgemetricError(f"--config: {path}: preset expects a name ({', '.join(PRESETS)}), got {shortened(preset)}")
+        raise AgemetricError(
+            f"config_file: {path}: preset expects a name ({', '.join(PRESETS)}), got {shortened(preset)}"
+        )
     out = {key: coerce(key, value) for key, value in data.items()}
     if preset is not None:
         out["preset"] = preset
@@ -300,7 +304,7 @@ def resolve(
     name = preset or from_file.pop("preset", None) or "quick"
     from_file.pop("preset", None)
     if name not in PRESETS:
-        raise AgemetricError(f"--preset: unknown preset {shortened(name)}; known: {', '.join(PRESETS)}")
+        raise AgemetricError(f"preset: unknown preset {shortened(name)}; known: {', '.join(PRESETS)}")
     merged: dict[str, Any] = {}
     for layer in (
         PRESETS[name],

@@ -53,7 +53,7 @@ def check_options(table: str, options: dict) -> None:
     for key in options:
         setting = RESERVED_OPTIONS.get(table, {}).get(key)
         if setting is not None:
-            raise AgemetricError(f"{table}.{key}: set it with the setting {setting!r} (--set {setting}=...), not here")
+            raise AgemetricError(f"{table}.{key}: set it with the setting {setting!r}, not here")
 
 
 def check(config: RunConfig) -> None:

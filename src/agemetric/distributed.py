@@ -95,7 +95,7 @@ def require_device(device: torch.device) -> torch.device:
     if device.type == "cuda":
         found = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if (device.index or 0) >= found:
-            raise AgemetricError(f"--device {device}: this machine has {found} CUDA GPU(s); use --device cpu or auto")
+            raise AgemetricError(f"device {device}: this machine has {found} CUDA GPU(s); use device 'cpu' or 'auto'")
     return device
 
 

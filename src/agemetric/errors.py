@@ -4,7 +4,9 @@
 class AgemetricError(Exception):
     """A problem with the user's input (option, file, plugin name, data).
 
-    The message names the offending option, file or row and says what was expected.
+    The message names the offending setting, file or row and says what was expected. A setting
+    is named as Python names it (``data_dir: no UTKFace images in 'x'``, ``config_file: ...``);
+    the ``agemetric`` command shows its option instead (``--data-dir: ...``, ``--config: ...``).
 
     Examples:
         >>> import agemetric

@@ -239,7 +239,7 @@ def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
     if saved is not None and saved != now:
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         raise AgemetricError(
-            f"--resume: {RunFolder(resume).checkpoint} was written with other settings than "
+            f"resume: {RunFolder(resume).checkpoint} was written with other settings than "
             f"{RunFolder(resume).config} ({', '.join(differ)}); it cannot be continued"
         )
 
@@ -251,11 +251,11 @@ def check_against_data(config: RunConfig, train_data: FaceArrays) -> bool:
     the mean age of the whole gallery."""
     if config.k > len(train_data):
         raise AgemetricError(
-            f"--k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
+            f"k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
         )
     multitask = {"on": True, "off": False, "auto": train_data.has_gender}[config.multitask]
     if multitask and not train_data.has_gender:
-        raise AgemetricError(f"--set multitask=on: dataset {config.dataset!r} has no gender labels")
+        raise AgemetricError(f"multitask: on, but dataset {config.dataset!r} has no gender labels")
     return multitask
 
 
@@ -277,12 +277,12 @@ def resume_config(run_dir: str | Path) -> RunConfig:
     """The config of an unfinished run folder, checked to be resumable (one-line errors)."""
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
-        raise AgemetricError(f"--resume: no run folder {str(folder.path)!r}")
+        raise AgemetricError(f"resume: no run folder {str(folder.path)!r}")
     if folder.metrics.exists():
-        raise AgemetricError(f"--resume: {folder.path} is a finished run (it has {folder.METRICS}); nothing to resume")
+        raise AgemetricError(f"resume: {folder.path} is a finished run (it has {folder.METRICS}); nothing to resume")
     if not folder.checkpoint.is_file():
         raise AgemetricError(
-            f"--resume: {folder.path} has no {folder.CHECKPOINT} (a run writes one at the end of each epoch "
+            f"resume: {folder.path} has no {folder.CHECKPOINT} (a run writes one at the end of each epoch "
             "and on Ctrl-C; this one stopped before either)"
         )
     return folder.read_config()

@@ -74,12 +74,12 @@ def export_bundle(run_dir: str | Path, out: str | Path, fmt: str = "torchscript"
             ``out`` is taken, ``fmt`` is unknown or the ONNX packages are missing.
     """
     if fmt not in FORMATS:
-        raise AgemetricError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+        raise AgemetricError(f"fmt must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run_dir, out = Path(run_dir), Path(out)
     estimator = _exportable(run_dir, fmt)
     framing = _framing(estimator)
     check_bundle_folder(out)
-    with replacing_folder(out, "--out") as folder:
+    with replacing_folder(out, "out") as folder:
         manifest = _write_bundle(estimator, fmt, framing, run_dir, folder)
     return manifest
 
@@ -134,7 +134,7 @@ def _exportable(run_dir: Path, fmt: str):
         missing = [name for name in ONNX_EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:
             raise AgemetricError(
-                f"--format {fmt} needs {' and '.join(missing)} for the ONNX export: pip install 'agemetric[export]'"
+                f"fmt {fmt} needs {' and '.join(missing)} for the ONNX export: pip install 'agemetric[export]'"
             )
     estimator = AgeEstimator.load(checkpoint)
     retriever = estimator.retriever

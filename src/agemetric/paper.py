@@ -96,7 +96,7 @@ def toy_embedding(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> 
     dataset, records = select_records(replace(config, limit=None))
     records = toy_records(records, config.seed)
     if len(records) < 10:
-        raise AgemetricError(f"--dataset {config.dataset}: only {len(records)} images aged 16-63; need >= 10")
+        raise AgemetricError(f"dataset {config.dataset}: only {len(records)} images aged 16-63; need >= 10")
     data = decode_records(dataset, records, config, reporter)
     torch.manual_seed(config.seed)
     estimator = AgeEstimator.from_config(config, multitask=False)
@@ -297,7 +297,7 @@ def k_sweep(run_dir: Path, out: Path, ks: list[int]) -> dict[int, float]:
     gallery = estimator.retriever
     n = len(gallery.ages)
     if max(ks) > n:
-        raise AgemetricError(f"--ks {max(ks)}: the gallery of {run_dir} has only {n} training faces; choose k <= {n}")
+        raise AgemetricError(f"ks {max(ks)}: the gallery of {run_dir} has only {n} training faces; choose k <= {n}")
     estimator, data, metrics = load_test_data(run_dir, estimator)
     _, idx = gallery.search(estimator.embed(data.images), k=max(ks))  # (M, max k), nearest first
     result = {k: mae(gallery.ages[idx[:, :k]].mean(1), data.ages) for k in ks}

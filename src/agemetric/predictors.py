@@ -26,7 +26,7 @@ def load_predictor(path: str | Path, runtime: str = "auto", threads: int | None 
     if not model.is_file():
         raise AgemetricError(f"{path}: neither a run folder ({RunFolder.MODEL}) nor a bundle (bundle.json)")
     if runtime != "auto":
-        raise AgemetricError(f"--runtime applies to bundles only; {path} is not one (no bundle.json)")
+        raise AgemetricError(f"runtime applies to bundles only; {path} is not one (no bundle.json)")
     from agemetric.estimator import AgeEstimator
 
     if threads is not None:

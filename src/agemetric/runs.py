@@ -263,15 +263,15 @@ class RunFolder:
             probe.unlink()
         except OSError as exc:
             raise AgemetricError(
-                f"--out: cannot write to {str(cls(out or 'runs').path)!r}: {exc.strerror or exc}"
+                f"out: cannot write to {str(cls(out or 'runs').path)!r}: {exc.strerror or exc}"
             ) from None
         if folder.finished:
             folder.unlock()
-            raise AgemetricError(f"--out: {folder.path} already holds a run; choose another folder")
+            raise AgemetricError(f"out: {folder.path} already holds a run; choose another folder")
         if folder.checkpoint.exists():
             folder.unlock()
             raise AgemetricError(
-                f"--out: {folder.path} holds an unfinished run ({cls.CHECKPOINT}); continue it with "
+                f"out: {folder.path} holds an unfinished run ({cls.CHECKPOINT}); continue it with "
                 f"agemetric run --resume {folder.path}, or choose another folder"
             )
         return folder
@@ -302,7 +302,7 @@ class RunFolder:
                 return cls(path)
             except FileExistsError:
                 continue
-        raise AgemetricError(f"--out: runs/{stem}-*: too many runs started in the same second")
+        raise AgemetricError(f"out: runs/{stem}-*: too many runs started in the same second")
 
     def lock(self) -> RunFolder:
         """Take the folder's lock for this process (released when it ends, or by `unlock()`).
@@ -318,7 +318,7 @@ class RunFolder:
         except BlockingIOError:
             handle.close()
             raise AgemetricError(
-                f"--out: {self.path} is in use by another agemetric run; wait for it to end or choose another folder"
+                f"out: {self.path} is in use by another agemetric run; wait for it to end or choose another folder"
             ) from None
         self._lock = handle
         remove_orphans(self.path)  # a run killed while saving left its temporary file; no run is writing now

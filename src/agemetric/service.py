@@ -224,8 +224,8 @@ class _FramingProcesses:
             pickle.dumps(framing)
         except Exception as exc:
             raise AgemetricError(
-                f"framing processes: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
-                f"another process ({type(exc).__name__}); frame on threads instead (0 framing processes)"
+                f"framing_processes: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
+                f"another process ({type(exc).__name__}); set it to 0 to frame on threads"
             ) from None
         self.count, self.framing = count, framing
         self.pool = self._new_pool()

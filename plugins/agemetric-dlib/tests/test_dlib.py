@@ -75,7 +75,7 @@ def test_backbone_normalises_like_dlib_and_is_pretrained_by_default():
 
 
 def test_weights_imagenet_is_a_clear_error_and_a_state_file_round_trips(tmp_path):
-    with pytest.raises(AgemetricError, match="no ImageNet weights; use --weights dlib"):
+    with pytest.raises(AgemetricError, match="weights imagenet: .* no ImageNet weights; use weights 'dlib'"):
         DlibResNet10(weights="imagenet")
     trained = DlibResNet10(embedding_dim=5, gender_dim=0, weights="none")
     torch.save(trained.state_dict(), tmp_path / "mine.pt")
@@ -101,10 +101,12 @@ def test_face_recognition_network_read_from_dlib_s_file_matches_dlib():
     import dlib
 
     rng = np.random.default_rng(0)  # smooth random 150 px chips (upscaled noise), dlib's input size
-    chips = np.stack([
-        np.asarray(Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).resize((150, 150)))
-        for _ in range(4)
-    ])  # (4, 150, 150, 3) uint8  # fmt: skip
+    chips = np.stack(
+        [
+            np.asarray(Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).resize((150, 150)))
+            for _ in range(4)
+        ]
+    )  # (4, 150, 150, 3) uint8
     network = dlib.face_recognition_model_v1(str(model_file(FACE_RECOGNITION_MODEL)))
     expected = np.stack([np.array(network.compute_face_descriptor(chip)) for chip in chips])  # (4, 128)
     state, descriptor = read_face_recognition_weights()

@@ -125,6 +125,42 @@ def warn_plugin_errors() -> None:
     state.plugin_errors_shown = len(load_errors)
 
 
+#: a setting or argument of the library, as an error message starts with it -> the option that sets it
+SETTING_FLAGS = {
+    "config_file": "--config",
+    "data_dir": "--data-dir",
+    "dataset": "--dataset",
+    "device": "--device",
+    "fmt": "--format",
+    "framing_processes": "--framing-processes",
+    "k": "--k",
+    "ks": "--ks",
+    "multitask": "--multitask",
+    "out": "--out",
+    "preset": "--preset",
+    "resume": "--resume",
+    "runtime": "--runtime",
+    "sets": "--set",
+    "split": "--split",
+    "split_file": "--split-file",
+    "weights": "--weights",
+}
+
+
+def as_flags(message: str) -> str:
+    """A library error as the command line says it: a message starting with a setting's name
+    (``data_dir: no UTKFace images in 'x'``) starts with its option instead (``--data-dir: ...``).
+
+    Examples:
+        >>> as_flags("data_dir is required: the UTKFace folder")
+        '--data-dir is required: the UTKFace folder'
+        >>> as_flags("dataset_options.n: expected a whole number, got 'many'")
+        "dataset_options.n: expected a whole number, got 'many'"
+    """
+    setting = message.split(" ", 1)[0].removesuffix(":")
+    return SETTING_FLAGS[setting] + message[len(setting) :] if setting in SETTING_FLAGS else message
+
+
 def guarded(fn):
     """Turn `AgemetricError` into a one-line message and its exit code (2 for usage errors).
 
@@ -138,7 +174,7 @@ def guarded(fn):
         except AgemetricError as exc:
             if state.debug:
                 raise
-            print_error(str(exc))
+            print_error(as_flags(str(exc)))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if state.debug:

@@ -27,7 +27,7 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     if len(records) < 2:
         where = f" in {dataset.root}" if dataset.root else ""
         raise AgemetricError(
-            f"--dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
+            f"dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
             + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
         )
     return dataset, records

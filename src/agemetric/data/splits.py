@@ -91,7 +91,7 @@ def make_split(
     groups.union_by(fingerprints)
     if protocol == "subject":
         if not any(r.subject for r in records):
-            raise AgemetricError("--set split=subject: this dataset has no subject ids; use split=random or hash")
+            raise AgemetricError("split: subject, but this dataset has no subject ids; use random or hash")
         groups.union_by([r.subject for r in records])
     members: dict[int, list[int]] = {}
     for i in range(n):
@@ -208,23 +208,21 @@ def write_split(path: Path, split: Split, keys: Sequence[str]) -> None:
 def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
     """Reuse a ``split.csv``: its records keep their side; records it does not list are left out."""
     path = Path(path)
-    with readable_text(path, "--split-file"), path.open(newline="", encoding="utf-8") as f:
+    with readable_text(path, "split_file"), path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["key", "side"]:
-        raise AgemetricError(f"--split-file: {path} must start with the header 'key,side'")
+        raise AgemetricError(f"split_file: {path} must start with the header 'key,side'")
     given = {}
     for number, row in enumerate(rows[1:], start=2):
         if len(row) < 2 or row[1].strip().lower() not in SIDES:
             raise AgemetricError(
-                f"--split-file: {path} row {number}: expected 'key,train', 'key,calibration' or 'key,test', got {row}"
+                f"split_file: {path} row {number}: expected 'key,train', 'key,calibration' or 'key,test', got {row}"
             )
         given[row[0]] = row[1].strip().lower()
     side = {r.key: given[r.key] for r in records if r.key in given}
     counts = {s: sum(1 for v in side.values() if v == s) for s in SIDES}
     if counts["test"] == 0 or counts["train"] == 0:
-        raise AgemetricError(
-            f"--split-file: {path} leaves {counts['test']} test and {counts['train']} train images here"
-        )
+        raise AgemetricError(f"split_file: {path} leaves {counts['test']} test and {counts['train']} train images here")
     info = {
         "protocol": f"file:{path.name}",
         "n_train": counts["train"],

@@ -70,11 +70,11 @@ class CSVFaces(FaceDataset):
     def __init__(self, root: str | Path | None = None, filename: str = "labels.csv", groups: list[str] | str = ()):
         super().__init__(root)
         if self.root is None:
-            raise AgemetricError("--data-dir is required: a CSV file, or a folder holding labels.csv")
+            raise AgemetricError("data_dir is required: a CSV file, or a folder holding labels.csv")
         self.csv_path = self.root / filename if self.root.is_dir() else self.root
         if not self.csv_path.is_file():
-            raise AgemetricError(f"--data-dir: no CSV file at {str(self.csv_path)!r}")
-        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+            raise AgemetricError(f"data_dir: no CSV file at {str(self.csv_path)!r}")
+        with readable_text(self.csv_path, "data_dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             header = next(csv.reader(f), [])
         self.columns = [c.strip().lower() for c in header]
         missing = {"path", "age"} - set(self.columns)
@@ -95,7 +95,7 @@ class CSVFaces(FaceDataset):
     def records(self) -> list[FaceRecord]:
         base = self.csv_path.parent
         out = []
-        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+        with readable_text(self.csv_path, "data_dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f, fieldnames=self.columns)
             next(reader)  # header
             for row_number, row in enumerate(reader, start=2):

@@ -63,7 +63,7 @@ class FGNet(FaceDataset):
         if not out:
             where = "in or under" if self.recursive else "in"
             raise AgemetricError(
-                f"--data-dir: no FG-NET images {where} {str(self.root)!r}; expected files named {NAME_PATTERN} "
+                f"data_dir: no FG-NET images {where} {str(self.root)!r}; expected files named {NAME_PATTERN} "
                 "(e.g. 001A02.JPG)" + ("" if self.recursive else ", directly in the folder (or set recursive=true)")
             )
         return sorted(out, key=lambda r: r.key)

@@ -110,13 +110,13 @@ class TrunkBackbone(Backbone):
         """
         path = Path(path)
         if not path.is_file():
-            raise AgemetricError(f"--weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
-        state = load_torch(path, "--weights")
+            raise AgemetricError(f"weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
+        state = load_torch(path, "weights")
         for key in ("backbone", "state_dict"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
         if not isinstance(state, dict):
-            raise AgemetricError(f"--weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
+            raise AgemetricError(f"weights: {str(path)!r} holds a {type(state).__name__}, not a state dict")
         own = any(str(k).startswith("trunk.") for k in state)
         target = self if own else self.trunk
         if not own:
@@ -124,7 +124,7 @@ class TrunkBackbone(Backbone):
         missing, unexpected = target.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise AgemetricError(
-                f"--weights: {str(path)!r} does not fit {type(self).__name__}: "
+                f"weights: {str(path)!r} does not fit {type(self).__name__}: "
                 f"{len(missing)} missing keys (e.g. {missing[:2]}), "
                 f"{len(unexpected)} unexpected keys (e.g. {unexpected[:2]})"
             )

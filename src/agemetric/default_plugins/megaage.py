@@ -18,7 +18,7 @@ LAYOUT = (
 
 def _read_list(path: Path) -> list[str]:
     """The stripped lines of ``path``, without trailing blank lines."""
-    with readable_text(path, "--data-dir"):
+    with readable_text(path, "data_dir"):
         lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
@@ -69,8 +69,7 @@ class MegaAgeAsian(FaceDataset):
         missing = [p.relative_to(self.root).as_posix() for p in lists if not p.is_file()]
         if missing:
             raise AgemetricError(
-                f"--data-dir: {str(self.root)!r} has no {', '.join(missing)}; "
-                f"expected the MegaAge-Asian layout: {LAYOUT}"
+                f"data_dir: {str(self.root)!r} has no {', '.join(missing)}; expected the MegaAge-Asian layout: {LAYOUT}"
             )
 
     def records(self) -> list[FaceRecord]:
@@ -78,7 +77,7 @@ class MegaAgeAsian(FaceDataset):
         for split in SPLITS:
             out.extend(self._split_records(split))
         if not out:
-            raise AgemetricError(f"--data-dir: no usable MegaAge-Asian images in {str(self.root)!r}; expected {LAYOUT}")
+            raise AgemetricError(f"data_dir: no usable MegaAge-Asian images in {str(self.root)!r}; expected {LAYOUT}")
         return sorted(out, key=lambda r: r.key)
 
     def _split_records(self, split: str) -> list[FaceRecord]:
@@ -91,7 +90,7 @@ class MegaAgeAsian(FaceDataset):
             )
         if names and not (self.root / split).is_dir():
             raise AgemetricError(
-                f"--data-dir: {str(self.root)!r} has no {split}/ folder for the {len(names)} images in {name_file}"
+                f"data_dir: {str(self.root)!r} has no {split}/ folder for the {len(names)} images in {name_file}"
             )
         out, seen = [], set()
         for line_number, (name, age_text) in enumerate(zip(names, ages, strict=True), start=1):

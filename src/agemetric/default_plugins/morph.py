@@ -24,7 +24,7 @@ LAYOUT = (
 
 
 def _header(path: Path) -> list[str]:
-    with readable_text(path, "--data-dir"), path.open(newline="", encoding="utf-8-sig") as f:
+    with readable_text(path, "data_dir"), path.open(newline="", encoding="utf-8-sig") as f:
         return [c.strip().lower() for c in next(csv.reader(f), [])]
 
 
@@ -89,7 +89,7 @@ class Morph(FaceDataset):
         ]
         if len(found) > 1:
             raise AgemetricError(
-                f"--data-dir: {len(found)} MORPH CSV files in {str(self.root)!r} "
+                f"data_dir: {len(found)} MORPH CSV files in {str(self.root)!r} "
                 f"({', '.join(p.name for p in found)}); choose one with dataset_options.csv"
             )
         return found[0] if found else None
@@ -97,7 +97,7 @@ class Morph(FaceDataset):
     def records(self) -> list[FaceRecord]:
         out = self._from_csv() if self.csv_path is not None else self._from_names()
         if not out:
-            raise AgemetricError(f"--data-dir: no usable MORPH images in {str(self.root)!r}; expected {LAYOUT}")
+            raise AgemetricError(f"data_dir: no usable MORPH images in {str(self.root)!r}; expected {LAYOUT}")
         return sorted(out, key=lambda r: r.key)
 
     def _from_names(self) -> list[FaceRecord]:
@@ -114,7 +114,7 @@ class Morph(FaceDataset):
 
     def _from_csv(self) -> list[FaceRecord]:
         out, seen = [], set()
-        with readable_text(self.csv_path, "--data-dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
+        with readable_text(self.csv_path, "data_dir"), self.csv_path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             columns = [c.strip().lower() for c in next(reader, [])]
             index = {c: columns.index(c) for c in CSV_COLUMNS}

@@ -43,8 +43,8 @@ def build_trunk(arch: str, weights: str | None, **random_init_kwargs) -> nn.Modu
     except Exception as exc:  # no network and no cached file
         filename = tv_weights.url.rsplit("/", 1)[1]
         raise AgemetricError(
-            f"--weights {choice}: cannot load torchvision's {arch} weights ({type(exc).__name__}: {exc}); "
-            f"put {filename} in $TORCH_HOME/hub/checkpoints, or pass the file's path, or use --weights none"
+            f"weights {choice}: cannot load torchvision's {arch} weights ({type(exc).__name__}: {exc}); "
+            f"put {filename} in $TORCH_HOME/hub/checkpoints, or pass the file's path, or set weights to 'none'"
         ) from exc
 
 

@@ -48,5 +48,5 @@ class UTKFace(FaceDataset):
             race = (("race", RACES[int(m["race"])]),)
             out.append(FaceRecord(key=path.name, age=float(m["age"]), gender=int(m["gender"]), groups=race))
         if not out:
-            raise AgemetricError(f"--data-dir: no UTKFace images in {str(self.root)!r}")
+            raise AgemetricError(f"data_dir: no UTKFace images in {str(self.root)!r}")
         return out

@@ -135,9 +135,9 @@ class FaceDataset(abc.ABC):
         """``root``, which must be an existing folder: that of the dataset ``name`` (e.g.
         ``"UTKFace"``); a reader calls this first."""
         if self.root is None:
-            raise AgemetricError(f"--data-dir is required: the {name} folder")
+            raise AgemetricError(f"data_dir is required: the {name} folder")
         if not self.root.is_dir():
-            raise AgemetricError(f"--data-dir: {name} folder {str(self.root)!r} does not exist")
+            raise AgemetricError(f"data_dir: {name} folder {str(self.root)!r} does not exist")
         return self.root
 
     def new_image(self, key: str, where: str, seen: set[str]) -> bool:

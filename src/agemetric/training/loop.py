@@ -85,7 +85,7 @@ class _Training:
         checked); weights, optimiser state or batches that do not fit this run are one-line errors."""
         if saved.get("images") not in (None, len(self.data)):
             raise AgemetricError(
-                f"--resume: the training split now has {len(self.data)} readable images, the checkpoint was "
+                f"resume: the training split now has {len(self.data)} readable images, the checkpoint was "
                 f"written with {saved['images']} (an image became unreadable or was replaced); it cannot be continued"
             )
         try:
@@ -94,7 +94,7 @@ class _Training:
                 self.averaged.load_state_dict(saved["averaged"])
         except RuntimeError as exc:
             raise AgemetricError(
-                f"--resume: {source}: its weights do not fit this run's model ({_detail(exc)})"
+                f"resume: {source}: its weights do not fit this run's model ({_detail(exc)})"
             ) from None
         check_fits(saved, self.optimizer, len(self.data), source)
         self.optimizer.load_state_dict(saved["optimizer"])

@@ -87,9 +87,9 @@ def load_checkpoint(path: Path) -> dict:
     """Read a training checkpoint written by `train()`, its fields checked (one-line errors naming
     the file and the field; whether the weights and the optimiser's state fit the run's model is
     checked when training restores them)."""
-    state = load_torch(path, "--resume")
+    state = load_torch(path, "resume")
     if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-        raise AgemetricError(f"--resume: {str(path)!r} is not an agemetric training checkpoint")
+        raise AgemetricError(f"resume: {str(path)!r} is not an agemetric training checkpoint")
     _check_fields(state, path)
     return state
 
@@ -99,7 +99,7 @@ def _check_fields(state: dict, path: Path) -> None:
 
     def check(ok: bool, name: str, expected: str, value: object) -> None:
         if not ok:
-            raise AgemetricError(f"--resume: {path}: {name} must be {expected}, got {shortened(value)}")
+            raise AgemetricError(f"resume: {path}: {name} must be {expected}, got {shortened(value)}")
 
     epoch, elapsed, images = state.get("epoch"), state.get("elapsed"), state.get("images")
     check(_whole(epoch, 1), "epoch", "a whole number >= 1", epoch)
@@ -157,7 +157,7 @@ def check_fits(saved: dict, optimizer: torch.optim.Optimizer, images: int, sourc
     interrupted epoch's batches index this run's ``images`` training images."""
 
     def refuse(what: str) -> AgemetricError:
-        return AgemetricError(f"--resume: {source}: {what}; it cannot be continued")
+        return AgemetricError(f"resume: {source}: {what}; it cannot be continued")
 
     groups, state = saved["optimizer"]["param_groups"], saved["optimizer"]["state"]
     if len(groups) != len(optimizer.param_groups):

@@ -214,8 +214,8 @@ class _DlibBackbone(TrunkBackbone):
             self.trunk.load_state_dict(self.pretrained_state())
         elif choice == "imagenet":
             raise AgemetricError(
-                f"--weights imagenet: {self.label} has no ImageNet weights; use --weights dlib "
-                "(face-trained), none, or a state-dict file"
+                f"weights imagenet: {self.label} has no ImageNet weights; use weights 'dlib' "
+                "(face-trained), 'none', or a state-dict file"
             )
         elif choice != "none":
             self.load_weights(weights)
