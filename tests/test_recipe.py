@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 
 from agemetric import AgeEstimator, AgemetricError, resolve
 from agemetric import functional as F
+from agemetric.default_plugins.revised_contrastive import revised_contrastive
 from agemetric.experiment import run
+from agemetric.interfaces import Loss
+from agemetric.losses import AgeClassifierLoss, PerPartLoss, RevisedContrastiveLoss, SumOfLosses
 from agemetric.testing import random_face_arrays
 from agemetric.training import lr_factor, make_optimizer, parameter_groups
+from agemetric.types import Pairs, Triplets
 
 
 @given(
@@ -87,81 +91,158 @@ def test_snapshots_evaluate_during_training_without_touching_the_run(tmp_path):
 
 
 def test_auxiliary_age_classifier_adds_a_weighted_cross_entropy_and_trains_its_layer():
-    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
-
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(6, 8, generator=g, requires_grad=True)
     ages = torch.tensor([3.4, 20.0, 22.0, 50.0, 50.6, 200.0])  # 200: clipped to the last class
     pairs = F.all_pairs(6)
     plain = RevisedContrastiveLoss()(emb, ages, pairs)
-    with_head = RevisedContrastiveLoss(classifier=2.5, classes=60)
+    with_head = revised_contrastive(classifier=2.5, classes=60)
     total = with_head(emb, ages, pairs)
-    logits = with_head.classifier(emb)  # every face is in some pair
+    head = with_head.losses[1]
+    assert isinstance(head, AgeClassifierLoss) and with_head.weights == (1.0, 2.5)
+    logits = head.classifier(emb)  # every face is in some pair
     expected = plain + 2.5 * torch.nn.functional.cross_entropy(logits, torch.tensor([3, 20, 22, 50, 51, 59]))
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     total.backward()
-    assert with_head.classifier.weight.grad is not None and emb.grad.abs().sum() > 0
-    assert RevisedContrastiveLoss().classifier is None
+    assert head.classifier.weight.grad is not None and emb.grad.abs().sum() > 0
+    assert type(revised_contrastive()) is RevisedContrastiveLoss  # the paper's loss alone
     with pytest.raises(ValueError, match="classifier"):
-        RevisedContrastiveLoss(classifier=-1)
+        revised_contrastive(classifier=-1)
+
+
+def test_the_age_classifier_alone_is_a_loss_on_the_paired_faces():
+    g = torch.Generator().manual_seed(3)
+    emb = torch.randn(5, 4, generator=g)
+    ages = torch.tensor([10.0, 20.0, 30.0, 40.0, 50.0])
+    loss = AgeClassifierLoss(classes=60)
+    only = Pairs(torch.tensor([0, 0]), torch.tensor([1, 3]))  # faces 0, 1 and 3 are paired
+    value = loss(emb, ages, only)
+    rows = torch.tensor([0, 1, 3])
+    expected = torch.nn.functional.cross_entropy(loss.classifier(emb[rows]), ages[rows].long())
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="classes must be >= 2"):
+        AgeClassifierLoss(classes=1)
+
+
+def test_a_sum_of_losses_weighs_each_and_refuses_losses_taking_other_indices():
+    g = torch.Generator().manual_seed(4)
+    emb, ages = torch.randn(6, 8, generator=g), torch.arange(20.0, 26.0)
+    paper, other = RevisedContrastiveLoss(margin=4), RevisedContrastiveLoss(margin=2, reduction="sum")
+    summed = SumOfLosses([paper, other], [0.5, 2.0])(emb, ages)
+    assert summed.item() == pytest.approx((0.5 * paper(emb, ages) + 2.0 * other(emb, ages)).item(), rel=1e-6)
+
+    class TripletGap(Loss):
+        accepts = Triplets
+
+        def compute(self, embeddings, labels, indices):
+            return embeddings.sum() * 0.0
+
+    with pytest.raises(ValueError, match=r"take different indices \(Pairs, Triplets\)"):
+        SumOfLosses([paper, TripletGap()])
+    with pytest.raises(ValueError, match="2 losses but 1 weights"):
+        SumOfLosses([paper, other], [1.0])
 
 
 @given(st.integers(2, 4), st.integers(1, 3), st.integers(0, 2**16))
 def test_parts_score_each_part_of_the_embedding_on_its_own_and_add_the_losses(parts, width, seed):
-    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
-
     g = torch.Generator().manual_seed(seed)
     emb = torch.randn(7, parts * width, generator=g) * 20
     ages = torch.randint(0, 90, (7,), generator=g).float()
     pairs = F.all_pairs(7)
     expected = sum(RevisedContrastiveLoss()(chunk, ages, pairs) for chunk in emb.split(width, dim=1))
-    assert RevisedContrastiveLoss(parts=parts)(emb, ages, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert revised_contrastive(parts=parts)(emb, ages, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
+    per_part = PerPartLoss([RevisedContrastiveLoss() for _ in range(parts)])
+    assert per_part(emb, ages, pairs).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_parts_give_each_part_its_own_classifier_and_gradients_stay_in_their_part():
-    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
-
     g = torch.Generator().manual_seed(2)
     emb = torch.randn(6, 8, generator=g, requires_grad=True)
     ages = torch.tensor([3.0, 20.0, 22.0, 50.0, 51.0, 70.0])
     pairs = F.all_pairs(6)
-    loss = RevisedContrastiveLoss(classifier=3.0, classes=80, parts=2)
+    loss = revised_contrastive(classifier=3.0, classes=80, parts=2)
     total = loss(emb, ages, pairs)
+    heads = [part.losses[1].classifier for part in loss.losses]
     expected = sum(
         RevisedContrastiveLoss()(half, ages, pairs) + 3.0 * torch.nn.functional.cross_entropy(head(half), ages.long())
-        for head, half in zip(loss.classifier, emb.split(4, dim=1), strict=True)
+        for head, half in zip(heads, emb.split(4, dim=1), strict=True)
     )
     assert total.item() == pytest.approx(expected.item(), rel=1e-5)
     # the first half's gradient is that of the first part's loss alone: the second part does not reach it
     grad = torch.autograd.grad(loss(emb, ages, pairs), emb)[0]
     first_half = emb[:, :4]
     first_only = RevisedContrastiveLoss()(first_half, ages, pairs) + 3.0 * torch.nn.functional.cross_entropy(
-        loss.classifier[0](first_half), ages.long()
+        heads[0](first_half), ages.long()
     )
     torch.testing.assert_close(grad[:, :4], torch.autograd.grad(first_only, emb)[0][:, :4])
     with pytest.raises(ValueError, match="parts must be >= 1"):
-        RevisedContrastiveLoss(parts=0)
+        revised_contrastive(parts=0)
     with pytest.raises(ValueError, match="parts=9 needs at least as many"):
-        RevisedContrastiveLoss(parts=9)(emb, ages, pairs)
+        revised_contrastive(parts=9)(emb, ages, pairs)
     # parts that do not divide the embedding: the first ones one dimension larger
     uneven = sum(RevisedContrastiveLoss()(chunk, ages, pairs) for chunk in (emb[:, :3], emb[:, 3:6], emb[:, 6:]))
-    assert RevisedContrastiveLoss(parts=3)(emb, ages, pairs).item() == pytest.approx(uneven.item(), rel=1e-5)
+    assert revised_contrastive(parts=3)(emb, ages, pairs).item() == pytest.approx(uneven.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("parts", [1, 2])
+def test_a_classifier_saved_when_the_loss_was_one_module_loads_into_the_composed_loss(parts):
+    """Run folders and checkpoints written before the loss was composed keep the classifier under
+    ``classifier.*`` (one part) or ``classifier.{part}.*``: they load, and score as they did."""
+    g = torch.Generator().manual_seed(5)
+    emb, ages = torch.randn(6, 8, generator=g), torch.tensor([3.0, 20.0, 22.0, 50.0, 51.0, 70.0])
+    weights = [(torch.randn(80, 8 // parts, generator=g), torch.randn(80, generator=g)) for _ in range(parts)]
+    if parts == 1:
+        saved = {"classifier.weight": weights[0][0], "classifier.bias": weights[0][1]}
+    else:
+        saved = {
+            f"classifier.{i}.{name}": w
+            for i, pair in enumerate(weights)
+            for name, w in zip(("weight", "bias"), pair, strict=True)
+        }
+    loss = revised_contrastive(classifier=3.0, classes=80, parts=parts)
+    loss.load_state_dict(saved)
+    expected = sum(
+        RevisedContrastiveLoss()(half, ages) + 3.0 * torch.nn.functional.cross_entropy(half @ w.T + b, ages.long())
+        for (w, b), half in zip(weights, emb.split(8 // parts, dim=1), strict=True)
+    )
+    assert loss(emb, ages).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert sorted(loss.state_dict()) == sorted(
+        revised_contrastive(classifier=3.0, classes=80, parts=parts).state_dict()
+    )
 
 
 def test_label_sigma_trains_the_classifier_on_a_normal_distribution_over_the_ages():
-    from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
-
     g = torch.Generator().manual_seed(1)
     emb = torch.randn(5, 8, generator=g)
     ages = torch.tensor([0.0, 7.5, 30.0, 31.0, 59.0])
     pairs = F.all_pairs(5)
-    loss = RevisedContrastiveLoss(classifier=2.0, classes=60, label_sigma=3.0)
+    loss = revised_contrastive(classifier=2.0, classes=60, label_sigma=3.0)
     total = loss(emb, ages, pairs)
-    log_p = torch.log_softmax(loss.classifier(emb), dim=1)  # (5, 60)
+    log_p = torch.log_softmax(loss.losses[1].classifier(emb), dim=1)  # (5, 60)
     expected = RevisedContrastiveLoss()(emb, ages, pairs).item()
     for i, age in enumerate(ages.tolist()):  # per face: -sum_c q_c log p_c, q a normal over 0..59 (normalised)
         q = [math.exp(-0.5 * ((c - age) / 3.0) ** 2) for c in range(60)]
         expected += 2.0 * -sum(qc / sum(q) * log_p[i, c].item() for c, qc in enumerate(q)) / 5
     assert total.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="label_sigma"):
-        RevisedContrastiveLoss(classifier=1.0, label_sigma=-1)
+        revised_contrastive(classifier=1.0, label_sigma=-1)
+
+
+@pytest.mark.parametrize(
+    ("parts", "label_sigma", "today"),
+    [(1, 0.0, 260.8211669921875), (2, 0.0, 165.3852081298828), (2, 3.0, 166.53366088867188)],
+)
+def test_the_composed_loss_gives_the_one_module_loss_s_results_on_the_same_batch(parts, label_sigma, today):
+    """``today``: what the loss gave on this batch when it was one module (classifier and parts
+    inside the paper's loss), its classifiers' weights saved in that module's layout."""
+    g = torch.Generator().manual_seed(7)
+    emb = torch.randn(16, 70, generator=g) * 5
+    ages = torch.randint(0, 90, (16,), generator=g).float()
+    state = {}
+    for part in range(parts):
+        prefix = "classifier." if parts == 1 else f"classifier.{part}."
+        state[prefix + "weight"] = torch.randn(81, 70 // parts, generator=g) * 0.1
+        state[prefix + "bias"] = torch.randn(81, generator=g) * 0.1
+    loss = revised_contrastive(margin=4, classifier=3.0, classes=81, label_sigma=label_sigma, parts=parts)
+    loss.load_state_dict(state)
+    assert loss(emb, ages, F.all_pairs(16)).item() == pytest.approx(today, rel=1e-6)

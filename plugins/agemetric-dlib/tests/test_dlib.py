@@ -415,9 +415,11 @@ def test_the_face_preset_builds_its_recipe_and_takes_a_training_step():
     config = resolve("face", sets=["image_size=32"])
     est = AgeEstimator.from_config(config, multitask=True)
     assert isinstance(est.backbone, DlibResNet10) and est.retriever.k == 50 and est.spec.tta_flip
-    assert est.loss.classifier is not None and est.gender_loss.classifier is not None  # both tasks: the same options
+    # the paper's loss plus the age classifier, for both tasks (the same options)
+    classifier, gender_classifier = est.loss.losses[1].classifier, est.gender_loss.losses[1].classifier
+    assert isinstance(classifier, torch.nn.LazyLinear) and isinstance(gender_classifier, torch.nn.LazyLinear)
     data = random_face_arrays(16, size=32)
     x = est.prepare(data.images, lambda x: augment(x, torch.Generator().manual_seed(0), **config.augment_options))
     out = est.training_loss(x, data.ages, data.genders)
     out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and est.loss.classifier.weight.grad.abs().sum() > 0
+    assert torch.isfinite(out["loss"]) and classifier.weight.grad.abs().sum() > 0
