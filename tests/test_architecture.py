@@ -145,6 +145,31 @@ def test_no_module_imports_a_private_name_of_another_package():
     assert wrong == []
 
 
+def test_no_module_touches_a_private_name_of_typer_click_or_rich():
+    """``typer._click``, ``from rich.console import _x``, ``typer._something``: private to those
+    packages, and free to change in any release of theirs."""
+    outside = ("typer", "click", "rich")
+    wrong = []
+    for path in [*SRC.rglob("*.py"), *ROOT.glob("plugins/*/src/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in outside:
+                names = [*node.module.split("."), *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [
+                    part
+                    for alias in node.names
+                    if alias.name.split(".")[0] in outside
+                    for part in alias.name.split(".")
+                ]
+            elif isinstance(node, ast.Attribute) and getattr(node.value, "id", None) in outside:
+                names = [node.attr]
+            else:
+                continue
+            if any(name.startswith("_") and not name.startswith("__") for name in names):
+                wrong.append(f"{path.relative_to(ROOT)}:{node.lineno} {'.'.join(names)}")
+    assert wrong == []
+
+
 def test_the_library_s_errors_name_settings_not_command_line_options():
     """Outside ``agemetric.cli``, an error starts with a setting's name (``data_dir: ...``); the
     command line turns it into its option (``--data-dir: ...``), so Python users get Python's names."""

@@ -20,10 +20,13 @@ import typer
 from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-try:
-    from typer._click.exceptions import BadParameter, MissingParameter, UsageError
+try:  # typer with click inside it: its usage errors are TyperExceptions
+    from typer.exceptions import TyperException as CommandLineError
 except ImportError:  # a typer that uses click itself
-    from click.exceptions import BadParameter, MissingParameter, UsageError
+    from click.exceptions import ClickException as CommandLineError
+
+#: the exit code of a usage error (click's, kept by typer)
+USAGE_ERROR = 2
 
 #: In a help text: replaced by the names of the installed dataset plugins.
 DATASETS = "{datasets}"
@@ -46,11 +49,8 @@ class Argument(TyperArgument):
         name = self.metavar or self.name.upper()
         return name + ("..." if self.nargs != 1 and not name.endswith("...") else "")
 
-    def _usage_display_name(self) -> str:
-        return self.display_name_raw if self.required else f"[{self.display_name_raw}]"
-
-    def _rich_display_name(self) -> str:
-        return self.display_name_raw
+    def get_usage_pieces(self, ctx) -> list[str]:
+        return [self.display_name_raw if self.required else f"[{self.display_name_raw}]"]
 
     def display_type_rich(self, ctx) -> str | None:
         return None  # the name is the placeholder already
@@ -152,13 +152,13 @@ def _given(args: list[str], opts: list[str]) -> str | None:
     return found
 
 
-def one_line(error: UsageError, args: list[str]) -> str:
+def one_line(error: CommandLineError, args: list[str]) -> str:
     """A click usage error as one line: what is wrong, where help is."""
     message = re.sub(r"\bValue error, ", "", error.format_message()).strip()
     param = getattr(error, "param", None)
     if (
-        isinstance(error, BadParameter)
-        and not isinstance(error, MissingParameter)
+        isinstance(error, typer.BadParameter)
+        and type(error).__name__ != "MissingParameter"
         and getattr(param, "param_type_name", None) == "option"
     ):
         name = max(param.opts, key=len)
@@ -185,8 +185,8 @@ def _one_line_errors(args):
     args = list(args)  # the parser consumes the list it is given
     try:
         yield
-    except UsageError as error:
-        if type(error).__name__ == "NoArgsIsHelpError" or state.debug:
+    except CommandLineError as error:
+        if error.exit_code != USAGE_ERROR or type(error).__name__ == "NoArgsIsHelpError" or state.debug:
             raise
         print_error(one_line(error, args))
         raise typer.Exit(2) from None
