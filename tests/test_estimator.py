@@ -259,3 +259,18 @@ def test_bfloat16_estimation_runs_a_copy_with_cast_weights_that_follows_the_mode
         next(est.backbone.parameters()).mul_(-1)  # changed in place, as an optimizer step does
     assert torch.equal(est.embed(images), plain())
     assert set(est.state_dict()) == keys  # the copy is not part of the model
+
+
+def test_an_estimator_built_from_parts_takes_its_gender_miner_from_the_settings():
+    """Built directly with a gender loss and no gender miner: the settings' miner at the settings'
+    gender margin, as a run would make it (the defaults: all pairs at 0.5)."""
+    from agemetric.config import RunConfig
+    from agemetric.spec import ModelSpec, build_parts
+
+    config = RunConfig(backbone="small_cnn", image_size=32, backbone_options={"width": 4}, gender_margin=0.25)
+    spec = ModelSpec.from_config(config, True)
+    parts = build_parts(spec)
+    est = AgeEstimator(parts.backbone, parts.miner, parts.loss, parts.retriever, parts.gender_loss, 32, spec)
+    assert type(est.gender_miner).__name__ == "AllPairsMiner" and est.gender_miner.margin == 0.25
+    plain = AgeEstimator(parts.backbone, parts.miner, parts.loss, parts.retriever, parts.gender_loss, 32)
+    assert plain.gender_miner.margin == RunConfig().gender_margin == 0.5

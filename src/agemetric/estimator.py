@@ -26,11 +26,6 @@ from agemetric.spec import ModelSpec, build_parts
 if TYPE_CHECKING:
     from agemetric.adaptation import Adaptation
 
-#: The gender task's default margin: on 0/1 labels Z = 1 iff |g_i - g_j| < 0.5, i.e. same gender
-#: (the paper's "margin 0" under its <= reading).
-GENDER_MARGIN = 0.5
-
-
 #: what `AgeEstimator.predict()`, `embed()` and `estimate()` take: a uint8 ``(N, 3, S, S)`` batch
 #: framed as in training, one photo (a path, an open binary file, a PIL image, a uint8 ``(H, W, 3)``
 #: array or tensor), or a list or tuple of photos
@@ -50,7 +45,8 @@ class AgeEstimator(nn.Module):
         image_size: the input side in pixels.
         spec: the parts by name, stored in ``model.pt`` so `load()` can rebuild them (``None``: the
             default config's, at ``image_size``).
-        gender_miner: the gender task's miner (on 0/1 labels); ``None``: the all-pairs miner.
+        gender_miner: the gender task's miner (on 0/1 labels); ``None``: the miner ``spec``
+            names, at its ``gender_margin`` (0.5 by default: Z = 1 iff the same gender).
 
     Examples:
         >>> import agemetric
@@ -78,11 +74,12 @@ class AgeEstimator(nn.Module):
     ):
         super().__init__()
         check_pair(miner, loss, "")
+        spec = spec or ModelSpec.from_config(RunConfig(image_size=image_size), gender_loss is not None)
         if gender_loss is not None:
             if backbone.gender_dim == 0:
                 raise PluginError("the gender task needs a backbone with gender_dim > 0")
             if gender_miner is None:
-                gender_miner = plugins.create("miner", "all-pairs", margin=GENDER_MARGIN)
+                gender_miner = plugins.create("miner", spec.miner, margin=spec.gender_margin, **spec.miner_options)
             check_pair(gender_miner, gender_loss, "gender task: ")
         self.gender_miner = gender_miner if gender_loss is not None else None
         if image_size < backbone.min_size:
@@ -93,7 +90,7 @@ class AgeEstimator(nn.Module):
         retriever.attach(loss)  # a retriever that needs the trained loss keeps it (or refuses it)
         self.retriever = retriever
         self.image_size = image_size
-        self.spec = spec or ModelSpec.from_config(RunConfig(image_size=image_size), gender_loss is not None)
+        self.spec = spec
         self.channels_last = self.spec.channels_last
         self._framer = None  # the model's framer, made on first use
         self._bf16_copy = Bf16Copy()  # the backbone `embed()` runs under bfloat16 autocast
