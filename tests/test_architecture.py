@@ -16,6 +16,7 @@ LAYERS = {
     "agemetric.errors": 0,
     "agemetric.types": 0,
     "agemetric._version": 0,
+    "agemetric._lazy": 0,
     "agemetric._io": 0,
     "agemetric._imaging": 0,
     "agemetric._text": 0,

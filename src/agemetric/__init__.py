@@ -24,9 +24,9 @@ Examples:
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from agemetric._lazy import lazy_getattr
 from agemetric._version import __version__ as __version__
 
 #: public name -> the module that defines it
@@ -87,14 +87,7 @@ if TYPE_CHECKING:
     from agemetric.types import Embeddings, Pairs, Samples, Triplets
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    if name in _SUBMODULES:
-        return importlib.import_module(f"agemetric.{name}")  # the import system sets the attribute
-    raise AttributeError(f"module 'agemetric' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

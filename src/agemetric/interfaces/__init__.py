@@ -10,8 +10,9 @@ frames photos, such as ``agemetric serve``'s) does not load torch.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from agemetric._lazy import lazy_getattr
 
 #: public name -> the module that defines it
 _LAZY = {
@@ -35,12 +36,7 @@ if TYPE_CHECKING:
     from agemetric.interfaces.retriever import Retriever
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module 'agemetric.interfaces' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:
