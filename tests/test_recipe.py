@@ -226,6 +226,8 @@ def test_label_sigma_trains_the_classifier_on_a_normal_distribution_over_the_age
     assert total.item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="label_sigma"):
         revised_contrastive(classifier=1.0, label_sigma=-1)
+    with pytest.raises(ValueError, match="label_sigma"):
+        revised_contrastive(label_sigma=-1)  # an option refused also where it would not be used
 
 
 @pytest.mark.parametrize(

@@ -92,6 +92,8 @@ def revised_contrastive(
     """
     if classifier < 0 or classes < 2:
         raise ValueError(f"classifier must be >= 0 and classes >= 2, got {classifier} and {classes}")
+    if label_sigma < 0:  # refused also without the classifier, as the options are given
+        raise ValueError(f"label_sigma must be >= 0, got {label_sigma}")
     if parts < 1:
         raise ValueError(f"parts must be >= 1, got {parts}")
 
