@@ -167,6 +167,23 @@ def test_the_command_serves_on_a_port_and_its_framing_processes_end_with_it(serv
     assert not [pid for pid in framing if _running(pid)]
 
 
+def test_ctrl_c_on_a_terminal_stops_the_server_and_its_framing_processes_quietly(served, tmp_path):
+    """A terminal sends Ctrl-C to every process of the command: the framing processes leave it to
+    the server, which stops them (no traceback from them)."""
+    _, _, root = served
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        with serving(root / "run", stderr=stderr, start_new_session=True) as (server, base):
+            assert (
+                httpx.post(base + "/v1/analyze", files=[("photos", ("a.png", _png(0)))], timeout=30).status_code == 200
+            )
+            framing = [pid for pid in _children(server.pid) if "spawn_main" in Path(f"/proc/{pid}/cmdline").read_text()]
+            os.killpg(server.pid, signal.SIGINT)  # the server leads its own process group, as on a terminal
+            server.wait(timeout=30)
+    said = (tmp_path / "stderr.txt").read_text()
+    assert server.returncode in (0, 130) and "Traceback" not in said and "KeyboardInterrupt" not in said, said
+    assert not [pid for pid in framing if _running(pid)]
+
+
 def _running(pid: int) -> bool:
     """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped, has)."""
     try:

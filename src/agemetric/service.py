@@ -33,6 +33,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -264,9 +265,12 @@ _framing: _Framing | None = None  # in a framing process: what it frames with
 
 def _start_framing(framing: _Framing, server: int) -> None:
     """A framing process's start: one framing thread (the process is the unit of parallelism),
-    and an end when the server's process is gone, even killed."""
+    Ctrl-C left to the server (a terminal sends it to every process of the command; the server
+    stops the framing processes as it stops), and an end when the server's process is gone, even
+    killed."""
     global _framing
     _framing = framing
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_framing_threads(1)
     threading.Thread(target=_end_with, args=(server,), name="agemetric-server-watch", daemon=True).start()
 
