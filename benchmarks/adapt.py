@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import shutil
 import subprocess
@@ -111,7 +110,7 @@ def train_model(rows: list[dict], out: Path, sets: list[str]) -> Path:
 
 def embed_domain(estimator: AgeEstimator, base: RunConfig, rows: list[dict], file: Path):
     """The domain's faces framed as the run frames them and embedded: ``(embeddings, ages)``."""
-    config = dataclasses.replace(base, dataset="csv", data_dir=str(write_csv(rows, file)), dataset_options={})
+    config = base.replace(dataset="csv", data_dir=str(write_csv(rows, file)), dataset_options={})
     _, data = load_data(config)
     return estimator.embed(data.images).numpy(), data.ages.numpy().astype(np.float64)
 

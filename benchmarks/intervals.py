@@ -53,7 +53,7 @@ def main() -> None:
         emb = estimator.embed(side.images)
         faces.append((side.ages, estimator.retriever.predict(emb), estimator.retriever.spread(emb)))
         distances.append(estimator.retriever.search(emb)[0].mean(1))  # (N,) mean L1 distance to the k
-    level, groups = config.interval_level, config.interval_groups
+    level, groups = config.evaluation.interval_level, config.evaluation.interval_groups
     kinds = {
         "one quantile": {"level": level},
         f"by group of estimates (up to {groups})": {"level": level, "groups": groups},

@@ -66,10 +66,10 @@ def setup(backbone: str, size: int, batch: int, bf16: bool, steps: int, device: 
 def bare_rate(config, estimator, data, steps: int) -> float:
     """Images/s of forward + backward + optimiser step on prepared batches (after one warm-up step)."""
     backbone = estimator.backbone.train()
-    if config.channels_last:
+    if config.model.channels_last:
         backbone.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(backbone.parameters(), config)
-    x = estimator.prepare(data.images[: config.batch_size])  # normalised, channels-last, not augmented
+    optimizer = make_optimizer(backbone.parameters(), config.training)
+    x = estimator.prepare(data.images[: config.training.batch_size])  # normalised, channels-last, not augmented
 
     def step():
         with estimator.autocast():
@@ -86,19 +86,19 @@ def bare_rate(config, estimator, data, steps: int) -> float:
     for _ in range(steps):
         step()
     sync()
-    return steps * config.batch_size / (time.perf_counter() - start)
+    return steps * config.training.batch_size / (time.perf_counter() - start)
 
 
 def full_rate(config, estimator, data) -> float:
     """Images/s of agemetric's training loop over one epoch of ``data`` (after a one-batch warm-up)."""
     warm = FaceArrays(
-        data.images[: config.batch_size],
-        data.ages[: config.batch_size],
-        data.genders[: config.batch_size],
-        data.keys[: config.batch_size],
+        data.images[: config.training.batch_size],
+        data.ages[: config.training.batch_size],
+        data.genders[: config.training.batch_size],
+        data.keys[: config.training.batch_size],
     )
-    train(estimator, warm, config)
-    return train(estimator, data, config)[0]["images_per_second"]
+    train(estimator, warm, config.training)
+    return train(estimator, data, config.training)[0]["images_per_second"]
 
 
 MEMORY_SCRIPT = """

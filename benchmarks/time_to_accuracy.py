@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import hashlib
 import json
 import shlex
@@ -107,7 +106,7 @@ def run_one(args) -> None:
         options["weights"] = str(args.mobilenet_weights)
     config = agemetric.resolve(preset, options=options, sets=sets)
     if any(item.startswith("loss=") for item in METHODS[args.one][2]):  # another loss: not the preset's options
-        config = dataclasses.replace(config, loss_options={})
+        config = config.replace(loss_options={})
     agemetric.run(config, snapshots=tuple(marks))
 
 

@@ -69,7 +69,7 @@ def _make_run(folder, retriever: str = "l1-knn", interval_level: float | None = 
     from agemetric.runs import RunFolder
     from agemetric.testing import random_face_arrays
 
-    config = RunConfig(
+    config = RunConfig.from_flat(
         **{
             "backbone": "small_cnn",
             "weights": "none",

@@ -22,7 +22,7 @@ from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 from agemetric.estimator import AgeEstimator
 from agemetric.spec import ModelSpec
 from agemetric.testing import random_face_arrays
-from agemetric.training import train
+from agemetric.training import TrainStep, train
 
 
 class PlainCNN(TrunkBackbone):
@@ -61,7 +61,7 @@ def build(config: RunConfig) -> AgeEstimator:
 
 def main(out: str) -> None:
     world = distributed.init_from_env("cpu")  # gloo, also on a machine with a GPU
-    config = RunConfig(
+    config = RunConfig.from_flat(
         image_size=16,
         batch_size=10,
         epochs=3,
@@ -78,7 +78,7 @@ def main(out: str) -> None:
     data.genders[::4] = -1  # unknown genders sit out the gender task, across both processes
 
     estimator = build(config)
-    step = distributed.wrap(estimator, world)
+    step = distributed.wrap(TrainStep(estimator), world)
     index = torch.arange(10)
     mine, sizes = world.share(index)
     gather = (lambda t: distributed.gather(t, sizes, world)) if world.active else None
@@ -88,7 +88,7 @@ def main(out: str) -> None:
     grads = {name: p.grad.clone() for name, p in estimator.named_parameters()}
 
     estimator = build(config)
-    history = train(estimator, data, config, world=world)
+    history = train(estimator, data, config.training, world=world, seed=config.seed)
     if world.is_main:
         torch.save(
             {

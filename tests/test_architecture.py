@@ -38,6 +38,7 @@ LAYERS = {
     "agemetric.plugins": 1,
     "agemetric.config": 1,
     "agemetric.config_checks": 1,
+    "agemetric.settings": 1,
     "agemetric.spec": 1,
     "agemetric.presets": 1,
     "agemetric.default_plugins": 1,

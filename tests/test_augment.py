@@ -74,7 +74,7 @@ def test_the_augment_options_config_accepts_are_the_keywords_of_augment():
 
 
 def test_augment_options_are_checked_by_name():
-    assert resolve("quick", sets=["augment_options.rotate=10"]).augment_options == {"rotate": 10}
+    assert resolve("quick", sets=["augment_options.rotate=10"]).training.augment_options == {"rotate": 10}
     with pytest.raises(AgemetricError, match="augment_options: unknown option.*rot.*known: flip"):
         resolve("quick", sets=["augment_options.rot=10"])
 

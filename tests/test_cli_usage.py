@@ -185,8 +185,13 @@ def test_common_settings_are_options_beside_set(monkeypatch, tmp_path):
     )
     assert result.exit_code == 0, result.output
     config = seen["config"]
-    assert (config.lr, config.optimizer, config.device, config.warmup) == (0.5, "sgd", "cpu", 0.1)
-    assert config.data_dir == str(tmp_path)
+    assert (config.training.lr, config.training.optimizer, config.training.device, config.training.warmup) == (
+        0.5,
+        "sgd",
+        "cpu",
+        0.1,
+    )
+    assert config.data.data_dir == str(tmp_path)
 
 
 def test_paper_commands_take_the_data_alias(monkeypatch, tmp_path):
@@ -201,7 +206,7 @@ def test_paper_commands_take_the_data_alias(monkeypatch, tmp_path):
     monkeypatch.setattr(agemetric.paper, "toy_embedding", fake)
     result = invoke("paper", "toy-embedding", "--data", str(tmp_path), "--out", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
-    assert seen["config"].data_dir == str(tmp_path)
+    assert seen["config"].data.data_dir == str(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,8 @@
 """Presets, TOML files and --set overrides."""
 
+import dataclasses
+import re
+
 import pytest
 import tomli_w
 
@@ -9,26 +12,35 @@ from agemetric.presets import PRESETS
 
 
 def test_defaults_are_the_papers_but_for_the_measured_optimiser():
-    c = RunConfig()
-    assert (c.backbone, c.loss, c.miner, c.retriever) == ("inception_v3", "revised-contrastive", "all-pairs", "l1-knn")
-    assert (c.embedding_dim, c.gender_dim, c.margin, c.k, c.batch_size, c.image_size) == (70, 10, 4.0, 20, 128, 227)
-    assert (c.optimizer, c.lr) == ("adam", 1e-4)  # docs/method.md: measured; the paper preset keeps Adadelta
+    model, training = RunConfig().model, RunConfig().training
+    assert (model.backbone, model.loss, model.miner, model.retriever) == (
+        "inception_v3",
+        "revised-contrastive",
+        "all-pairs",
+        "l1-knn",
+    )
+    assert (model.embedding_dim, model.gender_dim, model.margin, model.k, model.image_size) == (70, 10, 4.0, 20, 227)
+    assert training.batch_size == 128
+    assert (training.optimizer, training.lr) == (
+        "adam",
+        1e-4,
+    )  # docs/method.md: measured; the paper preset keeps Adadelta
 
 
 def test_quick_is_the_default_preset_and_paper_keeps_the_papers_settings():
-    assert resolve().backbone == PRESETS["quick"]["backbone"]
+    assert resolve().model.backbone == PRESETS["quick"]["backbone"]
     assert resolve("finetune") == RunConfig()
     paper = resolve("paper")
-    assert (paper.optimizer, paper.lr) == ("adadelta", 1.0)  # METHOD.md: Adadelta
-    assert paper == RunConfig(optimizer="adadelta", lr=1.0)  # otherwise the defaults
+    assert (paper.training.optimizer, paper.training.lr) == ("adadelta", 1.0)  # METHOD.md: Adadelta
+    assert paper == RunConfig.from_flat(optimizer="adadelta", lr=1.0)  # otherwise the defaults
 
 
 def test_layers_apply_in_order(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(tomli_w.dumps({"preset": "paper", "epochs": 3, "k": 7, "loss_options": {"q": 50.0}}))
     c = resolve(None, path, {"k": 9, "seed": None}, ["seed=4", "loss_options.reduction=sum"])
-    assert (c.backbone, c.epochs, c.k, c.seed) == ("inception_v3", 3, 9, 4)
-    assert c.loss_options == {"q": 50.0, "reduction": "sum"}
+    assert (c.model.backbone, c.training.epochs, c.model.k, c.seed) == ("inception_v3", 3, 9, 4)
+    assert c.model.loss_options == {"q": 50.0, "reduction": "sum"}
 
 
 def test_written_config_round_trips(tmp_path):
@@ -95,14 +107,88 @@ def test_bad_config_files(tmp_path):
 
 
 def test_preset_image_size_is_raised_to_the_backbones_minimum_but_explicit_is_kept():
-    assert resolve("quick", options={"backbone": "inception_v3"}).image_size == 75
-    assert resolve("quick", options={"backbone": "inception_v3", "image_size": 64}).image_size == 64
-    assert resolve("quick").image_size == 64
+    assert resolve("quick", options={"backbone": "inception_v3"}).model.image_size == 75
+    assert resolve("quick", options={"backbone": "inception_v3", "image_size": 64}).model.image_size == 64
+    assert resolve("quick").model.image_size == 64
 
 
 def test_command_defaults_sit_between_the_preset_and_the_users_choices(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text(tomli_w.dumps({"k": 7}))
-    assert resolve("quick", command_defaults={"epochs": 200}).epochs == 200  # above the preset's 15
-    assert resolve("quick", path, command_defaults={"epochs": 200, "k": 3}).k == 7  # the file wins
-    assert resolve("quick", sets=["epochs=2"], command_defaults={"epochs": 200}).epochs == 2
+    assert resolve("quick", command_defaults={"epochs": 200}).training.epochs == 200  # above the preset's 15
+    assert resolve("quick", path, command_defaults={"epochs": 200, "k": 3}).model.k == 7  # the file wins
+    assert resolve("quick", sets=["epochs=2"], command_defaults={"epochs": 200}).training.epochs == 2
+
+
+def test_settings_live_in_sections_and_every_flat_name_is_one_setting():
+    import dataclasses
+
+    from agemetric.config import SECTION_OF, SECTIONS, SETTINGS
+
+    names = [f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)]
+    assert len(names) == len(set(names)) == len(SECTION_OF)  # no flat name in two sections
+    assert "seed" in SETTINGS and "seed" not in SECTION_OF
+    config = resolve("quick", sets=["epochs=3", "k=7", "interval_level=0.8", "figures=false", "limit=50"])
+    assert (config.training.epochs, config.model.k, config.evaluation.interval_level) == (3, 7, 0.8)
+    assert (config.output.figures, config.data.limit) == (False, 50)
+    assert config.flat()["epochs"] == 3 and "out" not in config.flat()  # None values dropped
+
+
+def test_set_takes_a_setting_with_its_section_and_refuses_another_section():
+    assert resolve(sets=["training.epochs=4", "model.loss_options.q=5"]) == resolve(
+        sets=["epochs=4", "loss_options.q=5"]
+    )
+    with pytest.raises(AgemetricError, match=r"sets model.epochs: model has no setting 'epochs' \(it is in training\)"):
+        parse_set(["model.epochs=4"])
+
+
+def test_a_config_file_may_be_flat_or_in_sections(tmp_path):
+    flat, sectioned = tmp_path / "flat.toml", tmp_path / "sections.toml"
+    flat.write_text(tomli_w.dumps({"epochs": 3, "k": 7, "multitask": "off", "loss_options": {"q": 5}}))
+    sectioned.write_text(
+        tomli_w.dumps({"training": {"epochs": 3}, "model": {"k": 7, "multitask": False, "loss_options": {"q": 5}}})
+    )
+    assert resolve(config_file=flat) == resolve(config_file=sectioned)
+    assert resolve(config_file=flat).model.multitask is False
+    wrong = tmp_path / "wrong.toml"
+    wrong.write_text(tomli_w.dumps({"data": {"k": 7}}))
+    with pytest.raises(AgemetricError, match=r"wrong.toml: data has no setting 'k' \(it is in model\)"):
+        resolve(config_file=wrong)
+
+
+@pytest.mark.parametrize(("word", "value"), [("auto", None), ("on", True), ("off", False), ("true", True)])
+def test_multitask_is_decided_from_the_data_unless_set(word, value):
+    assert resolve(sets=[f"multitask={word}"]).model.multitask is value
+
+
+def test_each_section_checks_its_own_fields():
+    from agemetric.settings import DataSettings, EvaluationSettings, TrainingSettings
+    from agemetric.spec import ModelSpec
+
+    cases = [
+        (lambda: ModelSpec(image_size=4096), "image_size must be <= 2048, got 4096"),
+        (lambda: ModelSpec(backbone=3), "backbone expects str, got 3"),
+        (lambda: ModelSpec(loss_options={"margin": 2}), "loss_options.margin: set it with the setting 'margin'"),
+        (lambda: DataSettings(split="people"), "split must be one of random, subject, hash, got 'people'"),
+        (
+            lambda: DataSettings(dataset_options={"root": "x"}),
+            "dataset_options.root: set it with the setting 'data_dir'",
+        ),
+        (lambda: TrainingSettings(lr=float("nan")), "lr must be a finite number, got nan"),
+        (lambda: TrainingSettings(device="gpu"), "device must be auto, cpu, cuda or cuda:N, got 'gpu'"),
+        (lambda: TrainingSettings(augment_options={"blur": 1}), "augment_options: unknown option"),
+        (lambda: EvaluationSettings(interval_groups=0), "interval_groups must be >= 1, got 0"),
+        (lambda: RunConfig(seed="0"), "seed expects int, got '0'"),
+    ]
+    for make, message in cases:
+        with pytest.raises(AgemetricError, match=re.escape(message)):
+            make()
+
+
+def test_replace_changes_flat_settings_and_keeps_the_rest():
+    config = resolve("quick", sets=["limit=40"])
+    changed = config.replace(epochs=2, limit=None, multitask="on")
+    assert (changed.training.epochs, changed.data.limit, changed.model.multitask) == (2, None, True)
+    assert changed.model == dataclasses.replace(config.model, multitask=True)
+    with pytest.raises(AgemetricError, match="unknown setting 'epoch'"):
+        config.replace(epoch=2)

@@ -105,4 +105,4 @@ def test_a_bad_device_is_a_one_line_error():
     from agemetric.errors import AgemetricError
 
     with pytest.raises(AgemetricError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu'"):
-        RunConfig(device="gpu")
+        RunConfig.from_flat(device="gpu")

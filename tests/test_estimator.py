@@ -73,7 +73,7 @@ def test_model_files_of_the_first_format_still_load(tmp_path):
     est.save(tmp_path / "model.pt")
     state = torch.load(tmp_path / "model.pt", weights_only=False)
     del state["spec"]
-    state.update(format=1, config=config.to_dict(), multitask=True)
+    state.update(format=1, config={**config.flat(), "multitask": "auto"}, multitask=True)  # flat, as it was
     torch.save(state, tmp_path / "old.pt")
     old = AgeEstimator.load(tmp_path / "old.pt")
     assert old.spec == est.spec
@@ -267,10 +267,10 @@ def test_an_estimator_built_from_parts_takes_its_gender_miner_from_the_settings(
     from agemetric.config import RunConfig
     from agemetric.spec import ModelSpec, build_parts
 
-    config = RunConfig(backbone="small_cnn", image_size=32, backbone_options={"width": 4}, gender_margin=0.25)
+    config = RunConfig.from_flat(backbone="small_cnn", image_size=32, backbone_options={"width": 4}, gender_margin=0.25)
     spec = ModelSpec.from_config(config, True)
     parts = build_parts(spec)
     est = AgeEstimator(parts.backbone, parts.miner, parts.loss, parts.retriever, parts.gender_loss, 32, spec)
     assert type(est.gender_miner).__name__ == "AllPairsMiner" and est.gender_miner.margin == 0.25
     plain = AgeEstimator(parts.backbone, parts.miner, parts.loss, parts.retriever, parts.gender_loss, 32)
-    assert plain.gender_miner.margin == RunConfig().gender_margin == 0.5
+    assert plain.gender_miner.margin == RunConfig().model.gender_margin == 0.5

@@ -171,7 +171,7 @@ def test_mobilenet_v2_exports_to_torchscript(tmp_path):
     """A real torchvision backbone (random weights, 64 px) traces and matches eager; about 10-15 s."""
     size = 64
     estimator = AgeEstimator.from_config(
-        RunConfig(backbone="mobilenet_v2", weights="none", image_size=size, k=3, bf16="off"), multitask=False
+        RunConfig.from_flat(backbone="mobilenet_v2", weights="none", image_size=size, k=3, bf16="off"), multitask=False
     )
     estimator.fit_gallery(random_face_arrays(10, size))
     estimator.save(tmp_path / "run" / "model.pt")

@@ -37,7 +37,7 @@ def test_trained_model_beats_mean_predictor_and_untrained_does_not():
     untrained = mae(estimator.predict(test_data.images), test_data.ages)
     assert untrained > 0.9 * baseline, (untrained, baseline)
 
-    train(estimator, train_data, config)
+    train(estimator, train_data, config.training)
     estimator.fit_gallery(train_data)
     trained = mae(estimator.predict(test_data.images), test_data.ages)
     assert trained < 0.75 * baseline, (trained, baseline)

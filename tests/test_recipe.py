@@ -16,6 +16,7 @@ from agemetric.default_plugins.revised_contrastive import revised_contrastive
 from agemetric.experiment import run
 from agemetric.interfaces import Loss
 from agemetric.losses import AgeClassifierLoss, PerPartLoss, RevisedContrastiveLoss, SumOfLosses
+from agemetric.settings import TrainingSettings
 from agemetric.testing import random_face_arrays
 from agemetric.training import lr_factor, make_optimizer, parameter_groups
 from agemetric.types import Pairs, Triplets
@@ -41,7 +42,7 @@ def test_balanced_loss_keeps_the_graph_without_pairs():
 
 
 def test_lr_factor_warms_up_then_holds_or_decays():
-    warm = dataclasses.replace(resolve("quick"), warmup=0.1, lr_schedule="cosine")
+    warm = TrainingSettings(warmup=0.1, lr_schedule="cosine")
     assert lr_factor(0.05, warm) == pytest.approx(0.5)
     assert lr_factor(0.1, warm) == pytest.approx(1.0)
     assert lr_factor(0.55, warm) == pytest.approx(0.5)
@@ -53,13 +54,13 @@ def test_lr_factor_warms_up_then_holds_or_decays():
 def test_heads_train_at_head_lr_and_the_trunk_at_lr():
     config = resolve("quick", sets=["lr=0.01", "head_lr=0.5", "image_size=32"])
     est = AgeEstimator.from_config(config, multitask=True)
-    optimizer = make_optimizer(parameter_groups(est, config), config)
+    optimizer = make_optimizer(parameter_groups(est, config.training), config.training)
     trunk, heads = optimizer.param_groups
     assert (trunk["lr"], heads["lr"]) == (0.01, 0.5)
     head_ids = {id(p) for p in est.backbone.heads.parameters()}
     assert {id(p) for p in heads["params"]} == head_ids
     assert len(trunk["params"]) + len(heads["params"]) == len(list(est.parameters()))
-    single = make_optimizer(parameter_groups(est, dataclasses.replace(config, head_lr=None)), config)
+    single = make_optimizer(parameter_groups(est, config.replace(head_lr=None).training), config.training)
     assert len(single.param_groups) == 1
 
 
@@ -85,7 +86,7 @@ def test_snapshots_evaluate_during_training_without_touching_the_run(tmp_path):
     with_curve = run(config, snapshots=(0.0, 1e9))  # the first after step 1; the second never comes
     curve = with_curve.metrics["snapshots"]
     assert [s["mark"] for s in curve] == [0.0] and 0 < curve[0]["mae"] < 80 and 0 <= curve[0]["cs5"] <= 100
-    without = run(dataclasses.replace(config, out=str(tmp_path / "b")))
+    without = run(config.replace(out=str(tmp_path / "b")))
     assert "snapshots" not in without.metrics
     assert math.isclose(with_curve.metrics["mae"], without.metrics["mae"], rel_tol=1e-6)  # same training
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from agemetric.runs import RunFolder, checkpoint_settings
+
 AGEMETRIC = [sys.executable, "-m", "agemetric"]
 #: Small enough for seconds, long enough per epoch (about 1 s) to be stopped inside one.
 SETTINGS = (
@@ -92,6 +94,8 @@ def test_resume_after_sigkill_loses_at_most_the_current_epoch(reference, tmp_pat
     state = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
     assert state["partial"] is None and state["epoch"] >= 3  # the last finished epoch survives
     assert [h["epoch"] for h in state["history"]] == list(range(1, state["epoch"]))
+    folder = RunFolder(tmp_path / "killed")
+    assert state["extra"]["settings"] == checkpoint_settings(folder.read_config())  # a resume must match them
     done = agemetric(tmp_path, "run", "--resume", "killed")
     assert f"resuming killed at epoch {state['epoch']}" in done.stdout
     assert_same(outcome(tmp_path / "killed"), ref)

@@ -61,17 +61,17 @@ def test_a_reused_config_starts_a_new_folder(tmp_path):
     done = agemetric(tmp_path, "run", *TINY, "--out", "first")
     assert done.returncode == 0, done.stderr
     saved = tomllib.loads((tmp_path / "first" / "config.toml").read_text())
-    assert "out" not in saved
+    assert "out" not in saved["output"]
     again = agemetric(tmp_path, "run", "--config", "first/config.toml", "--set", "margin=6", "--out", "second")
     assert again.returncode == 0, again.stderr
-    assert tomllib.loads((tmp_path / "second" / "config.toml").read_text())["margin"] == 6.0
+    assert tomllib.loads((tmp_path / "second" / "config.toml").read_text())["model"]["margin"] == 6.0
 
 
 def test_a_checkpoint_resumes_only_under_its_own_settings(tmp_path):
     config = resolve("quick")
-    state = {"settings": checkpoint_settings(config)}
+    state = {"extra": {"settings": checkpoint_settings(config)}}
     check_resumable(state, config, tmp_path)  # the same settings: fine
-    other = RunConfig(**{**config.to_dict(), "margin": 6.0, "epochs": 3})
+    other = config.replace(margin=6.0, epochs=3)
     with pytest.raises(AgemetricError, match=r"other settings than .*config.toml \(epochs, margin\)"):
         check_resumable(state, other, tmp_path)
     check_resumable({}, other, tmp_path)  # a checkpoint that recorded no settings is trusted
@@ -96,15 +96,15 @@ def test_float_settings_refuse_nan_and_inf(tmp_path, option):
     assert not (tmp_path / "r").exists()
 
 
-def test_the_training_checkpoint_records_its_settings(tmp_path):
-    from agemetric.estimator import AgeEstimator
-    from agemetric.testing import random_face_arrays
-    from agemetric.training import train
-
-    config = resolve("quick", sets=["image_size=32", "backbone_options.width=4", "epochs=1", "bn_recalibration=0"])
-    checkpoint = tmp_path / "checkpoint.pt"
-    train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config, checkpoint=checkpoint)
-    assert torch.load(checkpoint, weights_only=False)["settings"] == checkpoint_settings(config)
+def test_a_checkpoint_written_before_the_sections_resumes_under_its_settings(tmp_path):
+    """Checkpoints of earlier versions keep the flat settings at the top, ``multitask`` as a word."""
+    config = resolve("quick")
+    flat = {k: v for k, v in config.flat().items() if k not in ("out", "split_file")}
+    check_resumable({"settings": {**flat, "multitask": "auto"}}, config, tmp_path)
+    with pytest.raises(AgemetricError, match=r"\(margin\)"):
+        check_resumable({"settings": {**flat, "multitask": "auto", "margin": 6.0}}, config, tmp_path)
+    with pytest.raises(AgemetricError, match=r"\(multitask\)"):
+        check_resumable({"settings": {**flat, "multitask": "on"}}, config, tmp_path)
 
 
 def test_a_new_run_cleans_the_temporary_file_a_killed_save_left(tmp_path):
@@ -159,11 +159,11 @@ def test_resume_refuses_a_training_split_that_changed(tmp_path):
 
     config = resolve("quick", sets=["image_size=32", "backbone_options.width=4", "epochs=1", "bn_recalibration=0"])
     checkpoint = tmp_path / "checkpoint.pt"
-    train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config, checkpoint=checkpoint)
+    train(AgeEstimator.from_config(config), random_face_arrays(n=16, size=32), config.training, checkpoint=checkpoint)
     fewer = random_face_arrays(n=15, size=32)  # one image became unreadable
-    more = RunConfig(**{**config.to_dict(), "epochs": 2})
+    more = config.replace(epochs=2)
     with pytest.raises(AgemetricError, match="now has 15 readable images, the checkpoint was written with 16"):
-        train(AgeEstimator.from_config(more), fewer, more, resume=load_checkpoint(checkpoint))
+        train(AgeEstimator.from_config(more), fewer, more.training, resume=load_checkpoint(checkpoint))
 
 
 def test_a_failed_write_names_the_file(tmp_path):

@@ -60,15 +60,19 @@ def test_a_rare_age_band_is_drawn_in_proportion_to_the_root_of_its_size():
 
 
 def test_a_balanced_run_trains_its_epochs():
-    config = RunConfig(backbone="small_cnn", weights="none", image_size=32, batch_size=8, epochs=2, bf16="off")
-    config = dataclasses.replace(config, backbone_options={"width": 4}, bn_recalibration=0, balance="ages")
+    config = RunConfig.from_flat(
+        backbone="small_cnn", weights="none", image_size=32, batch_size=8, epochs=2, bf16="off"
+    )
+    config = config.replace(backbone_options={"width": 4}, bn_recalibration=0, balance="ages")
     torch.manual_seed(0)
-    history = train(AgeEstimator.from_config(config, multitask=False), random_face_arrays(n=24, size=32), config)
+    history = train(
+        AgeEstimator.from_config(config, multitask=False), random_face_arrays(n=24, size=32), config.training
+    )
     assert [row["images"] for row in history] == [24, 24]
     assert all(math.isfinite(row["loss"]) for row in history)
 
 
 def test_balance_is_a_setting_with_three_choices():
-    assert resolve(sets=["balance=ages+groups"]).balance == "ages+groups"
+    assert resolve(sets=["balance=ages+groups"]).training.balance == "ages+groups"
     with pytest.raises(AgemetricError, match="balance must be one of off, ages, ages\\+groups, got 'age'"):
-        dataclasses.replace(RunConfig(), balance="age")
+        RunConfig().replace(balance="age")

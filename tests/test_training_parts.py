@@ -16,7 +16,7 @@ from agemetric.reporting import Bar, Reporter
 from agemetric.testing import random_face_arrays
 from agemetric.training import Interrupted, load_checkpoint, train
 
-CONFIG = RunConfig(
+CONFIG = RunConfig.from_flat(
     backbone="small_cnn",
     weights="none",
     image_size=32,
@@ -41,8 +41,8 @@ def _floats(estimator: AgeEstimator) -> dict[str, torch.Tensor]:
 
 def test_the_averaged_weights_are_the_ramped_moving_average_of_every_step():
     steps: list[dict[str, torch.Tensor]] = []
-    plain = dataclasses.replace(CONFIG, weight_average=0.0)
-    train(_estimator(), DATA, plain, on_step=lambda seconds, current: steps.append(_floats(current)))
+    plain = CONFIG.replace(weight_average=0.0)
+    train(_estimator(), DATA, plain.training, on_step=lambda seconds, current: steps.append(_floats(current)))
     assert len(steps) == 6
     average = dict(steps[0])  # the first step's weights are copied
     for n, weights in enumerate(steps[1:], start=1):
@@ -50,7 +50,7 @@ def test_the_averaged_weights_are_the_ramped_moving_average_of_every_step():
         average = {k: decay * average[k] + (1 - decay) * weights[k] for k in average}
 
     averaged = _estimator()
-    train(averaged, DATA, CONFIG)
+    train(averaged, DATA, CONFIG.training)
     result = _floats(averaged)
     assert result.keys() == average.keys()
     for name, value in average.items():
@@ -60,7 +60,7 @@ def test_the_averaged_weights_are_the_ramped_moving_average_of_every_step():
 
 def test_an_interrupted_average_resumes_exactly(tmp_path):
     reference = _estimator()
-    train(reference, DATA, CONFIG)
+    train(reference, DATA, CONFIG.training)
 
     interrupted, calls = _estimator(), []
     compute = interrupted.loss.compute
@@ -74,11 +74,11 @@ def test_an_interrupted_average_resumes_exactly(tmp_path):
     interrupted.loss.compute = ctrl_c_on_call_4
     checkpoint = tmp_path / "checkpoint.pt"
     with pytest.raises(Interrupted):
-        train(interrupted, DATA, CONFIG, checkpoint=checkpoint)
+        train(interrupted, DATA, CONFIG.training, checkpoint=checkpoint)
     state = load_checkpoint(checkpoint)
     assert state["averaged"] is not None and state["partial"]["step"] == 1
     resumed = _estimator()
-    train(resumed, DATA, CONFIG, checkpoint=checkpoint, resume=state)
+    train(resumed, DATA, CONFIG.training, checkpoint=checkpoint, resume=state)
     for name, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
 
@@ -110,7 +110,7 @@ class _RecordedBar(Bar):
 
 def test_the_reporter_hears_every_step_and_every_epoch():
     recorder = _Recorder()
-    history = train(_estimator(), DATA, dataclasses.replace(CONFIG, weight_average=0.0), recorder)
+    history = train(_estimator(), DATA, CONFIG.replace(weight_average=0.0).training, recorder)
     (bar,) = recorder.bars
     assert (bar.label, bar.total, bar.completed) == ("train", 48, 48)
     assert [label for label, _ in bar.labels] == [None] * 6  # the bar stays "train": it counts the run's images

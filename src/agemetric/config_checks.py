@@ -1,26 +1,28 @@
-"""What a run's settings may hold: the allowed choices, the size limits, the plugin options that
-agemetric sets itself, and the checks `agemetric.config.RunConfig` runs when it is made.
+"""What a setting may hold, declared with the setting: `setting()` makes a dataclass field that
+carries its rules (`least`, `most`, `above`, `within`, `one_of`, `matching`; `options_table()` a
+table of plugin options), and `check_fields()`,
+which every settings section calls when it is made, checks each field's type and rules.
 
 Each check names the setting and what it expected, so that a bad value from a preset, a TOML file,
-a command-line flag or ``--set`` is one clear line (an `AgemetricError`).
+a command-line flag, ``--set`` or ``model.pt`` is one clear line (an `AgemetricError`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
-from typing import TYPE_CHECKING
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
 
 from agemetric._text import shortened
 from agemetric.errors import AgemetricError
 
-if TYPE_CHECKING:
-    from agemetric.config import RunConfig
-
 #: the settings that take one of a few words
 CHOICES = {
-    "multitask": ("auto", "on", "off"),
     "bf16": ("auto", "on", "off"),
     "optimizer": ("adadelta", "adam", "sgd"),
     "split": ("random", "subject", "hash"),
@@ -44,72 +46,128 @@ RESERVED_OPTIONS = {
     "dataset_options": {"root": "data_dir"},
 }
 
+Rule = Callable[[str, Any], None]
 
-def check_options(table: str, options: dict) -> None:
-    """Refuse a ``*_options`` entry that agemetric sets from its own setting, or an unknown augmentation option."""
-    if table == "augment_options" and set(options) - AUGMENT_OPTIONS:
+
+def setting(default: Any, *rules: Rule) -> Any:
+    """A dataclass field whose value `check_fields()` checks against ``rules`` (``None``, where the
+    field allows it, passes every rule).
+
+    Examples:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Settings:
+        ...     k: int = setting(20, least(1))
+        ...     def __post_init__(self):
+        ...         check_fields(self)
+        >>> Settings(k=0)
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: k must be >= 1, got 0
+    """
+    return dataclasses.field(default=default, metadata={"rules": rules})
+
+
+def options_table() -> Any:
+    """A dataclass field for a table of plugin options (empty by default), checked by `plugin_options()`."""
+    return dataclasses.field(default_factory=dict, metadata={"rules": (plugin_options,)})
+
+
+def _failing(test: Callable[[Any], bool], wording: Callable[[str, Any], str], **bounds: float) -> Rule:
+    def rule(name: str, value: Any) -> None:
+        if not test(value):
+            raise AgemetricError(f"{name} must be {wording(name, value)}, got {shortened(value)}")
+
+    rule.__dict__.update(bounds)  # `bounds()` reads them back
+    return rule
+
+
+def least(bound: float, why: str = "") -> Rule:
+    """At least ``bound`` (``why``: a reason shown after it)."""
+    return _failing(lambda v: v >= bound, lambda *_: f">= {bound}{why}", low=bound)
+
+
+def most(bound: float) -> Rule:
+    """At most ``bound``."""
+    return _failing(lambda v: v <= bound, lambda *_: f"<= {bound}", high=bound)
+
+
+def bounds(f: dataclasses.Field) -> tuple[float | None, float | None]:
+    """The least and most a field's rules allow (``None``: no such rule)."""
+    rules = f.metadata.get("rules", ())
+    low = next((rule.low for rule in rules if hasattr(rule, "low")), None)
+    return low, next((rule.high for rule in rules if hasattr(rule, "high")), None)
+
+
+def above(bound: float, unit: str = "") -> Rule:
+    """Strictly above ``bound``."""
+    return _failing(lambda v: v > bound, lambda *_: f"> {bound}{unit}")
+
+
+def within(test: Callable[[float], bool], wording: str) -> Rule:
+    """``test(value)`` holds; ``wording`` says what that means (``"a fraction in [0, 1)"``)."""
+    return _failing(test, lambda *_: wording)
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    """One of a few words."""
+    return _failing(lambda v: v in choices, lambda *_: f"one of {', '.join(choices)}")
+
+
+def matching(pattern: str, wording: str) -> Rule:
+    """The whole text matches ``pattern``; ``wording`` says what that means."""
+    return _failing(lambda v: re.fullmatch(pattern, v) is not None, lambda *_: wording)
+
+
+def plugin_options(name: str, options: Any) -> None:
+    """A table of named options, without an option agemetric sets itself from a setting."""
+    if not all(isinstance(key, str) for key in options):
+        raise AgemetricError(f"{name} must be a table of named options, got {shortened(options)}")
+    if name == "augment_options" and set(options) - AUGMENT_OPTIONS:
         unknown, known = sorted(set(options) - AUGMENT_OPTIONS), ", ".join(sorted(AUGMENT_OPTIONS))
         raise AgemetricError(f"augment_options: unknown option(s) {shortened(unknown)}; known: {known}")
     for key in options:
-        setting = RESERVED_OPTIONS.get(table, {}).get(key)
-        if setting is not None:
-            raise AgemetricError(f"{table}.{key}: set it with the setting {setting!r}, not here")
+        setting_ = RESERVED_OPTIONS.get(name, {}).get(key)
+        if setting_ is not None:
+            raise AgemetricError(f"{name}.{key}: set it with the setting {setting_!r}, not here")
 
 
-def check(config: RunConfig) -> None:
-    """Raise `AgemetricError` naming the first setting of ``config`` that holds a value it cannot take."""
-    for table in (*RESERVED_OPTIONS, "augment_options"):
-        check_options(table, getattr(config, table))
-    _check_numbers(config)
-    _check_fractions(config)
-    _check_words(config)
+@functools.cache
+def field_types(cls: type) -> dict[str, tuple[type, bool]]:
+    """``{field: (base type, whether None is allowed)}`` of a settings dataclass."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        args = typing.get_args(hint)
+        optional = isinstance(hint, types.UnionType) and type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        out[name] = (typing.get_origin(base) or base, optional)
+    return out
 
 
-def _least(config: RunConfig, name: str, least: float) -> None:
-    value = getattr(config, name)
-    if value is not None and value < least:  # None: unset (limit, threads, ...)
-        raise AgemetricError(f"{name} must be >= {least}, got {shortened(value)}")
+def _check_type(name: str, value: Any, base: type) -> None:
+    if base is bool:
+        if not isinstance(value, bool):
+            raise AgemetricError(f"{name} must be true or false, got {shortened(value)}")
+        return
+    fits = isinstance(value, base) and not isinstance(value, bool)
+    if base is float:
+        fits = isinstance(value, int | float) and not isinstance(value, bool)
+    if not fits:
+        raise AgemetricError(f"{name} expects {base.__name__}, got {shortened(value)}")
+    if base is float and not math.isfinite(value):
+        raise AgemetricError(f"{name} must be a finite number, got {value}")
 
 
-def _check_numbers(config: RunConfig) -> None:
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise AgemetricError(f"{f.name} must be a finite number, got {value}")
-    for name in ("embedding_dim", "k", "image_size", "interval_groups", "threads"):
-        _least(config, name, 1)
-    for name, most in LIMITS.items():
-        if getattr(config, name) > most:
-            raise AgemetricError(f"{name} must be <= {most}, got {shortened(getattr(config, name))}")
-    if config.batch_size < 2:
-        raise AgemetricError(f"batch_size must be >= 2 (pairs need two images), got {config.batch_size}")
-    _least(config, "limit", 2)
-    for name in ("gender_dim", "margin", "gender_margin", "weight_decay", "epochs", "bn_recalibration"):
-        _least(config, name, 0)
-    if config.time_budget is not None and config.time_budget <= 0:
-        raise AgemetricError(f"time_budget must be > 0 seconds, got {config.time_budget}")
-    for name in ("lr", "head_lr"):
-        value = getattr(config, name)
-        if value is not None and value <= 0:  # head_lr None: lr
-            raise AgemetricError(f"{name} must be > 0, got {value}")
-
-
-def _check_fractions(config: RunConfig) -> None:
-    if not 0 <= config.weight_average < 1:
-        raise AgemetricError(f"weight_average must be a decay in [0, 1), got {config.weight_average}")
-    if not 0 <= config.warmup < 1:
-        raise AgemetricError(f"warmup must be a fraction in [0, 1), got {config.warmup}")
-    if not 0 < config.test_fraction < 1:
-        raise AgemetricError(f"test_fraction must be between 0 and 1, got {config.test_fraction}")
-    if not 0 <= config.calibration < 1:
-        raise AgemetricError(f"calibration must be in [0, 1), got {config.calibration}")
-    if not 0 < config.interval_level < 1:
-        raise AgemetricError(f"interval_level must be in (0, 1), got {config.interval_level}")
-
-
-def _check_words(config: RunConfig) -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", config.device):
-        raise AgemetricError(f"device must be auto, cpu, cuda or cuda:N, got {shortened(config.device)}")
-    for name, allowed in CHOICES.items():
-        if (value := getattr(config, name)) not in allowed:
-            raise AgemetricError(f"{name} must be one of {', '.join(allowed)}, got {shortened(value)}")
+def check_fields(settings: Any) -> None:
+    """Raise `AgemetricError` naming the first field of the dataclass ``settings`` whose value has
+    the wrong type or breaks one of its declared rules."""
+    types_ = field_types(type(settings))
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name in types_:
+            base, optional = types_[f.name]
+            if value is None and optional:
+                continue
+            _check_type(f.name, value, base)
+        for rule in f.metadata.get("rules", ()):
+            rule(f.name, value)

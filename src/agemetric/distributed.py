@@ -81,7 +81,7 @@ def is_main_process() -> bool:
 
 
 def resolve_device(name: str, world: World) -> torch.device:
-    """``config.device`` as a device: ``auto`` is CUDA when available; under torchrun a plain
+    """``config.training.device`` as a device: ``auto`` is CUDA when available; under torchrun a plain
     ``cuda`` (or ``auto``) becomes this process's GPU, ``cuda:LOCAL_RANK``."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -161,24 +161,12 @@ def any_rank(flags: list[bool], world: World) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
-class TrainStep(torch.nn.Module):
-    """The estimator's training loss as one module, so DDP can wrap it (parameters: backbone + losses)."""
-
-    def __init__(self, estimator):
-        super().__init__()
-        self.estimator = estimator
-
-    def forward(self, x, ages, genders, gather=None):
-        return self.estimator.training_loss(x, ages, genders, gather=gather)
-
-
-def wrap(estimator, world: World) -> torch.nn.Module:
-    """`TrainStep` over ``estimator``, inside DDP when ``world`` is active.
+def wrap(module: torch.nn.Module, world: World) -> torch.nn.Module:
+    """``module`` (a training step, `agemetric.training.TrainStep`), inside DDP when ``world`` is active.
 
     DDP broadcasts rank 0's parameters and buffers at construction, so every process starts equal.
     """
-    step = TrainStep(estimator)
     if not world.active:
-        return step
-    device = estimator.device
-    return torch.nn.parallel.DistributedDataParallel(step, device_ids=[device] if device.type == "cuda" else None)
+        return module
+    device = next(module.parameters()).device
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=[device] if device.type == "cuda" else None)

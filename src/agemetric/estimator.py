@@ -74,7 +74,7 @@ class AgeEstimator(nn.Module):
     ):
         super().__init__()
         check_pair(miner, loss, "")
-        spec = spec or ModelSpec.from_config(RunConfig(image_size=image_size), gender_loss is not None)
+        spec = spec or ModelSpec(image_size=image_size, multitask=gender_loss is not None)
         if gender_loss is not None:
             if backbone.gender_dim == 0:
                 raise PluginError("the gender task needs a backbone with gender_dim > 0")
@@ -99,15 +99,15 @@ class AgeEstimator(nn.Module):
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
-        """Create every part by name from ``config``, the backbone with ``config.weights``.
+        """Create every part by name from ``config``, the backbone with ``config.training.weights``.
 
         Args:
             config: the run's config.
-            multitask: whether to train the gender head; ``None`` reads ``config.multitask``
+            multitask: whether to train the gender head; ``None`` reads ``config.model.multitask``
                 (``"auto"`` counts as off here: `agemetric.experiment.run()` decides it
                 from the data).
         """
-        return cls.from_spec(ModelSpec.from_config(config, multitask), weights=config.weights)
+        return cls.from_spec(ModelSpec.from_config(config, multitask), weights=config.training.weights)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, weights: str = "none") -> AgeEstimator:
@@ -169,36 +169,11 @@ class AgeEstimator(nn.Module):
         genders: torch.Tensor,
         gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> dict:
-        """The multi-task loss of one prepared batch.
+        """The multi-task loss of one prepared batch (`agemetric.training.TrainStep`, whose
+        arguments these are): ``{"loss": total, "age": ..., "gender": ...}`` 0-d tensors."""
+        from agemetric.training.step import TrainStep
 
-        Args:
-            x: ``(B, 3, S, S)`` float, from `prepare()` (and augmentation).
-            ages: ``(B,)`` float.
-            genders: ``(B,)`` int64, -1 unknown (those rows sit out the gender task).
-            gather: in data-parallel training, joins every process's rows of a tensor into the
-                global batch (`agemetric.distributed.gather()`), so that the miner
-                sees the
-                pairs of the global batch; ``None`` on one process.
-
-        Returns:
-            ``{"loss": total, "age": ..., "gender": ...}`` 0-d tensors (``gender`` only when on).
-        """
-        ages, genders = ages.to(x.device), genders.to(x.device)
-        with self.autocast():
-            emb = self.backbone(x)
-        if gather is not None:
-            emb = type(emb)(*(None if t is None else gather(t) for t in emb))
-            ages, genders = gather(ages), gather(genders)
-        age_emb = emb.age.float()  # (B, N_a); the loss runs in float32
-        age_loss = self.loss(age_emb, ages, self.miner(age_emb, ages))
-        out = {"loss": age_loss, "age": age_loss.detach()}
-        if self.gender_loss is not None:
-            known = genders >= 0  # (B,)
-            g_emb, g = emb.gender.float()[known], genders[known]  # (B', N_g), (B',)
-            g_loss = self.gender_loss(g_emb, g.float(), self.gender_miner(g_emb, g.float()))
-            out["loss"] = age_loss + g_loss
-            out["gender"] = g_loss.detach()
-        return out
+        return TrainStep(self)(x, ages, genders, gather)
 
     # -- estimation ---------------------------------------------------------------------
 

@@ -166,9 +166,13 @@ def snapshot_taker(
             pending.pop(0)
         rng = torch.get_rng_state()  # recalibration runs dropout: training must not see its draws
         snapshot = copy.deepcopy(current)
-        if config.bn_recalibration:
+        if config.training.bn_recalibration:
             recalibrate_batchnorm(
-                snapshot, train_data, config.bn_recalibration, config.batch_size, torch.Generator().manual_seed(0)
+                snapshot,
+                train_data,
+                config.training.bn_recalibration,
+                config.training.batch_size,
+                torch.Generator().manual_seed(0),
             )
         snapshot.fit_gallery(train_data)
         summary = summarise(snapshot.predict(test_data.images), test_data.ages, train_data.ages)

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.evaluation import gender_accuracies, machine, score, snapshot_taker
 from agemetric.reporting import SILENT, Reporter
-from agemetric.runs import RunFolder, checkpoint_settings
+from agemetric.runs import RunFolder, checkpoint_settings, comparable_settings
 from agemetric.spec import ModelSpec, build_parts
 from agemetric.training import load_checkpoint, train
 
@@ -47,9 +46,9 @@ class RunResult:
 def check_plugins(config: RunConfig) -> None:
     """Fail early, with the plugins' one-line errors: every name ``config`` gives must be installed,
     and the light parts (miners, losses, retriever, framer) must accept their options."""
-    for kind, name in (("backbone", config.backbone), ("dataset", config.dataset)):
+    for kind, name in (("backbone", config.model.backbone), ("dataset", config.data.dataset)):
         plugins.get_entry(kind, name)
-    build_parts(ModelSpec.from_config(config, multitask=config.multitask != "off"), backbone=False)
+    build_parts(ModelSpec.from_config(config, multitask=config.model.multitask is not False), backbone=False)
     make_framer(config)
 
 
@@ -91,15 +90,15 @@ def run(
         >>> result.metrics["split"]["n_test"], result.metrics["mae"] > 0
         (12, True)
     """
-    world = distributed.init_from_env(config.device)
+    world = distributed.init_from_env(config.training.device)
     reporter = reporter if reporter is not None and world.is_main else SILENT
     check_plugins(config)  # a misspelt name or option fails at once, not after the data is decoded
     config, state = _resumed(config, resume, reporter)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.training.threads:
+        torch.set_num_threads(config.training.threads)
     t0 = time.perf_counter()
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
-    device = distributed.require_device(distributed.resolve_device(config.device, world))
+    device = distributed.require_device(distributed.resolve_device(config.training.device, world))
     folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
     training = False
     try:
@@ -115,9 +114,13 @@ def run(
         curve: list[dict] = []
         on_step = snapshot_taker(train_data, test_data, config, snapshots, curve) if snapshots else None
         checkpoint = None if folder is None else folder.checkpoint
-        kept = {"split": described_split(split, state)}  # in the checkpoint, for a resumed run's metrics
+        # in the checkpoint: the split's description for a resumed run's metrics, and the settings
+        # a resume must have
+        kept = {"split": described_split(split, state), "settings": checkpoint_settings(config)}
         training = True
-        history = train(estimator, train_data, config, reporter, world, checkpoint, state, on_step, kept)
+        history = train(
+            estimator, train_data, config.training, reporter, world, checkpoint, state, on_step, kept, seed=config.seed
+        )
         if folder is None:  # not rank 0: rank 0 evaluates and writes the run folder
             return None
         folder.write_history(history)
@@ -136,7 +139,7 @@ def run(
         )
         folder.write_metrics(metrics)
         folder.checkpoint.unlink(missing_ok=True)  # the run is complete: model.pt holds what is needed
-        if config.figures:  # stopped here, the run stays complete: `agemetric report --run-figures` redraws them
+        if config.output.figures:  # stopped here, the run stays complete: `agemetric report --run-figures` redraws them
             from agemetric.run_report import write_run_figures
 
             write_run_figures(folder.path)
@@ -156,7 +159,7 @@ def _resumed(config: RunConfig, resume: str | Path | None, reporter: Reporter) -
     if resume is None:
         return config, None
     state = load_checkpoint(RunFolder(resume).checkpoint)
-    config = dataclasses.replace(config, split_file=str(RunFolder(resume).split))
+    config = config.replace(split_file=str(RunFolder(resume).split))
     check_resumable(state, config, resume)
     reporter.note(f"resuming {resume} at epoch {state['epoch']}" + (" (mid-epoch)" if state["partial"] else ""))
     return config, state
@@ -174,7 +177,7 @@ def _open_folder(config: RunConfig, resume: str | Path | None) -> RunFolder:
     """The run folder, locked: the one to resume, or a new one with its ``config.toml``."""
     if resume is not None:
         return RunFolder(resume).lock()
-    folder = RunFolder.create(config.out, config.dataset, config.backbone)
+    folder = RunFolder.create(config.output.out, config.data.dataset, config.model.backbone)
     folder.write_config(config)
     return folder
 
@@ -212,7 +215,8 @@ def _evaluate(
     calibration = None
     if len(calibration_data):
         calibration = (estimator.embed(calibration_data.images, progress=bar), calibration_data.ages)
-        estimator.calibrate(calibration_data, config.interval_level, calibration[0], config.interval_groups)
+        level, groups = config.evaluation.interval_level, config.evaluation.interval_groups
+        estimator.calibrate(calibration_data, level, calibration[0], groups)
     estimator.save(folder.model)
     test_emb = estimator.embed(test_data.images, progress=bar)
     metrics, predicted, bounds = score(estimator, test_emb, test_data, train_data.ages, calibration)
@@ -227,7 +231,7 @@ def _describe_data(dataset, split, sides, config, multitask, world) -> str:
     held = f" / {len(calibration_data)} calibration" if len(calibration_data) else ""
     return (
         f"{dataset.describe()}: {len(train_data)} train{held} / {len(test_data)} test images "
-        f"({split.info['protocol']} split), {config.image_size} px, multi-task {'on' if multitask else 'off'}"
+        f"({split.info['protocol']} split), {config.model.image_size} px, multi-task {'on' if multitask else 'off'}"
         + (f", {world.size} processes" if world.active else "")
     )
 
@@ -235,7 +239,10 @@ def _describe_data(dataset, split, sides, config, multitask, world) -> str:
 def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
     """Refuse a checkpoint written under other settings than the run folder's ``config.toml``
     (older checkpoints, which do not record them, are trusted)."""
-    saved, now = state.get("settings"), checkpoint_settings(config)
+    saved = (state.get("extra") or {}).get("settings", state.get("settings"))  # older checkpoints: at the top
+    now = checkpoint_settings(config)
+    if saved is not None:
+        saved = comparable_settings(saved)
     if saved is not None and saved != now:
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         raise AgemetricError(
@@ -246,16 +253,16 @@ def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
 
 def check_against_data(config: RunConfig, train_data: FaceArrays) -> bool:
     """Check the settings that depend on the training data; returns whether the run trains the
-    gender task (``multitask = "auto"``: when the data has gender labels; ``"on"`` without them
+    gender task (``multitask`` unset: when the data has gender labels; on without them
     is an error). ``k`` above the number of training faces is an error: every estimate would be
     the mean age of the whole gallery."""
-    if config.k > len(train_data):
+    if config.model.k > len(train_data):
         raise AgemetricError(
-            f"k {config.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
+            f"k {config.model.k}: the gallery has only {len(train_data)} training faces; choose k <= {len(train_data)}"
         )
-    multitask = {"on": True, "off": False, "auto": train_data.has_gender}[config.multitask]
+    multitask = train_data.has_gender if config.model.multitask is None else config.model.multitask
     if multitask and not train_data.has_gender:
-        raise AgemetricError(f"multitask: on, but dataset {config.dataset!r} has no gender labels")
+        raise AgemetricError(f"multitask: on, but dataset {config.data.dataset!r} has no gender labels")
     return multitask
 
 
@@ -263,12 +270,13 @@ def describe_run(config: RunConfig, device: torch.device) -> str:
     """The line a run starts with: what trains, how, and where."""
     from agemetric.devices import uses_bf16
 
-    bf16 = uses_bf16(config.bf16, device.type)
+    model, training = config.model, config.training
+    bf16 = uses_bf16(model.bf16, device.type)
     return (
-        f"run: backbone {config.backbone} (weights {config.weights}), loss {config.loss} (margin {config.margin:g}), "
-        f"miner {config.miner}, retriever {config.retriever} (k {config.k}); optimiser {config.optimizer} "
-        f"(lr {config.lr:g}), batch {config.batch_size}, {config.epochs} epochs"
-        + (f" or {config.time_budget:g} s" if config.time_budget else "")
+        f"run: backbone {model.backbone} (weights {training.weights}), loss {model.loss} (margin {model.margin:g}), "
+        f"miner {model.miner}, retriever {model.retriever} (k {model.k}); optimiser {training.optimizer} "
+        f"(lr {training.lr:g}), batch {training.batch_size}, {training.epochs} epochs"
+        + (f" or {training.time_budget:g} s" if training.time_budget else "")
         + f"; device {device}, bf16 {'on' if bf16 else 'off'}"
     )
 

@@ -48,7 +48,7 @@ def read_model(cls: type[AgeEstimator], path: Path) -> AgeEstimator:
         raise AgemetricError(f"{path}: not an agemetric checkpoint (format {MODEL_FORMAT})")
     try:
         if state["format"] == 1:  # the whole run config, and the gender task beside it
-            spec = ModelSpec.from_config(RunConfig(**state["config"]), multitask=state["multitask"])
+            spec = ModelSpec.from_config(RunConfig.from_flat(**state["config"]), multitask=state["multitask"])
         else:
             spec = ModelSpec.from_dict(state["spec"])
         est = cls.from_spec(spec)

@@ -13,7 +13,6 @@ sub-folders, as ordinary run folders), and returns the numbers it reports:
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,12 +41,12 @@ def _write(out: Path, name: str, text: str) -> Path:
 
 
 def _sub(config: RunConfig, out: Path, name: str, **changes) -> RunConfig:
-    return replace(config, out=str(out / name), **changes)
+    return config.replace(out=str(out / name), **changes)
 
 
 def _finished(config: RunConfig) -> dict | None:
     """The metrics of a finished run folder for exactly this config (so a rerun can resume), else None."""
-    folder = RunFolder(config.out)
+    folder = RunFolder(config.output.out)
     if not (folder.metrics.is_file() and folder.holds_config(config)):
         return None
     try:
@@ -62,7 +61,7 @@ def _run(config: RunConfig, reporter: Reporter = SILENT) -> dict:
     if finished is not None:
         return finished
     run(config, reporter)
-    return RunFolder(config.out).read_metrics()
+    return RunFolder(config.output.out).read_metrics()
 
 
 # -- Fig. 10 -----------------------------------------------------------------------------------
@@ -92,15 +91,15 @@ def toy_embedding(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> 
     """
     from agemetric.training import train
 
-    config = replace(config, **TOY)
-    dataset, records = select_records(replace(config, limit=None))
+    config = config.replace(**TOY)
+    dataset, records = select_records(config.replace(limit=None))
     records = toy_records(records, config.seed)
     if len(records) < 10:
-        raise AgemetricError(f"dataset {config.dataset}: only {len(records)} images aged 16-63; need >= 10")
+        raise AgemetricError(f"dataset {config.data.dataset}: only {len(records)} images aged 16-63; need >= 10")
     data = decode_records(dataset, records, config, reporter)
     torch.manual_seed(config.seed)
     estimator = AgeEstimator.from_config(config, multitask=False)
-    history = train(estimator, data, config, reporter)
+    history = train(estimator, data, config.training, reporter, seed=config.seed)
     emb = estimator.embed(data.images, progress=reporter.bar("embed", len(data)))  # (N, 2)
     ages = data.ages
     stats = {
@@ -206,7 +205,7 @@ def multitask(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> dict
             on.get("gender_accuracy_from_gender_embedding"),
         ),
     ]
-    k = config.k
+    k = config.model.k
     lines = [
         "# Multi-task learning (paper, Table 2 and Fig. 11)",
         "",
@@ -264,7 +263,7 @@ def margin_sweep(config: RunConfig, out: Path, margins: list[float], reporter: R
         "MAE against the margin",
         "margin (years)",
         note,
-        f"k = {config.k}, {config.epochs} epochs",
+        f"k = {config.model.k}, {config.training.epochs} epochs",
     )
     table = "\n".join(f"| {m:g} | {runs[m]['mae']:.2f} | {runs[m]['cs']['5']:.1f} |" for m in margins)
     _write(

@@ -193,13 +193,14 @@ class RunFolder:
             self.config.write_text(tomli_w.dumps(settings(config)), encoding="utf-8")
 
     def holds_config(self, config: RunConfig) -> bool:
-        """Whether ``config.toml`` holds exactly ``config``'s settings."""
-        import tomllib
+        """Whether ``config.toml`` holds exactly ``config``'s settings (``out`` aside)."""
+        from agemetric.config import load_toml
 
         try:
-            return tomllib.loads(self.config.read_text(encoding="utf-8")) == settings(config)
-        except (OSError, ValueError):
+            held = comparable_settings(load_toml(self.config))
+        except AgemetricError:
             return False
+        return held == {k: v for k, v in config.flat().items() if k != "out"}
 
     def write_split(self, split: Split, keys: list[str]) -> None:
         """``split.csv``: the side of every key, in ``keys``' order."""
@@ -332,15 +333,33 @@ class RunFolder:
 
 
 def settings(config: RunConfig) -> dict[str, Any]:
-    """What describes a run: every setting except ``out`` (where it was written), so that a
-    ``config.toml`` reused with ``--config`` starts a new run folder."""
-    return {k: v for k, v in config.to_dict().items() if k != "out"}
+    """What describes a run, in sections: every setting except ``out`` (where it was written), so
+    that a ``config.toml`` reused with ``--config`` starts a new run folder."""
+    out = config.to_dict()
+    out["output"].pop("out", None)
+    return out
 
 
 def checkpoint_settings(config: RunConfig) -> dict[str, Any]:
-    """The settings a training checkpoint is tied to: `settings()` without ``split_file`` (a
-    resumed run reads its own ``split.csv``)."""
-    return {k: v for k, v in settings(config).items() if k != "split_file"}
+    """The settings a training checkpoint is tied to, by flat name: every setting but ``out`` and
+    ``split_file`` (a resumed run reads its own ``split.csv``)."""
+    return {k: v for k, v in config.flat().items() if k not in ("out", "split_file")}
+
+
+def comparable_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """Flat settings a checkpoint saved, in today's types (``multitask = "auto"`` is unset), to
+    compare with `checkpoint_settings()`; a setting agemetric no longer knows is kept as it is."""
+    from agemetric.config import coerce
+
+    out = {}
+    for key, value in saved.items():
+        try:
+            value = coerce(key, value)
+        except AgemetricError:
+            pass
+        if value is not None:
+            out[key] = value
+    return out
 
 
 def _finite(value: Any) -> Any:

@@ -8,90 +8,109 @@ the split and the training settings stay in the run folder's ``config.toml``.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from agemetric import plugins
-from agemetric._records import number, whole
-from agemetric._text import shortened
-from agemetric.config import RunConfig
-from agemetric.config_checks import LIMITS
+from agemetric._records import whole
+from agemetric.config_checks import (
+    CHOICES,
+    LIMITS,
+    bounds,
+    check_fields,
+    field_types,
+    least,
+    most,
+    one_of,
+    options_table,
+    setting,
+)
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
+
+if TYPE_CHECKING:
+    from agemetric.config import RunConfig
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """The parts of a model by name, their options, and how it sees and embeds images. The
-    fields mean what the `agemetric.config.RunConfig` fields of the same name mean
-    (their defaults live there: make a spec with `from_config()`), except ``multitask``, which is
-    decided here: whether the model has the gender head and the gender task's parts.
+    """The model section of a run's settings: the parts of a model by name, their options, and how
+    it sees and embeds images; what ``model.pt`` stores beside the weights. The defaults are the
+    paper's (see the method's decisions on the documentation's method page).
+
+    Attributes:
+        backbone: backbone plugin name.
+        embedding_dim: N_a (paper: 70).
+        gender_dim: N_g (paper: 10).
+        multitask: the gender task: ``True``, ``False``, or ``None`` to decide from the data (on
+            when it has gender labels); a model built while it is ``None`` has no gender task.
+        loss: loss plugin name.
+        margin: age tolerance in years; Z = 1 iff ``|a_i - a_j| < margin`` (paper: 4).
+        miner: miner plugin name.
+        retriever: retriever plugin name.
+        k: neighbours averaged for a prediction (paper: M = 20).
+        gender_loss / gender_miner: the gender task's plugins (``None``: the age task's, made
+            again with ``gender_margin`` and the same options).
+        gender_margin: the margin on 0/1 gender labels (0.5: Z = 1 iff the same gender).
+        image_size: input side in pixels (paper: 227).
+        framing: face framing plugin applied before resizing: ``"center"`` (the whole image, for
+            cropped faces) or ``"box"`` (a crop box, for uncropped mug-shots; ``framing_options``).
+        tta_flip: embed every image (gallery and queries) as the mean of its own embedding and its
+            mirror image's.
+        bf16: bfloat16 autocast: ``"auto"`` (on where the CPU or GPU supports it), ``"on"``, ``"off"``.
+        channels_last: NHWC memory format (faster convolutions on CPU).
+        backbone_options / loss_options / miner_options / retriever_options / framing_options:
+            extra keyword arguments for the plugin factories.
 
     Examples:
         >>> import dataclasses
         >>> from agemetric import AgeEstimator, resolve
-        >>> spec = ModelSpec.from_config(resolve("quick", sets=["image_size=32"]))
+        >>> spec = resolve("quick", sets=["image_size=32"]).model
         >>> est = AgeEstimator.from_spec(dataclasses.replace(spec, k=5))
         >>> est.spec.k, est.retriever.k, est.image_size
         (5, 5, 32)
+        >>> ModelSpec(k=0)
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: k must be >= 1, got 0
     """
 
-    backbone: str
-    embedding_dim: int
-    gender_dim: int
-    multitask: bool
-    loss: str
-    margin: float
-    miner: str
-    retriever: str
-    k: int
-    gender_loss: str | None
-    gender_miner: str | None
-    gender_margin: float
-    image_size: int
-    framing: str
-    tta_flip: bool
-    bf16: str
-    channels_last: bool
-    backbone_options: dict[str, Any] = field(default_factory=dict)
-    loss_options: dict[str, Any] = field(default_factory=dict)
-    miner_options: dict[str, Any] = field(default_factory=dict)
-    retriever_options: dict[str, Any] = field(default_factory=dict)
-    framing_options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = "inception_v3"
+    embedding_dim: int = setting(70, least(1), most(LIMITS["embedding_dim"]))
+    gender_dim: int = setting(10, least(0), most(LIMITS["gender_dim"]))
+    multitask: bool | None = None
+    loss: str = "revised-contrastive"
+    margin: float = setting(4.0, least(0))
+    miner: str = "all-pairs"
+    retriever: str = "l1-knn"
+    k: int = setting(20, least(1))
+    gender_loss: str | None = None
+    gender_miner: str | None = None
+    gender_margin: float = setting(0.5, least(0))
+    image_size: int = setting(227, least(1), most(LIMITS["image_size"]))
+    framing: str = "center"
+    tta_flip: bool = False
+    bf16: str = setting("auto", one_of(CHOICES["bf16"]))
+    channels_last: bool = True
+    backbone_options: dict[str, Any] = options_table()
+    loss_options: dict[str, Any] = options_table()
+    miner_options: dict[str, Any] = options_table()
+    retriever_options: dict[str, Any] = options_table()
+    framing_options: dict[str, Any] = options_table()
 
     def __post_init__(self):
         """Every field checked, as it may come from a file (``model.pt``): a size beyond the
-        config's limits would otherwise ask for memory no photo needs."""
-        for name in ("backbone", "loss", "miner", "retriever", "framing"):
-            if not isinstance(getattr(self, name), str):
-                raise AgemetricError(f"{name} must be a plugin name, got {shortened(getattr(self, name))}")
-        for name in ("gender_loss", "gender_miner"):
-            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise AgemetricError(f"{name} must be a plugin name or None, got {shortened(getattr(self, name))}")
-        whole(self.embedding_dim, "embedding_dim", 1, LIMITS["embedding_dim"])
-        whole(self.gender_dim, "gender_dim", 0, LIMITS["gender_dim"])
-        whole(self.image_size, "image_size", 1, LIMITS["image_size"])
-        whole(self.k, "k", 1)
-        number(self.margin, "margin", 0)
-        number(self.gender_margin, "gender_margin", 0)
-        for name in ("multitask", "tta_flip", "channels_last"):
-            if not isinstance(getattr(self, name), bool):
-                raise AgemetricError(f"{name} must be true or false, got {shortened(getattr(self, name))}")
-        if self.bf16 not in ("auto", "on", "off"):
-            raise AgemetricError(f"bf16 must be 'auto', 'on' or 'off', got {shortened(self.bf16)}")
-        for name in ("backbone_options", "loss_options", "miner_options", "retriever_options", "framing_options"):
-            options = getattr(self, name)
-            if not isinstance(options, dict) or not all(isinstance(key, str) for key in options):
-                raise AgemetricError(f"{name} must be a table of named options, got {shortened(options)}")
+        limits would otherwise ask for memory no photo needs."""
+        check_fields(self)
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> ModelSpec:
-        """The model a run's config describes.
+        """The model a run's settings describe, with the gender task decided.
 
         Args:
-            config: the run's config.
-            multitask: whether the model has the gender task; ``None`` reads ``config.multitask``
-                (``"auto"`` counts as off: a run decides it from the data).
+            config: the run's settings.
+            multitask: whether the model has the gender task; ``None`` reads
+                ``config.model.multitask`` (undecided counts as off: a run decides it from the data).
 
         Examples:
             >>> from agemetric import resolve
@@ -100,9 +119,8 @@ class ModelSpec:
             ('small_cnn', 64, False)
         """
         if multitask is None:
-            multitask = config.multitask == "on"
-        names = {f.name for f in dataclasses.fields(cls)} - {"multitask"}
-        return cls(multitask=multitask, **{name: getattr(config, name) for name in names})
+            multitask = bool(config.model.multitask)
+        return dataclasses.replace(config.model, multitask=multitask)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (what ``model.pt`` stores)."""
@@ -110,11 +128,16 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
-        """The spec `to_dict()` wrote (an unknown or missing field is a one-line error)."""
+        """The spec `to_dict()` wrote (an unknown field, or a value it cannot hold, is a one-line error)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
             raise AgemetricError(f"unknown model field(s) {', '.join(unknown)}")
+        types_ = field_types(cls)
+        for f in dataclasses.fields(cls):  # a file's whole numbers: both bounds in one message
+            if types_[f.name][0] is int and f.name in values:
+                low, high = bounds(f)
+                whole(values[f.name], f.name, 0 if low is None else int(low), None if high is None else int(high))
         try:
             return cls(**values)
         except TypeError as exc:

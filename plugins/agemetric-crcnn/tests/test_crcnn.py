@@ -126,9 +126,8 @@ def test_head_parameters_train_with_the_estimator():
     est = AgeEstimator.from_config(resolve("quick", sets=[*TINY, *CRCNN]), multitask=True)
     names = [name for name, _ in est.named_parameters()]
     assert any(n.startswith("loss.head.") for n in names) and any(n.startswith("gender_loss.head.") for n in names)
-    history = train(
-        est, random_face_arrays(), resolve("quick", sets=[*TINY, *CRCNN])
-    )  # channels_last on: the lazy head must survive .to()
+    settings = resolve("quick", sets=[*TINY, *CRCNN]).training
+    history = train(est, random_face_arrays(), settings)  # channels_last on: the lazy head must survive .to()
     assert history and est.loss.initialized
     assert est.loss.head[0].weight.shape == (64, 3 * 8)  # hidden 64, features of an 8-d age embedding
     assert est.gender_loss.head[0].weight.shape == (64, 3 * 4)  # the gender task: a 4-d embedding
@@ -237,7 +236,7 @@ def test_save_and_load_keep_predictions(tmp_path):
     config = resolve("quick", sets=[*TINY, *CRCNN])
     est = AgeEstimator.from_config(config, multitask=True)
     data = random_face_arrays()
-    train(est, data, config)
+    train(est, data, config.training)
     est.fit_gallery(data)
     before = est.predict(data.images[:6])
     est.save(tmp_path / "model.pt")

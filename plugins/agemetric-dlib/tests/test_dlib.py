@@ -419,7 +419,9 @@ def test_the_face_preset_builds_its_recipe_and_takes_a_training_step():
     classifier, gender_classifier = est.loss.losses[1].classifier, est.gender_loss.losses[1].classifier
     assert isinstance(classifier, torch.nn.LazyLinear) and isinstance(gender_classifier, torch.nn.LazyLinear)
     data = random_face_arrays(16, size=32)
-    x = est.prepare(data.images, lambda x: augment(x, torch.Generator().manual_seed(0), **config.augment_options))
+    x = est.prepare(
+        data.images, lambda x: augment(x, torch.Generator().manual_seed(0), **config.training.augment_options)
+    )
     out = est.training_loss(x, data.ages, data.genders)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and classifier.weight.grad.abs().sum() > 0

@@ -103,7 +103,6 @@ def _faces(config: RunConfig):
 
 
 def _adapt_run(model, out, dataset, data_dir, limit, seed, changes) -> Adaptation:
-    import dataclasses
 
     from agemetric._folders import replacing_folder
     from agemetric.cli.evaluate import data_config
@@ -117,7 +116,7 @@ def _adapt_run(model, out, dataset, data_dir, limit, seed, changes) -> Adaptatio
     with replacing_folder(out, "--out") as new:
         adapted = RunFolder(new)
         estimator.save(adapted.model)
-        adapted.write_config(dataclasses.replace(base, k=report.chosen.k))
+        adapted.write_config(base.replace(k=report.chosen.k))
         (new / RunFolder.ADAPTATION).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     return report
 
@@ -132,7 +131,7 @@ def _adapt_bundle(model, out, dataset, data_dir, limit, seed, changes) -> Adapta
         options = {"box": framing["box"], "margin": framing.get("margin", 0.0)}
     else:
         options = dict(framing.get("options", {}))
-    config = RunConfig(
+    config = RunConfig.from_flat(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
         limit=limit,

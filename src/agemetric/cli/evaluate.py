@@ -47,13 +47,12 @@ def data_config(
     """How to read the images of ``dataset``: a model's config ``base`` (its image size and
     framing) with that dataset, and ``changes`` (`overrides()`) on top. The dataset's and the
     framing's options are the model's only when they are the model's dataset and framing."""
-    from dataclasses import replace
-
     changes = dict(changes)
-    dataset_options = {} if dataset != base.dataset else base.dataset_options
-    framing_options = {} if changes.get("framing", base.framing) != base.framing else base.framing_options
-    return replace(
-        base,
+    dataset_options = {} if dataset != base.data.dataset else base.data.dataset_options
+    framing_options = (
+        {} if changes.get("framing", base.model.framing) != base.model.framing else base.model.framing_options
+    )
+    return base.replace(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),
         limit=limit,
@@ -167,7 +166,7 @@ def evaluate(
             metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, reporter)
         else:
             metrics, _ = evaluate_recalibrated(
-                estimator, data, estimator.retriever.ages, recalibrate, seed, base.interval_groups, reporter
+                estimator, data, estimator.retriever.ages, recalibrate, seed, base.evaluation.interval_groups, reporter
             )
     left_out = skipped(ds, data)
     where = _list_skipped(left_out, out)

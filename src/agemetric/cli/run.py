@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import re
 import signal
 import threading
@@ -43,10 +42,12 @@ Preset = Literal[tuple(PRESETS)]
 def _quick(setting: str) -> str | bool:
     """What --help shows as a setting's default: its value in the quick preset, which applies
     when no preset is named (by --preset or in a --config file) (False: none to show)."""
-    from agemetric.config import RunConfig
+    from agemetric.config import default
 
-    value = PRESETS["quick"].get(setting, next(f.default for f in dataclasses.fields(RunConfig) if f.name == setting))
-    return False if value is None else str(value)
+    value = PRESETS["quick"].get(setting, default(setting))
+    if value is None:
+        return "auto" if setting == "multitask" else False  # multitask unset: decided from the data
+    return str(value)
 
 
 @guarded
@@ -296,8 +297,7 @@ def run(
     if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise AgemetricError(f"--device expects auto, cpu, cuda or cuda:N, got {device!r}")
     # every option named after a setting, as given (None: not given); Paths as the strings they were
-    fields = {f.name for f in dataclasses.fields(cfg.RunConfig)}
-    options = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items() if k in fields}
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items() if k in cfg.SETTINGS}
     if resume is not None:
         given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
         given += [name for name, v in (("--preset", preset), ("--config", config), ("--set", set_)) if v]

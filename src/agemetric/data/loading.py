@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,15 +18,15 @@ from agemetric.reporting import SILENT, Reporter
 
 def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
     """Create the dataset plugin and list its records (a seeded random ``limit`` of them)."""
-    dataset = plugins.create("dataset", config.dataset, root=config.data_dir, **config.dataset_options)
+    dataset = plugins.create("dataset", config.data.dataset, root=config.data.data_dir, **config.data.dataset_options)
     records = dataset.records()
-    if config.limit is not None and config.limit < len(records):
+    if config.data.limit is not None and config.data.limit < len(records):
         pick = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed))
-        records = [records[i] for i in sorted(pick[: config.limit].tolist())]
+        records = [records[i] for i in sorted(pick[: config.data.limit].tolist())]
     if len(records) < 2:
         where = f" in {dataset.root}" if dataset.root else ""
         raise AgemetricError(
-            f"dataset {config.dataset}: found {len(records)} usable image(s){where}; need at least 2"
+            f"dataset {config.data.dataset}: found {len(records)} usable image(s){where}; need at least 2"
             + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
         )
     return dataset, records
@@ -35,7 +34,7 @@ def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
 
 def make_framer(config: RunConfig):
     """The run's face framer, by name."""
-    return plugins.create("framer", config.framing, **config.framing_options)
+    return plugins.create("framer", config.model.framing, **config.model.framing_options)
 
 
 def decode_records(
@@ -46,9 +45,9 @@ def decode_records(
     arrays = decode(
         dataset,
         records,
-        config.image_size,
+        config.model.image_size,
         progress=reporter.bar("decode", len(records)),
-        cache=config.cache,
+        cache=config.data.cache,
         framer=make_framer(config),
     )
     if len(arrays) < 2:
@@ -73,21 +72,21 @@ def load_data(config: RunConfig, reporter: Reporter = SILENT) -> tuple[FaceDatas
 def split_records(
     dataset: FaceDataset, records: list[FaceRecord], config: RunConfig, reporter: Reporter = SILENT
 ) -> Split:
-    """The run's split: ``config.split_file`` when given, else ``config.split`` over content
-    hashes; then ``config.calibration`` of the training side held out for calibration (unless the
+    """The run's split: ``config.data.split_file`` when given, else ``config.data.split`` over content
+    hashes; then ``config.evaluation.calibration`` of the training side held out for calibration (unless the
     split file already holds calibration images)."""
-    if config.split_file:
-        split = read_split(config.split_file, records)
-        if "n_calibration" in split.info or not config.calibration:
+    if config.data.split_file:
+        split = read_split(config.data.split_file, records)
+        if "n_calibration" in split.info or not config.evaluation.calibration:
             return split
         records = [r for r in records if r.key in split.side]
-    fingerprints = _fingerprints(dataset, records, split.side if config.split_file else None, reporter)
-    if not config.split_file:
-        split = make_split(records, fingerprints, config.split, config.test_fraction, config.seed)
-    if not config.calibration:
+    fingerprints = _fingerprints(dataset, records, split.side if config.data.split_file else None, reporter)
+    if not config.data.split_file:
+        split = make_split(records, fingerprints, config.data.split, config.data.test_fraction, config.seed)
+    if not config.evaluation.calibration:
         return split
     return hold_out_calibration(
-        split, records, fingerprints, config.calibration, config.seed, config.split == "subject"
+        split, records, fingerprints, config.evaluation.calibration, config.seed, config.data.split == "subject"
     )
 
 
@@ -117,7 +116,7 @@ def split_arrays(data: FaceArrays, split: Split) -> tuple[FaceArrays, FaceArrays
 
 def fallback_summary(config: RunConfig, noted: list[tuple[str, str]]) -> str:
     """``"framing dlib-align: 3 image(s) fell back, e.g. a.jpg (no face found: centre framing)"``."""
-    return f"framing {config.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"
+    return f"framing {config.model.framing}: {len(noted)} image(s) fell back, e.g. {noted[0][0]} ({noted[0][1]})"
 
 
 def run_faces(
@@ -141,9 +140,9 @@ def run_faces(
     from agemetric.runs import RunFolder
 
     folder = RunFolder(run_dir)
-    config = replace(folder.read_config(), limit=None)  # the split lists every face the run used
+    config = folder.read_config().replace(limit=None)  # the split lists every face the run used
     if data_dir is not None:
-        config = replace(config, data_dir=str(data_dir))
+        config = config.replace(data_dir=str(data_dir))
     dataset, records = select_records(config)
     side = read_split(folder.split, records).side
     data = decode_records(dataset, [r for r in records if side.get(r.key) in sides], config, reporter or SILENT)

@@ -1,6 +1,7 @@
 """Training: the loop (`train()`), its state and checkpoint, the optimiser and schedule.
 
 - `loop`: `train()`, and the errors it stops with (`Interrupted`, `TrainingDiverged`).
+- `step`: `TrainStep`, the multi-task loss of one batch (what DDP wraps).
 - `sampling`: an epoch's batches, shuffled or balanced over ages and groups.
 - `state`: `TrainState`, `EpochProgress`, `RandomStreams`, the checkpoint format (`load_checkpoint()`).
 - `optim`: parameter groups, the optimiser, the learning-rate schedule, weight averaging.
@@ -18,6 +19,7 @@ from agemetric.training.state import (
     TrainState,
     load_checkpoint,
 )
+from agemetric.training.step import TrainStep
 
 __all__ = [
     "TRAINING_STATE_FORMAT",
@@ -25,6 +27,7 @@ __all__ = [
     "Interrupted",
     "RandomStreams",
     "TrainState",
+    "TrainStep",
     "TrainingDiverged",
     "balance_weights",
     "batches",

@@ -14,13 +14,12 @@ import torch
 from agemetric import distributed
 from agemetric._io import atomic_torch_save
 from agemetric._text import printable
-from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import augment
 from agemetric.errors import AgemetricError
 from agemetric.estimator import AgeEstimator
 from agemetric.reporting import SILENT, Reporter
-from agemetric.runs import checkpoint_settings
+from agemetric.settings import TrainingSettings
 from agemetric.training.batchnorm import recalibrate_batchnorm
 from agemetric.training.optim import lr_factor, make_optimizer, parameter_groups, weight_averager
 from agemetric.training.sampling import balance_weights, batches
@@ -31,6 +30,7 @@ from agemetric.training.state import (
     TrainState,
     check_fits,
 )
+from agemetric.training.step import TrainStep
 
 
 class TrainingDiverged(AgemetricError):
@@ -53,22 +53,22 @@ class Interrupted(AgemetricError):
 class _Training:
     """The state and the parts of one `train()` call; `run()` is the loop."""
 
-    def __init__(self, estimator, data, config, reporter, world, checkpoint, resume, on_step, extra):
-        self.estimator, self.data, self.config = estimator, data, config
+    def __init__(self, estimator, data, settings, seed, reporter, world, checkpoint, resume, on_step, extra):
+        self.estimator, self.data, self.settings = estimator, data, settings
         self.reporter, self.world, self.on_step, self.extra = reporter, world, on_step, extra
-        self.streams = RandomStreams(config.seed, world)
+        self.streams = RandomStreams(seed, world)
         self.smallest = 2 * world.size  # every process needs two images of each batch
-        self.weights = balance_weights(data, config.balance)
+        self.weights = balance_weights(data, settings.balance)
         if estimator.channels_last:  # the backbone only: a memory format concerns 4-d tensors (conv weights)
             estimator.backbone.to(memory_format=torch.channels_last)
         estimator.train()
-        if world.active or resume is not None or config.weight_average:  # lazy parameters must exist
+        if world.active or resume is not None or settings.weight_average:  # lazy parameters must exist
             # before DDP, a state load or a copy for the average
             _materialise_lazy(estimator, data, self.smallest)
-        self.step_module = distributed.wrap(estimator, world)
-        self.optimizer = make_optimizer(parameter_groups(estimator, config), config)
+        self.step_module = distributed.wrap(TrainStep(estimator), world)
+        self.optimizer = make_optimizer(parameter_groups(estimator, settings), settings)
         self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
-        self.averaged = weight_averager(estimator, config.weight_average)
+        self.averaged = weight_averager(estimator, settings.weight_average)
         self.state = TrainState()
         if resume is not None:
             self._restore(resume, checkpoint or "the checkpoint")
@@ -120,7 +120,6 @@ class _Training:
             "model": self.estimator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "averaged": None if self.averaged is None else self.averaged.state_dict(),
-            "settings": checkpoint_settings(self.config),  # resuming under other settings is refused
             "images": len(self.data),  # and with another training split
             "rng": self.streams.state(),
             "extra": self.extra,
@@ -129,44 +128,44 @@ class _Training:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> list[dict]:
-        config, state = self.config, self.state
+        settings, state = self.settings, self.state
         n = len(self.data)
-        tail = n % config.batch_size
+        tail = n % settings.batch_size
         per_epoch = n - (tail if 0 < tail < self.smallest else 0)  # images per epoch, as batches() yields them
         done = per_epoch * (state.epoch - 1) + (state.partial.seen if state.partial else 0)
-        self.bar = self.reporter.bar("train", total=per_epoch * config.epochs, completed=done)
+        self.bar = self.reporter.bar("train", total=per_epoch * settings.epochs, completed=done)
         with _StopOnSignal() as stop:
-            while state.epoch <= config.epochs:
+            while state.epoch <= settings.epochs:
                 epoch = state.partial or EpochProgress(
-                    batches(n, config.batch_size, self.streams.batches, self.smallest, self.weights)
+                    batches(n, settings.batch_size, self.streams.batches, self.smallest, self.weights)
                 )
                 state.partial = None
                 out_of_time = self.run_epoch(state.epoch, epoch, stop)
                 row = epoch.row(state.epoch, epoch.seconds)
                 state.history.append(row)
                 self.bar.line(
-                    f"epoch {state.epoch}/{config.epochs}: loss {row.get('loss', 0.0):.3f}, "
+                    f"epoch {state.epoch}/{settings.epochs}: loss {row.get('loss', 0.0):.3f}, "
                     f"{row['images_per_second']:.0f} images/s"
                 )
                 if out_of_time:
-                    self.bar.line(f"time budget of {config.time_budget:g} s reached in epoch {state.epoch}")
+                    self.bar.line(f"time budget of {settings.time_budget:g} s reached in epoch {state.epoch}")
                     break
                 state.epoch += 1
                 self.save(state.epoch, None)
         if self.averaged is not None and state.history:
             self.estimator.load_state_dict(self.averaged.module.state_dict())
-        if state.history and config.bn_recalibration and self.world.is_main:  # only rank 0's model is kept
+        if state.history and settings.bn_recalibration and self.world.is_main:  # only rank 0's model is kept
             recalibrate_batchnorm(
-                self.estimator, self.data, config.bn_recalibration, config.batch_size, self.streams.batches
+                self.estimator, self.data, settings.bn_recalibration, settings.batch_size, self.streams.batches
             )
         return state.history
 
     def run_epoch(self, number: int, epoch: EpochProgress, stop: _StopOnSignal) -> bool:
         """Run ``epoch``'s remaining steps; True when the time budget ended it."""
-        config = self.config
+        settings = self.settings
         start = self.elapsed() - epoch.seconds
         while epoch.step < len(epoch.batches):
-            over_budget = config.time_budget is not None and self.elapsed() >= config.time_budget
+            over_budget = settings.time_budget is not None and self.elapsed() >= settings.time_budget
             interrupted, over_budget = distributed.any_rank([stop.signum is not None, over_budget], self.world)
             if interrupted:
                 epoch.seconds = self.elapsed() - start
@@ -189,29 +188,29 @@ class _Training:
             # the bar counts the run's images: the epoch is part of its status, not its name
             self.bar.advance(
                 epoch.batches[epoch.step - 1].numel(),
-                status=f"epoch {number}/{config.epochs}, loss {epoch.step_losses[-1]:6.1f}, {speed:4.0f} img/s",
+                status=f"epoch {number}/{settings.epochs}, loss {epoch.step_losses[-1]:6.1f}, {speed:4.0f} img/s",
             )
         return False
 
     def set_lr(self, number: int, epoch: EpochProgress) -> None:
         """The scheduled learning rate: by steps, or by time when the budget ends training first."""
-        config = self.config
-        if config.warmup == 0 and config.lr_schedule == "constant":
+        settings = self.settings
+        if settings.warmup == 0 and settings.lr_schedule == "constant":
             return
         steps = len(epoch.batches)
-        progress = ((number - 1) * steps + epoch.step) / (config.epochs * steps)
-        if config.time_budget is not None:
-            progress = max(progress, self.elapsed() / config.time_budget)
+        progress = ((number - 1) * steps + epoch.step) / (settings.epochs * steps)
+        if settings.time_budget is not None:
+            progress = max(progress, self.elapsed() / settings.time_budget)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
-            group["lr"] = base * lr_factor(progress, config)
+            group["lr"] = base * lr_factor(progress, settings)
 
     def step(self, number: int, epoch: EpochProgress) -> None:
         """One optimiser step on the epoch's next batch (this process's share of it)."""
         data, world = self.data, self.world
         index = epoch.batches[epoch.step]
         mine, sizes = world.share(index)
-        options = self.config.augment_options
-        augmentation = (lambda x: augment(x, self.streams.augment, **options)) if self.config.augment else None
+        options = self.settings.augment_options
+        augmentation = (lambda x: augment(x, self.streams.augment, **options)) if self.settings.augment else None
         x = self.estimator.prepare(data.images[mine], augmentation)
         gather = (lambda t: distributed.gather(t, sizes, world)) if world.active else None
         parts = self.step_module(x, data.ages[mine], data.genders[mine], gather)
@@ -237,20 +236,23 @@ class _Training:
 def train(
     estimator: AgeEstimator,
     data: FaceArrays,
-    config: RunConfig,
+    settings: TrainingSettings,
     reporter: Reporter | None = None,
     world: distributed.World | None = None,
     checkpoint: Path | None = None,
     resume: dict | None = None,
     on_step: Callable[[float, AgeEstimator], float | None] | None = None,
     extra: dict | None = None,
+    *,
+    seed: int = 0,
 ) -> list[dict]:
-    """Train ``estimator`` on ``data`` for ``config.epochs`` epochs.
+    """Train ``estimator`` on ``data`` for ``settings.epochs`` epochs.
 
     Args:
         estimator: the model (its parameters are updated in place).
         data: the training split.
-        config: epochs, batch size, optimiser and schedule, weight averaging, seed, augmentation.
+        settings: epochs, batch size, optimiser and schedule, weight averaging, augmentation (a
+            run's ``config.training``).
         reporter: where the bar (``train``) and a line per epoch go
             (`agemetric.reporting.Reporter`); ``None``: nowhere.
         world: in data-parallel training (`agemetric.distributed`), this process: every
@@ -266,8 +268,9 @@ def train(
             of the training time and the budget.
         extra: plain data the checkpoint keeps as well (``"extra"`` in what `load_checkpoint()`
             reads back), e.g. the description of the split for the metrics of a resumed run.
+        seed: seeds the batch order and the augmentation (a run's ``config.seed``).
 
-    Training stops early, between two steps, once ``config.time_budget`` seconds have passed
+    Training stops early, between two steps, once ``settings.time_budget`` seconds have passed
     (time spent before a resume counts). The first Ctrl-C (SIGINT) or SIGTERM also stops it
     between two steps: the state is checkpointed and `Interrupted` raised (its exit code 130 for
     SIGINT, 143 for SIGTERM); a second signal acts at once, as it would without training.
@@ -281,8 +284,14 @@ def train(
         TrainingDiverged: on a NaN or infinite loss (the last checkpoint, from before it, stays).
         Interrupted: on Ctrl-C or SIGTERM, after writing the checkpoint.
     """
+    if not isinstance(settings, TrainingSettings):
+        raise AgemetricError(
+            f"settings: train() takes training settings (a run's config.training), got {type(settings).__name__}"
+        )
     world = world or distributed.World()
-    training = _Training(estimator, data, config, reporter or SILENT, world, checkpoint, resume, on_step, extra or {})
+    training = _Training(
+        estimator, data, settings, seed, reporter or SILENT, world, checkpoint, resume, on_step, extra or {}
+    )
     return training.run()
 
 
@@ -328,4 +337,4 @@ def _materialise_lazy(estimator: AgeEstimator, data: FaceArrays, n: int) -> None
     """Run one batch through the loss when a part has lazy parameters (DDP cannot wrap those)."""
     if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in estimator.parameters()):
         index = torch.arange(min(n, len(data)))
-        estimator.training_loss(estimator.prepare(data.images[index]), data.ages[index], data.genders[index])
+        TrainStep(estimator)(estimator.prepare(data.images[index]), data.ages[index], data.genders[index])

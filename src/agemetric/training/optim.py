@@ -7,14 +7,14 @@ import math
 import torch
 from torch.optim.swa_utils import AveragedModel
 
-from agemetric.config import RunConfig
 from agemetric.estimator import AgeEstimator
+from agemetric.settings import TrainingSettings
 
 
-def parameter_groups(estimator: AgeEstimator, config: RunConfig) -> list[dict]:
-    """The trunk at ``config.lr``; the embedding heads and loss parameters at ``config.head_lr``
+def parameter_groups(estimator: AgeEstimator, settings: TrainingSettings) -> list[dict]:
+    """The trunk at ``settings.lr``; the embedding heads and loss parameters at ``settings.head_lr``
     (one group when it is unset)."""
-    if config.head_lr is None:
+    if settings.head_lr is None:
         return [{"params": list(estimator.parameters())}]
     heads = getattr(estimator.backbone, "heads", None)
     new = {id(p) for p in (heads.parameters() if heads is not None else ())}
@@ -22,28 +22,28 @@ def parameter_groups(estimator: AgeEstimator, config: RunConfig) -> list[dict]:
     params = list(estimator.parameters())
     return [
         {"params": [p for p in params if id(p) not in new]},
-        {"params": [p for p in params if id(p) in new], "lr": config.head_lr},
+        {"params": [p for p in params if id(p) in new], "lr": settings.head_lr},
     ]
 
 
-def lr_factor(progress: float, config: RunConfig) -> float:
+def lr_factor(progress: float, settings: TrainingSettings) -> float:
     """The learning-rate multiplier at ``progress`` (0 at the start of training, 1 at its end):
-    linear warm-up over ``config.warmup``, then constant or a cosine decay to 0."""
-    if progress < config.warmup:
-        return max(progress / config.warmup, 1e-3)
-    if config.lr_schedule == "constant":
+    linear warm-up over ``settings.warmup``, then constant or a cosine decay to 0."""
+    if progress < settings.warmup:
+        return max(progress / settings.warmup, 1e-3)
+    if settings.lr_schedule == "constant":
         return 1.0
-    rest = (progress - config.warmup) / (1.0 - config.warmup)
+    rest = (progress - settings.warmup) / (1.0 - settings.warmup)
     return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
 
 
-def make_optimizer(params, config: RunConfig) -> torch.optim.Optimizer:
+def make_optimizer(params, settings: TrainingSettings) -> torch.optim.Optimizer:
     """Adadelta (the paper's), Adam or SGD with momentum 0.9; ``params`` may be parameter groups."""
-    if config.optimizer == "adadelta":
-        return torch.optim.Adadelta(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    if settings.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    return torch.optim.SGD(params, lr=settings.lr, momentum=0.9, weight_decay=settings.weight_decay)
 
 
 def weight_averager(estimator: AgeEstimator, decay: float) -> AveragedModel | None:
