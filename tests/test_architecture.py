@@ -40,6 +40,7 @@ LAYERS = {
     "agemetric.config_checks": 1,
     "agemetric.settings": 1,
     "agemetric.spec": 1,
+    "agemetric.calibrated": 1,
     "agemetric.presets": 1,
     "agemetric.default_plugins": 1,
     "agemetric.data": 1,

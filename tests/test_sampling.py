@@ -3,7 +3,6 @@ its cell, the draws' shares, and a run that trains with it."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import pytest

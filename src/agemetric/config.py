@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +121,7 @@ def default(key: str) -> Any:
     return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
+@functools.cache
 def _types() -> dict[str, tuple[type, bool]]:
     """``{flat name: (base type, whether None is allowed)}`` of every setting."""
     out = {"seed": field_types(RunConfig)["seed"]}

@@ -12,12 +12,13 @@ from torch import nn
 
 from agemetric import plugins
 from agemetric.analysis import Photo, PhotoResult, analyze
+from agemetric.calibrated import CalibratedGallery
 from agemetric.config import RunConfig
 from agemetric.data.arrays import FaceArrays
 from agemetric.data.transforms import normalise
 from agemetric.devices import Bf16Copy, flush_subnormals, uses_bf16
 from agemetric.errors import AgemetricError, PluginError
-from agemetric.estimates import Estimates, interval
+from agemetric.estimates import Estimates
 from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 from agemetric.interfaces.checks import check_pair, describe
 from agemetric.intervals import ConformalIntervals
@@ -34,6 +35,12 @@ Images: TypeAlias = torch.Tensor | Photo | Sequence[Photo | torch.Tensor]
 
 class AgeEstimator(nn.Module):
     """The paper's model: one network embeds faces; ages come from the nearest gallery faces.
+
+    It joins parts that each do one job: the backbone (images to embeddings, here with the
+    preprocessing, bfloat16 and flip test-time augmentation around it), the training loss
+    (`agemetric.training.TrainStep` over the miner and loss of each task), ``gallery`` (a
+    `agemetric.calibrated.CalibratedGallery`: the retriever's gallery, the calibrated intervals
+    and any adaptation) and the model file (`agemetric.model_file`).
 
     Args:
         backbone: images -> embeddings.
@@ -88,14 +95,12 @@ class AgeEstimator(nn.Module):
             )
         self.backbone, self.miner, self.loss, self.gender_loss = backbone, miner, loss, gender_loss
         retriever.attach(loss)  # a retriever that needs the trained loss keeps it (or refuses it)
-        self.retriever = retriever
+        self.gallery = CalibratedGallery(retriever)  # the gallery, its intervals and any adaptation
         self.image_size = image_size
         self.spec = spec
         self.channels_last = self.spec.channels_last
         self._framer = None  # the model's framer, made on first use
         self._bf16_copy = Bf16Copy()  # the backbone `embed()` runs under bfloat16 autocast
-        self.intervals: ConformalIntervals | None = None  # set by calibrate()
-        self.adaptation: dict | None = None  # what adapt() chose and measured (`Adaptation.to_dict()`)
 
     @classmethod
     def from_config(cls, config: RunConfig, multitask: bool | None = None) -> AgeEstimator:
@@ -120,6 +125,29 @@ class AgeEstimator(nn.Module):
         p = build_parts(spec, weights)
         flush_subnormals(p.backbone)
         return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, spec.image_size, spec, p.gender_miner)
+
+    @property
+    def retriever(self) -> Retriever:
+        """The retriever holding the gallery (``gallery.retriever``)."""
+        return self.gallery.retriever
+
+    @property
+    def intervals(self) -> ConformalIntervals | None:
+        """The calibrated prediction intervals (`calibrate()`, `adapt()`), or ``None``."""
+        return self.gallery.intervals
+
+    @intervals.setter
+    def intervals(self, value: ConformalIntervals | None) -> None:
+        self.gallery.intervals = value
+
+    @property
+    def adaptation(self) -> dict | None:
+        """What `adapt()` chose and measured (`agemetric.adaptation.Adaptation.to_dict()`), or ``None``."""
+        return self.gallery.adaptation
+
+    @adaptation.setter
+    def adaptation(self, value: dict | None) -> None:
+        self.gallery.adaptation = value
 
     @property
     def device(self) -> torch.device:
@@ -237,13 +265,12 @@ class AgeEstimator(nn.Module):
     def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""
         emb = self.embed(data.images, progress=progress)
-        self.retriever.fit(emb, data.ages, data.genders)
+        self.gallery.fit(emb, data.ages, data.genders)
         return emb
 
     def require_gallery(self) -> None:
         """A one-line error unless `fit_gallery()` (or `load()`) gave the retriever a gallery."""
-        if len(self.retriever) == 0:
-            raise AgemetricError("the estimator has no gallery yet: call fit_gallery() first")
+        self.gallery.require()
 
     def predict(self, images: Images, progress: Callable[[int], None] | None = None) -> torch.Tensor:
         """Predicted ages ``(N,)`` of images, one per image: a uint8 ``(N, 3, S, S)`` batch, or
@@ -265,7 +292,7 @@ class AgeEstimator(nn.Module):
             agemetric.errors.AgemetricError: images: expected uint8 pixels 0-255, got dtype float32 ...
         """
         self.require_gallery()
-        return self.retriever.predict(self.embed(images, progress=progress))
+        return self.gallery.predict(self.embed(images, progress=progress))
 
     def calibrate(
         self, data: FaceArrays, level: float = 0.9, embeddings: torch.Tensor | None = None, groups: int = 1
@@ -274,11 +301,9 @@ class AgeEstimator(nn.Module):
         (see `agemetric.intervals`); `estimate()` gives them from then on, and `save()` keeps them.
         ``embeddings``: ``data``'s, when already computed; ``groups``: calibrate apart in up to
         this many groups of similar estimates (`ConformalIntervals.calibrate`)."""
+        self.require_gallery()
         emb = self.embed(data.images) if embeddings is None else embeddings
-        self.intervals = ConformalIntervals.calibrate(
-            data.ages, self.retriever.predict(emb), self.retriever.spread(emb), level, groups=groups
-        )
-        return self.intervals
+        return self.gallery.calibrate(emb, data.ages, level, groups)
 
     def estimate(
         self,
@@ -301,13 +326,7 @@ class AgeEstimator(nn.Module):
             ((3,), True, (3,))
         """
         self.require_gallery()
-        emb = self.embed(images, progress=progress)
-        out = Estimates(self.retriever.predict(emb).numpy(), self.retriever.spread(emb).numpy())
-        if self.intervals is not None:
-            out.low, out.high = interval(out.age, out.spread, self.intervals.to_dict())
-        if under is not None:
-            out.under = self.retriever.probability_under(emb, under).numpy()
-        return out
+        return self.gallery.estimate(self.embed(images, progress=progress), under)
 
     def analyze(self, photos: Photo | Sequence[Photo], under: float | None = None) -> list[PhotoResult]:
         """Every face of each photo with its box, age, interval and (with ``under``) the
@@ -335,12 +354,7 @@ class AgeEstimator(nn.Module):
         Returns:
             The decision, with the cross-validated MAE and coverage before and after.
         """
-        if not callable(getattr(self.retriever, "adapt", None)):  # l1-knn and retrievers built on it
-            raise AgemetricError(
-                f"adapt needs a retriever that estimates from the nearest faces (l1-knn), "
-                f"not {describe(self.retriever)}"
-            )
-        self.require_gallery()
+        self.gallery.require_adaptable()  # before any photo is read
         if isinstance(faces, FaceArrays):
             images, ages, genders = faces.images, faces.ages, faces.genders
         else:
@@ -348,12 +362,8 @@ class AgeEstimator(nn.Module):
             if ages is None or len(ages) != len(images):
                 got = "no" if ages is None else len(ages)
                 raise AgemetricError(f"adapt: give one age per photo ({len(images)} photos, {got} ages)")
-        intervals = None if self.intervals is None else self.intervals.to_dict()
-        ages = torch.as_tensor(ages, dtype=torch.float32)
-        report = self.retriever.adapt(self.embed(images), ages, genders, intervals, seed)
+        report = self.gallery.adapt(self.embed(images), torch.as_tensor(ages, dtype=torch.float32), genders, seed)
         self.spec = dataclasses.replace(self.spec, k=report.chosen.k)
-        self.intervals = ConformalIntervals.from_dict(report.intervals)
-        self.adaptation = report.to_dict()
         return report
 
     # -- persistence --------------------------------------------------------------------
