@@ -198,8 +198,7 @@ def domains(rows: list[dict], protocol: str) -> tuple[list[dict], dict[str, list
 
 def old_scans(rows: list[dict], folder: RunFolder, out: Path) -> list[dict]:
     """The run's test faces among ``rows``, written to ``out`` as old scans (`old_scan()`)."""
-    with folder.split.open() as f:
-        test = {r["key"] for r in csv.DictReader(f) if r["side"] == "test"}
+    test = {key for key, side in folder.read_sides().items() if side == "test"}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     scanned = []

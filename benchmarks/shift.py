@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from agemetric.runs import RunFolder
+
 RACES = {"0": "white", "1": "black", "2": "asian", "3": "indian", "4": "others"}
 
 
@@ -92,8 +94,7 @@ def main() -> None:
     parser.add_argument("--shifts", default=",".join(SHIFTS), help="comma-separated, of: " + ", ".join(SHIFTS))
     args = parser.parse_args()
 
-    with (args.run_dir / "split.csv").open(newline="", encoding="utf-8") as f:
-        keys = [row["key"] for row in csv.DictReader(f) if row["side"] == "test"]
+    keys = [key for key, side in RunFolder(args.run_dir).read_sides().items() if side == "test"]
     rows = []
     exe = str(Path(sys.executable).with_name("agemetric"))  # the agemetric beside this Python
     for name in args.shifts.split(","):

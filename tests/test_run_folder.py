@@ -4,6 +4,7 @@ and metrics.json is strict JSON."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -61,6 +62,9 @@ def test_a_reused_config_starts_a_new_folder(tmp_path):
     done = agemetric(tmp_path, "run", *TINY, "--out", "first")
     assert done.returncode == 0, done.stderr
     saved = tomllib.loads((tmp_path / "first" / "config.toml").read_text())
+    with (tmp_path / "first" / "predictions.csv").open() as f:
+        predicted = {row["key"] for row in csv.DictReader(f)}
+    assert {key for key, side in RunFolder(tmp_path / "first").read_sides().items() if side == "test"} == predicted
     assert "out" not in saved["output"]
     again = agemetric(tmp_path, "run", "--config", "first/config.toml", "--set", "margin=6", "--out", "second")
     assert again.returncode == 0, again.stderr

@@ -180,6 +180,13 @@ class RunFolder:
             raise AgemetricError(f"{self.path}: no {self.CONFIG} (expected a run folder written by `agemetric run`)")
         return resolve(config_file=self.config)
 
+    def read_sides(self) -> dict[str, str]:
+        """``split.csv`` as ``{key: side}`` (``train``, ``calibration`` or ``test``); to read the
+        faces of some sides, see `agemetric.data.loading.run_faces()`."""
+        from agemetric.data.splits import read_sides
+
+        return read_sides(self.split)
+
     def require_model(self) -> Path:
         """The path of ``model.pt``; a one-line error when the folder holds no finished run."""
         if not self.model.is_file():

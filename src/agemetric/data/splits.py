@@ -205,8 +205,9 @@ def write_split(path: Path, split: Split, keys: Sequence[str]) -> None:
         writer.writerows([k, split.side[k]] for k in keys)
 
 
-def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
-    """Reuse a ``split.csv``: its records keep their side; records it does not list are left out."""
+def read_sides(path: str | Path) -> dict[str, str]:
+    """``{key: side}`` of a ``split.csv`` (sides ``train``, ``calibration``, ``test``), checked
+    row by row (one-line errors naming the file and row)."""
     path = Path(path)
     with readable_text(path, "split_file"), path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -219,6 +220,13 @@ def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
                 f"split_file: {path} row {number}: expected 'key,train', 'key,calibration' or 'key,test', got {row}"
             )
         given[row[0]] = row[1].strip().lower()
+    return given
+
+
+def read_split(path: str | Path, records: Sequence[FaceRecord]) -> Split:
+    """Reuse a ``split.csv``: its records keep their side; records it does not list are left out."""
+    path = Path(path)
+    given = read_sides(path)
     side = {r.key: given[r.key] for r in records if r.key in given}
     counts = {s: sum(1 for v in side.values() if v == s) for s in SIDES}
     if counts["test"] == 0 or counts["train"] == 0:
