@@ -192,3 +192,10 @@ def test_replace_changes_flat_settings_and_keeps_the_rest():
     assert changed.model == dataclasses.replace(config.model, multitask=True)
     with pytest.raises(AgemetricError, match="unknown setting 'epoch'"):
         config.replace(epoch=2)
+
+
+def test_a_flat_attribute_says_which_section_holds_the_setting():
+    with pytest.raises(AttributeError, match=r"the setting is config.training.epochs"):
+        _ = RunConfig().epochs
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        _ = RunConfig().nonsense

@@ -64,6 +64,13 @@ class RunConfig:
     def __post_init__(self) -> None:
         check_fields(self)
 
+    def __getattr__(self, name: str) -> Any:
+        """Only for a name that is not an attribute: a setting's flat name says where it lives."""
+        section = SECTION_OF.get(name)
+        if section is not None:
+            raise AttributeError(f"RunConfig has no attribute {name!r}; the setting is config.{section}.{name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     @classmethod
     def from_flat(cls, **settings: Any) -> RunConfig:
         """A config from flat settings (``epochs=3, k=10``); the rest keep their defaults. Each
