@@ -292,6 +292,10 @@ def _optimiser_state(state: dict) -> None:
 TAMPERED = {
     "string epoch": (lambda s: s.update(epoch="3"), "epoch must be a whole number >= 1, got '3'"),
     "string history": (lambda s: s.update(history="lots"), "history must be a list of epochs, got 'lots'"),
+    "settings that are not a table": (
+        lambda s: s["extra"].update(settings="all"),
+        "extra.settings must be a table, got 'all'",
+    ),
     "wrong weight shape": (_wider, "its weights do not fit this run's model (size mismatch for "),
     "tampered optimiser state": (_optimiser_state, "has shape [3, 3, 3, 3, 3], its parameter ["),
     "tampered optimiser setting": (

@@ -1,7 +1,7 @@
-"""What a setting may hold, declared with the setting: `setting()` makes a dataclass field that
-carries its rules (`least`, `most`, `above`, `within`, `one_of`, `matching`; `options_table()` a
-table of plugin options), and `check_fields()`,
-which every settings section calls when it is made, checks each field's type and rules.
+"""What a setting may hold, declared with the setting. `setting()` makes a dataclass field that
+carries its rules (`least`, `most`, `above`, `within`, `one_of`, `matching`), `options_table()` a
+field for a table of plugin options; `check_fields()`, which every settings section calls when it
+is made, checks each field's type and rules.
 
 Each check names the setting and what it expected, so that a bad value from a preset, a TOML file,
 a command-line flag, ``--set`` or ``model.pt`` is one clear line (an `AgemetricError`).
@@ -73,23 +73,45 @@ def options_table() -> Any:
     return dataclasses.field(default_factory=dict, metadata={"rules": (plugin_options,)})
 
 
-def _failing(test: Callable[[Any], bool], wording: Callable[[str, Any], str], **bounds: float) -> Rule:
+def _failing(test: Callable[[Any], bool], wording: str, **limits: float) -> Rule:
+    """A rule: ``test(value)`` must hold, else "NAME must be WORDING, got VALUE"."""
+
     def rule(name: str, value: Any) -> None:
         if not test(value):
-            raise AgemetricError(f"{name} must be {wording(name, value)}, got {shortened(value)}")
+            raise AgemetricError(f"{name} must be {wording}, got {shortened(value)}")
 
-    rule.__dict__.update(bounds)  # `bounds()` reads them back
+    rule.__dict__.update(limits)  # ``low`` / ``high``, read back by `bounds()`
     return rule
 
 
 def least(bound: float, why: str = "") -> Rule:
     """At least ``bound`` (``why``: a reason shown after it)."""
-    return _failing(lambda v: v >= bound, lambda *_: f">= {bound}{why}", low=bound)
+    return _failing(lambda v: v >= bound, f">= {bound}{why}", low=bound)
 
 
 def most(bound: float) -> Rule:
     """At most ``bound``."""
-    return _failing(lambda v: v <= bound, lambda *_: f"<= {bound}", high=bound)
+    return _failing(lambda v: v <= bound, f"<= {bound}", high=bound)
+
+
+def above(bound: float, unit: str = "") -> Rule:
+    """Strictly above ``bound``."""
+    return _failing(lambda v: v > bound, f"> {bound}{unit}")
+
+
+def within(test: Callable[[float], bool], wording: str) -> Rule:
+    """``test(value)`` holds; ``wording`` says what that means (``"a fraction in [0, 1)"``)."""
+    return _failing(test, wording)
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    """One of a few words."""
+    return _failing(lambda v: v in choices, f"one of {', '.join(choices)}")
+
+
+def matching(pattern: str, wording: str) -> Rule:
+    """The whole text matches ``pattern``; ``wording`` says what that means."""
+    return _failing(lambda v: re.fullmatch(pattern, v) is not None, wording)
 
 
 def bounds(f: dataclasses.Field) -> tuple[float | None, float | None]:
@@ -97,26 +119,6 @@ def bounds(f: dataclasses.Field) -> tuple[float | None, float | None]:
     rules = f.metadata.get("rules", ())
     low = next((rule.low for rule in rules if hasattr(rule, "low")), None)
     return low, next((rule.high for rule in rules if hasattr(rule, "high")), None)
-
-
-def above(bound: float, unit: str = "") -> Rule:
-    """Strictly above ``bound``."""
-    return _failing(lambda v: v > bound, lambda *_: f"> {bound}{unit}")
-
-
-def within(test: Callable[[float], bool], wording: str) -> Rule:
-    """``test(value)`` holds; ``wording`` says what that means (``"a fraction in [0, 1)"``)."""
-    return _failing(test, lambda *_: wording)
-
-
-def one_of(choices: tuple[str, ...]) -> Rule:
-    """One of a few words."""
-    return _failing(lambda v: v in choices, lambda *_: f"one of {', '.join(choices)}")
-
-
-def matching(pattern: str, wording: str) -> Rule:
-    """The whole text matches ``pattern``; ``wording`` says what that means."""
-    return _failing(lambda v: re.fullmatch(pattern, v) is not None, lambda *_: wording)
 
 
 def plugin_options(name: str, options: Any) -> None:
@@ -127,9 +129,9 @@ def plugin_options(name: str, options: Any) -> None:
         unknown, known = sorted(set(options) - AUGMENT_OPTIONS), ", ".join(sorted(AUGMENT_OPTIONS))
         raise AgemetricError(f"augment_options: unknown option(s) {shortened(unknown)}; known: {known}")
     for key in options:
-        setting_ = RESERVED_OPTIONS.get(name, {}).get(key)
-        if setting_ is not None:
-            raise AgemetricError(f"{name}.{key}: set it with the setting {setting_!r}, not here")
+        owner = RESERVED_OPTIONS.get(name, {}).get(key)
+        if owner is not None:
+            raise AgemetricError(f"{name}.{key}: set it with the setting {owner!r}, not here")
 
 
 @functools.cache

@@ -48,10 +48,9 @@ def data_config(
     framing) with that dataset, and ``changes`` (`overrides()`) on top. The dataset's and the
     framing's options are the model's only when they are the model's dataset and framing."""
     changes = dict(changes)
-    dataset_options = {} if dataset != base.data.dataset else base.data.dataset_options
-    framing_options = (
-        {} if changes.get("framing", base.model.framing) != base.model.framing else base.model.framing_options
-    )
+    data, model = base.data, base.model
+    dataset_options = data.dataset_options if dataset == data.dataset else {}
+    framing_options = model.framing_options if changes.get("framing", model.framing) == model.framing else {}
     return base.replace(
         dataset=dataset,
         data_dir=None if data_dir is None else str(data_dir),

@@ -107,8 +107,9 @@ def _check_fields(state: dict, path: Path) -> None:
     check(images is None or _whole(images), "images", "a whole number", images)
     for name in ("settings", "extra"):
         check(isinstance(state.get(name), dict | None), name, "a table", state.get(name))
-    split = (state.get("extra") or {}).get("split")
-    check(isinstance(split, dict | None), "extra.split", "a table", split)
+    for name in ("split", "settings"):
+        value = (state.get("extra") or {}).get(name)
+        check(isinstance(value, dict | None), f"extra.{name}", "a table", value)
     history = state.get("history")
     check(isinstance(history, list), "history", "a list of epochs", history)
     for i, row in enumerate(history):
