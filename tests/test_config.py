@@ -98,6 +98,10 @@ def test_bad_config_files(tmp_path):
     bad.write_text("epochs = [")
     with pytest.raises(AgemetricError, match="not valid TOML"):
         resolve(config_file=bad)
+    twice = tmp_path / "twice.toml"
+    twice.write_text(tomli_w.dumps({"k": 5, "model": {"k": 7}}))
+    with pytest.raises(AgemetricError, match=r"twice.toml: k is given twice"):
+        resolve(config_file=twice)
     wrong = tmp_path / "wrong.toml"
     wrong.write_text('epochs = "many"')
     with pytest.raises(AgemetricError, match="epochs expects int"):
@@ -150,6 +154,10 @@ def test_a_config_file_may_be_flat_or_in_sections(tmp_path):
     )
     assert resolve(config_file=flat) == resolve(config_file=sectioned)
     assert resolve(config_file=flat).model.multitask is False
+    twice = tmp_path / "twice.toml"
+    twice.write_text(tomli_w.dumps({"k": 5, "model": {"k": 7}}))
+    with pytest.raises(AgemetricError, match=r"twice.toml: k is given twice"):
+        resolve(config_file=twice)
     wrong = tmp_path / "wrong.toml"
     wrong.write_text(tomli_w.dumps({"data": {"k": 7}}))
     with pytest.raises(AgemetricError, match=r"wrong.toml: data has no setting 'k' \(it is in model\)"):
@@ -199,3 +207,32 @@ def test_a_flat_attribute_says_which_section_holds_the_setting():
         _ = RunConfig().epochs
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         _ = RunConfig().nonsense
+
+
+def test_replace_converts_only_the_settings_it_changes():
+    from agemetric.settings import OutputSettings
+
+    config = RunConfig(output=OutputSettings(out="none"))  # a folder named "none"
+    assert config.replace(seed=1).output.out == "none" and config.replace(out="none").output.out is None
+
+
+def test_a_run_folder_reads_back_the_settings_it_was_written_with(tmp_path):
+    from agemetric.runs import RunFolder
+
+    for preset in ("quick", "paper", "face"):
+        config = resolve(preset, sets=["limit=30"])
+        folder = RunFolder(tmp_path / preset)
+        folder.path.mkdir()
+        folder.write_config(config)
+        assert folder.read_config() == config and folder.holds_config(config)  # no preset laid under the file
+
+
+def test_a_model_spec_read_from_a_file_names_a_missing_field_and_a_built_model_decides_its_gender_task():
+    from agemetric.estimator import AgeEstimator
+    from agemetric.spec import ModelSpec
+
+    written = resolve("quick").model.to_dict()
+    with pytest.raises(AgemetricError, match="missing model field"):
+        ModelSpec.from_dict({k: v for k, v in written.items() if k != "backbone"})
+    undecided = resolve("quick", sets=["image_size=32", "backbone_options.width=4"]).model
+    assert undecided.multitask is None and AgeEstimator.from_spec(undecided).spec.multitask is False

@@ -83,18 +83,23 @@ class RunConfig:
         return cls(**{name: SECTIONS[name](**values) for name, values in sections.items()}, **top)
 
     def replace(self, **settings: Any) -> RunConfig:
-        """This config with some flat settings changed (``config.replace(epochs=3, limit=None)``)."""
-        return RunConfig.from_flat(**{**self._flat(), **settings})
-
-    def _flat(self) -> dict[str, Any]:
-        flat = {"seed": self.seed}
+        """This config with some flat settings changed (``config.replace(epochs=3, limit=None)``);
+        the new values are converted as `from_flat()` converts them."""
+        changed = {key: coerce(key, value) for key, value in settings.items()}
+        sections = {}
         for name in SECTIONS:
-            flat.update(dataclasses.asdict(getattr(self, name)))
-        return flat
+            mine = {key: value for key, value in changed.items() if SECTION_OF.get(key) == name}
+            if mine:
+                sections[name] = dataclasses.replace(getattr(self, name), **mine)
+        top = {key: value for key, value in changed.items() if key not in SECTION_OF}
+        return dataclasses.replace(self, **sections, **top)
 
     def flat(self) -> dict[str, Any]:
         """Every setting by its flat name, ``None`` values dropped."""
-        return {key: value for key, value in self._flat().items() if value is not None}
+        flat = {"seed": self.seed}
+        for name in SECTIONS:
+            flat.update(dataclasses.asdict(getattr(self, name)))
+        return {key: value for key, value in flat.items() if value is not None}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in sections (what ``config.toml`` holds), ``None`` values dropped (TOML has no null)."""
@@ -155,7 +160,8 @@ def coerce(key: str, value: Any) -> Any:
                 return True
             if text.lower() in ("false", "0", "no", "off"):
                 return False
-            raise AgemetricError(f"{key} expects true or false, got {shortened(value)}")
+            expected = "true, false or auto" if optional else "true or false"
+            raise AgemetricError(f"{key} expects {expected}, got {shortened(value)}")
         if base in (int, float):
             try:
                 return base(text)
@@ -243,9 +249,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if key in SECTIONS and isinstance(value, dict):
-            flat.update({_unsectioned(sub, key, f"config_file: {path}"): v for sub, v in value.items()})
+            pairs = [(_unsectioned(name, key, f"config_file: {path}"), v) for name, v in value.items()]
         else:
-            flat[key] = value
+            pairs = [(key, value)]
+        for name, v in pairs:
+            if name in flat:
+                raise AgemetricError(f"config_file: {path}: {name} is given twice (at the top and in its section)")
+            flat[name] = v
     out = {key: coerce(key, value) for key, value in flat.items()}
     if preset is not None:
         out["preset"] = preset
@@ -297,7 +307,6 @@ def resolve(
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
-    merged = {key: coerce(key, value) for key, value in merged.items()}  # every layer's values, type checked
     explicit = set(from_file) | {k for k, v in (options or {}).items() if v is not None} | set(parse_set(sets or []))
     if "image_size" not in explicit:
         merged["image_size"] = _fit_image_size(merged.get("backbone", ModelSpec.backbone), merged.get("image_size"))

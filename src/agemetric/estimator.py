@@ -109,7 +109,7 @@ class AgeEstimator(nn.Module):
         Args:
             config: the run's config.
             multitask: whether to train the gender head; ``None`` reads ``config.model.multitask``
-                (``"auto"`` counts as off here: `agemetric.experiment.run()` decides it
+                (undecided, ``None`` there, counts as off: `agemetric.experiment.run()` decides it
                 from the data).
         """
         return cls.from_spec(ModelSpec.from_config(config, multitask), weights=config.training.weights)
@@ -122,6 +122,7 @@ class AgeEstimator(nn.Module):
             spec: the model.
             weights: the backbone's initial weights (``"none"``: random).
         """
+        spec = dataclasses.replace(spec, multitask=bool(spec.multitask))  # undecided: built without the gender task
         p = build_parts(spec, weights)
         flush_subnormals(p.backbone)
         return cls(p.backbone, p.miner, p.loss, p.retriever, p.gender_loss, spec.image_size, spec, p.gender_miner)

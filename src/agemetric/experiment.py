@@ -239,10 +239,10 @@ def _describe_data(dataset, split, sides, config, multitask, world) -> str:
 def check_resumable(state: dict, config: RunConfig, resume: str | Path) -> None:
     """Refuse a checkpoint written under other settings than the run folder's ``config.toml``
     (older checkpoints, which do not record them, are trusted)."""
-    saved = (state.get("extra") or {}).get("settings", state.get("settings"))  # older checkpoints: at the top
+    saved = (state.get("extra") or {}).get("settings")
+    if saved is None and state.get("settings") is not None:  # an older checkpoint: at the top, in older types
+        saved = comparable_settings(state["settings"])
     now = checkpoint_settings(config)
-    if saved is not None:
-        saved = comparable_settings(saved)
     if saved is not None and saved != now:
         differ = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
         raise AgemetricError(

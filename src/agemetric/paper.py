@@ -30,7 +30,7 @@ from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import RunFolder
 
 #: Fig. 10's setting: 2-D embedding, one batch of 48, margin 2, ages 16-63 with 1-3 images each.
-TOY = {"embedding_dim": 2, "batch_size": 48, "margin": 2.0, "multitask": "off", "augment": False}
+TOY = {"embedding_dim": 2, "batch_size": 48, "margin": 2.0, "multitask": False, "augment": False}
 TOY_AGES = range(16, 64)
 
 
@@ -186,8 +186,8 @@ def multitask(config: RunConfig, out: Path, reporter: Reporter = SILENT) -> dict
         ``{"off": metrics, "on": metrics}``.
     """
     runs = {
-        "off": _run(_sub(config, out, "multitask-off", multitask="off"), reporter),
-        "on": _run(_sub(config, out, "multitask-on", multitask="on"), reporter),
+        "off": _run(_sub(config, out, "multitask-off", multitask=False), reporter),
+        "on": _run(_sub(config, out, "multitask-on", multitask=True), reporter),
     }
     note = caption(runs["on"])
     figure = cs_curves(

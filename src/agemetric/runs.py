@@ -173,12 +173,15 @@ class RunFolder:
         return json.loads(self.history.read_text(encoding="utf-8"))
 
     def read_config(self) -> RunConfig:
-        """``config.toml``, resolved (one-line errors for a missing or bad file)."""
-        from agemetric.config import resolve
+        """``config.toml`` (one-line errors for a missing or bad file): the run's settings as
+        written, each one it leaves out at its default (no preset is laid under them)."""
+        from agemetric.config import RunConfig, load_toml
 
         if not self.config.is_file():
             raise AgemetricError(f"{self.path}: no {self.CONFIG} (expected a run folder written by `agemetric run`)")
-        return resolve(config_file=self.config)
+        settings = load_toml(self.config)
+        settings.pop("preset", None)
+        return RunConfig.from_flat(**settings)
 
     def read_sides(self) -> dict[str, str]:
         """``split.csv`` as ``{key: side}`` (``train``, ``calibration`` or ``test``); to read the
@@ -204,7 +207,7 @@ class RunFolder:
         from agemetric.config import load_toml
 
         try:
-            held = comparable_settings(load_toml(self.config))
+            held = {k: v for k, v in load_toml(self.config).items() if v is not None}
         except AgemetricError:
             return False
         return held == {k: v for k, v in config.flat().items() if k != "out"}

@@ -130,9 +130,11 @@ class ModelSpec:
     def from_dict(cls, values: dict[str, Any]) -> ModelSpec:
         """The spec `to_dict()` wrote (an unknown field, or a value it cannot hold, is a one-line error)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        unknown, missing = sorted(set(values) - names), sorted(names - set(values))
         if unknown:
             raise AgemetricError(f"unknown model field(s) {', '.join(unknown)}")
+        if missing:  # a model file lists every field: a default would build another model
+            raise AgemetricError(f"missing model field(s) {', '.join(missing)}")
         types_ = field_types(cls)
         for f in dataclasses.fields(cls):  # a file's whole numbers: both bounds in one message
             if types_[f.name][0] is int and f.name in values:

@@ -103,7 +103,6 @@ def _faces(config: RunConfig):
 
 
 def _adapt_run(model, out, dataset, data_dir, limit, seed, changes) -> Adaptation:
-
     from agemetric._folders import replacing_folder
     from agemetric.cli.evaluate import data_config
     from agemetric.estimator import AgeEstimator

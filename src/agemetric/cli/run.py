@@ -285,8 +285,8 @@ def run(
     Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
     The paper's exact setting: --preset paper.
     Several processes: torchrun --nproc_per_node 2 -m agemetric run ... (--batch-size is the global batch).
-    Every setting is listed in the config.toml written into the run folder; the defaults shown
-    below are the quick preset's.
+    The run folder's config.toml lists the run's settings (those left unset, such as --limit, are
+    left out); the defaults shown below are the quick preset's.
     """
     from agemetric import config as cfg
     from agemetric import distributed

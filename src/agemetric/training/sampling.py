@@ -34,7 +34,7 @@ def batches(
 
 
 def balance_weights(data: FaceArrays, balance: str) -> torch.Tensor | None:
-    """Each training image's chance to be drawn under ``balance`` (`agemetric.config.RunConfig`):
+    """Each training image's chance to be drawn under ``balance`` (`agemetric.settings.TrainingSettings`):
     ``None`` for ``"off"``, else one over the square root of the number of images in its cell (its
     5-year age band, and for ``"ages+groups"`` each of its groups where the dataset labels them;
     unknown is a group of its own). The square root evens out without drawing the few images of
