@@ -68,6 +68,7 @@ def test_set_coerces_types():
         (["epochs"], "sets expects KEY=VALUE"),
         (["epochs.x=1"], "dotted keys go into a table"),
         (["augment=maybe"], "augment expects true or false"),
+        (["multitask=maybe"], "multitask expects auto, on or off"),
     ],
 )
 def test_bad_set_values_are_named(items, message):

@@ -160,7 +160,7 @@ def coerce(key: str, value: Any) -> Any:
                 return True
             if text.lower() in ("false", "0", "no", "off"):
                 return False
-            expected = "true, false or auto" if optional else "true or false"
+            expected = "auto, on or off" if optional else "true or false"
             raise AgemetricError(f"{key} expects {expected}, got {shortened(value)}")
         if base in (int, float):
             try:
