@@ -146,6 +146,14 @@ ERRORS = {
     ),
     "--set value of the wrong type": (lambda t: ["run", "--set", "epochs=many"], "epochs expects int, got 'many'"),
     "unknown --set key": (lambda t: ["run", "--set", "epoch=3"], "unknown setting 'epoch'; did you mean 'epochs'?"),
+    "--set key in the wrong section": (
+        lambda t: ["run", "--set", "model.epochs=3"],
+        "--set model.epochs: model has no setting 'epochs' (it is in training)",
+    ),
+    "config file giving a setting twice": (
+        lambda t: files(t, {"c.toml": "k = 5\n[model]\nk = 7\n"}) or ["run", "--config", "c.toml"],
+        "--config: c.toml: k is given twice (at the top and in its section)",
+    ),
     "unwritable output folder": (
         lambda t: (t / "file").write_text("") or ["run", "--out", "file/run"],
         "--out: cannot write to 'file/run'",
