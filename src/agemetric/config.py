@@ -75,12 +75,7 @@ class RunConfig:
     def from_flat(cls, **settings: Any) -> RunConfig:
         """A config from flat settings (``epochs=3, k=10``); the rest keep their defaults. Each
         value is converted as a ``--set`` value is (`coerce()`)."""
-        sections: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
-        top: dict[str, Any] = {}
-        for key, value in settings.items():
-            value = coerce(key, value)
-            (sections[SECTION_OF[key]] if key in SECTION_OF else top)[key] = value
-        return cls(**{name: SECTIONS[name](**values) for name, values in sections.items()}, **top)
+        return cls().replace(**settings)
 
     def replace(self, **settings: Any) -> RunConfig:
         """This config with some flat settings changed (``config.replace(epochs=3, limit=None)``);
