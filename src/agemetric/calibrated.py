@@ -43,9 +43,6 @@ class CalibratedGallery:
         self.intervals: ConformalIntervals | None = None  # set by calibrate()
         self.adaptation: dict | None = None  # what adapt() chose and measured (`Adaptation.to_dict()`)
 
-    def __len__(self) -> int:
-        return len(self.retriever)
-
     def fit(self, embeddings: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor | None = None) -> None:
         """Make ``embeddings`` ``(N, D)`` with their ``ages`` ``(N,)`` (and ``genders``) the gallery."""
         self.retriever.fit(embeddings, ages, genders)

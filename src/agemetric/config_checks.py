@@ -30,6 +30,9 @@ CHOICES = {
     "balance": ("off", "ages", "ages+groups"),
 }
 
+#: what ``device`` may be: where training runs
+DEVICES = r"auto|cpu|cuda(:\d+)?"
+
 #: The largest values of the size settings: beyond them a run only runs out of memory.
 LIMITS = {"image_size": 2048, "embedding_dim": 8192, "gender_dim": 8192, "batch_size": 65536}
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from agemetric.config_checks import (
     CHOICES,
+    DEVICES,
     LIMITS,
     above,
     check_fields,
@@ -119,7 +120,7 @@ class TrainingSettings:
     augment: bool = True
     augment_options: dict[str, Any] = options_table()
     bn_recalibration: int = setting(20, least(0))
-    device: str = setting("auto", matching(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
+    device: str = setting("auto", matching(DEVICES, "auto, cpu, cuda or cuda:N"))
     threads: int | None = setting(None, least(1))
 
     def __post_init__(self) -> None:

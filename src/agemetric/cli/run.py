@@ -25,7 +25,7 @@ from agemetric.cli._common import (
     metrics_table,
     state,
 )
-from agemetric.config_checks import CHOICES
+from agemetric.config_checks import CHOICES, DEVICES
 from agemetric.presets import PRESETS
 
 _MODEL = "Model"
@@ -294,7 +294,7 @@ def run(
     from agemetric.experiment import resume_config
     from agemetric.experiment import run as run_experiment
 
-    if device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+    if device is not None and not re.fullmatch(DEVICES, device):
         raise AgemetricError(f"--device expects auto, cpu, cuda or cuda:N, got {device!r}")
     # every option named after a setting, as given (None: not given); Paths as the strings they were
     options = {k: str(v) if isinstance(v, Path) else v for k, v in ctx.params.items() if k in cfg.SETTINGS}
