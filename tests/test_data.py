@@ -1,6 +1,7 @@
 """Dataset plugins, decoding, splits and the synthetic generator."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +69,28 @@ def test_synthetic_dataset_decodes():
     ds = plugins.create("dataset", "synthetic", n=10, seed=1, size=64)
     arrays = decode(ds, ds.records(), size=32)
     assert arrays.images.shape == (10, 3, 32, 32) and arrays.has_gender and len(ds.skipped) == 0
+
+
+@pytest.mark.parametrize("limit, most", [(None, 2), (1, 1)])
+def test_decode_uses_at_most_the_datasets_decode_threads(limit, most):
+    """The synthetic faces hold the GIL while drawn, so they say decode_threads = 1: decode() then
+    loads from one thread; a dataset without a limit gets decode's workers."""
+    import threading
+
+    from agemetric.default_plugins.synthetic_dataset import SyntheticFaces
+
+    class Counted(SyntheticFaces):
+        decode_threads = limit
+
+        def load_image(self, record):
+            seen.add(threading.get_ident())
+            time.sleep(0.01)  # long enough that a second worker takes a record meanwhile
+            return super().load_image(record)
+
+    seen: set[int] = set()
+    ds = Counted(n=8, seed=0, size=16)
+    assert len(decode(ds, ds.records(), size=16, workers=2)) == 8
+    assert len(seen) == most
 
 
 def test_random_split_is_a_seeded_partition():

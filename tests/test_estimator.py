@@ -1,11 +1,13 @@
 """The estimator: compatibility check, multi-task loss, save/load."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from agemetric import hookimpl, plugins
 from agemetric.config import resolve
-from agemetric.errors import PluginError
+from agemetric.errors import AgemetricError, PluginError
 from agemetric.estimator import AgeEstimator
 from agemetric.interfaces import Miner
 from agemetric.testing import random_face_arrays
@@ -274,3 +276,25 @@ def test_an_estimator_built_from_parts_takes_its_gender_miner_from_the_settings(
     assert type(est.gender_miner).__name__ == "AllPairsMiner" and est.gender_miner.margin == 0.25
     plain = AgeEstimator(parts.backbone, parts.miner, parts.loss, parts.retriever, parts.gender_loss, 32)
     assert plain.gender_miner.margin == RunConfig().model.gender_margin == 0.5
+
+
+@pytest.mark.parametrize("tta_flip", [False, True])
+@pytest.mark.parametrize("batch_size", [3, 256])
+def test_embed_parts_gives_each_part_of_one_pass_as_embed_does(tta_flip, batch_size):
+    est = AgeEstimator.from_config(resolve("quick", sets=[*TINY, "bf16=off"]), multitask=True).eval()
+    est.spec = dataclasses.replace(est.spec, tta_flip=tta_flip)
+    images = random_face_arrays(8, size=32).images
+    with torch.no_grad():
+        out = est.backbone(est.prepare(images))
+        mirrored = est.backbone(est.prepare(images.flip(3)))
+    parts = est.embed_parts(images, batch_size=batch_size)
+    assert set(parts) == {"age", "gender"}
+    for part in parts:
+        expected = getattr(out, part)
+        if tta_flip:
+            expected = (expected + getattr(mirrored, part)) / 2
+        torch.testing.assert_close(parts[part], expected)
+        torch.testing.assert_close(est.embed(images, part=part), parts[part])
+    assert list(est.embed_parts(images, "gender")) == ["gender"]
+    with pytest.raises(AgemetricError, match="part must be 'age'"):
+        AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False).embed_parts(images)

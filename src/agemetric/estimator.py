@@ -206,7 +206,6 @@ class AgeEstimator(nn.Module):
 
     # -- estimation ---------------------------------------------------------------------
 
-    @torch.no_grad()
     def embed(
         self,
         images: Images,
@@ -226,14 +225,28 @@ class AgeEstimator(nn.Module):
         Returns:
             float32 embeddings.
         """
+        return self.embed_parts(images, (part,), batch_size, progress)[part]
+
+    @torch.no_grad()
+    def embed_parts(
+        self,
+        images: Images,
+        parts: Sequence[str] = ("age", "gender"),
+        batch_size: int = 256,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Several parts' embeddings of images from one pass through the network, as `embed()`
+        gives each: ``{"age": (N, N_a), "gender": (N, N_g)}`` for the default ``parts``."""
         images = self.as_batch(images)
-        if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
-            raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")
-        dim = self.backbone.embedding_dim if part == "age" else self.backbone.gender_dim
+        parts = (parts,) if isinstance(parts, str) else tuple(parts)
+        for part in parts:
+            if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
+                raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")
+        dims = {"age": self.backbone.embedding_dim, "gender": self.backbone.gender_dim}
         was_training, switched = self.training, any(m.training for m in self.modules())
         if switched:  # eval() walks every module: not on each call of a model already in eval mode
             self.eval()
-        out = []
+        out: dict[str, list[torch.Tensor]] = {part: [] for part in parts}
         try:
             for start in range(0, images.shape[0], batch_size):
                 batch = images[start : start + batch_size]
@@ -242,16 +255,18 @@ class AgeEstimator(nn.Module):
                     x = torch.cat([x, x.flip(3)])
                 with self.autocast():
                     backbone = self._bf16_copy(self.backbone) if self.bf16 else self.backbone
-                    e = getattr(backbone(x), part).float()  # (b, D), or (2b, D) with the mirrors
-                if self.spec.tta_flip:  # the mean of the image's and its mirror's embedding
-                    e = (e[: len(batch)] + e[len(batch) :]) / 2
-                out.append(e.cpu())
+                    output = backbone(x)
+                for part in parts:
+                    e = getattr(output, part).float()  # (b, D), or (2b, D) with the mirrors
+                    if self.spec.tta_flip:  # the mean of the image's and its mirror's embedding
+                        e = (e[: len(batch)] + e[len(batch) :]) / 2
+                    out[part].append(e.cpu())
                 if progress is not None:
                     progress(batch.shape[0])
         finally:
             if switched:
                 self.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, dim)
+        return {part: torch.cat(rows) if rows else torch.empty(0, dims[part]) for part, rows in out.items()}
 
     def as_batch(self, images: Images) -> torch.Tensor:
         """`embed()`'s and `predict()`'s input as a uint8 ``(N, 3, S, S)`` tensor (photos are
@@ -263,9 +278,15 @@ class AgeEstimator(nn.Module):
 
         return torch.from_numpy(photo_batch(images, s, self.framer))
 
-    def fit_gallery(self, data: FaceArrays, progress: Callable[[int], None] | None = None) -> torch.Tensor:
-        """Embed ``data`` and make it the retriever's gallery; returns the embeddings ``(N, N_a)``."""
-        emb = self.embed(data.images, progress=progress)
+    def fit_gallery(
+        self,
+        data: FaceArrays,
+        progress: Callable[[int], None] | None = None,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Embed ``data`` (``embeddings``: its age embeddings, when already computed) and make it
+        the retriever's gallery; returns the embeddings ``(N, N_a)``."""
+        emb = self.embed(data.images, progress=progress) if embeddings is None else embeddings
         self.gallery.fit(emb, data.ages, data.genders)
         return emb
 

@@ -126,24 +126,28 @@ def _intervals(estimator, test_emb, predicted, ages, calibration, metrics: dict)
 
 
 def gender_accuracies(
-    estimator: AgeEstimator, train_data: FaceArrays, test_data: FaceArrays, test_emb: torch.Tensor
+    estimator: AgeEstimator,
+    train_data: FaceArrays,
+    test_data: FaceArrays,
+    train_emb: dict[str, torch.Tensor],
+    test_emb: dict[str, torch.Tensor],
 ) -> dict[str, float]:
     """Gender accuracy (%) of the majority of the k nearest training faces (paper, Table 2).
 
     In the age embedding always (gender was never a label of its loss); in the gender
-    embedding too when the gender head was trained (multi-task).
+    embedding too when the gender head was trained (multi-task). ``train_emb``, ``test_emb``: the
+    faces' embeddings by part (`AgeEstimator.embed_parts`), with ``"gender"`` when the gender head
+    was trained.
     """
     known = test_data.genders >= 0  # (N,)
     truth = test_data.genders[known]
-    guessed = estimator.retriever.predict_gender(test_emb[known])
+    guessed = estimator.retriever.predict_gender(test_emb["age"][known])
     out = {"gender_accuracy_from_age_embedding": 100.0 * float((guessed == truth).float().mean())}
     if estimator.gender_loss is not None:
         from agemetric.default_plugins.l1_knn import L1KNN
 
-        gallery = L1KNN(k=estimator.retriever.k).fit(
-            estimator.embed(train_data.images, part="gender"), train_data.ages, train_data.genders
-        )
-        guessed = gallery.predict_gender(estimator.embed(test_data.images[known], part="gender"))
+        gallery = L1KNN(k=estimator.retriever.k).fit(train_emb["gender"], train_data.ages, train_data.genders)
+        guessed = gallery.predict_gender(test_emb["gender"][known])
         out["gender_accuracy_from_gender_embedding"] = 100.0 * float((guessed == truth).float().mean())
     return out
 

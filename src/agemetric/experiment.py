@@ -211,17 +211,21 @@ def _evaluate(
     (and the gender accuracies when the data has genders)."""
     train_data, calibration_data, test_data = sides
     bar = reporter.bar("embed", sum(len(side) for side in sides))
-    estimator.fit_gallery(train_data, progress=bar)
+    with_gender = bool((test_data.genders >= 0).any()) and train_data.has_gender
+    # the gender head's embeddings come from the same pass as the age embeddings
+    parts = ("age", "gender") if with_gender and estimator.gender_loss is not None else ("age",)
+    train_emb = estimator.embed_parts(train_data.images, parts, progress=bar)
+    estimator.fit_gallery(train_data, embeddings=train_emb["age"])
     calibration = None
     if len(calibration_data):
         calibration = (estimator.embed(calibration_data.images, progress=bar), calibration_data.ages)
         level, groups = config.evaluation.interval_level, config.evaluation.interval_groups
         estimator.calibrate(calibration_data, level, calibration[0], groups)
     estimator.save(folder.model)
-    test_emb = estimator.embed(test_data.images, progress=bar)
-    metrics, predicted, bounds = score(estimator, test_emb, test_data, train_data.ages, calibration)
-    if (test_data.genders >= 0).any() and train_data.has_gender:
-        metrics.update(gender_accuracies(estimator, train_data, test_data, test_emb))
+    test_emb = estimator.embed_parts(test_data.images, parts, progress=bar)
+    metrics, predicted, bounds = score(estimator, test_emb["age"], test_data, train_data.ages, calibration)
+    if with_gender:
+        metrics.update(gender_accuracies(estimator, train_data, test_data, train_emb, test_emb))
     folder.write_predictions(test_data.keys, test_data.ages, predicted, bounds)
     return metrics
 

@@ -7,7 +7,6 @@ import io
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 
@@ -94,6 +93,8 @@ def restyle(images: torch.Tensor, share: float, generator: torch.Generator) -> t
     Returns:
         float ``(B, 3, H, W)``.
     """
+    import torchvision.transforms.v2.functional as TF  # here: importing torchvision costs a second
+
     b, _, h, w = images.shape
     chosen = torch.rand(b, generator=generator) < share  # (B,)
     kind = torch.randint(0, len(STYLES), (b,), generator=generator)  # (B,)

@@ -29,6 +29,7 @@ class SyntheticFaces(FaceDataset):
     """
 
     has_gender = True
+    decode_threads = 1  # drawing a face is many small numpy calls: a second thread only waits for the GIL
     #: The most faces (``n``) and the largest side (``size``): beyond them a run only runs out of
     #: memory (a million faces already hold their labels and keys in about a gigabyte).
     MAX_N = 1_000_000

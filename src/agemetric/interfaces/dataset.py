@@ -88,6 +88,10 @@ class FaceDataset(abc.ABC):
 
     #: Whether records carry gender labels (turns the multi-task gender head on by default).
     has_gender: bool = False
+    #: The most threads `agemetric.data.arrays.decode()` loads this dataset's images with, or
+    #: ``None`` for its default. Set 1 where `load_image()` holds Python's GIL (images drawn with
+    #: many small numpy calls, as the synthetic faces are): more threads then only contend for it.
+    decode_threads: int | None = None
 
     def __init__(self, root: str | Path | None = None):
         self.root = None if root is None else Path(root)
