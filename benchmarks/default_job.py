@@ -8,11 +8,13 @@ most half of it). Run it alone on the machine.
 
 ``--avx2`` also runs float32 with oneDNN and PyTorch's kernels held to AVX2
 (``ONEDNN_MAX_CPU_ISA=AVX2``, ``ATEN_CPU_CAPABILITY=avx2``): the instructions a float32-only
-CPU without AVX-512 has (the core's speed remains this machine's).
+CPU without AVX-512 has (the core's speed remains this machine's). ``--one-core`` also runs that
+on one core only (``os.sched_setaffinity``): a bound for a 2-core float32 CPU whose cores run at
+least half as fast as these.
 
 Usage::
 
-    python benchmarks/default_job.py --avx2
+    python benchmarks/default_job.py --avx2 --one-core
 """
 
 from __future__ import annotations
@@ -28,13 +30,18 @@ import time
 from pathlib import Path
 
 
-def run_job(label: str, options: list[str], env: dict[str, str], tmp: Path) -> dict:
-    """``agemetric run OPTIONS`` in a fresh cache: the wall time, the phases it prints, its MAE."""
+def run_job(label: str, options: list[str], env: dict[str, str], tmp: Path, cores: set[int] | None = None) -> dict:
+    """``agemetric run OPTIONS`` in a fresh cache (on ``cores`` only, when given): the wall time,
+    the phases it prints, its MAE."""
     out, cache = tmp / f"run-{label}", tmp / f"cache-{label}"
     command = [str(Path(sys.executable).with_name("agemetric")), "run", *options, "--out", str(out)]
     began = time.perf_counter()
     done = subprocess.run(
-        command, env={**os.environ, **env, "AGEMETRIC_CACHE": str(cache)}, capture_output=True, text=True
+        command,
+        env={**os.environ, **env, "AGEMETRIC_CACHE": str(cache)},
+        capture_output=True,
+        text=True,
+        preexec_fn=None if cores is None else lambda: os.sched_setaffinity(0, cores),
     )
     seconds = time.perf_counter() - began
     if done.returncode != 0:
@@ -53,20 +60,22 @@ def run_job(label: str, options: list[str], env: dict[str, str], tmp: Path) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--avx2", action="store_true", help="also float32 held to AVX2 instructions")
+    parser.add_argument("--one-core", action="store_true", help="also float32 held to AVX2 on one core")
     parser.add_argument("--seed", type=int, default=None, help="--seed for agemetric run (default: the preset's)")
     args = parser.parse_args()
     seed = [] if args.seed is None else ["--seed", str(args.seed)]
-    jobs = [("float32", ["--bf16", "off", *seed], {})]
+    avx2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    jobs = [("float32", ["--bf16", "off", *seed], {}, None)]
     if args.avx2:
-        jobs.append(
-            ("float32, AVX2", ["--bf16", "off", *seed], {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"})
-        )
+        jobs.append(("float32, AVX2", ["--bf16", "off", *seed], avx2, None))
+    if args.one_core:
+        jobs.append(("float32, AVX2, one core", ["--bf16", "off", *seed], avx2, {min(os.sched_getaffinity(0))}))
     from agemetric.devices import bf16_supported
 
     if bf16_supported("cpu"):
-        jobs.append(("bfloat16", ["--bf16", "on", *seed], {}))
+        jobs.append(("bfloat16", ["--bf16", "on", *seed], {}, None))
     with tempfile.TemporaryDirectory() as tmp:
-        results = [run_job(label, options, env, Path(tmp)) for label, options, env in jobs]
+        results = [run_job(label, options, env, Path(tmp), cores) for label, options, env, cores in jobs]
     print("| precision | wall time | phases | MAE | mean predictor | ratio (target <= 0.5) |")
     print("|---|---|---|---|---|---|")
     for r in results:
