@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -165,6 +166,21 @@ def test_predict_command_on_a_bundle_loads_no_estimator(bundle_dir, faces):
     )
     # the command line loads the plugins (they may add commands), but never the estimator
     assert not any(loaded[m] for m in ("agemetric.training", "agemetric.estimator", "agemetric.experiment")), loaded
+
+
+def test_an_onnx_bundle_predicts_photos_given_by_the_hundred_on_the_command_line(bundle_dir, faces):
+    """onnxruntime's first import recurses through the command line: from about 32 KB of
+    arguments it overflowed an 8 MB stack and the process died of SIGSEGV, printing nothing."""
+    photo = os.path.abspath(faces[0])
+    photos = [photo] * (48_000 // len(photo) + 1)  # over 48 KB of arguments
+    done = subprocess.run(
+        [sys.executable, "-m", "agemetric", "predict", str(bundle_dir), "--runtime", "onnx", *photos],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list(csv.DictReader(io.StringIO(done.stdout)))) == len(photos)
 
 
 def test_mobilenet_v2_exports_to_torchscript(tmp_path):
