@@ -130,3 +130,33 @@ def test_the_network_threads_can_be_chosen_when_loading(models):
             assert torch.get_num_threads() == 1, path
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_photo_whose_framing_process_died_is_framed_once_more_and_reported_if_it_stops_them_again():
+    """When a framing process dies, every photo its pool held fails (``BrokenProcessPool``): each
+    is sent once more; a photo that fails twice is reported as not read, the others are kept."""
+    from collections import Counter
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from agemetric.analysis import analyses
+
+    class DyingProcesses:  # the first try of every photo meets a dead pool; "crash.jpg" kills every pool
+        tries: Counter = Counter()
+
+        def submit(self, photo, index, count):
+            self.tries[photo] += 1
+            future = Future()
+            if self.tries[photo] == 1 or photo == "crash.jpg":
+                future.set_exception(BrokenProcessPool("a process died"))
+            else:
+                future.set_result([FramedPhoto(photo, None, (10, 10), None)])
+            return future
+
+    processes = DyingProcesses()
+    photos = ["a.jpg", "crash.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    results = [result for result, _ in analyses(None, photos, chunk=2, processes=processes)]
+    assert [r.source for r in results] == photos
+    assert [r.error is None for r in results] == [True, False, True, True, True]
+    assert "framing process stopped while reading it" in results[1].error
+    assert processes.tries == {photo: 2 for photo in photos}

@@ -34,6 +34,7 @@ LAYERS = {
     "agemetric.intervals": 0,
     "agemetric.groups": 0,
     "agemetric.analysis": 0,
+    "agemetric.framing_processes": 0,
     "agemetric.devices": 0,
     "agemetric.plugins": 1,
     "agemetric.config": 1,

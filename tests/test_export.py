@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -130,6 +131,26 @@ def test_predict_command_gives_the_same_ages_from_run_and_bundle(run, bundle_dir
     assert set(ages_run) == set(faces) and len(set(ages_run.values())) > 1
     for name in faces:  # the output rounds to 0.1 years
         assert ages_bundle[name] == pytest.approx(ages_run[name], abs=0.11), name
+
+
+def test_framing_processes_give_the_ages_and_drawings_of_framing_threads(run, bundle_dir, faces, tmp_path):
+    threads = torch.get_num_threads()  # with framing processes the network keeps to half the cores
+    try:
+        outputs = {}
+        for processes in ("0", "2"):
+            drawn = tmp_path / f"drawn-{processes}"
+            argv = ["predict", str(bundle_dir), *faces, "--csv", "--annotate", str(drawn)]
+            result = runner.invoke(app, [*argv, "--framing-processes", processes])
+            assert result.exit_code == 0, result.output
+            sizes = {p.name: Image.open(p).size for p in drawn.iterdir()}
+            outputs[processes] = (table_ages(result.stdout), sizes)
+    finally:
+        torch.set_num_threads(threads)
+    (ages, sizes), (in_processes, sizes_in_processes) = outputs["0"], outputs["2"]
+    assert sizes_in_processes == sizes and len(sizes) == len(faces)
+    assert set(in_processes) == set(ages) == set(faces)
+    for name in faces:  # the output rounds to 0.1 years
+        assert in_processes[name] == pytest.approx(ages[name], abs=0.11), name
 
 
 def _modules_after_predict(code: str) -> dict:

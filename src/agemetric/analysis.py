@@ -9,10 +9,12 @@ framer, and `estimate()` from framed faces to their `Estimates`. Torch is never 
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, BinaryIO, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeAlias
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -21,6 +23,9 @@ from agemetric._records import AGE_RANGE
 from agemetric.errors import AgemetricError
 from agemetric.estimates import Estimates
 from agemetric.photos import FoundFace, as_image, find_faces, read_photo, upright_size
+
+if TYPE_CHECKING:
+    from agemetric.framing_processes import FramingProcesses
 
 #: a photo as `analyze()` takes it: a file's path, an open binary file (its ``name``, when it has
 #: one, is the result's source), a PIL image, or a uint8 ``(H, W, 3)`` array
@@ -136,15 +141,66 @@ def analyze(predictor: Predictor, photos: Photo | Sequence[Photo], under: float 
 
 
 def analyses(
-    predictor: Predictor, photos: Photo | Sequence[Photo], under: float | None = None, chunk: int = CHUNK
+    predictor: Predictor,
+    photos: Photo | Sequence[Photo],
+    under: float | None = None,
+    chunk: int = CHUNK,
+    processes: FramingProcesses | None = None,
 ) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
     """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
-    when it could not be read), ``chunk`` photos framed and estimated together."""
+    when it could not be read, or when it was framed in another process), ``chunk`` photos framed
+    and estimated together; with ``processes``, the photos are framed in those while the faces
+    of the photos before them are estimated."""
     check_under(under)
     items = list(photos) if isinstance(photos, list | tuple) else [photos]
-    for start in range(0, len(items), chunk):
-        framed = frame_photos(predictor, items[start : start + chunk], start, len(items))
+    for framed in _framed_chunks(predictor, items, chunk, processes):
         yield from zip(estimate_photos(predictor, framed, under), (photo.image for photo in framed), strict=True)
+
+
+def _framed_chunks(
+    predictor: Predictor, items: list, chunk: int, processes: FramingProcesses | None
+) -> Iterator[list[FramedPhoto]]:
+    """``items`` framed, ``chunk`` at a time: on this process's framing threads, or in
+    ``processes`` with the next chunk already given to them while this one is estimated."""
+    starts = range(0, len(items), chunk)
+    if processes is None:
+        for start in starts:
+            yield frame_photos(predictor, items[start : start + chunk], start, len(items))
+        return
+    pending: deque[list] = deque()
+
+    def submit(start: int) -> None:
+        batch = enumerate(items[start : start + chunk], start)
+        pending.append([(processes.submit(item, i, len(items)), item, i) for i, item in batch])
+
+    ahead = iter(starts)
+    for start in itertools.islice(ahead, 2):
+        submit(start)
+    while pending:
+        jobs = pending.popleft()
+        following = next(ahead, None)
+        if following is not None:
+            submit(following)
+        yield [
+            photo for future, item, i in jobs for photo in _framed_in_process(processes, future, item, i, len(items))
+        ]
+
+
+def _framed_in_process(processes: FramingProcesses, future, item, index: int, count: int) -> list[FramedPhoto]:
+    """A framing process's answer for one photo. When a process died meanwhile (every photo its
+    pool held fails with it), the photo is framed once more in new processes; a photo that stops
+    them again is reported as not read."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        pass
+    try:
+        return processes.submit(item, index, count).result()
+    except BrokenProcessPool:
+        error = "its framing process stopped while reading it (crashed or was killed), twice"
+        return [FramedPhoto(_source(item, index), None, None, error)]
 
 
 @dataclass(frozen=True)
@@ -222,7 +278,7 @@ def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[
     """``(source, image, size in its own pixels, error)``: a file that cannot be read is an error
     of its own; an object that is not a photo raises."""
     if isinstance(item, str | os.PathLike) or hasattr(item, "read"):
-        source = str(item) if isinstance(item, str | os.PathLike) else str(getattr(item, "name", f"image {index}"))
+        source = _source(item, index)
         try:
             image, size = read_photo(item)
         except UnidentifiedImageError:
@@ -235,6 +291,14 @@ def _read(item, index: int, count: int) -> tuple[str, Image.Image | None, tuple[
         return f"image {index}", image, upright_size(item), None
     shape = np.shape(item)  # a (H, W, 3) array or tensor, checked by as_image
     return f"image {index}", image, (int(shape[1]), int(shape[0])), None
+
+
+def _source(item, index: int) -> str:
+    """How a result names the photo ``item`` (number ``index``): its path, its file's name, or
+    ``image INDEX``."""
+    if isinstance(item, str | os.PathLike):
+        return str(item)
+    return str(getattr(item, "name", f"image {index}"))
 
 
 def _own_pixels(box: tuple[int, int, int, int] | None, shown: tuple[int, int], size: tuple[int, int]):

@@ -29,28 +29,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import multiprocessing
-import os
-import pickle
 import queue
-import signal
 import threading
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Annotated, NamedTuple
+from typing import Annotated
 
 from fastapi import FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
 
 from agemetric._version import __version__
 from agemetric.analysis import FramedPhoto, Predictor, check_under, estimate_photos, frame_photos
 from agemetric.errors import AgemetricError
-from agemetric.photos import framing_threads, set_framing_threads
+from agemetric.framing_processes import FramingProcesses
+from agemetric.photos import framing_threads
 
 #: the most photos one request may carry
 MAX_PHOTOS = 64
@@ -70,7 +64,7 @@ def create_app(predictor: Predictor, description: dict, max_mb: float = 20.0, fr
             load the framer's models, when the application starts (its lifespan: a test client
             used as a context manager, or uvicorn), and stop with it.
     """
-    framing = _FramingProcesses(predictor, framing_processes) if framing_processes else None
+    framing = FramingProcesses(predictor, framing_processes) if framing_processes else None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -137,7 +131,7 @@ async def _read_upload(upload: UploadFile, max_mb: float) -> io.BytesIO:
 
 
 async def _framed(
-    predictor: Predictor, files: list[io.BytesIO], processes: _FramingProcesses | None
+    predictor: Predictor, files: list[io.BytesIO], processes: FramingProcesses | None
 ) -> list[FramedPhoto]:
     """``files`` read and framed, each in one of the framing ``processes`` or, without them, on
     one of `agemetric.photos.framing_threads()` (while the faces of other requests are
@@ -206,89 +200,3 @@ class _Estimating:
         for job in jobs:
             job.future.set_result(results[: len(job.photos)])
             results = results[len(job.photos) :]
-
-
-class _Framing(NamedTuple):
-    """What `frame_photos()` needs of a predictor, sent to each framing process."""
-
-    image_size: int
-    framer: object
-
-
-class _FramingProcesses:
-    """Processes that read photos and find their faces, each with its own GIL (and the framer's
-    models loaded once per process)."""
-
-    def __init__(self, predictor: Predictor, count: int):
-        framing = _Framing(predictor.image_size, predictor.framer)
-        try:
-            pickle.dumps(framing)
-        except Exception as exc:
-            raise AgemetricError(
-                f"framing_processes: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
-                f"another process ({type(exc).__name__}); set it to 0 to frame on threads"
-            ) from None
-        self.count, self.framing = count, framing
-        self.pool = self._new_pool()
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            self.count,
-            multiprocessing.get_context("spawn"),
-            initializer=_start_framing,
-            initargs=(self.framing, os.getpid()),
-        )
-
-    def start(self) -> None:
-        """Start every process and have each frame a blank photo (loading the framer's models),
-        so that the first requests wait for none of it."""
-        warming = [self.pool.submit(_frame_blank, 0.2) for _ in range(self.count)]
-        for future in warming:
-            future.result()
-
-    def submit(self, file: io.BytesIO) -> Future:
-        """``[FramedPhoto]`` of ``file``, without its pixels (`FramedPhoto.without_image()`).
-        When a framing process has died (the requests it was framing fail), new ones are started."""
-        try:
-            return self.pool.submit(_frame_upload, file.name, file.getvalue())
-        except BrokenProcessPool:
-            self.pool.shutdown(wait=False)
-            self.pool = self._new_pool()
-            return self.pool.submit(_frame_upload, file.name, file.getvalue())
-
-    def stop(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
-
-
-_framing: _Framing | None = None  # in a framing process: what it frames with
-
-
-def _start_framing(framing: _Framing, server: int) -> None:
-    """A framing process's start: one framing thread (the process is the unit of parallelism),
-    Ctrl-C left to the server (a terminal sends it to every process of the command; the server
-    stops the framing processes as it stops), and an end when the server's process is gone, even
-    killed."""
-    global _framing
-    _framing = framing
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    set_framing_threads(1)
-    threading.Thread(target=_end_with, args=(server,), name="agemetric-server-watch", daemon=True).start()
-
-
-def _end_with(server: int) -> None:
-    while os.getppid() == server:
-        time.sleep(1.0)
-    os._exit(0)
-
-
-def _frame_upload(name: str, data: bytes) -> list[FramedPhoto]:
-    file = io.BytesIO(data)
-    file.name = name
-    return [photo.without_image() for photo in frame_photos(_framing, [file])]
-
-
-def _frame_blank(pause: float) -> None:
-    """Frame a blank photo, then wait ``pause`` seconds (so that the other processes take the
-    other blank photos)."""
-    frame_photos(_framing, [Image.new("RGB", (64, 64), (128, 128, 128))])
-    time.sleep(pause)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,6 +69,16 @@ def predict(
         Literal["auto", "torchscript", "onnx"],
         typer.Option(help="For a bundle: auto, torchscript (needs torch) or onnx (needs onnxruntime)."),
     ] = "auto",
+    framing_processes: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            metavar="N",
+            help="Read the photos and find their faces in N processes while this one estimates them (each "
+            "loads the face detector, about a second); 0: on threads of this process. Faster for many large "
+            "photos with a face detector (dlib-align); slower for small face crops.",
+        ),
+    ] = 0,
 ) -> None:
     """Estimate the age of every face in each photo, with its interval when the model has one.
 
@@ -84,7 +96,9 @@ def predict(
     if json_out and csv_out:
         raise AgemetricError("--json and --csv: choose one output format")
     check_under(under, "--under")
-    predictor = load_predictor(model, runtime)
+    # with framing processes, the network keeps to half the cores (as agemetric serve's does)
+    threads = max(1, (os.cpu_count() or 1) // 2) if framing_processes else None
+    predictor = load_predictor(model, runtime, threads)
     files = photo_files(photos)
     if not files:
         raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
@@ -92,9 +106,15 @@ def predict(
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
     writer = _Writer(fmt, under)
     failed = 0
-    with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress:
+    processes = None
+    if framing_processes:
+        from agemetric.framing_processes import FramingProcesses
+
+        processes = FramingProcesses(predictor, framing_processes, option="--framing-processes")
+    with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress, processes or nullcontext():
         bar = RichReporter(progress).bar("photos", len(files))
-        for path, (result, image) in zip(files, analyses(predictor, files, under), strict=True):
+        results = analyses(predictor, files, under, processes=processes)
+        for path, (result, image) in zip(files, results, strict=True):
             bar.advance(1)
             if result.error is not None:
                 failed += 1
@@ -106,8 +126,12 @@ def predict(
                         f"[yellow]{escape(printable(f'{path}: {face.note}'))}[/]", highlight=False, soft_wrap=True
                     )
             writer.photo(result)
-            if annotations is not None and not annotations.write(path, _annotate(image, result)):
-                failed += 1
+            if annotations is not None:
+                from agemetric.photos import read_photo
+
+                image = image if image is not None else read_photo(path)[0]  # framed in another process
+                if not annotations.write(path, _annotate(image, result)):
+                    failed += 1
     writer.close()
     if annotations is not None and annotations.written:
         where = escape(printable(str(annotations.folder)))
