@@ -132,31 +132,46 @@ def test_the_network_threads_can_be_chosen_when_loading(models):
         torch.set_num_threads(before)
 
 
-def test_a_photo_whose_framing_process_died_is_framed_once_more_and_reported_if_it_stops_them_again():
-    """When a framing process dies, every photo its pool held fails (``BrokenProcessPool``): each
-    is sent once more; a photo that fails twice is reported as not read, the others are kept."""
+def test_photos_whose_framing_process_died_are_framed_again_and_only_the_one_that_stops_them_is_reported():
+    """When a framing process dies, every photo its pool held fails (``BrokenProcessPool``): they
+    are sent again together, and one that fails again is tried alone, so that a photo sent again
+    beside the culprit is not blamed for it."""
     from collections import Counter
-    from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
     from agemetric.analysis import analyses
 
-    class DyingProcesses:  # the first try of every photo meets a dead pool; "crash.jpg" kills every pool
-        tries: Counter = Counter()
+    class Pool:
+        dead = False
+
+    class Framing:
+        """A photo's answer from ``pool``: "crash.jpg" kills the pool, and every photo it holds fails."""
+
+        def __init__(self, pool: Pool, photo: str):
+            self.pool, self.photo = pool, photo
+
+        def result(self):
+            if self.photo == "crash.jpg":
+                self.pool.dead = True
+            if self.pool.dead:
+                raise BrokenProcessPool("a framing process died")
+            return [FramedPhoto(self.photo, None, (10, 10), None)]
+
+    class DyingProcesses:
+        def __init__(self):
+            self.pool, self.tries = Pool(), Counter()
 
         def submit(self, photo, index, count):
             self.tries[photo] += 1
-            future = Future()
-            if self.tries[photo] == 1 or photo == "crash.jpg":
-                future.set_exception(BrokenProcessPool("a process died"))
-            else:
-                future.set_result([FramedPhoto(photo, None, (10, 10), None)])
-            return future
+            if self.pool.dead:  # as FramingProcesses starts new processes
+                self.pool = Pool()
+            return Framing(self.pool, photo)
 
     processes = DyingProcesses()
-    photos = ["a.jpg", "crash.jpg", "c.jpg", "d.jpg", "e.jpg"]
+    photos = ["crash.jpg", "b.jpg", "c.jpg", "d.jpg", "e.jpg"]  # chunks of 2: the first two die together
     results = [result for result, _ in analyses(None, photos, chunk=2, processes=processes)]
     assert [r.source for r in results] == photos
-    assert [r.error is None for r in results] == [True, False, True, True, True]
-    assert "framing process stopped while reading it" in results[1].error
-    assert processes.tries == {photo: 2 for photo in photos}
+    assert [r.error is None for r in results] == [False, True, True, True, True]
+    assert "framing process stopped while reading it" in results[0].error
+    # b: with the culprit twice, then alone; c, d and e, sent ahead to the pool that died: once more
+    assert processes.tries == {"crash.jpg": 3, "b.jpg": 3, "c.jpg": 2, "d.jpg": 2, "e.jpg": 2}

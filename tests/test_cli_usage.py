@@ -292,7 +292,10 @@ def test_dash_h_is_help(command):
     assert "Usage: agemetric" in short.output
 
 
-def test_shell_completion_is_offered():
+def test_shell_completion_is_offered(monkeypatch):
+    # typer otherwise guesses the shell from the parent processes (shellingham), which a test
+    # run started from no shell does not have; this has --show-completion take the shell's name
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     result = runner.invoke(app, ["--show-completion", "bash"])
     assert result.exit_code == 0 and "_agemetric_completion" in result.output, (result.output, result.exception)
 

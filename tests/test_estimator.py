@@ -296,5 +296,8 @@ def test_embed_parts_gives_each_part_of_one_pass_as_embed_does(tta_flip, batch_s
         torch.testing.assert_close(parts[part], expected)
         torch.testing.assert_close(est.embed(images, part=part), parts[part])
     assert list(est.embed_parts(images, "gender")) == ["gender"]
+    assert len(est.embed_parts(images, ["age", "age"])["age"]) == len(images)
+    single = AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False)
+    assert list(single.embed_parts(images)) == ["age"]
     with pytest.raises(AgemetricError, match="part must be 'age'"):
-        AgeEstimator.from_config(resolve("quick", sets=TINY), multitask=False).embed_parts(images)
+        single.embed_parts(images, ("age", "gender"))

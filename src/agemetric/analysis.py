@@ -148,9 +148,18 @@ def analyses(
     processes: FramingProcesses | None = None,
 ) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
     """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
-    when it could not be read, or when it was framed in another process), ``chunk`` photos framed
-    and estimated together; with ``processes``, the photos are framed in those while the faces
-    of the photos before them are estimated."""
+    when it could not be read, or when it was framed in another process).
+
+    Args:
+        predictor: as for `analyze()`.
+        photos: as for `analyze()`.
+        under: as for `analyze()`.
+        chunk: how many photos are framed and estimated together (the memory it holds).
+        processes: `agemetric.framing_processes.FramingProcesses` that read the photos and find
+            their faces while the faces of the photos before them are estimated (``None``: this
+            process's framing threads). A photo whose process died is framed again; one that
+            stops a process itself gets an ``error``.
+    """
     check_under(under)
     items = list(photos) if isinstance(photos, list | tuple) else [photos]
     for framed in _framed_chunks(predictor, items, chunk, processes):
@@ -181,26 +190,33 @@ def _framed_chunks(
         following = next(ahead, None)
         if following is not None:
             submit(following)
-        yield [
-            photo for future, item, i in jobs for photo in _framed_in_process(processes, future, item, i, len(items))
-        ]
+        yield _answers(processes, jobs, len(items))
 
 
-def _framed_in_process(processes: FramingProcesses, future, item, index: int, count: int) -> list[FramedPhoto]:
-    """A framing process's answer for one photo. When a process died meanwhile (every photo its
-    pool held fails with it), the photo is framed once more in new processes; a photo that stops
-    them again is reported as not read."""
+def _answers(processes: FramingProcesses, jobs: list, count: int) -> list[FramedPhoto]:
+    """The framing processes' answers for a chunk's ``(future, photo, index)`` jobs. A process
+    that dies fails every photo its pool held: those are sent again together, and any that
+    fails again is tried alone, so that only a photo that stops a process itself is reported
+    (as not read)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        pass
-    try:
-        return processes.submit(item, index, count).result()
-    except BrokenProcessPool:
-        error = "its framing process stopped while reading it (crashed or was killed), twice"
-        return [FramedPhoto(_source(item, index), None, None, error)]
+    def result(future) -> list[FramedPhoto] | None:
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            return None
+
+    out = {index: result(future) for future, _, index in jobs}
+    failed = [(item, index) for _, item, index in jobs if out[index] is None]
+    again = [(processes.submit(item, index, count), index) for item, index in failed]
+    out.update({index: result(future) for future, index in again})
+    for item, index in failed:
+        if out[index] is None:
+            out[index] = result(processes.submit(item, index, count))
+        if out[index] is None:
+            error = "its framing process stopped while reading it (crashed or was killed)"
+            out[index] = [FramedPhoto(_source(item, index), None, None, error)]
+    return [photo for _, _, index in jobs for photo in out[index]]
 
 
 @dataclass(frozen=True)

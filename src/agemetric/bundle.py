@@ -303,18 +303,21 @@ class _TorchScriptModel:
 def _import_onnxruntime():
     """``import onnxruntime``, on a thread whose stack has room for the command line.
 
-    When first imported, onnxruntime (1.30) reads the process's command line and recurses about
-    250 bytes of stack deep for each of its bytes: from about 32 KB of arguments (``agemetric
-    predict BUNDLE photos/*.jpg`` over a few hundred photos) the main thread's usual 8 MB stack
-    overflows and the process dies of SIGSEGV without a word. The thread's stack is reserved, not
-    used: only the pages the import touches take memory.
+    When first imported on Linux, onnxruntime (1.30) reads the process's command line
+    (``/proc/self/cmdline``) and recurses about 250 bytes of stack deep for each of its bytes:
+    from about 32 KB of arguments (``agemetric predict BUNDLE photos/*.jpg`` over a few hundred
+    photos) the main thread's usual 8 MB stack overflows and the process dies of SIGSEGV without
+    a word. The thread's stack is reserved, not used: only the pages the import touches take
+    memory. Where no such thread can be made, or there is no ``/proc``, it is a plain import.
     """
-    if "onnxruntime" in sys.modules:
-        return sys.modules["onnxruntime"]
     try:
         length = len(Path("/proc/self/cmdline").read_bytes())
-    except OSError:  # no /proc (macOS, Windows)
-        length = len(" ".join(sys.argv))
+    except OSError:
+        length = 0
+    if length == 0 or sys.modules.get("onnxruntime") is not None:
+        import onnxruntime
+
+        return onnxruntime
     result: dict[str, object] = {}
 
     def load() -> None:
@@ -324,12 +327,17 @@ def _import_onnxruntime():
             result["error"] = exc
 
     megabytes = 16 + (512 * length >> 20)  # twice the depth measured, and the usual stack besides
-    previous = threading.stack_size(megabytes << 20)
     try:
-        thread = threading.Thread(target=load, name="import onnxruntime")
-        thread.start()
-    finally:
-        threading.stack_size(previous)
+        previous = threading.stack_size(megabytes << 20)
+        try:
+            thread = threading.Thread(target=load, name="import onnxruntime")
+            thread.start()
+        finally:
+            threading.stack_size(previous)
+    except (RuntimeError, ValueError, MemoryError):  # e.g. under a memory limit (ulimit -v)
+        import onnxruntime
+
+        return onnxruntime
     thread.join()
     if "error" in result:
         raise result["error"]

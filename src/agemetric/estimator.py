@@ -231,14 +231,17 @@ class AgeEstimator(nn.Module):
     def embed_parts(
         self,
         images: Images,
-        parts: Sequence[str] = ("age", "gender"),
+        parts: str | Sequence[str] | None = None,
         batch_size: int = 256,
         progress: Callable[[int], None] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Several parts' embeddings of images from one pass through the network, as `embed()`
-        gives each: ``{"age": (N, N_a), "gender": (N, N_g)}`` for the default ``parts``."""
+        """Several parts' embeddings of images from one pass through the network, each as `embed()`
+        gives it: ``{"age": (N, N_a), "gender": (N, N_g)}``. ``parts``: ``"age"``, ``"gender"`` or
+        both; by default the age, and the gender too when the backbone has a gender head."""
         images = self.as_batch(images)
-        parts = (parts,) if isinstance(parts, str) else tuple(parts)
+        if parts is None:
+            parts = ("age", "gender") if self.backbone.gender_dim else ("age",)
+        parts = tuple(dict.fromkeys((parts,) if isinstance(parts, str) else parts))  # each once
         for part in parts:
             if part not in ("age", "gender") or (part == "gender" and self.backbone.gender_dim == 0):
                 raise AgemetricError(f"part must be 'age' or (with a gender head) 'gender', got {part!r}")

@@ -135,15 +135,14 @@ def gender_accuracies(
     """Gender accuracy (%) of the majority of the k nearest training faces (paper, Table 2).
 
     In the age embedding always (gender was never a label of its loss); in the gender
-    embedding too when the gender head was trained (multi-task). ``train_emb``, ``test_emb``: the
-    faces' embeddings by part (`AgeEstimator.embed_parts`), with ``"gender"`` when the gender head
-    was trained.
+    embedding too when given (``"gender"`` in both: the gender head was trained, multi-task).
+    ``train_emb``, ``test_emb``: the faces' embeddings by part (`AgeEstimator.embed_parts`).
     """
     known = test_data.genders >= 0  # (N,)
     truth = test_data.genders[known]
     guessed = estimator.retriever.predict_gender(test_emb["age"][known])
     out = {"gender_accuracy_from_age_embedding": 100.0 * float((guessed == truth).float().mean())}
-    if estimator.gender_loss is not None:
+    if "gender" in train_emb:
         from agemetric.default_plugins.l1_knn import L1KNN
 
         gallery = L1KNN(k=estimator.retriever.k).fit(train_emb["gender"], train_data.ages, train_data.genders)

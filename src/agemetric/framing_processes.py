@@ -42,19 +42,27 @@ class FramingProcesses:
     Args:
         predictor: whose framer and image size frame the photos (its framer must pickle).
         count: how many processes.
-        option: the option that asked for them, named in the error when the framer cannot be
-            sent to another process.
 
     Used as a context manager, the processes stop at its end.
+
+    Examples:
+        Frame a folder's photos in two processes while this one estimates their faces (in a
+        script, under ``if __name__ == "__main__":``)::
+
+            from agemetric.analysis import analyses
+
+            with FramingProcesses(predictor, 2) as processes:
+                for result, _ in analyses(predictor, photo_paths, processes=processes):
+                    print(result)
     """
 
-    def __init__(self, predictor: Predictor, count: int, option: str = "framing_processes"):
+    def __init__(self, predictor: Predictor, count: int):
         framing = _Framing(predictor.image_size, predictor.framer)
         try:
             pickle.dumps(framing)
         except Exception as exc:
             raise AgemetricError(
-                f"{option}: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
+                f"framing_processes: the model's framer ({type(predictor.framer).__name__}) cannot be sent to "
                 f"another process ({type(exc).__name__}); set it to 0 to frame on threads"
             ) from None
         self.count, self.framing = count, framing
@@ -79,8 +87,11 @@ class FramingProcesses:
         """``[FramedPhoto]`` of ``photo`` (a path, a file object with its bytes, or an image),
         without its pixels (`FramedPhoto.without_image()`); ``index`` of ``count``: its place
         among the photos, for an in-memory image's name."""
-        if hasattr(photo, "read"):  # a file object travels as its name and bytes
-            data = photo.getvalue() if hasattr(photo, "getvalue") else photo.read()
+        if hasattr(photo, "read"):  # a file object travels as its name and bytes, and is left where it was
+            at = photo.tell() if photo.seekable() else None
+            data = photo.read()
+            if at is not None:
+                photo.seek(at)
             job = (_frame_upload, str(getattr(photo, "name", f"image {index}")), data)
         else:
             job = (_frame_one, photo, index, count)

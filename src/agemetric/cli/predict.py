@@ -74,9 +74,9 @@ def predict(
         typer.Option(
             min=0,
             metavar="N",
-            help="Read the photos and find their faces in N processes while this one estimates them (each "
-            "loads the face detector, about a second); 0: on threads of this process. Faster for many large "
-            "photos with a face detector (dlib-align); slower for small face crops.",
+            help="Read the photos and find their faces in N processes (at most one per core) while this one "
+            "estimates them; each loads the face detector, about a second. 0: on threads of this process. "
+            "Faster for many large photos with a face detector (dlib-align); slower for small face crops.",
         ),
     ] = 0,
 ) -> None:
@@ -97,7 +97,8 @@ def predict(
         raise AgemetricError("--json and --csv: choose one output format")
     check_under(under, "--under")
     # with framing processes, the network keeps to half the cores (as agemetric serve's does)
-    threads = max(1, (os.cpu_count() or 1) // 2) if framing_processes else None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = max(1, cores // 2) if framing_processes else None
     predictor = load_predictor(model, runtime, threads)
     files = photo_files(photos)
     if not files:
@@ -110,7 +111,7 @@ def predict(
     if framing_processes:
         from agemetric.framing_processes import FramingProcesses
 
-        processes = FramingProcesses(predictor, framing_processes, option="--framing-processes")
+        processes = FramingProcesses(predictor, min(framing_processes, cores, len(files)))
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress, processes or nullcontext():
         bar = RichReporter(progress).bar("photos", len(files))
         results = analyses(predictor, files, under, processes=processes)
@@ -127,10 +128,8 @@ def predict(
                     )
             writer.photo(result)
             if annotations is not None:
-                from agemetric.photos import read_photo
-
-                image = image if image is not None else read_photo(path)[0]  # framed in another process
-                if not annotations.write(path, _annotate(image, result)):
+                image = image if image is not None else _read_again(path)  # framed in another process
+                if image is None or not annotations.write(path, _annotate(image, result)):
                     failed += 1
     writer.close()
     if annotations is not None and annotations.written:
@@ -138,6 +137,20 @@ def predict(
         err_console.print(f"{annotations.written} annotated photo(s) in {where}", highlight=False, soft_wrap=True)
     if failed:
         raise typer.Exit(1)
+
+
+def _read_again(path: Path):
+    """The photo ``path`` read again to draw its faces on, or ``None`` (reported) when it can no
+    longer be read."""
+    from PIL import Image
+
+    from agemetric.photos import read_photo
+
+    try:
+        return read_photo(path)[0]
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        print_warning(f"{path}: cannot read it again to annotate ({type(exc).__name__}); not annotated")
+        return None
 
 
 def _suffixes() -> tuple[str, ...]:

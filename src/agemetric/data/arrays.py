@@ -82,18 +82,18 @@ def decode(
         records: which ones.
         size: output side S in pixels.
         progress: called with the number of images finished since the last call.
-        workers: decoding threads (PIL releases the GIL while decoding), at most the dataset's
-            ``decode_threads``.
+        workers: decoding threads (PIL releases the GIL while decoding); at most the dataset's
+            ``decode_threads`` load its images.
         cache: read and write the decoded pixels in the disk cache (`agemetric.data.cache`).
         framer: the face framing applied before resizing (default: the whole image).
     """
-    workers = min(workers, dataset.decode_threads or workers)
+    loading = min(workers, dataset.decode_threads or workers)
     chip = getattr(framer, "chip_size", None) if cache else None
     if chip and size < chip:  # the framed chips are cached once, at the framer's side, then resized
-        images, ok, reasons, notes = _decoded(dataset, records, chip, progress, workers, cache, framer)
+        images, ok, reasons, notes = _decoded(dataset, records, chip, progress, loading, cache, framer)
         images = _resized(images, size, workers)
     else:
-        images, ok, reasons, notes = _decoded(dataset, records, size, progress, workers, cache, framer)
+        images, ok, reasons, notes = _decoded(dataset, records, size, progress, loading, cache, framer)
     unreadable = Skipped()
     for record, reason in zip(records, reasons, strict=True):
         if reason is not None:
