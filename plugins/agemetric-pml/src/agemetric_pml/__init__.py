@@ -6,7 +6,6 @@ import torch
 
 from agemetric import Loss, Miner, Pairs, Triplets, hookimpl
 from agemetric.functional import all_triplets
-from agemetric.pml import to_indices_tuple
 
 
 class PMLPairLoss(Loss):
@@ -33,6 +32,8 @@ class PMLPairLoss(Loss):
         self.pml = getattr(losses, self.pml_class)(**options)
 
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Pairs | Triplets) -> torch.Tensor:
+        from agemetric.pml import to_indices_tuple  # here: pytorch-metric-learning takes 0.6 s to import
+
         indices_tuple = to_indices_tuple(indices, labels, self.margin)  # triplets as they are
         return self.pml(embeddings.float(), labels, indices_tuple=indices_tuple)
 
@@ -53,6 +54,8 @@ LOSSES = {
 
 def _age_triplet_margin_miner():
     from pytorch_metric_learning import miners
+
+    from agemetric.pml import to_indices_tuple
 
     class AgeTripletMarginMiner(miners.TripletMarginMiner):
         """PML's TripletMarginMiner with age-margin candidates instead of equal labels.
