@@ -18,9 +18,6 @@ from rich.text import Text
 from agemetric._text import printable
 from agemetric.cli._common import RichReporter, console, err_console, guarded, make_progress, print_warning
 
-#: photos framed and estimated together (bounded memory for any number of files)
-CHUNK = 32
-
 
 @guarded
 def predict(
