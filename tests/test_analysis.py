@@ -175,3 +175,42 @@ def test_photos_whose_framing_process_died_are_framed_again_and_only_the_one_tha
     assert "framing process stopped while reading it" in results[0].error
     # b: with the culprit twice, then alone; c, d and e, sent ahead to the pool that died: once more
     assert processes.tries == {"crash.jpg": 3, "b.jpg": 3, "c.jpg": 2, "d.jpg": 2, "e.jpg": 2}
+
+
+def test_each_photo_is_counted_as_framed_once_before_its_chunk_is_estimated(models):
+    """``framed`` is a progress bar's step: once per photo (one that cannot be read included),
+    all of a chunk's before its results come out."""
+    from agemetric.analysis import analyses
+
+    estimator, _, _, photos = models  # four photos, the second unreadable
+    counted = []
+    seen_at_each_result = [len(counted) for _ in analyses(estimator, photos, chunk=3, framed=lambda: counted.append(1))]
+    assert seen_at_each_result == [3, 3, 3, 4]
+
+
+def test_a_photo_sent_again_to_the_framing_processes_is_counted_once():
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from agemetric.analysis import analyses
+
+    class OnceDying:
+        """Framing processes whose pool dies under the first photo sent: it is sent again."""
+
+        def __init__(self):
+            self.sent = 0
+
+        def submit(self, photo, index, count):
+            self.sent += 1
+            future = Future()
+            if self.sent == 1:
+                future.set_exception(BrokenProcessPool("a framing process died"))
+            else:
+                future.set_result([FramedPhoto(photo, None, (10, 10), None)])
+            return future
+
+    processes, counted = OnceDying(), []
+    photos = ["a.jpg", "b.jpg", "c.jpg"]
+    results = [r for r, _ in analyses(None, photos, chunk=2, processes=processes, framed=lambda: counted.append(1))]
+    assert [r.error for r in results] == [None, None, None]
+    assert processes.sent == 4 and len(counted) == 3

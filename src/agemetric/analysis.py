@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeAlias
 
@@ -146,6 +146,7 @@ def analyses(
     under: float | None = None,
     chunk: int = CHUNK,
     processes: FramingProcesses | None = None,
+    framed: Callable[[], None] | None = None,
 ) -> Iterator[tuple[PhotoResult, Image.Image | None]]:
     """`analyze()` as a stream: each photo's result with the photo as it was framed (``None``
     when it could not be read, or when it was framed in another process).
@@ -159,28 +160,41 @@ def analyses(
             their faces while the faces of the photos before them are estimated (``None``: this
             process's framing threads). A photo whose process died is framed again; one that
             stops a process itself gets an ``error``.
+        framed: called once for each photo as it has been read and its faces found, before its
+            chunk is estimated (a progress bar's step); from another thread with ``processes``.
     """
     check_under(under)
     items = list(photos) if isinstance(photos, list | tuple) else [photos]
-    for framed in _framed_chunks(predictor, items, chunk, processes):
-        yield from zip(estimate_photos(predictor, framed, under), (photo.image for photo in framed), strict=True)
+    for chunk_framed in _framed_chunks(predictor, items, chunk, processes, framed):
+        estimates = estimate_photos(predictor, chunk_framed, under)
+        yield from zip(estimates, (photo.image for photo in chunk_framed), strict=True)
 
 
 def _framed_chunks(
-    predictor: Predictor, items: list, chunk: int, processes: FramingProcesses | None
+    predictor: Predictor,
+    items: list,
+    chunk: int,
+    processes: FramingProcesses | None,
+    framed: Callable[[], None] | None,
 ) -> Iterator[list[FramedPhoto]]:
     """``items`` framed, ``chunk`` at a time: on this process's framing threads, or in
-    ``processes`` with the next chunk already given to them while this one is estimated."""
+    ``processes`` with the next chunk already given to them while this one is estimated
+    (``framed``: as for `analyses()`)."""
     starts = range(0, len(items), chunk)
     if processes is None:
         for start in starts:
-            yield frame_photos(predictor, items[start : start + chunk], start, len(items))
+            yield frame_photos(predictor, items[start : start + chunk], start, len(items), framed)
         return
     pending: deque[list] = deque()
 
     def submit(start: int) -> None:
-        batch = enumerate(items[start : start + chunk], start)
-        pending.append([(processes.submit(item, i, len(items)), item, i) for i, item in batch])
+        jobs = []
+        for i, item in enumerate(items[start : start + chunk], start):
+            future = processes.submit(item, i, len(items))
+            if framed is not None:  # once per photo: a photo sent again is not counted again
+                future.add_done_callback(lambda _: framed())
+            jobs.append((future, item, i))
+        pending.append(jobs)
 
     ahead = iter(starts)
     for start in itertools.islice(ahead, 2):
@@ -249,14 +263,21 @@ class FramedPhoto:
 
 
 def frame_photos(
-    predictor: Predictor, photos: Sequence[Photo], start: int = 0, count: int | None = None
+    predictor: Predictor,
+    photos: Sequence[Photo],
+    start: int = 0,
+    count: int | None = None,
+    framed: Callable[[], None] | None = None,
 ) -> list[FramedPhoto]:
     """Read ``photos`` and find their faces with ``predictor``'s framer (``start``: the first
-    one's index among ``count`` photos, for in-memory images' names)."""
+    one's index among ``count`` photos, for in-memory images' names; ``framed``: called once per
+    photo as it is done, one that cannot be read included)."""
     read = [_read(item, start + i, count or len(photos)) for i, item in enumerate(photos)]
     images = [image for _, image, _, _ in read if image is not None]
+    for _ in range(len(read) - len(images) if framed is not None else 0):
+        framed()
     by_photo: list[list[FoundFace]] = [[] for _ in images]
-    for face in find_faces(images, predictor.image_size, predictor.framer):
+    for face in find_faces(images, predictor.image_size, predictor.framer, framed=framed):
         by_photo[face.photo].append(face)
     faces = iter(by_photo)
     return [

@@ -141,8 +141,15 @@ class FoundFace:
     note: str | None
 
 
-def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: bool = True) -> list[FoundFace]:
-    """Frame ``images`` -> their faces, in photo order (every face, or only the main one).
+def find_faces(
+    images: Sequence[Image.Image],
+    size: int,
+    framer,
+    every_face: bool = True,
+    framed: Callable[[], None] | None = None,
+) -> list[FoundFace]:
+    """Frame ``images`` -> their faces, in photo order (every face, or only the main one;
+    ``framed``: called as each image is done, in order).
 
     ``framer`` is a `agemetric.interfaces.Framer`, a plain function from an image to its
     face region (a bundle's fixed framing), or ``None`` (the whole image). The images are framed
@@ -157,12 +164,13 @@ def find_faces(images: Sequence[Image.Image], size: int, framer, every_face: boo
         faces = framer.all_faces(image) if every_face else [framer(image)]
         return [(to_square(face.image, size), face.box, face.note) for face in faces]
 
-    framed = map(frame, images) if _framing.on_framing_thread() else framing_threads().map(frame, images)
-    return [
-        FoundFace(i, pixels.transpose(2, 0, 1), box, note)
-        for i, faces in enumerate(framed)
-        for pixels, box, note in faces
-    ]
+    found = map(frame, images) if _framing.on_framing_thread() else framing_threads().map(frame, images)
+    out = []
+    for i, faces in enumerate(found):
+        out += [FoundFace(i, pixels.transpose(2, 0, 1), box, note) for pixels, box, note in faces]
+        if framed is not None:
+            framed()
+    return out
 
 
 def framing_threads() -> ThreadPoolExecutor:

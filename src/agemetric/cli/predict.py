@@ -111,9 +111,8 @@ def predict(
         processes = FramingProcesses(predictor, min(framing_processes, cores, len(files)))
     with make_progress(disable=len(files) < 2 or not err_console.is_terminal) as progress, processes or nullcontext():
         bar = RichReporter(progress).bar("photos", len(files))
-        results = analyses(predictor, files, under, processes=processes)
+        results = analyses(predictor, files, under, processes=processes, framed=bar.advance)
         for path, (result, image) in zip(files, results, strict=True):
-            bar.advance(1)
             if result.error is not None:
                 failed += 1
                 print_warning(f"{path}: {result.error}; skipped")
