@@ -162,6 +162,10 @@ ERRORS = {
         lambda t: files(t, {"old/metrics.json": "{}"}) or ["run", "--out", "old"],
         "--out: old already holds a run",
     ),
+    "output folder that holds a file a run writes": (
+        lambda t: files(t, {"notes/report.md": "my notes"}) or ["run", "--out", "notes"],
+        "--out: notes holds 'report.md', which a run would write over; choose a new or empty folder",
+    ),
     "missing run folder for predict": (
         lambda t: ["predict", "nowhere", "a.jpg"],
         "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)",

@@ -90,6 +90,17 @@ def test_bad_set_value_exits_2(tmp_path):
     assert result.exit_code == 2 and "epochs expects int, got 'lots'" in result.output
 
 
+def test_a_folder_of_the_users_is_not_written_over(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "report.md").write_text("my notes")
+    (folder / "predictions.csv").write_text("a,b")
+    result = runner.invoke(app, ["run", *TINY, "--out", str(folder)])
+    assert result.exit_code == 2 and "holds 'predictions.csv', which a run would write over" in result.output
+    assert sorted(p.name for p in folder.iterdir()) == ["predictions.csv", "report.md"]  # no lock left either
+    assert (folder / "report.md").read_text() == "my notes" and (folder / "predictions.csv").read_text() == "a,b"
+
+
 def test_existing_run_is_not_overwritten(trained_run):
     out, _ = trained_run
     before = (out / "metrics.json").read_bytes()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -268,10 +269,10 @@ class RunFolder:
         try:
             folder = cls._new_default(dataset, backbone) if out is None else cls(out)
             folder.path.mkdir(parents=True, exist_ok=True)
+            lock_was_there = (folder.path / cls.LOCK).exists()
             folder.lock()
-            probe = folder.path / ".write-test"
-            probe.write_text("")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=folder.path):  # can the run write here?
+                pass
         except OSError as exc:
             raise AgemetricError(
                 f"out: cannot write to {str(cls(out or 'runs').path)!r}: {exc.strerror or exc}"
@@ -284,6 +285,14 @@ class RunFolder:
             raise AgemetricError(
                 f"out: {folder.path} holds an unfinished run ({cls.CHECKPOINT}); continue it with "
                 f"agemetric run --resume {folder.path}, or choose another folder"
+            )
+        clash = next((name for name in cls.FILES if name != cls.LOCK and (folder.path / name).exists()), None)
+        if clash is not None:  # a file of the user's that the run would write over
+            folder.unlock()
+            if not lock_was_there:
+                (folder.path / cls.LOCK).unlink(missing_ok=True)
+            raise AgemetricError(
+                f"out: {folder.path} holds {clash!r}, which a run would write over; choose a new or empty folder"
             )
         return folder
 
