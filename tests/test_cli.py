@@ -168,3 +168,23 @@ def test_time_budget_stops_training(tmp_path):
     assert result.exit_code == 0, result.output
     history = json.loads((out / "history.json").read_text())
     assert len(history) < 50 and "time budget of 0.5 s reached" in result.output
+
+
+def test_evaluate_on_the_runs_own_images_says_how_many_it_trained_on_and_unseen_leaves_them_out(trained_run, tmp_path):
+    out, _ = trained_run
+    sides = (out / "split.csv").read_text().splitlines()[1:]
+    trained = sum(not line.endswith(",test") for line in sides)  # 65 training and 7 calibration faces
+    for unseen in ([], ["--unseen"]):
+        metrics_file = tmp_path / f"m{len(unseen)}.json"
+        args = ["evaluate", str(out), "--dataset", "synthetic", "--out", str(metrics_file), *unseen]
+        result = runner.invoke(app, args)  # the run's dataset with its options (n=90)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads(metrics_file.read_text())
+        if unseen:
+            assert metrics["n_test"] == len(sides) - trained and metrics["trained_on"] == 0
+            assert "were trained or calibrated on" not in result.stderr
+        else:
+            assert metrics["n_test"] == len(sides) and metrics["trained_on"] == trained == 72
+            assert f"{trained} of the {len(sides)} images were trained or calibrated on by this run" in result.stderr
+    other = runner.invoke(app, ["evaluate", str(out), "--dataset", "synthetic", "--set", "dataset_options.n=30"])
+    assert other.exit_code == 0 and "trained or calibrated on" not in other.stderr  # other faces, same names

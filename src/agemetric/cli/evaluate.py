@@ -7,11 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 
-from agemetric._text import printable
 from agemetric.cli._commands import DATASETS
-from agemetric.cli._common import RichReporter, bucket_table, console, guarded, make_progress, metrics_table
+from agemetric.cli._common import (
+    RichReporter,
+    bucket_table,
+    console,
+    guarded,
+    make_progress,
+    metrics_table,
+    print_warning,
+)
 from agemetric.errors import AgemetricError
 
 if TYPE_CHECKING:
@@ -131,6 +137,14 @@ def evaluate(
             "there are some) to FILE's name with .skipped.csv (m.json: m.skipped.csv).",
         ),
     ] = None,
+    unseen: Annotated[
+        bool,
+        typer.Option(
+            "--unseen",
+            help="Score only the images the run did not train or calibrate on (by its split.csv, before "
+            "--limit draws): on the run's own dataset and folder, its test side.",
+        ),
+    ] = False,
     force: Annotated[
         bool,
         typer.Option(
@@ -145,7 +159,7 @@ def evaluate(
 
     The mean predictor answers the gallery's mean age.
     """
-    from agemetric.data.loading import fallback_summary, load_data, skipped
+    from agemetric.data.loading import decode_records, fallback_summary, select_records, skipped
     from agemetric.estimator import AgeEstimator
     from agemetric.evaluation import evaluate as evaluate_arrays
     from agemetric.evaluation import evaluate_recalibrated
@@ -158,9 +172,17 @@ def evaluate(
     estimator = AgeEstimator.load(folder.require_model())
     base = folder.read_config()
     config = data_config(base, dataset, data_dir, limit, seed, changes)
+    trained = _trained_keys(folder) if _same_images(config, base) else set()
+    ds, records = select_records(config, leave_out=trained if unseen else ())
+    seen = sum(r.key in trained for r in records)
+    if seen:
+        print_warning(
+            f"{seen} of the {len(records)} images were trained or calibrated on by this run (its {folder.SPLIT}): "
+            "they make the errors look lower than on new faces; --unseen scores only the others"
+        )
     with make_progress() as progress:
         reporter = RichReporter(progress)
-        ds, data = load_data(config, reporter)
+        data = decode_records(ds, records, config, reporter)
         if recalibrate is None:
             metrics, _ = evaluate_arrays(estimator, data, estimator.retriever.ages, reporter)
         else:
@@ -171,6 +193,7 @@ def evaluate(
     where = _list_skipped(left_out, out)
     noted = data.noted()
     metrics["skipped"], metrics["framing_fallbacks"] = len(left_out), len(noted)
+    metrics["trained_on"] = seen  # of the images read, how many the run trained or calibrated on
     if out is not None:  # written before anything is printed: a closed pipe (| head) cannot lose it
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -178,12 +201,32 @@ def evaluate(
         except OSError as exc:
             raise AgemetricError(f"--out: cannot write {str(out)!r}: {exc.strerror or exc}") from None
     if len(left_out):
-        console.print(f"[yellow]{escape(printable(f'{ds.describe()}: {left_out.summary()}{where}'))}[/]")
+        print_warning(f"{ds.describe()}: {left_out.summary()}{where}")
     if noted:
-        console.print(f"[yellow]{fallback_summary(config, noted)}[/]")
-    scored = f"{metrics['n_test']} of {len(data)} images" if recalibrate is not None else f"all {len(data)} images"
+        print_warning(fallback_summary(config, noted))
+    images = f"{len(data)} images" + (" the run did not train on" if unseen else "")
+    scored = f"{metrics['n_test']} of {images}" if recalibrate is not None else f"all {images}"
     console.print(metrics_table(metrics, f"{ds.describe()} - {scored}"))
     console.print(bucket_table(metrics))
+
+
+def _same_images(config: RunConfig, base: RunConfig) -> bool:
+    """Whether ``config`` reads the images of the run's config ``base``: the same dataset with the
+    same options from the same folder (a relative folder taken from here), so that a key names the
+    same image in both."""
+
+    def images(data) -> tuple:
+        folder = None if data.data_dir is None else Path(data.data_dir).expanduser().resolve()
+        return data.dataset, data.dataset_options, folder
+
+    return images(config.data) == images(base.data)
+
+
+def _trained_keys(folder: RunFolder) -> set[str]:
+    """The keys (names in the run's dataset) of the images the run trained or calibrated on."""
+    if not folder.split.is_file():
+        return set()
+    return {key for key, side in folder.read_sides().items() if side != "test"}
 
 
 def _list_skipped(left_out: Skipped, out: Path | None) -> str:

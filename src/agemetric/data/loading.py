@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import torch
@@ -16,17 +16,20 @@ from agemetric.interfaces import FaceDataset, FaceRecord, Skipped
 from agemetric.reporting import SILENT, Reporter
 
 
-def select_records(config: RunConfig) -> tuple[FaceDataset, list[FaceRecord]]:
-    """Create the dataset plugin and list its records (a seeded random ``limit`` of them)."""
+def select_records(config: RunConfig, leave_out: Collection[str] = ()) -> tuple[FaceDataset, list[FaceRecord]]:
+    """Create the dataset plugin and list its records (a seeded random ``limit`` of them, drawn
+    after the keys in ``leave_out`` are left out)."""
     dataset = plugins.create("dataset", config.data.dataset, root=config.data.data_dir, **config.data.dataset_options)
-    records = dataset.records()
+    listed = dataset.records()
+    records = [r for r in listed if r.key not in leave_out] if leave_out else listed
     if config.data.limit is not None and config.data.limit < len(records):
         pick = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed))
         records = [records[i] for i in sorted(pick[: config.data.limit].tolist())]
     if len(records) < 2:
         where = f" in {dataset.root}" if dataset.root else ""
+        left = f", {len(listed) - len(records)} left out" if len(listed) > len(records) else ""
         raise AgemetricError(
-            f"dataset {config.data.dataset}: found {len(records)} usable image(s){where}; need at least 2"
+            f"dataset {config.data.dataset}: found {len(records)} usable image(s){where}{left}; need at least 2"
             + (f" ({dataset.skipped.summary()})" if len(dataset.skipped) else "")
         )
     return dataset, records
