@@ -166,8 +166,16 @@ ERRORS = {
         lambda t: files(t, {"notes/report.md": "my notes"}) or ["run", "--out", "notes"],
         "--out: notes holds 'report.md', which a run would write over; choose a new or empty folder",
     ),
+    "missing photo for predict": (
+        lambda t: ["predict", "nowhere", "missing.jpg"],
+        "PHOTOS: missing.jpg does not exist; expected a photo or a folder of photos",
+    ),
+    "folder without photos for predict": (
+        lambda t: files(t, {"album/2019/a.jpg": "x"}) or ["predict", "nowhere", "album"],
+        "no photos in album (looked for .jpg, ",
+    ),
     "missing run folder for predict": (
-        lambda t: ["predict", "nowhere", "a.jpg"],
+        lambda t: files(t, {"a.jpg": "x"}) or ["predict", "nowhere", "a.jpg"],
         "nowhere: neither a run folder (model.pt) nor a bundle (bundle.json)",
     ),
     "unreadable config file": (lambda t: files(t, {"c.toml": "epochs = ["}) or ["run", "--config", "c.toml"], "c.toml"),

@@ -326,7 +326,16 @@ def test_evaluate_writes_its_out_file_before_printing(tmp_path):
     sets = ["dataset_options.n=60", "epochs=1", "image_size=32", "backbone_options.width=4", "k=3", "figures=false"]
     run(agemetric.resolve("quick", sets=[*sets, f"out={tmp_path / 'run'}"]))
     out = tmp_path / "ev.json"
-    command = [sys.executable, "-m", "agemetric", "evaluate", str(tmp_path / "run"), "--dataset", "synthetic"]
+    command = [
+        sys.executable,
+        "-m",
+        "agemetric",
+        "evaluate",
+        str(tmp_path / "run"),
+        "--dataset",
+        "synthetic",
+        "--unseen",
+    ]
     reader = subprocess.Popen([*command, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.close()  # the reader is gone before anything is printed, as with | head -0
     assert reader.wait(timeout=300) == 1 and reader.stderr.read() == b""

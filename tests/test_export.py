@@ -288,3 +288,34 @@ def test_predict_errors(run, bundle_dir, tmp_path, faces, monkeypatch):
     _fails(["predict", str(broken), *faces], "bundle format 99; this agemetric reads format 1")
     hide_package(monkeypatch, "onnxruntime")
     _fails(["predict", str(bundle_dir), *faces, "--runtime", "onnx"], "needs the onnxruntime package")
+
+
+class _ValueBranch(torch.nn.Module):
+    """Takes another path for bright images: a trace keeps only the path of its example."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        x = images.float()
+        return (x * 2 if x.mean() > 200 else x,)
+
+
+class _ShapeBranch(torch.nn.Module):
+    """Branches on a shape only, which every image of a bundle's size shares."""
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor]:
+        x = images.float()
+        return (x[:, :1] if x.shape[1] == 3 else x,)
+
+
+def test_a_trace_that_does_not_give_the_models_outputs_on_other_images_is_refused(tmp_path):
+    import warnings
+
+    from agemetric.export import _save_torchscript
+
+    bright = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="traced model's age output differs from the model's on other images"):
+        _save_torchscript(_ValueBranch(), bright, ["age"], tmp_path / "value.pt")
+    assert not (tmp_path / "value.pt").exists()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torch.jit.TracerWarning)  # a branch that held: no warning shown
+        _save_torchscript(_ShapeBranch(), bright, ["age"], tmp_path / "shape.pt")
+    assert (tmp_path / "shape.pt").is_file()

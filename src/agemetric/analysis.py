@@ -111,7 +111,9 @@ class PhotoResult:
     def to_dict(self) -> dict:
         """The photo as JSON data: the object ``agemetric predict --json`` prints per line."""
         width, height = self.size or (None, None)
-        out = {"photo": self.source, "width": width, "height": height}
+        out: dict[str, Any] = {"photo": self.source, "width": width, "height": height}
+        if self.under is not None:  # what each face's p_under is the probability of
+            out["under"] = self.under
         out["faces"] = [face.to_dict(self.under is not None) for face in self.faces]
         return out if self.error is None else out | {"error": self.error}
 

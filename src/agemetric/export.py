@@ -178,8 +178,19 @@ def _save_models(estimator, fmt: str, outputs: list[str], out: Path) -> dict[str
 
 
 def _save_torchscript(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:
-    """Trace ``model`` on ``example`` (checked against a second run) and save it."""
-    torch.jit.save(torch.jit.trace(model, example), str(file))
+    """Trace ``model`` on ``example`` and save it once the trace gives the model's outputs for
+    other images and another batch size. A trace keeps one path through the model's Python
+    branches: torch warns of each (a TracerWarning), and this check is what tells whether one
+    mattered, so the warnings are not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, example)
+    seeded = torch.Generator().manual_seed(1)
+    other = torch.randint(0, 256, (3, *example.shape[1:]), dtype=torch.uint8, generator=seeded)
+    for name, got, expected in zip(outputs, traced(other), model(other), strict=True):
+        if not torch.allclose(got, expected, rtol=1e-4, atol=1e-4):
+            raise ValueError(f"the traced model's {name} output differs from the model's on other images")
+    torch.jit.save(traced, str(file))
 
 
 def _save_onnx(model: nn.Module, example: torch.Tensor, outputs: list[str], file: Path) -> None:

@@ -42,8 +42,9 @@ def predict(
         bool,
         typer.Option(
             "--csv",
-            help="CSV on stdout: photo,face,left,top,right,bottom,age,low,high,note (the default when piped); "
-            "low and high are the ends of the model's calibrated interval, empty when it has none.",
+            help="CSV on stdout (the default when piped), with the columns photo, face, left, top, right, "
+            "bottom, age, low, high and note; low and high are the ends of the model's calibrated interval, "
+            "empty when it has none.",
         ),
     ] = False,
     under: Annotated[
@@ -96,10 +97,18 @@ def predict(
     # with framing processes, the network keeps to half the cores (as agemetric serve's does)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // 2) if framing_processes else None
-    predictor = load_predictor(model, runtime, threads)
+    missing = next((path for path in photos if not path.exists()), None)
+    if missing is not None:  # before the model loads
+        raise AgemetricError(f"PHOTOS: {missing} does not exist; expected a photo or a folder of photos")
     files = photo_files(photos)
     if not files:
-        raise AgemetricError(f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())})")
+        nested = any(path.is_dir() and any(p.is_dir() for p in path.iterdir()) for path in photos)
+        raise AgemetricError(
+            f"no photos in {', '.join(map(str, photos))} (looked for {', '.join(_suffixes())}"
+            + ("; folders inside a folder are not searched" if nested else "")
+            + ")"
+        )
+    predictor = load_predictor(model, runtime, threads)
     annotations = None if annotate is None else _Annotations(annotate, files)
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
     writer = _Writer(fmt, under)
@@ -243,7 +252,7 @@ class _Writer:
             sys.stdout.flush()
 
     def close(self) -> None:
-        if self.fmt == "table":
+        if self.fmt == "table" and self.table.row_count:
             console.print(self.table)
 
 

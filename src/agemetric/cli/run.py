@@ -153,8 +153,8 @@ def run(
         typer.Option(
             show_default=_quick("framing"),
             metavar="NAME",
-            help="Face framing: center (cropped faces), box (mug-shots; --set framing_options.box=[l,t,r,b]) "
-            "or a plugin's, e.g. dlib-align (face detection and alignment, any photo; agemetric-dlib).",
+            help="Face framing: center (cropped faces), box (mug-shots: the fixed box of the setting "
+            "framing_options.box, [left, top, right, bottom]) or a plugin's, e.g. dlib-align (face detection and alignment, any photo; agemetric-dlib).",
             rich_help_panel=_DATA,
         ),
     ] = None,
@@ -236,12 +236,15 @@ def run(
     out: Annotated[
         Path | None,
         typer.Option(
-            metavar="DIR", help="Run folder (default: runs/<time>-<dataset>-<backbone>).", rich_help_panel=_TRAIN
+            metavar="DIR",
+            help="Run folder (default: a new folder in runs/ named by the time, the dataset and the backbone).",
+            rich_help_panel=_TRAIN,
         ),
     ] = None,
     preset: Annotated[
         Preset | None,
         typer.Option(
+            metavar="NAME",
             help="quick (embedded data, minutes on a CPU; the default), face (real faces and ordinary photos: "
             "dlib's face ResNet-10 on dlib-aligned faces; needs agemetric-dlib), face-pair (the face recipe on "
             "both of dlib's networks: lower error, about 4 times the training time), paper (its exact settings, "
@@ -282,7 +285,7 @@ def run(
     With no options: the quick preset (embedded synthetic faces, small CNN; 1 to 2 minutes on a laptop CPU).
     Real faces or ordinary photos: --preset face --dataset csv --data-dir labels.csv (needs agemetric-dlib);
     --preset face-pair for lower error with about 4 times the training time.
-    Your faces on an ImageNet backbone: --preset finetune --dataset utkface --data-dir PATH.
+    Your faces on an ImageNet backbone: --preset finetune --dataset csv --data-dir labels.csv.
     The paper's exact setting: --preset paper.
     Several processes: torchrun --nproc_per_node 2 -m agemetric run ... (--batch-size is the global batch).
     The run folder's config.toml lists the run's settings (those left unset, such as --limit, are
