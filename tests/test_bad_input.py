@@ -166,6 +166,16 @@ ERRORS = {
         lambda t: files(t, {"notes/report.md": "my notes"}) or ["run", "--out", "notes"],
         "--out: notes holds 'report.md', which a run would write over; choose a new or empty folder",
     ),
+    "share to calibrate again out of range": (
+        lambda t: ["evaluate", "nowhere", "--recalibrate", "2"],
+        "--recalibrate: expected a share of the images between 0 and 1 (e.g. 0.2), got 2",
+    ),
+    "annotation folder that is a file": (
+        lambda t: (
+            files(t, {"a.jpg": "x", "keep.json": "{}"}) or ["predict", "nowhere", "a.jpg", "--annotate", "keep.json"]
+        ),
+        "--annotate keep.json: is a file; expected a folder for the annotated copies",
+    ),
     "missing photo for predict": (
         lambda t: ["predict", "nowhere", "missing.jpg"],
         "PHOTOS: missing.jpg does not exist; expected a photo or a folder of photos",

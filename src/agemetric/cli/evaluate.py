@@ -168,8 +168,16 @@ def evaluate(
     folder = RunFolder(run_dir)
     if out is not None:  # before the slow part
         check_out(out, folder, force)
+    if recalibrate is not None and not 0 < recalibrate < 1:
+        raise AgemetricError(
+            f"--recalibrate: expected a share of the images between 0 and 1 (e.g. 0.2), got {recalibrate:g}"
+        )
     changes = overrides(set_ or [])
     estimator = AgeEstimator.load(folder.require_model())
+    if recalibrate is not None and estimator.intervals is None:
+        raise AgemetricError(
+            f"--recalibrate: {run_dir} has no intervals to calibrate again (its run had calibration = 0)"
+        )
     base = folder.read_config()
     config = data_config(base, dataset, data_dir, limit, seed, changes)
     trained = _trained_keys(folder) if _same_images(config, base) else set()

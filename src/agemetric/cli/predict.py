@@ -108,6 +108,8 @@ def predict(
             + ("; folders inside a folder are not searched" if nested else "")
             + ")"
         )
+    if annotate is not None:
+        _Annotations.check(annotate, files)
     predictor = load_predictor(model, runtime, threads)
     annotations = None if annotate is None else _Annotations(annotate, files)
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
@@ -169,15 +171,24 @@ class _Annotations:
     ``<photo name>-2.jpg``, ``-3``, ... when that name is taken. A file is never overwritten (each
     is created exclusively), and a folder that holds the photos themselves is refused."""
 
-    def __init__(self, folder: Path, photos: list[Path]):
+    @staticmethod
+    def check(folder: Path, photos: list[Path]) -> None:
+        """Refuse a folder that is a file or holds the photos (before the model loads)."""
         from agemetric.errors import AgemetricError
 
+        if folder.exists() and not folder.is_dir():
+            raise AgemetricError(f"--annotate {folder}: is a file; expected a folder for the annotated copies")
         resolved = folder.resolve()
         holding = next((p for p in photos if p.resolve().parent == resolved), None)
         if holding is not None:
             raise AgemetricError(
                 f"--annotate {folder}: holds the photo {holding.name!r}; choose another folder for the annotated copies"
             )
+
+    def __init__(self, folder: Path, photos: list[Path]):
+        from agemetric.errors import AgemetricError
+
+        self.check(folder, photos)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -154,7 +154,8 @@ def run(
             show_default=_quick("framing"),
             metavar="NAME",
             help="Face framing: center (cropped faces), box (mug-shots: the fixed box of the setting "
-            "framing_options.box, [left, top, right, bottom]) or a plugin's, e.g. dlib-align (face detection and alignment, any photo; agemetric-dlib).",
+            "framing_options.box, [left, top, right, bottom]) or a plugin's, e.g. dlib-align (face detection "
+            "and alignment, any photo; agemetric-dlib).",
             rich_help_panel=_DATA,
         ),
     ] = None,
