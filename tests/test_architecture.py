@@ -20,6 +20,7 @@ LAYERS = {
     "agemetric._io": 0,
     "agemetric._imaging": 0,
     "agemetric._text": 0,
+    "agemetric._stack": 0,
     "agemetric._records": 0,
     "agemetric._folders": 0,
     "agemetric.estimates": 0,

@@ -181,3 +181,26 @@ def test_faces_are_found_on_the_framing_threads_in_photo_order():
     # photos framed from a framing thread are framed on it, so no thread waits on a busy pool
     nested = [framing_threads().submit(find_faces, photos[:3], 4, framer) for _ in range(2 * framing_thread_count())]
     assert all(len(job.result(timeout=30)) == 3 for job in nested)
+
+
+def test_predicting_photos_whose_framing_fell_back_says_so():
+    """`predict()` estimates a photo without a face found from its fallback framing (documented);
+    a warning names it, since `analyze()` leaves such a face unestimated."""
+    import warnings
+
+    from agemetric.interfaces import Face
+
+    class Framer:
+        def all_faces(self, image):
+            return [self(image)]
+
+        def __call__(self, image):  # a dark photo has no face
+            found = image.getpixel((0, 0))[0] > 50
+            return Face(image, (0, 0, 8, 8) if found else None, None if found else "no face found: centre framing")
+
+    photos = [Image.new("RGB", (8, 8), (v, v, v)) for v in (200, 10, 200)]
+    with pytest.warns(UserWarning, match=r"1 of 3 photo\(s\) fell back, e.g. images\[1\] \(no face found: centre"):
+        assert photo_batch(photos, 4, Framer()).shape == (3, 3, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        photo_batch([photos[0]], 4, Framer())  # every face found: nothing to say

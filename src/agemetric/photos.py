@@ -21,6 +21,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from agemetric._imaging import to_square
+from agemetric._stack import stacklevel_outside
 from agemetric.errors import AgemetricError
 
 #: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
@@ -29,6 +30,8 @@ MAX_SIDE = 4096
 #: photos are framed on one thread per core, at most this many (`set_framing_threads()` may choose otherwise)
 FRAMING_THREADS = 4
 #: file name endings ``agemetric predict FOLDER`` takes
+#: agemetric's own files: a warning points past them, to the user's line
+_PACKAGE = str(Path(__file__).parent) + os.sep
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -245,10 +248,19 @@ def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images"
     if ready is not None:
         return ready
     items = inputs if isinstance(inputs, list | tuple) else [inputs]
-    pixels = []
+    pixels, noted = [], []
     for i, item in enumerate(items):  # one photo in memory at a time: only its framed face is kept
-        image = as_image(item, f"{what}[{i}]" if len(items) > 1 else what)
-        pixels += [face.pixels for face in find_faces([image], size, framer, every_face=False)]
+        name = f"{what}[{i}]" if len(items) > 1 else what
+        for face in find_faces([as_image(item, name)], size, framer, every_face=False):
+            pixels.append(face.pixels)
+            if face.note is not None:
+                noted.append(f"{name} ({face.note})")
+    if noted:  # estimated all the same, as documented; say so
+        warnings.warn(
+            f"{len(noted)} of {len(items)} photo(s) fell back, e.g. {noted[0]}: their estimates are of that framing "
+            "(analyze() leaves such faces unestimated)",
+            stacklevel=stacklevel_outside(_PACKAGE),
+        )
     return np.stack(pixels) if pixels else _empty(size)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-import sys
+import os
 import warnings
 from pathlib import Path
 from typing import ClassVar
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from agemetric import functional as F
+from agemetric._stack import stacklevel_outside
 from agemetric.errors import PluginError
 from agemetric.interfaces.checks import (
     check_index_range,
@@ -180,7 +181,7 @@ class Loss(nn.Module, abc.ABC):
             f"{distinct} different values, so the loss is 0 (warned once). A miner that "
             "compares labels for equality finds none among unique float ages: mine with "
             "agemetric.pml.AgeToleranceMiner",
-            stacklevel=_callers_level(),
+            stacklevel=stacklevel_outside(__file__, _TORCH_NN),  # the line that called the loss
         )
 
     def every(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
@@ -198,13 +199,5 @@ class Loss(nn.Module, abc.ABC):
         """Compute the loss for checked, non-empty indices."""
 
 
-def _callers_level() -> int:
-    """The ``stacklevel`` of the first frame outside this module and torch's module machinery
-    (``nn.Module.__call__`` and its hooks): the line that called the loss."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and (frame.f_code.co_filename == __file__ or _TORCH_NN in frame.f_code.co_filename):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
-_TORCH_NN = str(Path(torch.nn.modules.__file__).parent)
+#: torch's module machinery (``nn.Module.__call__`` and its hooks), between a loss and its caller
+_TORCH_NN = str(Path(torch.nn.modules.__file__).parent) + os.sep

@@ -1,0 +1,15 @@
+"""Where a warning points: the caller's line, past agemetric's own frames."""
+
+from __future__ import annotations
+
+import sys
+
+
+def stacklevel_outside(*places: str) -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` in the calling function that names the first
+    frame whose file is in none of ``places`` (files, or folders ending in a separator): the
+    user's line that led there."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(places):
+        frame, level = frame.f_back, level + 1
+    return level
