@@ -102,11 +102,17 @@ def test_option_groups_as_in_help(page):
 def test_no_text_is_eaten(page):
     _, rendered, text = page
     for shown in (
-        "runs/<time>-<dataset>-<backbone>",
-        "(mug-shots; --set framing_options.box=[l,t,r,b])",
+        "(mug-shots: the fixed box of the setting framing_options.box, [left, top, right, bottom])",
+        "e.g. --set framing_options.box=[l,t,r,b].",
         "torchrun --nproc_per_node 2 -m agemetric run",
         "AGEMETRIC_TRACE_HOOKS=1",
         "Default: auto.",
     ):
         assert shown in text, shown
-    assert "<time>" not in rendered and "<em>" not in rendered  # escaped, and no accidental emphasis
+    assert "<em>" not in rendered  # no accidental emphasis
+
+
+def test_angle_brackets_in_help_are_shown_as_written():
+    rendered = markdown.markdown(hooks._inline("runs/<time>-<dataset> and *c*"))
+    assert "runs/<time>-<dataset> and *c*" in html.unescape(re.sub(r"</?p>", "", rendered))
+    assert "<time>" not in rendered  # escaped, not taken for a tag

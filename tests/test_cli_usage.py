@@ -86,7 +86,7 @@ def test_run_placeholders_and_choices():
         "--multitask": r"\[auto\|on\|off\]",
         "--optimizer": r"\[adadelta\|adam\|sgd\]",
         "--split": r"\[random\|subject\|hash\]",
-        "--preset": r"\[quick\|paper\|face\|face-pair\|finetune\]",
+        "--preset": "NAME",
         "--device": r"\[auto\|cpu\|cuda\|cuda:N\]",
         "--lr": "RATE",
         "--out": "DIR",
@@ -108,9 +108,9 @@ def test_run_help_shows_the_quick_preset_s_defaults_and_describes_every_preset()
     for option, value in (("--backbone", quick["backbone"]), ("--epochs", quick["epochs"]), ("--k", 20)):
         assert re.search(rf"{option} (?:(?! --\w).)*?\[default: \(?{value}\)?\]", text), option
     assert "the defaults shown below are the quick preset's" in text
-    described = text[text.index("--preset [") : text.index("--config ")]
+    described = text[text.index("--preset NAME") : text.index("--config ")]
     for name in PRESETS:
-        assert re.search(rf"\b{name} \(", described), name
+        assert re.search(rf"\b{name}\s+\(", described), name
 
 
 def test_other_commands_show_their_choices():
@@ -120,9 +120,8 @@ def test_other_commands_show_their_choices():
 
 
 def test_brackets_in_help_are_printed_as_written():
-    assert "(mug-shots; --set framing_options.box=[l,t,r,b])" in help_of("run")
+    assert "framing_options.box, [left, top, right, bottom])" in help_of("run")
     assert "--set framing_options.box=[l,t,r,b]." in help_of("evaluate")
-    assert "runs/<time>-<dataset>-<backbone>" in help_of("run")
 
 
 def test_version():

@@ -96,15 +96,15 @@ def test_evaluate_lists_every_skipped_row_beside_its_out(trained, csv_dir, tmp_p
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     listed = tmp_path / "eval" / "faces.skipped.csv"
-    assert "5 skipped: " in result.stdout and ", and 2 more" in result.stdout
-    assert f"(all of them in {listed})" in result.stdout
+    assert "5 skipped: " in result.stderr and ", and 2 more" in result.stderr
+    assert f"(all of them in {listed})" in result.stderr
     with listed.open(newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == ["item", "reason"] and len(rows) == 1 + 5 == 1 + json.loads(out.read_text())["skipped"]
     assert {"row 5", "row 6", "row 7", "row 8", "row 9"} == {row[0] for row in rows[1:]}
     result = runner.invoke(app, args)  # no --out: the message says how to get the list
     assert result.exit_code == 0, result.output
-    assert "(--out FILE.json lists all of them in FILE.skipped.csv)" in result.stdout
+    assert "(--out FILE.json lists all of them in FILE.skipped.csv)" in result.stderr
 
 
 # -- sizes and values from a config file ----------------------------------------------------------------
