@@ -414,3 +414,32 @@ def test_a_full_disk_while_saving_says_so_and_names_the_file(tmp_path, full_disk
     line = error_line(runner.invoke(app, ["run", *TINY, *figures, "--out", str(run)]))
     assert line == "Error: " + message.format(run=run)
     assert not list(run.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_and_the_folder_can_be_used_again(tmp_path, monkeypatch):
+    """Stopped as training starts (no checkpoint yet), the run has nothing to resume: what it wrote
+    goes, and the same --out starts a new run."""
+    from agemetric import experiment
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train", stopped)
+    result = runner.invoke(app, ["run", *TINY, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 130 and "Interrupted." in result.stderr, result.output
+    assert not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    result = runner.invoke(app, ["run", *TINY, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_run_that_fails_after_it_finished_keeps_its_files(tmp_path, monkeypatch):
+    import agemetric.run_report
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(agemetric.run_report, "write_run_figures", broken)
+    result = runner.invoke(app, ["run", *TINY, "--out", str(tmp_path / "r"), "--set", "figures=true"])
+    assert result.exit_code != 0
+    assert {"config.toml", "split.csv", "metrics.json", "model.pt"} <= {p.name for p in (tmp_path / "r").iterdir()}

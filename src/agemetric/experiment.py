@@ -100,7 +100,6 @@ def run(
     dataset, records = select_records(config)  # a missing or empty data folder fails before any file is written
     device = distributed.require_device(distributed.resolve_device(config.training.device, world))
     folder = _open_folder(config, resume) if world.is_main else None  # rank 0 alone writes the run folder
-    training = False
     try:
         reporter.note(describe_run(config, device))
         data, split = _load(dataset, records, config, folder, resume is None, reporter)
@@ -117,7 +116,6 @@ def run(
         # in the checkpoint: the split's description for a resumed run's metrics, and the settings
         # a resume must have
         kept = {"split": described_split(split, state), "settings": checkpoint_settings(config)}
-        training = True
         history = train(
             estimator, train_data, config.training, reporter, world, checkpoint, state, on_step, kept, seed=config.seed
         )
@@ -145,8 +143,8 @@ def run(
             write_run_figures(folder.path)
         return RunResult(folder.path, metrics, estimator, history)
     except BaseException:
-        if folder is not None and resume is None and not training:
-            folder.discard()  # a run refused before training leaves no half-written folder behind
+        if folder is not None and resume is None and not (folder.checkpoint.exists() or folder.finished):
+            folder.discard()  # nothing to resume or keep (refused, or stopped before a checkpoint): nothing left
         raise
     finally:
         if folder is not None:

@@ -297,8 +297,8 @@ class RunFolder:
         return folder
 
     def discard(self) -> None:
-        """Remove what a run that stopped before training wrote (its settings, split and lists,
-        the lock) and the folder itself when nothing else is left in it."""
+        """Remove what a run that stopped before its first checkpoint wrote (its settings, split
+        and lists, the lock) and the folder itself when nothing else is left in it."""
         for name in (self.CONFIG, self.SPLIT, self.SKIPPED, self.FRAMING, self.LOCK):
             (self.path / name).unlink(missing_ok=True)
         self.unlock()
