@@ -364,3 +364,41 @@ def test_the_loss_signature_shows_the_paper_s_q():
     import inspect
 
     assert inspect.signature(RevisedContrastiveLoss).parameters["q"].default == F.Q_DEFAULT == 100.0
+
+
+@pytest.mark.parametrize("where", ["labels", "ref_labels"])
+def test_a_nan_age_is_refused_by_losses_and_miners_not_taken_for_a_negative(where):
+    from agemetric.losses import DEXLoss, RevisedContrastiveLoss
+    from agemetric.miners import AllPairsMiner
+    from agemetric.pml import AgeToleranceMiner
+
+    embeddings, ages = torch.randn(4, 8), torch.tensor([20.0, 25.0, 30.0, 40.0])
+    bad = torch.tensor([20.0, float("nan"), 30.0, 40.0])
+    labels, refs = (bad, ages) if where == "labels" else (ages, bad)
+    message = f"{where} must be finite numbers; 1 of 4 are not"
+    for loss in (RevisedContrastiveLoss(), AgeToleranceMiner()):
+        with pytest.raises(ValueError, match=message):
+            loss(embeddings, labels, ref_emb=torch.randn(4, 8), ref_labels=refs)
+    if where == "labels":
+        for component in (RevisedContrastiveLoss(), DEXLoss(), AllPairsMiner(), AgeToleranceMiner()):
+            with pytest.raises(ValueError, match=message):
+                component(embeddings, labels)
+
+
+def test_a_nan_query_is_refused_by_the_retriever_not_answered_with_an_age():
+    from agemetric.retrievers import L1KNN
+
+    retriever = L1KNN(k=2).fit(torch.randn(10, 8), torch.arange(10.0))
+    queries = torch.randn(3, 8)
+    queries[1, 2] = float("nan")
+    with pytest.raises(ValueError, match="L1KNN: queries must be finite numbers; 1 of 24 are not"):
+        retriever.predict(queries)
+
+
+def test_int_ages_give_the_loss_of_the_same_ages_as_floats():
+    from agemetric.losses import RevisedContrastiveLoss
+
+    embeddings = torch.randn(4, 8, dtype=torch.float64)
+    labels = torch.tensor([20, 25, 30, 40])  # int ages, as a dataset may give them
+    loss = RevisedContrastiveLoss()
+    assert torch.allclose(loss(embeddings, labels), loss(embeddings, labels.double()))

@@ -29,7 +29,7 @@ from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
 from agemetric.interfaces import Miner
-from agemetric.interfaces.checks import check_margin
+from agemetric.interfaces.checks import check_finite, check_margin, describe
 from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
 
 
@@ -108,6 +108,10 @@ class AgeToleranceMiner(BaseMiner):
         self.miner = miner
 
     def mine(self, embeddings, labels, ref_emb, ref_labels) -> IndicesTuple:
+        who = describe(self)
+        check_finite(who, "labels", labels)  # a NaN age would be a negative of every face
+        if ref_labels is not labels:
+            check_finite(who, "ref_labels", ref_labels)
         if ref_emb is embeddings:  # PML passes the batch itself when no reference set was given
             if self.miner is not None:
                 indices = self.miner(embeddings, labels)

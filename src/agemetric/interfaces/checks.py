@@ -51,6 +51,13 @@ def check_rows(who: str, name: str, t: torch.Tensor, rows: int) -> None:
         raise PluginError(f"{who}: {name} must have {rows} rows, got shape {tuple(t.shape)}")
 
 
+def check_finite(who: str, name: str, t: torch.Tensor) -> None:
+    """Raise unless every value of ``t`` is a finite number (no NaN, no infinity)."""
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        bad = int((~torch.isfinite(t)).sum())
+        raise PluginError(f"{who}: {name} must be finite numbers; {bad} of {t.numel()} are not")
+
+
 def check_index_range(who: str, name: str, idx: torch.Tensor, size: int) -> None:
     """Raise unless every index lies in ``[0, size)``."""
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= size):

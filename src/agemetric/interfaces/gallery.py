@@ -19,7 +19,7 @@ import torch
 
 from agemetric.errors import PluginError
 from agemetric.functional import knn_mean_age
-from agemetric.interfaces.checks import check_rows, check_tensor, describe, positive_int
+from agemetric.interfaces.checks import check_finite, check_rows, check_tensor, describe, positive_int
 
 INDEX_KINDS = ("flat", "hnsw")
 REFERENCE_KINDS = ("all", "per-age")
@@ -140,11 +140,8 @@ class Gallery:
         check_tensor(self.who, "embeddings", embeddings, 2, floating=True)
         check_tensor(self.who, "ages", ages, 1)
         check_rows(self.who, "ages", ages, embeddings.shape[0])
-        if not torch.isfinite(ages).all():
-            bad = int((~torch.isfinite(ages)).sum())
-            raise PluginError(f"{self.who}: the gallery's ages must be finite numbers; {bad} are not")
-        if not torch.isfinite(embeddings).all():
-            raise PluginError(f"{self.who}: the gallery's embeddings must be finite numbers")
+        check_finite(self.who, "the gallery's ages", ages)
+        check_finite(self.who, "the gallery's embeddings", embeddings)
         if genders is not None:
             check_rows(self.who, "genders", genders, embeddings.shape[0])
 
@@ -259,6 +256,7 @@ class Gallery:
                 f"{self.who}: queries must have {self.embeddings.shape[1]} columns like the gallery, "
                 f"got {tuple(queries.shape)}"
             )
+        check_finite(self.who, "queries", queries)  # faiss would answer "no neighbour" (-1) for NaN
 
     def _weights(self, idx: torch.Tensor) -> torch.Tensor | None:
         """``(m, k)`` weights of the neighbours ``idx``, or ``None`` when every item counts once."""

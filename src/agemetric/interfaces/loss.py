@@ -15,6 +15,7 @@ from agemetric import functional as F
 from agemetric._stack import stacklevel_outside
 from agemetric.errors import PluginError
 from agemetric.interfaces.checks import (
+    check_finite,
     check_index_range,
     check_indices,
     check_margin,
@@ -109,6 +110,8 @@ class Loss(nn.Module, abc.ABC):
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
+        check_finite(who, "labels", labels)
+        labels = labels.to(embeddings.device)  # as PML does: labels may stay on the CPU
         from_pml = isinstance(indices, tuple | list)
         batch_labels = labels
         embeddings, labels, indices = self._batch(embeddings, labels, indices, ref_emb, ref_labels)
@@ -145,6 +148,7 @@ class Loss(nn.Module, abc.ABC):
         check_tensor(who, "ref_emb", ref_emb, 2, floating=True)
         check_tensor(who, "ref_labels", ref_labels, 1)
         check_rows(who, "ref_labels", ref_labels, ref_emb.shape[0])
+        check_finite(who, "ref_labels", ref_labels)
         if ref_emb.shape[1] != embeddings.shape[1]:
             raise PluginError(
                 f"{who}: ref_emb must have {embeddings.shape[1]} columns like embeddings, got {ref_emb.shape[1]}"
@@ -165,7 +169,8 @@ class Loss(nn.Module, abc.ABC):
             for field in ("positive", "negative"):
                 check_index_range(who, field, getattr(indices, field), r)
             indices = Triplets(indices.anchor, indices.positive + b, indices.negative + b)
-        return torch.cat([embeddings, ref_emb]), torch.cat([labels, ref_labels.to(labels.dtype)]), indices
+        ref_labels = ref_labels.to(labels.device, labels.dtype)
+        return torch.cat([embeddings, ref_emb]), torch.cat([labels, ref_labels]), indices
 
     def _warn_when_nothing_mined(self, labels: torch.Tensor) -> None:
         """Once per loss: a PML miner found nothing in a batch of several labels (PML's own miners

@@ -8,7 +8,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from agemetric.interfaces.checks import check_indices, check_margin, check_rows, check_tensor, describe
+from agemetric.interfaces.checks import (
+    check_finite,
+    check_indices,
+    check_margin,
+    check_rows,
+    check_tensor,
+    describe,
+)
 from agemetric.types import Indices, Pairs
 
 
@@ -60,6 +67,7 @@ class Miner(nn.Module, abc.ABC):
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
+        check_finite(who, "labels", labels)
         with torch.no_grad():
             out = self.mine(embeddings, labels)
         check_indices(who, out, self.produces, embeddings.shape[0])
