@@ -1,5 +1,6 @@
 """Plugin discovery, names, duplicates, inline and entry-point plugins."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from agemetric import FaceDataset, FaceRecord, Pairs, Retriever, hookimpl, plugins
+from agemetric.cli import app
 from agemetric.config import resolve
 from agemetric.default_plugins.all_pairs import AllPairsMiner
 from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
@@ -73,16 +76,30 @@ def test_inline_plugin_registers_a_loss(register_inline):
     assert infos["halved_plugin"].registered == {"loss": ["halved"]}
 
 
-def test_a_name_registered_twice_is_refused_by_name_and_the_rest_works(register_inline):
-    register_inline(_inline("copycat", register_losses=lambda register: register("Revised_Contrastive", object)))
+def test_a_name_registered_by_two_plugins_is_refused_by_name_and_the_rest_works(register_inline):
+    register_inline(_inline("alpha", register_losses=lambda register: register("twin", RevisedContrastiveLoss)))
+    register_inline(_inline("beta", register_losses=lambda register: register("Twin", object)))
     with pytest.raises(PluginError) as info:
-        plugins.create("loss", "revised-contrastive")
+        plugins.create("loss", "twin")
     message = str(info.value)
     assert "registered twice" in message and "AGEMETRIC_LOAD_PLUGINS" in message
-    assert "agemetric.revised_contrastive" in message and "copycat" in message
+    assert "'alpha'" in message and "'beta'" in message
     assert type(plugins.create("loss", "dex")).__name__ == "DEXLoss"  # the other names still work
-    assert {i.name for i in plugins.plugin_info()} >= {"copycat", "agemetric.revised_contrastive"}
-    assert any(p == "copycat" and "registered twice" in m for p, m in plugins.load_errors)
+    infos = {i.name: i for i in plugins.plugin_info()}
+    assert any("registered twice" in problem for problem in infos["beta"].problems)
+
+
+def test_a_plugin_cannot_take_a_built_in_name_and_says_so(register_inline):
+    register_inline(_inline("copycat", register_losses=lambda register: register("Revised_Contrastive", object)))
+    assert type(plugins.create("loss", "revised-contrastive")) is RevisedContrastiveLoss  # agemetric's own stays
+    (problem,) = {i.name: i for i in plugins.plugin_info()}["copycat"].problems
+    assert problem == (
+        "loss name 'revised-contrastive' is agemetric's own (plugin 'agemetric.revised_contrastive'); plugin "
+        "'copycat''s registration of it is skipped: register yours under another name"
+    )
+    plugins.reset()  # rebuilt: said once, not twice
+    plugins.list_names("loss")
+    assert sum(p == "copycat" for p, _ in plugins.load_errors) == 1
 
 
 def test_a_misspelt_hook_skips_that_plugin_with_a_hint():
@@ -336,3 +353,12 @@ def test_an_option_called_kind_or_name_reaches_the_factory_not_create():
     for option in ("kind", "name"):
         with pytest.raises(PluginError, match="cannot create framer 'center'"):
             registry.create("framer", "center", **{option: "x"})
+
+
+def test_a_plugin_that_failed_to_import_is_listed_with_its_problem(monkeypatch):
+    monkeypatch.setattr(plugins, "load_errors", [*plugins.load_errors, ("ghost", "import of 'ghost' failed: boom")])
+    (ghost,) = [i for i in plugins.plugin_info() if i.name == "ghost"]
+    assert ghost.hooks == [] and ghost.registered == {} and ghost.problems == ["import of 'ghost' failed: boom"]
+    result = CliRunner().invoke(app, ["plugins", "--json"])
+    listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
+    assert listed["ghost"]["problems"] == ["import of 'ghost' failed: boom"]

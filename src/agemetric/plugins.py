@@ -98,6 +98,8 @@ class PluginInfo:
     version: str | None
     hooks: list[str]
     registered: dict[str, list[str]] = field(default_factory=dict)
+    #: why it, or some of its names, failed to load (`load_errors`)
+    problems: list[str] = field(default_factory=list)
 
 
 def canonical(name: str) -> str:
@@ -113,6 +115,10 @@ def canonical(name: str) -> str:
 def default_name(module_name: str) -> str:
     """The plugin name of a default plugin module: ``agemetric.<module>``."""
     return "agemetric." + module_name.rsplit(".", 1)[1]
+
+
+#: The plugin names of the default plugins: the names they register are never taken by another plugin.
+BUILT_IN = frozenset(default_name(module) for module in DEFAULT_PLUGINS)
 
 
 def load_plugins() -> pluggy.PluginManager:
@@ -198,6 +204,9 @@ def call_each(
         trace(f"{hook} <- plugin {impl.plugin_name!r}{note} ({1000 * (time.perf_counter() - started):.1f} ms)")
 
 
+#: What building a registry says of a name (in `load_errors`): said again when it is rebuilt.
+_REGISTRY_ERRORS = ("is registered twice", "is agemetric's own")
+
 #: (kind, canonical name) -> the plugins that registered it, when more than one did
 clashes: dict[tuple[str, str], list[str]] = {}
 
@@ -240,7 +249,15 @@ def _build(kind: str) -> dict[str, Entry]:
             again = f"{kind} name {shortened(name)} is registered twice by plugin {plugin!r} (first as {first})"
             _failed(plugin, f"{again}; the second registration is skipped")
         for key in current[plugin].clashing:
-            owners = clashes.setdefault((kind, key), [registry[key].plugin])
+            owner = registry[key].plugin
+            if owner in BUILT_IN:  # agemetric's own name: it stays agemetric's
+                _failed(
+                    plugin,
+                    f"{kind} name {registry[key].name!r} is agemetric's own (plugin {owner!r}); plugin {plugin!r}'s "
+                    "registration of it is skipped: register yours under another name",
+                )
+                continue
+            owners = clashes.setdefault((kind, key), [owner])
             owners.append(plugin)
             _failed(
                 plugin,
@@ -267,7 +284,7 @@ def reset() -> None:
     _registries.clear()
     for key in list(clashes):
         del clashes[key]
-    load_errors[:] = [e for e in load_errors if "is registered twice" not in e[1]]
+    load_errors[:] = [e for e in load_errors if not any(said in e[1] for said in _REGISTRY_ERRORS)]
 
 
 def list_names(kind: str) -> list[str]:
@@ -333,14 +350,17 @@ def create(kind: str, name: str, /, **kwargs):
 
 
 def plugin_info() -> list[PluginInfo]:
-    """Each registered plugin with its version, hooks and the names it registered."""
+    """Each plugin with its version, hooks, the names it registered and what failed (a plugin
+    that failed to import is listed with its problem alone)."""
     load_plugins()
     infos = {}
     for name, plugin in pm.list_name_plugin():
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        version = __version__ if name in {default_name(m) for m in DEFAULT_PLUGINS} else _versions.get(name)
+        version = __version__ if name in BUILT_IN else _versions.get(name)
         infos[name] = PluginInfo(name, version, hooks)
     for kind in KINDS:
         for entry in registry(kind).values():
             infos[entry.plugin].registered.setdefault(kind, []).append(entry.name)
+    for plugin, message in load_errors:
+        infos.setdefault(plugin, PluginInfo(plugin, _versions.get(plugin), [])).problems.append(message)
     return list(infos.values())

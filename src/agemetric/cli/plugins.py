@@ -16,7 +16,9 @@ from agemetric.cli._common import console, guarded, warn_plugin_errors
 def plugins(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """List each plugin with its version, the hooks it implements and the names it registered."""
+    """List each plugin with its version, the hooks it implements and the names it registered; a
+    plugin that failed to load, or whose names clash with another's, with why (in --json, its
+    "problems")."""
     from agemetric import plugins as registry
 
     infos = registry.plugin_info()
@@ -28,6 +30,8 @@ def plugins(
             table.add_column(col)
         for info in infos:
             names = "\n".join(f"{kind}: {', '.join(n)}" for kind, n in info.registered.items())
+            if info.problems:  # said in full below the table
+                names = "\n".join(filter(None, [names, f"[yellow]{len(info.problems)} problem(s), below[/]"]))
             table.add_row(info.name, info.version or "-", "\n".join(info.hooks), names or "-")
         console.print(table)
     warn_plugin_errors()
