@@ -362,3 +362,25 @@ def test_a_plugin_that_failed_to_import_is_listed_with_its_problem(monkeypatch):
     result = CliRunner().invoke(app, ["plugins", "--json"])
     listed = {entry["name"]: entry for entry in json.loads(result.stdout)}
     assert listed["ghost"]["problems"] == ["import of 'ghost' failed: boom"]
+
+
+def test_a_presets_backbone_options_go_only_to_a_backbone_that_takes_them(register_inline):
+    """The quick preset's ``dropout`` is its recipe for small_cnn; a plugin's backbone without a
+    dropout still runs under it, and what the user sets is always passed on."""
+
+    def plain(embedding_dim=70, gender_dim=10, weights="none", width=8):
+        raise AssertionError("not built here")
+
+    def open_ended(embedding_dim=70, gender_dim=10, weights="none", **options):
+        raise AssertionError("not built here")
+
+    def register_backbones(register):
+        register("plain-net", plain)
+        register("open-net", open_ended)
+
+    register_inline(_inline("nets", register_backbones=register_backbones))
+    assert resolve("quick").model.backbone_options == {"dropout": 0.0}
+    assert resolve("quick", options={"backbone": "plain-net"}).model.backbone_options == {}
+    assert resolve("quick", options={"backbone": "open-net"}).model.backbone_options == {"dropout": 0.0}
+    given = resolve("quick", options={"backbone": "plain-net"}, sets=["backbone_options.dropout=0.2"])
+    assert given.model.backbone_options == {"dropout": 0.2}  # the factory will say it does not take it

@@ -289,23 +289,45 @@ def resolve(
     from_file.pop("preset", None)
     if name not in PRESETS:
         raise AgemetricError(f"preset: unknown preset {shortened(name)}; known: {', '.join(PRESETS)}")
-    merged: dict[str, Any] = {}
-    for layer in (
-        PRESETS[name],
+    given = [
         command_defaults or {},
         from_file,
         {k: v for k, v in (options or {}).items() if v is not None},
         parse_set(sets or []),
-    ):
+    ]
+    merged: dict[str, Any] = {}
+    for layer in (PRESETS[name], *given):
         for key, value in layer.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):
                 merged[key] = {**merged[key], **value}
             else:
                 merged[key] = value
-    explicit = set(from_file) | {k for k, v in (options or {}).items() if v is not None} | set(parse_set(sets or []))
+    explicit = set(from_file) | set(given[2]) | set(given[3])
+    backbone = merged.get("backbone", ModelSpec.backbone)
     if "image_size" not in explicit:
-        merged["image_size"] = _fit_image_size(merged.get("backbone", ModelSpec.backbone), merged.get("image_size"))
+        merged["image_size"] = _fit_image_size(backbone, merged.get("image_size"))
+    user_options = {key for layer in given for key in layer.get("backbone_options", {})}
+    from_preset = set(PRESETS[name].get("backbone_options", {})) - user_options
+    if from_preset:
+        merged["backbone_options"] = _taken(backbone, merged["backbone_options"], from_preset)
     return RunConfig.from_flat(**merged)
+
+
+def _taken(backbone: str, options: dict[str, Any], from_preset: set[str]) -> dict[str, Any]:
+    """``options`` without those of ``from_preset`` (a preset's recipe, e.g. its dropout) that
+    ``backbone``'s factory does not take: a plugin's backbone need not have them. The user's own
+    options always go to the factory, which says what it does not take."""
+    import inspect
+
+    from agemetric import plugins
+
+    try:
+        parameters = inspect.signature(plugins.get_entry("backbone", backbone).factory).parameters
+    except (TypeError, ValueError):  # no signature to read: pass them all
+        return options
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return options
+    return {key: value for key, value in options.items() if key not in from_preset or key in parameters}
 
 
 def _fit_image_size(backbone: str, size: int | None) -> int:
