@@ -119,8 +119,10 @@ def test_a_small_cnn_saved_without_the_stem_loads_and_estimates_as_it_did(tmp_pa
 def test_bad_weights_files_are_clear_errors(tmp_path):
     from agemetric.errors import AgemetricError
 
-    with pytest.raises(AgemetricError, match="no such file"):
+    with pytest.raises(AgemetricError, match=r"no such file .*missing.pt' \(SmallCNN takes 'none' or a state-dict"):
         plugins.create("backbone", "small_cnn", weights=str(tmp_path / "missing.pt"))
+    with pytest.raises(AgemetricError, match=r"no such file 'imagenett' \(ResNet18 takes 'none', 'imagenet' or a"):
+        plugins.create("backbone", "resnet18", weights="imagenett")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(AgemetricError, match="cannot read"):
         plugins.create("backbone", "small_cnn", weights=str(tmp_path / "junk.pt"))

@@ -79,6 +79,9 @@ class TrunkBackbone(Backbone):
         ((2, 4), (2, 2))
     """
 
+    #: the weights it knows by name besides ``"none"`` (a subclass that loads some sets them)
+    weight_names: tuple[str, ...] = ()
+
     def __init__(
         self,
         trunk: nn.Module,
@@ -110,7 +113,10 @@ class TrunkBackbone(Backbone):
         """
         path = Path(path)
         if not path.is_file():
-            raise AgemetricError(f"weights: no such file {str(path)!r} (expected 'none', 'imagenet' or a file)")
+            names = "".join(f", {name!r}" for name in self.weight_names)
+            raise AgemetricError(
+                f"weights: no such file {str(path)!r} ({type(self).__name__} takes 'none'{names} or a state-dict file)"
+            )
         state = load_torch(path, "weights")
         for key in ("backbone", "state_dict"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):

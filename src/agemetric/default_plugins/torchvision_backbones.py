@@ -76,6 +76,8 @@ class TorchvisionBackbone(TrunkBackbone):
         ((2, 70), None)
     """
 
+    weight_names = ("imagenet",)
+
     arch: str
     features: int
     classifier: str

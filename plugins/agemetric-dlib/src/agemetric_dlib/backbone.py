@@ -191,6 +191,7 @@ class _DlibBackbone(TrunkBackbone):
     mean = tuple(m / 255.0 for m in DLIB_MEAN_255)
     std = (DLIB_SCALE / 255.0,) * 3  # (x / 255 - m / 255) / (256 / 255) = (x - m) / 256
     min_size = 32
+    weight_names = ("dlib",)
     #: the name it is registered under, and its trunk's module
     label: str
     trunk_type: type[nn.Module]
