@@ -258,6 +258,15 @@ def test_agemetric_load_plugins_narrows_loading(entry_point_dir):
     assert "broken" not in result.stderr
 
 
+def test_a_plugin_name_in_agemetric_load_plugins_that_is_not_installed_is_named(entry_point_dir):
+    result = _cli(["run", "--loss", "entry-loss", "--out", "x"], entry_point_dir, AGEMETRIC_LOAD_PLUGINS="entrytestt")
+    assert result.returncode == 2
+    warning, error = [line for line in result.stderr.splitlines() if line.strip()]
+    assert warning.startswith("Warning: AGEMETRIC_LOAD_PLUGINS names 'entrytestt', which no installed plugin is")
+    assert error.startswith("Error: unknown loss 'entry-loss'")
+    assert "not loaded, as AGEMETRIC_LOAD_PLUGINS='entrytestt' leaves them out: " in error and "entrytest" in error
+
+
 class _FolderOfAges(FaceDataset):
     """A third-party dataset: ``{age}_{n}.png`` files; anything else is skipped with a reason."""
 

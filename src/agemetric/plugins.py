@@ -30,6 +30,8 @@ from agemetric._version import __version__
 from agemetric.errors import PluginError
 
 ENTRY_POINT_GROUP = "agemetric"
+#: The environment variable naming the third-party plugins to load (comma-separated; unset: all).
+ENV_FILTER = "AGEMETRIC_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "agemetric.default_plugins.small_cnn",
@@ -60,6 +62,8 @@ _versions: dict[str, str] = {}  # entry-point name -> its distribution's version
 _registries: dict[str, dict[str, Entry]] = {}
 #: Plugins that failed to import or whose hook raised: (plugin name, error message).
 load_errors: list[tuple[str, str]] = []
+#: Installed plugins that ``AGEMETRIC_LOAD_PLUGINS`` did not name, so were not loaded.
+left_out: list[str] = []
 
 _tracing = os.environ.get("AGEMETRIC_TRACE_HOOKS", "").strip().lower() not in ("", "0", "false", "no", "off")
 
@@ -131,10 +135,16 @@ def load_plugins() -> pluggy.PluginManager:
         module = importlib.import_module(module_name)
         if not pm.is_registered(module):
             pm.register(module, name=default_name(module_name))
-    wanted = os.environ.get("AGEMETRIC_LOAD_PLUGINS")
-    allowed = None if wanted is None else {canonical(n) for n in wanted.split(",") if n.strip()}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+    wanted = os.environ.get(ENV_FILTER)
+    allowed = None if wanted is None else {canonical(n): n.strip() for n in wanted.split(",") if n.strip()}
+    installed = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    for key, name in (allowed or {}).items():
+        if key not in {canonical(ep.name) for ep in installed}:
+            known = ", ".join(sorted(ep.name for ep in installed)) or "none"
+            _failed(ENV_FILTER, f"names {shortened(name)}, which no installed plugin is (installed: {known})")
+    for ep in installed:
         if allowed is not None and canonical(ep.name) not in allowed:
+            left_out.append(ep.name)
             continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
@@ -205,7 +215,7 @@ def call_each(
 
 
 #: What building a registry says of a name (in `load_errors`): said again when it is rebuilt.
-_REGISTRY_ERRORS = ("is registered twice", "is agemetric's own")
+REGISTRY_ERRORS = ("is registered twice", "is agemetric's own")
 
 #: (kind, canonical name) -> the plugins that registered it, when more than one did
 clashes: dict[tuple[str, str], list[str]] = {}
@@ -284,7 +294,7 @@ def reset() -> None:
     _registries.clear()
     for key in list(clashes):
         del clashes[key]
-    load_errors[:] = [e for e in load_errors if not any(said in e[1] for said in _REGISTRY_ERRORS)]
+    load_errors[:] = [e for e in load_errors if not any(said in e[1] for said in REGISTRY_ERRORS)]
 
 
 def list_names(kind: str) -> list[str]:
@@ -312,7 +322,10 @@ def get_entry(kind: str, name: str) -> Entry:
         )
     if entry is None:
         known = ", ".join(list_names(kind)) or "(none)"
-        broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors)
+        broken = "".join(f"; plugin {p!r} failed to load ({m})" for p, m in load_errors if p != ENV_FILTER)
+        if left_out:
+            broken += f"; not loaded, as {ENV_FILTER}={os.environ.get(ENV_FILTER, '')!r} leaves them out: "
+            broken += ", ".join(left_out)
         close = difflib.get_close_matches(name, list_names(kind), n=1) if len(name) <= SHOWN else []
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise PluginError(f"unknown {kind} {shortened(name)}; {hint}known: {known}{broken}")
@@ -362,5 +375,7 @@ def plugin_info() -> list[PluginInfo]:
         for entry in registry(kind).values():
             infos[entry.plugin].registered.setdefault(kind, []).append(entry.name)
     for plugin, message in load_errors:
+        if plugin == ENV_FILTER:  # not a plugin: said on its own
+            continue
         infos.setdefault(plugin, PluginInfo(plugin, _versions.get(plugin), [])).problems.append(message)
     return list(infos.values())

@@ -113,14 +113,15 @@ def print_warning(message: str) -> None:
 def warn_plugin_errors() -> None:
     """Name each plugin that failed to load or registered a name twice (and was not named yet),
     one line each, on stderr."""
-    from agemetric.plugins import load_errors
+    from agemetric.plugins import ENV_FILTER, REGISTRY_ERRORS, load_errors
 
     for name, error in load_errors[state.plugin_errors_shown :]:
-        what = (
-            f"plugin {name!r}: {error}"
-            if "is registered twice" in error
-            else f"plugin {name!r} failed to load: {error}"
-        )
+        if name == ENV_FILTER:
+            what = f"{name} {error}"
+        elif any(said in error for said in REGISTRY_ERRORS):  # it loaded; one of its names did not
+            what = f"plugin {name!r}: {error}"
+        else:
+            what = f"plugin {name!r} failed to load: {error}"
         err_console.print(f"[yellow]Warning:[/] {escape(printable(what))}", highlight=False)
     state.plugin_errors_shown = len(load_errors)
 
