@@ -393,3 +393,14 @@ def test_a_presets_backbone_options_go_only_to_a_backbone_that_takes_them(regist
     assert resolve("quick", options={"backbone": "open-net"}).model.backbone_options == {"dropout": 0.0}
     given = resolve("quick", options={"backbone": "plain-net"}, sets=["backbone_options.dropout=0.2"])
     assert given.model.backbone_options == {"dropout": 0.2}  # the factory will say it does not take it
+
+
+def test_register_plugin_refuses_hooks_that_are_not_agemetrics_and_a_taken_name():
+    before = list(plugins.load_errors)
+    with pytest.raises(PluginError, match=r"register_loss \(did you mean register_losses\?\)"):
+        plugins.register_plugin(_inline("misspelt_inline", register_loss=lambda register: None))
+    assert plugins.load_errors == before and plugins.pm.get_plugin("misspelt_inline") is None
+    with pytest.raises(PluginError, match="plugin name 'agemetric.small_cnn' is taken"):
+        plugins.register_plugin(_inline("other", register_losses=lambda register: None), "agemetric.small_cnn")
+    with pytest.raises(PluginError, match="no plugin named 'never' is registered"):
+        plugins.unregister_plugin("never")

@@ -184,6 +184,52 @@ def _register_checked(plugin, name: str, where: str) -> bool:
     return True
 
 
+def register_plugin(plugin: object, name: str | None = None) -> None:
+    """Register ``plugin`` in this process as an installed plugin is through its entry point: a
+    module, or any object, with ``@agemetric.hookimpl`` functions (for a notebook or a test). Its
+    names can be used at once.
+
+    Args:
+        plugin: the module or object.
+        name: its plugin name (default: the module's ``__name__``).
+
+    Raises:
+        PluginError: its hooks are not agemetric's (a misspelt hook name, other arguments), or
+            the name is taken.
+
+    Examples:
+        >>> import types
+        >>> from agemetric import hookimpl
+        >>> from agemetric.losses import RevisedContrastiveLoss
+        >>> @hookimpl
+        ... def register_losses(register):
+        ...     register("my-loss", RevisedContrastiveLoss)
+        >>> register_plugin(types.SimpleNamespace(register_losses=register_losses), "mine")
+        >>> type(create("loss", "my-loss", margin=2)).__name__
+        'RevisedContrastiveLoss'
+        >>> unregister_plugin("mine")
+        >>> "my-loss" in list_names("loss")
+        False
+    """
+    load_plugins()
+    name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
+    if pm.get_plugin(name) is not None:
+        raise PluginError(f"plugin name {name!r} is taken; give another name")
+    errors = len(load_errors)
+    if not _register_checked(plugin, name, name):
+        _, message = load_errors.pop(errors)
+        raise PluginError(f"plugin {name!r}: {message}")
+    reset()
+
+
+def unregister_plugin(name: str) -> None:
+    """Take back a plugin `register_plugin()` registered (its names are gone at once)."""
+    if pm.get_plugin(name) is None:
+        raise PluginError(f"no plugin named {name!r} is registered")
+    pm.unregister(name=name)
+    reset()
+
+
 def call_each(
     hook: str,
     kwargs: Callable[[str], dict] | dict,
