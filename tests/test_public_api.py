@@ -402,3 +402,20 @@ def test_int_ages_give_the_loss_of_the_same_ages_as_floats():
     labels = torch.tensor([20, 25, 30, 40])  # int ages, as a dataset may give them
     loss = RevisedContrastiveLoss()
     assert torch.allclose(loss(embeddings, labels), loss(embeddings, labels.double()))
+
+
+def test_a_k_as_large_as_the_gallery_is_warned_about():
+    import warnings
+
+    from agemetric.retrievers import L1KNN
+
+    with pytest.warns(UserWarning, match="k = 200 is not less than the gallery's 100 items"):
+        L1KNN(k=200).fit(torch.randn(100, 8), torch.arange(100.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        L1KNN(k=20).fit(torch.randn(100, 8), torch.arange(100.0))
+
+
+def test_an_agemetric_miner_given_references_says_what_to_use_instead():
+    with pytest.raises(ValueError, match="mines within one batch and takes no ref_emb / ref_labels; .*AgeToleranceMiner"):
+        AllPairsMiner()(torch.randn(4, 8), torch.arange(4.0), torch.randn(3, 8), torch.arange(3.0))

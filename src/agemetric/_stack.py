@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+#: agemetric's own files (the package folder): a warning for the user points past them
+AGEMETRIC_FILES = os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def stacklevel_outside(*places: str) -> int:

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from agemetric._imaging import to_square
-from agemetric._stack import stacklevel_outside
+from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside
 from agemetric.errors import AgemetricError
 
 #: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
@@ -30,8 +30,6 @@ MAX_SIDE = 4096
 #: photos are framed on one thread per core, at most this many (`set_framing_threads()` may choose otherwise)
 FRAMING_THREADS = 4
 #: file name endings ``agemetric predict FOLDER`` takes
-#: agemetric's own files: a warning points past them, to the user's line
-_PACKAGE = str(Path(__file__).parent) + os.sep
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
@@ -259,7 +257,7 @@ def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images"
         warnings.warn(
             f"{len(noted)} of {len(items)} photo(s) fell back, e.g. {noted[0]}: their estimates are of that framing "
             "(analyze() leaves such faces unestimated)",
-            stacklevel=stacklevel_outside(_PACKAGE),
+            stacklevel=stacklevel_outside(AGEMETRIC_FILES),
         )
     return np.stack(pixels) if pixels else _empty(size)
 

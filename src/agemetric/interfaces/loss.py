@@ -158,7 +158,10 @@ class Loss(nn.Module, abc.ABC):
             rows = torch.arange(b, device=embeddings.device)
             indices = Pairs(rows.repeat_interleave(r), torch.arange(r, device=embeddings.device).repeat(b))
         if not isinstance(indices, Pairs | Triplets):
-            raise PluginError(f"{who}: ref_emb needs pairs or triplets (from a miner given the references too)")
+            raise PluginError(
+                f"{who}: ref_emb needs pairs or triplets (from a miner given the references too, such as "
+                "agemetric.pml.AgeToleranceMiner)"
+            )
         check_indices(who, indices, (Pairs, Triplets), max(b, r))
         if isinstance(indices, Pairs):
             check_index_range(who, "first", indices.first, b)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from agemetric.errors import PluginError
 from agemetric.interfaces.checks import (
     check_finite,
     check_indices,
@@ -52,18 +53,32 @@ class Miner(nn.Module, abc.ABC):
     def extra_repr(self) -> str:
         return f"margin={self.margin:g}"
 
-    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        ref_emb: torch.Tensor | None = None,
+        ref_labels: torch.Tensor | None = None,
+    ) -> Indices:
         """Mine a batch.
 
         Args:
             embeddings: ``(B, D)`` float.
             labels: ``(B,)`` ages (or gender labels for the gender task).
+            ref_emb: not taken (an agemetric miner mines within the batch); the argument is
+                there to say so to a pytorch-metric-learning user, whose miners take it.
+            ref_labels: not taken, as ``ref_emb``.
 
         Returns:
             ``Pairs`` (each field ``(P,)`` int64) or ``Triplets`` (each ``(T,)`` int64), with
             every index in ``[0, B)``.
         """
         who = describe(self)
+        if ref_emb is not None or ref_labels is not None:
+            raise PluginError(
+                f"{who}: mines within one batch and takes no ref_emb / ref_labels; for pairs with references use "
+                "agemetric.pml.AgeToleranceMiner, or give the loss ref_emb and ref_labels without indices (every pair)"
+            )
         check_tensor(who, "embeddings", embeddings, 2, floating=True)
         check_tensor(who, "labels", labels, 1)
         check_rows(who, "labels", labels, embeddings.shape[0])
