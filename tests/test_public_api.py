@@ -417,5 +417,7 @@ def test_a_k_as_large_as_the_gallery_is_warned_about():
 
 
 def test_an_agemetric_miner_given_references_says_what_to_use_instead():
-    with pytest.raises(ValueError, match="mines within one batch and takes no ref_emb / ref_labels; .*AgeToleranceMiner"):
+    with pytest.raises(
+        ValueError, match="mines within one batch and takes no ref_emb / ref_labels; .*AgeToleranceMiner"
+    ):
         AllPairsMiner()(torch.randn(4, 8), torch.arange(4.0), torch.randn(3, 8), torch.arange(3.0))
