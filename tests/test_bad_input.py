@@ -214,7 +214,7 @@ ERRORS = {
     ),
     "NaN ages in a model's gallery": (
         lambda t: bad_model(t / "r", "nan ages") or ["predict", "r", "a.png"],
-        "the gallery's ages must be finite numbers; 3 are not",
+        "the gallery's ages must be finite numbers; 3 of 12 are not",
     ),
     "model from another version": (
         lambda t: bad_model(t / "r", "unknown key") or ["predict", "r", "a.png"],

@@ -306,6 +306,7 @@ class _ShapeBranch(torch.nn.Module):
         return (x[:, :1] if x.shape[1] == 3 else x,)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.*is deprecated:FutureWarning")  # as export_bundle does
 def test_a_trace_that_does_not_give_the_models_outputs_on_other_images_is_refused(tmp_path):
     import warnings
 

@@ -7,6 +7,9 @@ from hypothesis import strategies as st
 
 from agemetric.default_plugins.l1_knn import L1KNN
 
+# these tests take k up to and past the gallery's size on purpose (the warning is tested in test_public_api)
+pytestmark = pytest.mark.filterwarnings("ignore:.*is not less than the gallery")
+
 
 def test_faiss_l1_matches_brute_force():
     g = torch.Generator().manual_seed(0)
