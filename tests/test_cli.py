@@ -186,5 +186,8 @@ def test_evaluate_on_the_runs_own_images_says_how_many_it_trained_on_and_unseen_
         else:
             assert metrics["n_test"] == len(sides) and metrics["trained_on"] == trained == 72
             assert f"{trained} of the {len(sides)} images were trained or calibrated on by this run" in result.stderr
-    other = runner.invoke(app, ["evaluate", str(out), "--dataset", "synthetic", "--set", "dataset_options.n=30"])
+    args = ["evaluate", str(out), "--dataset", "synthetic", "--set", "dataset_options.n=30", "--unseen"]
+    other = runner.invoke(app, [*args, "--out", str(tmp_path / "other.json")])
     assert other.exit_code == 0 and "trained or calibrated on" not in other.stderr  # other faces, same names
+    assert "--unseen: these are not the run's own images" in other.stderr
+    assert json.loads((tmp_path / "other.json").read_text())["trained_on"] is None

@@ -433,6 +433,31 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_and_the_folder_can_be
     assert result.exit_code == 0, result.output
 
 
+def test_a_run_stopped_before_its_model_without_a_checkpoint_leaves_nothing(tmp_path, monkeypatch):
+    """A time budget spent in the first epoch saves no checkpoint; stopped while it is evaluated
+    (after its history.json), the run still leaves its --out usable."""
+    from agemetric import experiment
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train", lambda *args, **kwargs: [{"epoch": 1, "images": 0}])
+    monkeypatch.setattr(experiment, "_evaluate", interrupted)
+    result = runner.invoke(app, ["run", *TINY, "--out", str(tmp_path / "r")])
+    assert result.exit_code == 130, result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_users_hidden_temporary_files_are_left_alone(tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / ".draft.swp.tmp").write_text("mine")
+    (folder / ".model.pt.abc123.tmp").write_text("a run's orphan")
+    result = runner.invoke(app, ["run", *TINY, "--out", str(folder)])
+    assert result.exit_code == 0, result.output
+    assert (folder / ".draft.swp.tmp").read_text() == "mine" and not (folder / ".model.pt.abc123.tmp").exists()
+
+
 def test_a_run_that_fails_after_it_finished_keeps_its_files(tmp_path, monkeypatch):
     import agemetric.run_report
 

@@ -364,6 +364,16 @@ def test_an_option_called_kind_or_name_reaches_the_factory_not_create():
             registry.create("framer", "center", **{option: "x"})
 
 
+def test_a_built_in_name_stays_built_in_whatever_the_order_of_the_hooks(register_inline):
+    module = types.ModuleType("early")
+    module.register_losses = hookimpl(trylast=True)(lambda register: register("dex", object))  # called first
+    register_inline(module)
+    assert plugins.load_plugins().hook.register_losses.get_hookimpls()[0].plugin_name == "early"
+    assert type(plugins.create("loss", "dex")).__name__ == "DEXLoss"
+    (problem,) = {i.name: i for i in plugins.plugin_info()}["early"].problems
+    assert "loss name 'dex' is agemetric's own (plugin 'agemetric.baselines')" in problem
+
+
 def test_a_plugin_that_failed_to_import_is_listed_with_its_problem(monkeypatch):
     monkeypatch.setattr(plugins, "load_errors", [*plugins.load_errors, ("ghost", "import of 'ghost' failed: boom")])
     (ghost,) = [i for i in plugins.plugin_info() if i.name == "ghost"]
@@ -404,3 +414,16 @@ def test_register_plugin_refuses_hooks_that_are_not_agemetrics_and_a_taken_name(
         plugins.register_plugin(_inline("other", register_losses=lambda register: None), "agemetric.small_cnn")
     with pytest.raises(PluginError, match="no plugin named 'never' is registered"):
         plugins.unregister_plugin("never")
+
+
+def test_register_plugin_says_what_did_not_register_and_built_ins_stay():
+    module = _inline("takes_dex", register_losses=lambda register: register("dex", object))
+    with pytest.warns(UserWarning, match="plugin 'takes_dex': loss name 'dex' is agemetric's own"):
+        plugins.register_plugin(module)
+    try:
+        with pytest.raises(PluginError, match="registered already, as 'takes_dex'"):
+            plugins.register_plugin(module, "again")
+    finally:
+        plugins.unregister_plugin("takes_dex")
+    with pytest.raises(PluginError, match="'agemetric.baselines' is one of agemetric's own"):
+        plugins.unregister_plugin("agemetric.baselines")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import csv
+import glob
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,10 +71,10 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def remove_orphans(folder: Path) -> list[Path]:
-    """Delete the temporary files an `atomic_torch_save()` killed mid-write left in ``folder``
-    (``.NAME.*.tmp``); returns them."""
-    orphans = [p for p in folder.glob(".*.tmp") if p.is_file()]
+def remove_orphans(folder: Path, names: Iterable[str]) -> list[Path]:
+    """Delete the temporary files an `atomic_torch_save()` of one of ``names`` killed mid-write
+    left in ``folder`` (``.NAME.*.tmp``; other hidden files are left alone); returns them."""
+    orphans = [p for name in names for p in folder.glob(f".{glob.escape(name)}.*.tmp") if p.is_file()]
     for p in orphans:
         p.unlink(missing_ok=True)
     return orphans

@@ -18,6 +18,7 @@ import importlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -81,7 +82,8 @@ def trace(message: str) -> None:
 
 
 def _failed(plugin: str, message: str) -> None:
-    load_errors.append((plugin, message))
+    if (plugin, message) not in load_errors:  # a registry rebuilt calls the hooks again: said once
+        load_errors.append((plugin, message))
     trace(f"plugin {plugin!r} FAILED: {message}")
 
 
@@ -215,17 +217,25 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     if pm.get_plugin(name) is not None:
         raise PluginError(f"plugin name {name!r} is taken; give another name")
+    if pm.is_registered(plugin):
+        raise PluginError(f"plugin {name!r} is registered already, as {pm.get_name(plugin)!r}")
     errors = len(load_errors)
     if not _register_checked(plugin, name, name):
         _, message = load_errors.pop(errors)
         raise PluginError(f"plugin {name!r}: {message}")
     reset()
+    for kind in KINDS:  # build the registries now, to say what did not register
+        registry(kind)
+    for message in dict.fromkeys(message for plugin_name, message in load_errors if plugin_name == name):
+        warnings.warn(f"plugin {name!r}: {message}", stacklevel=2)
 
 
 def unregister_plugin(name: str) -> None:
     """Take back a plugin `register_plugin()` registered (its names are gone at once)."""
     if pm.get_plugin(name) is None:
         raise PluginError(f"no plugin named {name!r} is registered")
+    if name in BUILT_IN:
+        raise PluginError(f"plugin {name!r} is one of agemetric's own, which stay registered")
     pm.unregister(name=name)
     reset()
 
@@ -273,6 +283,7 @@ class _Registrar:
     def __init__(self, kind: str, plugin: str, registry: dict[str, Entry]):
         self.kind, self.plugin, self.registry, self.pending = kind, plugin, registry, {}
         self.clashing: list[str] = []
+        self.displaced: list[Entry] = []  # another plugin's registrations of agemetric's own names
         self.repeated: list[str] = []  # names this plugin registered again: the first registration is kept
 
     def __call__(self, name: str, factory: Callable) -> None:
@@ -284,10 +295,21 @@ class _Registrar:
         if key in self.pending:  # its own name again (perhaps spelt otherwise): the first one stays
             self.repeated.append(name)
             return
-        if key in self.registry:  # another plugin has it: the name is refused when asked for, the rest works
-            self.clashing.append(key)
+        if key in self.registry and not (self.plugin in BUILT_IN and self.registry[key].plugin not in BUILT_IN):
+            self.clashing.append(key)  # another plugin has it: refused when asked for, the rest works
             return
+        if key in self.registry:  # a plugin called before agemetric's own took its name: it goes back
+            self.displaced.append(self.registry[key])
         self.pending[key] = Entry(name, factory, self.plugin)
+
+
+def _taken_back(kind: str, name: str, owner: str, plugin: str) -> None:
+    """Say that ``plugin``'s registration of ``name``, the built-in ``owner``'s, is skipped."""
+    _failed(
+        plugin,
+        f"{kind} name {name!r} is agemetric's own (plugin {owner!r}); plugin {plugin!r}'s registration of it is "
+        "skipped: register yours under another name",
+    )
 
 
 def _build(kind: str) -> dict[str, Entry]:
@@ -300,6 +322,8 @@ def _build(kind: str) -> dict[str, Entry]:
 
     def commit(plugin: str) -> str:  # only a hook that returned adds its names
         registry.update(current[plugin].pending)
+        for entry in current[plugin].displaced:
+            _taken_back(kind, entry.name, plugin, entry.plugin)
         for name in current[plugin].repeated:
             first = shortened(current[plugin].pending[canonical(name)].name)
             again = f"{kind} name {shortened(name)} is registered twice by plugin {plugin!r} (first as {first})"
@@ -307,11 +331,7 @@ def _build(kind: str) -> dict[str, Entry]:
         for key in current[plugin].clashing:
             owner = registry[key].plugin
             if owner in BUILT_IN:  # agemetric's own name: it stays agemetric's
-                _failed(
-                    plugin,
-                    f"{kind} name {registry[key].name!r} is agemetric's own (plugin {owner!r}); plugin {plugin!r}'s "
-                    "registration of it is skipped: register yours under another name",
-                )
+                _taken_back(kind, registry[key].name, owner, plugin)
                 continue
             owners = clashes.setdefault((kind, key), [owner])
             owners.append(plugin)

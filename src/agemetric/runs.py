@@ -263,8 +263,8 @@ class RunFolder:
         The new run holds the folder's lock (`lock()`) until the process ends or `unlock()`.
 
         Raises:
-            AgemetricError: the folder holds a finished or an unfinished run, another run is using
-                it, or it cannot be written.
+            AgemetricError: the folder holds a finished or an unfinished run, or a file with the
+                name of a run's file; another run is using it; or it cannot be written.
         """
         try:
             folder = cls._new_default(dataset, backbone) if out is None else cls(out)
@@ -277,30 +277,32 @@ class RunFolder:
             raise AgemetricError(
                 f"out: cannot write to {str(cls(out or 'runs').path)!r}: {exc.strerror or exc}"
             ) from None
+        refusal = None
+        clash = next((name for name in cls.FILES if name != cls.LOCK and (folder.path / name).exists()), None)
         if folder.finished:
-            folder.unlock()
-            raise AgemetricError(f"out: {folder.path} already holds a run; choose another folder")
-        if folder.checkpoint.exists():
-            folder.unlock()
-            raise AgemetricError(
+            refusal = f"out: {folder.path} already holds a run; choose another folder"
+        elif folder.checkpoint.exists():
+            refusal = (
                 f"out: {folder.path} holds an unfinished run ({cls.CHECKPOINT}); continue it with "
                 f"agemetric run --resume {folder.path}, or choose another folder"
             )
-        clash = next((name for name in cls.FILES if name != cls.LOCK and (folder.path / name).exists()), None)
-        if clash is not None:  # a file of the user's that the run would write over
+        elif clash is not None:  # a file of the user's that the run would write over
+            refusal = f"out: {folder.path} holds {clash!r}, which a run would write over; choose a new or empty folder"
+        if refusal is not None:  # the folder is left as it was
             folder.unlock()
             if not lock_was_there:
                 (folder.path / cls.LOCK).unlink(missing_ok=True)
-            raise AgemetricError(
-                f"out: {folder.path} holds {clash!r}, which a run would write over; choose a new or empty folder"
-            )
+            raise AgemetricError(refusal)
         return folder
 
     def discard(self) -> None:
-        """Remove what a run that stopped before its first checkpoint wrote (its settings, split
-        and lists, the lock) and the folder itself when nothing else is left in it."""
-        for name in (self.CONFIG, self.SPLIT, self.SKIPPED, self.FRAMING, self.LOCK):
-            (self.path / name).unlink(missing_ok=True)
+        """Remove what a run that stopped before its first checkpoint wrote (its settings, split,
+        lists and history, the lock: `create()` made sure none of them was there before) and the
+        folder itself when nothing else is left in it."""
+        kept = (self.MODEL, self.METRICS, self.CHECKPOINT, self.FIGURES)  # what a run to keep or resume has
+        for name in self.FILES:
+            if name not in kept:
+                (self.path / name).unlink(missing_ok=True)
         self.unlock()
         empty = [self.path] + ([self.path.parent] if self.path.parent.name == "runs" else [])
         for folder in empty:  # the default parent runs/ goes too when this was its only run
@@ -341,7 +343,7 @@ class RunFolder:
                 f"out: {self.path} is in use by another agemetric run; wait for it to end or choose another folder"
             ) from None
         self._lock = handle
-        remove_orphans(self.path)  # a run killed while saving left its temporary file; no run is writing now
+        remove_orphans(self.path, self.FILES)  # a run killed while saving left its temporary file; none writes now
         return self
 
     def unlock(self) -> None:

@@ -180,7 +180,12 @@ def evaluate(
         )
     base = folder.read_config()
     config = data_config(base, dataset, data_dir, limit, seed, changes)
-    trained = _trained_keys(folder) if _same_images(config, base) else set()
+    same = _same_images(config, base)
+    trained = _trained_keys(folder) if same else set()
+    if unseen and not same:
+        print_warning(
+            "--unseen: these are not the run's own images (another dataset, its options or folder), so none is left out"
+        )
     ds, records = select_records(config, leave_out=trained if unseen else ())
     seen = sum(r.key in trained for r in records)
     if seen:
@@ -201,7 +206,8 @@ def evaluate(
     where = _list_skipped(left_out, out)
     noted = data.noted()
     metrics["skipped"], metrics["framing_fallbacks"] = len(left_out), len(noted)
-    metrics["trained_on"] = seen  # of the images read, how many the run trained or calibrated on
+    # of the images read, how many the run trained or calibrated on (None: not the run's images)
+    metrics["trained_on"] = seen if same else None
     if out is not None:  # written before anything is printed: a closed pipe (| head) cannot lose it
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -223,9 +229,11 @@ def _same_images(config: RunConfig, base: RunConfig) -> bool:
     same options from the same folder (a relative folder taken from here), so that a key names the
     same image in both."""
 
+    from agemetric.plugins import canonical
+
     def images(data) -> tuple:
         folder = None if data.data_dir is None else Path(data.data_dir).expanduser().resolve()
-        return data.dataset, data.dataset_options, folder
+        return canonical(data.dataset), data.dataset_options, folder
 
     return images(config.data) == images(base.data)
 

@@ -30,8 +30,9 @@ def plugins(
             table.add_column(col)
         for info in infos:
             names = "\n".join(f"{kind}: {', '.join(n)}" for kind, n in info.registered.items())
-            if info.problems:  # said in full below the table
-                names = "\n".join(filter(None, [names, f"[yellow]{len(info.problems)} problem(s), below[/]"]))
+            if info.problems:  # said in full in the warnings
+                problems = f"[yellow]{len(info.problems)} problem(s): see the warnings[/]"
+                names = f"{names}\n{problems}" if names else problems
             table.add_row(info.name, info.version or "-", "\n".join(info.hooks), names or "-")
         console.print(table)
     warn_plugin_errors()

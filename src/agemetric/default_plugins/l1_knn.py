@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
+from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside
 from agemetric.adaptation import Adaptation, GalleryArrays, adapt
 from agemetric.hookspecs import hookimpl
 from agemetric.interfaces import Retriever
+from agemetric.interfaces.checks import describe
 from agemetric.interfaces.gallery import Gallery, IndexOptions
 
 
@@ -56,6 +60,18 @@ class L1KNN(Retriever):
     def options(self) -> IndexOptions:
         """The gallery's index options."""
         return self.gallery.options
+
+    def fit(self, embeddings: torch.Tensor, ages: torch.Tensor, genders: torch.Tensor | None = None) -> L1KNN:
+        """As `Retriever.fit()`; a gallery of no more items than ``k`` is warned about (every
+        estimate would be its mean age)."""
+        super().fit(embeddings, ages, genders)
+        if 0 < len(self.gallery) <= self.k:
+            warnings.warn(
+                f"{describe(self)}: k = {self.k} is not less than the gallery's {len(self.gallery)} items, so every "
+                "estimate is the mean age of the whole gallery; fit more faces, or choose a smaller k",
+                stacklevel=stacklevel_outside(AGEMETRIC_FILES),
+            )
+        return self
 
     def predict(self, queries: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted ages ``(M,)``: the mean age of the ``k`` nearest gallery faces (weighted by

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import abc
 import functools
-import warnings
 
 import torch
 
-from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside
 from agemetric.interfaces.checks import check_rows, check_tensor, describe
 from agemetric.interfaces.gallery import Gallery
 
@@ -59,12 +57,6 @@ class Retriever(abc.ABC):
         """Make ``(N, D)`` embeddings with their ``(N,)`` ages (and int64 genders, -1 unknown) the
         gallery; returns ``self``."""
         self.gallery.fit(embeddings, ages, genders)
-        if 0 < len(self.gallery) <= self.k:
-            warnings.warn(
-                f"{describe(self)}: k = {self.k} is not less than the gallery's {len(self.gallery)} items, so every "
-                "estimate is the mean age of the whole gallery; fit more faces, or choose a smaller k",
-                stacklevel=stacklevel_outside(AGEMETRIC_FILES),
-            )
         self.on_gallery()
         return self
 
