@@ -111,7 +111,7 @@ def predict(
     if annotate is not None:
         _Annotations.check(annotate, files)
     predictor = load_predictor(model, runtime, threads)
-    annotations = None if annotate is None else _Annotations(annotate, files)
+    annotations = None if annotate is None else _Annotations(annotate)
     fmt = "json" if json_out else "csv" if csv_out or not sys.stdout.isatty() else "table"
     writer = _Writer(fmt, under)
     failed = 0
@@ -185,10 +185,10 @@ class _Annotations:
                 f"--annotate {folder}: holds the photo {holding.name!r}; choose another folder for the annotated copies"
             )
 
-    def __init__(self, folder: Path, photos: list[Path]):
+    def __init__(self, folder: Path):
+        """Make ``folder`` (already through `check()`, which runs before the model loads)."""
         from agemetric.errors import AgemetricError
 
-        self.check(folder, photos)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
