@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from agemetric.cli import adapt, evaluate, export, install, paper, predict, report, run, serve
+from agemetric.cli import adapt, cache, evaluate, export, install, paper, predict, report, run, serve
 from agemetric.cli import plugins as plugins_command
 from agemetric.cli._commands import Command, Group
 from agemetric.cli._common import state
@@ -56,6 +56,7 @@ app.command("serve", cls=Command)(serve.serve)
 app.command("report", cls=Command)(report.report)
 app.add_typer(paper.app, name="paper")
 app.command("plugins", cls=Command)(plugins_command.plugins)
+app.command("cache", cls=Command)(cache.cache)
 app.command("install", cls=Command, context_settings={"ignore_unknown_options": True})(install.install)
 app.command("uninstall", cls=Command)(install.uninstall)
 

@@ -112,16 +112,25 @@ def decode(
 
 def _decoded(dataset, records, size, progress, workers, cache, framer) -> tuple[np.ndarray, np.ndarray, list, list]:
     """`_decode_all()` through the disk cache when ``cache`` is on."""
-    key = image_cache.cache_key(dataset, records, size, framer.key() if framer is not None else "") if cache else None
-    hit = image_cache.load(key, len(records), size) if key else None
+    if not cache:
+        return _decode_all(dataset, records, size, progress, workers, framer)
+    image_cache.limit()  # a mistyped $AGEMETRIC_CACHE_LIMIT is said before the decode, not after it
+    key = image_cache.cache_key(dataset, records, size, framer.key() if framer is not None else "")
+    hit = image_cache.load(key, len(records), size)
     if hit is not None:
         if progress is not None:
             progress(len(records))
         return hit
     decoded = _decode_all(dataset, records, size, progress, workers, framer)
-    if key:
-        image_cache.store(key, *decoded)
+    image_cache.store(key, *decoded, source=_source(dataset, framer))
     return decoded
+
+
+def _source(dataset, framer) -> str:
+    """What `agemetric cache` says an entry holds: the dataset, its folder, the framing."""
+    where = f" {dataset.root}" if dataset.root is not None else ""
+    framing = f", framed by {type(framer).__name__}" if framer is not None else ""
+    return f"{type(dataset).__name__}{where}{framing}"
 
 
 def _resized(images: np.ndarray, size: int, workers: int) -> np.ndarray:

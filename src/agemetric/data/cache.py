@@ -7,7 +7,11 @@ md5, which the split computes anyway), the output size and the framing, so a cha
 setting never returns stale pixels, even when the new file has the old one's size and
 modification time. Files are written to a temporary name and renamed.
 
-Location: ``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``. Delete the folder to reclaim space.
+Location: ``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``. The folder is kept under a size limit
+(``$AGEMETRIC_CACHE_LIMIT``, default 20G; ``0`` stores nothing): storing a new entry first removes
+the entries used longest ago, and an entry that would leave the disk with less than 1 GB free is
+not stored. ``agemetric cache`` lists the entries and ``agemetric cache --clear`` removes them;
+deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -15,15 +19,28 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
 FORMAT = 3  # 2: framing notes in the metadata; 3: keyed by file content
+
+#: the size limit when ``$AGEMETRIC_CACHE_LIMIT`` is not set
+DEFAULT_LIMIT = "20G"
+#: what storing an entry always leaves free on the cache's disk
+KEEP_FREE = 10**9
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_ENTRY = re.compile(r"[0-9a-f]{32}")
+_ORPHAN = re.compile(r"\.[0-9a-f]{32}\.(u8|json)\..*\.tmp")  # a write that was stopped (_atomic_write)
 
 
 def cache_dir() -> Path:
@@ -56,17 +73,26 @@ def load(key: str, n: int, size: int) -> tuple[np.ndarray, np.ndarray, list[str 
         return None
     if images.size != n * 3 * size * size:
         return None
+    _touch(base)
     notes = meta.get("notes") or [None] * n
     return images.reshape(n, 3, size, size), np.array(meta["ok"], dtype=bool), meta["reasons"], notes
 
 
 def store(
-    key: str, images: np.ndarray, ok: np.ndarray, reasons: list[str | None], notes: list[str | None] | None = None
+    key: str,
+    images: np.ndarray,
+    ok: np.ndarray,
+    reasons: list[str | None],
+    notes: list[str | None] | None = None,
+    source: str = "",
 ) -> None:
-    """Write a decoded result atomically; a failure to write only costs the next run a decode."""
+    """Write a decoded result atomically, making room under the size limit first (see the module's
+    text); ``source`` names the images in `entries()`. A failure to write, or an entry the limit or
+    the disk has no room for, only costs the next run a decode."""
     folder = cache_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not _make_room(folder, key, images.nbytes):
+            return
         base = folder / key
         _atomic_write(base.with_suffix(".u8"), images.tobytes())
         meta = {
@@ -76,8 +102,118 @@ def store(
             "ok": ok.tolist(),
             "reasons": reasons,
             "notes": notes if notes and any(notes) else None,
+            "source": source,
         }
         _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())
+    except OSError:
+        pass
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One cached result: ``n`` images of ``size`` pixels decoded from ``source`` (empty when an
+    earlier agemetric stored it)."""
+
+    key: str
+    source: str
+    n: int
+    size: int
+    bytes: int
+    last_used: float  # seconds since the epoch
+
+
+def entries() -> list[Entry]:
+    """The cache's entries, used most recently first (an entry whose metadata cannot be read is
+    listed with what its files tell)."""
+    found = []
+    for data in _entry_files(cache_dir()):
+        meta_file = data.with_suffix(".json")
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        try:
+            stat = data.stat()
+            used = max(stat.st_mtime, meta_file.stat().st_mtime) if meta else stat.st_mtime
+            size = stat.st_size + (meta_file.stat().st_size if meta else 0)
+        except OSError:  # removed meanwhile
+            continue
+        n, px = meta.get("n", 0), meta.get("size", 0)
+        found.append(Entry(data.stem, meta.get("source") or "", n, px, size, used))
+    return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+
+def clear() -> tuple[int, int]:
+    """Remove every entry (and stopped writes' temporary files); ``(entries, bytes)`` removed.
+    Other files in the folder are left alone."""
+    folder = cache_dir()
+    removed = [_remove(e.key) for e in entries()]
+    if folder.is_dir():
+        for orphan in folder.iterdir():
+            if _ORPHAN.fullmatch(orphan.name):
+                orphan.unlink(missing_ok=True)
+    return len(removed), sum(removed)
+
+
+def limit() -> int:
+    """The size limit in bytes, from ``$AGEMETRIC_CACHE_LIMIT`` (``500M``, ``20G``, ``0``; decimal
+    units, as ``agemetric cache`` shows sizes) or `DEFAULT_LIMIT`.
+
+    Raises:
+        AgemetricError: the variable is not a size.
+
+    Examples:
+        >>> import os; os.environ["AGEMETRIC_CACHE_LIMIT"] = "1.5G"
+        >>> limit()
+        1500000000
+        >>> del os.environ["AGEMETRIC_CACHE_LIMIT"]
+    """
+    text = os.environ.get("AGEMETRIC_CACHE_LIMIT", "").strip() or DEFAULT_LIMIT
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)B?", text, re.IGNORECASE)
+    if not match:
+        raise AgemetricError(
+            f"AGEMETRIC_CACHE_LIMIT: expected a size such as 500M, 20G or 0 (store nothing), got {text!r}"
+        )
+    return int(float(match[1]) * _UNITS[match[2].upper()])
+
+
+def _make_room(folder: Path, key: str, needed: int) -> bool:
+    """Remove the entries used longest ago until ``needed`` more bytes fit under the limit; whether
+    the new entry may be written (it fits the limit, and the disk keeps `KEEP_FREE` bytes free)."""
+    cap = limit()
+    if needed > cap:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    kept = [e for e in entries() if e.key != key]
+    total = sum(e.bytes for e in kept)
+    while kept and total + needed > cap:
+        total -= _remove(kept.pop().key)
+    return shutil.disk_usage(folder).free - needed >= KEEP_FREE
+
+
+def _remove(key: str) -> int:
+    """Delete an entry's files; the bytes they held."""
+    freed = 0
+    for suffix in (".u8", ".json"):
+        path = cache_dir() / f"{key}{suffix}"
+        try:
+            freed += path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return freed
+
+
+def _entry_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.glob("*.u8") if _ENTRY.fullmatch(p.stem)]
+
+
+def _touch(base: Path) -> None:
+    """Mark an entry as just used (its metadata's modification time), for the size limit's order."""
+    try:
+        os.utime(base.with_suffix(".json"), (time.time(), time.time()))
     except OSError:
         pass
 

@@ -1,0 +1,108 @@
+"""The disk cache of decoded images: its size limit, its listing and `agemetric cache`."""
+
+from __future__ import annotations
+
+import os
+from collections import namedtuple
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from agemetric import plugins
+from agemetric.cli import app
+from agemetric.data import cache
+from agemetric.data.arrays import decode
+from agemetric.errors import AgemetricError
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("AGEMETRIC_CACHE_LIMIT", raising=False)
+    return tmp_path / "cache"
+
+
+def put(index: int, n: int = 10, used: float | None = None) -> str:
+    """Store an entry of ``n`` 8x8 images (``n * 192`` bytes) whose pixels are all ``index``."""
+    key = f"{index:032x}"
+    cache.store(key, np.full((n, 3, 8, 8), index, np.uint8), np.ones(n, bool), [None] * n, source=f"set {index}")
+    if used is not None:
+        for suffix in (".u8", ".json"):
+            os.utime(cache.cache_dir() / f"{key}{suffix}", (used, used))
+    return key
+
+
+def test_storing_beyond_the_limit_removes_the_entries_used_longest_ago(folder, monkeypatch):
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "5000")  # room for two entries of 1,920 bytes, not three
+    first, second = put(1, used=1000), put(2, used=2000)
+    assert cache.load(first, 10, 8) is not None  # read by a run: now the most recently used
+    third = put(3)
+    assert [e.key for e in cache.entries()] == [third, first]
+    assert cache.load(second, 10, 8) is None
+    assert sum(e.bytes for e in cache.entries()) <= 5000
+    assert [e.source for e in cache.entries()] == ["set 3", "set 1"]
+
+
+def test_an_entry_larger_than_the_limit_is_not_stored_and_the_others_are_kept(folder, monkeypatch):
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "3K")
+    kept = put(1)
+    put(2, n=20)  # 3,840 bytes
+    assert [e.key for e in cache.entries()] == [kept]
+
+
+def test_an_entry_is_not_stored_when_it_would_fill_the_disk(folder, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**12, 10**12, cache.KEEP_FREE + 1000))
+    put(1, n=10)  # 1,920 bytes would leave less than KEEP_FREE
+    assert cache.entries() == []
+    put(2, n=5)  # 960 bytes fit
+    assert len(cache.entries()) == 1
+
+
+@pytest.mark.parametrize("text, expected", [("500M", 5 * 10**8), ("20G", 2 * 10**10), ("1.5gb", 15 * 10**8), ("0", 0)])
+def test_the_limit_reads_decimal_sizes(folder, monkeypatch, text, expected):
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", text)
+    assert cache.limit() == expected
+
+
+def test_a_mistyped_limit_is_an_error_before_anything_is_decoded(folder, monkeypatch, utk_dir):
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "20 gigs")
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    calls = []
+    monkeypatch.setattr(type(ds), "load_image", lambda self, r: calls.append(r))
+    with pytest.raises(AgemetricError, match="AGEMETRIC_CACHE_LIMIT: expected a size such as 500M, 20G.*'20 gigs'"):
+        decode(ds, ds.records(), size=16, cache=True)
+    assert calls == []
+
+
+def test_a_zero_limit_decodes_without_storing(folder, monkeypatch, utk_dir):
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "0")
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    arrays = decode(ds, ds.records(), size=16, cache=True)
+    assert len(arrays.images) == 6 and cache.entries() == []
+
+
+def test_clear_removes_entries_and_stopped_writes_but_not_other_files(folder):
+    put(1), put(2)
+    folder.joinpath(f".{1:032x}.u8.abc.tmp").write_bytes(b"half")
+    folder.joinpath("notes.txt").write_text("mine")
+    held = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".u8", ".json"))
+    assert cache.clear() == (2, held)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+
+
+def test_agemetric_cache_lists_where_the_images_came_from_and_clears(folder, utk_dir):
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    decode(ds, ds.records(), size=16, cache=True)
+    listing = runner.invoke(app, ["cache"])
+    assert listing.exit_code == 0, listing.output
+    header, row, summary = listing.output.splitlines()  # piped: tab-separated lines
+    assert header.split("\t") == ["images from", "images", "pixels", "GB", "last used"]
+    assert row.split("\t")[:3] == [f"UTKFace {utk_dir}", "8", "16x16"]  # 2 of them unreadable
+    assert summary.startswith(f"{folder}: 1 entries,") and "(limit 20.00 GB)" in summary
+    cleared = runner.invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and cleared.output.startswith(f"{folder}: removed 1 entries,")
+    assert cache.entries() == []
