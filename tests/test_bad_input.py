@@ -37,6 +37,23 @@ class VectorLoss(Loss):
 def register_losses(register):
     register("vector-loss", VectorLoss)
 """
+CRASHING_LOSS_PLUGIN = """
+from agemetric import Loss, hookimpl
+
+
+def scale(embeddings):
+    return embeddings.sum() / 0 if embeddings.shape[1] > 1 else {}["missing"]  # a bug: KeyError
+
+
+class CrashingLoss(Loss):
+    def compute(self, embeddings, labels, indices):
+        return scale(embeddings[:, :1])
+
+
+@hookimpl
+def register_losses(register):
+    register("crashing-loss", CrashingLoss)
+"""
 
 
 def cli(tmp_path: Path, *args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess:
@@ -75,12 +92,21 @@ def write_csv(path: Path, rows: list[list[str]]) -> None:
 
 
 def plugin_dir(tmp_path: Path) -> Path:
-    """Two installed plugins on a path: one that fails at import, one whose loss has the wrong shape."""
+    """Installed plugins on a path: one that fails at import, one whose loss has the wrong shape, one
+    whose loss raises (a package: its code is in a module of its own)."""
     site = tmp_path / "site"
     site.mkdir()
     (site / "agemetric_vector.py").write_text(VECTOR_LOSS_PLUGIN)
     (site / "agemetric_broken.py").write_text("raise ImportError('missing dependency xyz')\n")
-    for name, module in (("vector", "agemetric_vector"), ("broken", "agemetric_broken")):
+    (site / "agemetric_crashing").mkdir()
+    (site / "agemetric_crashing" / "__init__.py").write_text("")
+    (site / "agemetric_crashing" / "losses.py").write_text(CRASHING_LOSS_PLUGIN)
+    plugins = (
+        ("vector", "agemetric_vector"),
+        ("broken", "agemetric_broken"),
+        ("crashing", "agemetric_crashing.losses"),
+    )
+    for name, module in plugins:
         dist = site / f"agemetric_{name}-0.1.dist-info"
         dist.mkdir()
         (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: agemetric-{name}\nVersion: 0.1\n")
@@ -358,6 +384,21 @@ def test_a_plugin_returning_the_wrong_shape_is_named(tmp_path):
     assert "Traceback" not in done.stderr
 
 
+def test_an_exception_inside_a_plugin_s_code_names_the_plugin_and_the_line(tmp_path):
+    site = plugin_dir(tmp_path)
+    args = ["run", *TINY, "--loss", "crashing-loss", "--set", "dataset_options.n=40", "--out", "r"]
+    done = cli(tmp_path, *args, pythonpath=site)
+    assert done.returncode == 1, done.stderr
+    where = site / "agemetric_crashing" / "losses.py"
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: plugin 'crashing' 0.1 ({where}:6, in scale) raised KeyError: 'missing' "
+        "(agemetric --debug shows the traceback)"
+    )
+    assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
+    debug = cli(tmp_path, "--debug", *args, pythonpath=site)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "KeyError: 'missing'" in debug.stderr
+
+
 def test_the_documented_table_lists_every_case():
     table = (ROOT / "docs" / "reliability.md").read_text()
     for case in [
@@ -368,6 +409,7 @@ def test_the_documented_table_lists_every_case():
         "unparseable file name",
         "plugin raising at import",
         "plugin returning the wrong shape",
+        "plugin code raising an exception",
     ]:
         assert f"| {case} |" in table, case
 

@@ -18,6 +18,8 @@ import importlib
 import os
 import sys
 import time
+import traceback
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -426,6 +428,48 @@ def create(kind: str, name: str, /, **kwargs):
     except (AttributeError, TypeError):
         pass  # a factory returned something that takes no attributes; messages fall back to the class
     return component
+
+
+def blame(exc: BaseException) -> str | None:
+    """Which third-party plugin's code raised ``exc``: ``"plugin 'x' 1.0 (x/losses.py:12, in compute)"``,
+    from the deepest frame of its traceback inside a plugin's package, or ``None`` when no
+    plugin's code is on it (an error of agemetric's own, or of a library it calls).
+
+    Examples:
+        >>> blame(ValueError("raised here, by no plugin")) is None
+        True
+    """
+    roots = _plugin_roots()
+    found = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        path = frame.f_code.co_filename
+        for root, name in roots.items():
+            if path == root or path.startswith(root + os.sep):
+                found = name, path, line, frame.f_code.co_name
+    if found is None:
+        return None
+    name, path, line, function = found
+    version = f" {_versions[name]}" if name in _versions else ""
+    return f"plugin {name!r}{version} ({path}:{line}, in {function})"
+
+
+def _plugin_roots() -> dict[str, str]:
+    """The folder (or single file) of each third-party plugin module's top-level package -> the
+    plugin's name; agemetric's own folder is never one."""
+    own = os.path.dirname(os.path.abspath(__file__))
+    roots = {}
+    for name, plugin in pm.list_name_plugin():
+        if name in BUILT_IN or not isinstance(plugin, types.ModuleType):
+            continue
+        top = sys.modules.get(plugin.__name__.partition(".")[0])
+        file = getattr(top, "__file__", None)
+        if not file:
+            continue
+        file = os.path.abspath(file)
+        root = os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
+        if not (root == own or own.startswith(root + os.sep)):
+            roots[root] = name
+    return roots
 
 
 def plugin_info() -> list[PluginInfo]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+import click
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
@@ -163,9 +164,12 @@ def as_flags(message: str) -> str:
 
 
 def guarded(fn):
-    """Turn `AgemetricError` into a one-line message and its exit code (2 for usage errors).
+    """Turn `AgemetricError` into a one-line message and its exit code (2 for usage errors), and
+    an exception raised inside a third-party plugin's code into a line naming the plugin and the
+    place (exit code 1).
 
-    With ``agemetric --debug`` the traceback is shown instead. Ctrl-C exits with 130.
+    With ``agemetric --debug`` the traceback is shown instead. Ctrl-C exits with 130. Any other
+    exception (a bug of agemetric's own) keeps its traceback.
     """
 
     @functools.wraps(fn)
@@ -182,6 +186,18 @@ def guarded(fn):
                 raise
             err_console.print("[yellow]Interrupted.[/]")
             raise typer.Exit(130) from None
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            from agemetric.plugins import blame
+
+            where = None if state.debug else blame(exc)
+            if where is None:
+                raise
+            said = (str(exc).strip().splitlines() or [""])[0]
+            said = said if len(said) <= 300 else said[:297] + "..."
+            print_error(f"{where} raised {type(exc).__name__}: {said} (agemetric --debug shows the traceback)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
