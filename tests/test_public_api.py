@@ -17,7 +17,7 @@ import agemetric
 from agemetric import functional as F
 from agemetric.losses import DEXLoss, L1RegressionLoss, Loss, RevisedContrastiveLoss
 from agemetric.miners import AllPairsMiner, BatchMiner
-from agemetric.pml import AgeToleranceMiner, from_indices_tuple, to_indices_tuple
+from agemetric.pml import AgeToleranceMiner, CrossBatchMemory, from_indices_tuple, to_indices_tuple
 from agemetric.types import Pairs, Samples, Triplets
 
 NAMESPACES = {
@@ -345,6 +345,37 @@ def test_the_package_says_it_is_typed():
     assert resources.files("agemetric").joinpath("py.typed").is_file()
 
 
+@pytest.mark.parametrize("miner", [None, AgeToleranceMiner(margin=4)], ids=["every pair", "age miner"])
+def test_cross_batch_memory_compares_each_face_with_the_memory_but_itself(miner):
+    torch.manual_seed(5)
+    loss, size = RevisedContrastiveLoss(margin=4), 10
+    memory = CrossBatchMemory(loss, embedding_size=4, memory_size=size, miner=miner)
+    slots_e, slots_a = torch.zeros(size, 4), torch.zeros(size)
+    filled = 0
+    for step in range(4):  # 6 faces a step: the memory (10) wraps round in the second
+        emb, ages = torch.randn(6, 4, requires_grad=True), torch.randint(1, 80, (6,)).float()
+        slots = [(6 * step + i) % size for i in range(6)]
+        slots_e[slots], slots_a[slots] = emb.detach(), ages
+        filled = min(size, filled + 6)
+        pairs = [(i, j) for i in range(6) for j in range(filled) if j != slots[i]]
+        both, both_ages = torch.cat([emb, slots_e[:filled]]), torch.cat([ages, slots_a[:filled]])
+        want = _pair_loop(loss, both, both_ages, [i for i, _ in pairs], [6 + j for _, j in pairs])
+        got = memory(emb, ages)
+        assert torch.allclose(got.double(), want), step
+        got.backward()
+        assert emb.grad is not None and emb.grad.abs().sum() > 0
+
+
+def test_cross_batch_memory_keeps_pml_s_losses_and_refuses_what_it_cannot_feed():
+    emb, ages = torch.randn(8, 4, requires_grad=True), torch.arange(20.0, 28.0)
+    pml = CrossBatchMemory(pml_losses.ContrastiveLoss(), embedding_size=4, memory_size=16, miner=AgeToleranceMiner(4))
+    assert torch.isfinite(pml(emb, ages))
+    with pytest.raises(TypeError, match="scores single images"):
+        CrossBatchMemory(L1RegressionLoss(), embedding_size=4)
+    with pytest.raises(TypeError, match="does not support ProxyAnchorLoss: agemetric's pair and triplet losses"):
+        CrossBatchMemory(pml_losses.ProxyAnchorLoss(3, 4), embedding_size=4)
+
+
 def test_wrong_arguments_are_value_errors_and_pml_conversions_are_named():
     from pytorch_metric_learning import losses as pml_losses_mod
 
@@ -358,6 +389,8 @@ def test_wrong_arguments_are_value_errors_and_pml_conversions_are_named():
     assert torch.isfinite(loss)
     with pytest.raises(TypeError, match="use AgeToleranceMiner in its place"):
         AgeToleranceMiner(margin=4, miner=pml_miners.MultiSimilarityMiner())
+    with pytest.raises(TypeError, match="Samples is not a pytorch-metric-learning indices_tuple"):
+        pml_losses_mod.ContrastiveLoss()(emb, ages, BatchMiner()(emb, ages))
 
 
 def test_the_loss_signature_shows_the_paper_s_q():

@@ -25,10 +25,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
-from agemetric.interfaces import Miner
+from agemetric.interfaces import Loss, Miner
 from agemetric.interfaces.checks import check_finite, check_margin, describe
 from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
 
@@ -126,4 +127,61 @@ class AgeToleranceMiner(BaseMiner):
         return a1, p, a2, n
 
 
-__all__ = ["AgeToleranceMiner", "IndicesTuple", "from_indices_tuple", "to_indices_tuple"]
+class CrossBatchMemory(pml_losses.CrossBatchMemory):
+    """PML's ``CrossBatchMemory`` that also wraps agemetric's pair and triplet losses.
+
+    Each batch is compared with the last ``memory_size`` embeddings of earlier batches (and
+    itself), as PML's wrapper does for its own losses; PML refuses losses it does not list by
+    name, agemetric's among them. With no ``miner`` an agemetric loss compares every (batch,
+    memory) pair but each face with itself, and decides which are similar by its age margin; a
+    PML loss needs ``miner=AgeToleranceMiner(margin)`` for ages (PML's default pairs equal
+    labels). Everything else is PML's (``enqueue_mask``, ``reset_queue()``).
+
+    Args:
+        loss: an agemetric loss taking `agemetric.types.Pairs` or `agemetric.types.Triplets`,
+            or a PML loss that PML's ``CrossBatchMemory`` supports.
+        embedding_size: the embeddings' width ``D``.
+        memory_size: how many embeddings the memory keeps.
+        miner: a PML miner taking ``ref_emb`` (`AgeToleranceMiner`), or ``None``.
+        **kwargs: PML's own options.
+
+    Raises:
+        TypeError: an agemetric loss that scores single images (``Samples``), or a PML loss
+            PML's wrapper does not support.
+
+    Examples:
+        >>> from agemetric.losses import RevisedContrastiveLoss
+        >>> memory = CrossBatchMemory(RevisedContrastiveLoss(margin=4), embedding_size=8, memory_size=64)
+        >>> for _ in range(3):
+        ...     embeddings = torch.randn(16, 8, requires_grad=True)
+        ...     memory(embeddings, torch.randint(1, 90, (16,)).float()).backward()
+        >>> memory.queue_idx  # 48 embeddings kept
+        48
+    """
+
+    def __init__(
+        self,
+        loss: Loss | torch.nn.Module,
+        embedding_size: int,
+        memory_size: int = 1024,
+        miner: BaseMiner | None = None,
+        **kwargs: Any,
+    ):
+        if isinstance(loss, Loss) and not (loss.takes(Pairs) or loss.takes(Triplets)):
+            raise TypeError(
+                f"{describe(loss)} scores single images (Samples), which a memory of other batches' embeddings "
+                "does not feed; CrossBatchMemory wraps losses over pairs or triplets"
+            )
+        if not isinstance(loss, Loss) and type(loss).__name__ not in self.supported_losses():
+            raise TypeError(
+                f"CrossBatchMemory does not support {type(loss).__name__}: agemetric's pair and triplet losses, or "
+                f"one of PML's: {', '.join(self.supported_losses())}"
+            )
+        super().__init__(loss, embedding_size, memory_size, miner, **kwargs)
+
+    @classmethod
+    def check_loss_support(cls, loss_name: str) -> None:
+        """Done in ``__init__``, by the loss's type (PML's check goes by the class name alone)."""
+
+
+__all__ = ["AgeToleranceMiner", "CrossBatchMemory", "IndicesTuple", "from_indices_tuple", "to_indices_tuple"]

@@ -113,6 +113,14 @@ class Samples:
     def __len__(self) -> int:
         return int(self.index.numel())
 
+    def __iter__(self):
+        """Not a pytorch-metric-learning ``indices_tuple``: a PML loss given one says what to do."""
+        raise TypeError(
+            "Samples is not a pytorch-metric-learning indices_tuple (PML's losses compare pairs or triplets; "
+            "Samples are for agemetric's per-image losses): call the PML loss without indices, or with a "
+            "pair miner's output such as agemetric.pml.AgeToleranceMiner's"
+        )
+
 
 Indices = Pairs | Triplets | Samples
 """What a miner hands to a loss."""
