@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
@@ -186,3 +189,21 @@ def test_the_library_s_errors_name_settings_not_command_line_options():
         text = path.read_text()
         wrong += [f"{path.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}" for m in error.finditer(text)]
     assert wrong == []
+
+
+def test_the_command_line_starts_without_importing_torch():
+    """``agemetric --help`` (and so tab completion) imports neither agemetric's default plugins nor
+    torch, nor do the installed plugins of this repository: it starts in a fraction of a second."""
+    code = textwrap.dedent("""
+        import sys
+        from agemetric.cli import main
+        sys.argv = ["agemetric", "--help"]
+        try:
+            main()
+        except SystemExit:
+            pass
+        print(sorted(m for m in ("torch", "agemetric.default_plugins") if m in sys.modules), file=sys.stderr)
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "Usage: agemetric" in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"

@@ -61,6 +61,7 @@ pm = pluggy.PluginManager("agemetric")
 pm.add_hookspecs(hookspecs)
 
 _loaded = False
+_third_party_loaded = False
 _versions: dict[str, str] = {}  # entry-point name -> its distribution's version
 _registries: dict[str, dict[str, Entry]] = {}
 #: Plugins that failed to import or whose hook raised: (plugin name, error message).
@@ -139,6 +140,17 @@ def load_plugins() -> pluggy.PluginManager:
         module = importlib.import_module(module_name)
         if not pm.is_registered(module):
             pm.register(module, name=default_name(module_name))
+    _load_third_party()
+    return pm
+
+
+def _load_third_party() -> None:
+    """Register the installed third-party plugins (once): all that ``register_commands`` needs, so
+    that the command line starts without importing the default plugins (and torch)."""
+    global _third_party_loaded
+    if _third_party_loaded:
+        return
+    _third_party_loaded = True
     wanted = os.environ.get(ENV_FILTER)
     allowed = None if wanted is None else {canonical(n): n.strip() for n in wanted.split(",") if n.strip()}
     installed = metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -164,7 +176,6 @@ def load_plugins() -> pluggy.PluginManager:
             _versions[ep.name] = ep.dist.version
         dist = f" ({ep.dist.name} {ep.dist.version})" if ep.dist is not None else ""
         trace(f"loaded plugin {ep.name!r} = {ep.value}{dist} in {1000 * (time.perf_counter() - started):.1f} ms")
-    return pm
 
 
 def _register_checked(plugin, name: str, where: str) -> bool:
@@ -258,7 +269,12 @@ def call_each(
         committed: called with the plugin name after its implementation returned; its text is
             added to the trace line.
     """
-    for impl in getattr(load_plugins().hook, hook).get_hookimpls():
+    if hook == "register_commands":  # agemetric's own plugins add no commands
+        _load_third_party()
+    else:
+        load_plugins()
+    impls = getattr(pm.hook, hook).get_hookimpls()
+    for impl in sorted(impls, key=lambda impl: impl.plugin_name not in BUILT_IN):  # stable: the defaults first
         started = time.perf_counter()
         args = kwargs(impl.plugin_name) if callable(kwargs) else kwargs
         try:
@@ -477,7 +493,7 @@ def plugin_info() -> list[PluginInfo]:
     that failed to import is listed with its problem alone)."""
     load_plugins()
     infos = {}
-    for name, plugin in pm.list_name_plugin():
+    for name, plugin in sorted(pm.list_name_plugin(), key=lambda item: item[0] not in BUILT_IN):
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         version = __version__ if name in BUILT_IN else _versions.get(name)
         infos[name] = PluginInfo(name, version, hooks)

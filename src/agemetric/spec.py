@@ -26,10 +26,10 @@ from agemetric.config_checks import (
     setting,
 )
 from agemetric.errors import AgemetricError
-from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 
 if TYPE_CHECKING:
     from agemetric.config import RunConfig
+    from agemetric.interfaces import Backbone, Loss, Miner, Retriever
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ from rich.table import Table
 
 from agemetric.cli._common import console, guarded
 from agemetric.errors import AgemetricError
-from agemetric.runs import RunFolder, writing
 
 
 def load_runs(run_dirs: list[Path]) -> dict[str, dict]:
     """``label -> metrics`` for run folders; labels are the folder names (made unique)."""
+    from agemetric.runs import RunFolder
+
     runs: dict[str, dict] = {}
     for run_dir in run_dirs:
         folder = RunFolder(run_dir)
@@ -43,6 +44,7 @@ def report(
     """Compare runs: CS curves and MAE (against each run's mean predictor) in one figure, plus a table."""
     from agemetric.plots import comparison
     from agemetric.run_report import COMPARISON_COLUMNS, comparison_rows, comparison_table, write_run_figures
+    from agemetric.runs import writing
 
     out = out or Path("runs") / time.strftime("report-%Y%m%d-%H%M%S")
     if out.exists() and not out.is_dir():
