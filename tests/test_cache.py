@@ -26,9 +26,13 @@ def folder(tmp_path, monkeypatch):
 
 
 def put(index: int, n: int = 10, used: float | None = None) -> str:
-    """Store an entry of ``n`` 8x8 images (``n * 192`` bytes) whose pixels are all ``index``."""
+    """Store an entry of ``n`` 8x8 images (``n * 192`` bytes) whose pixels are all ``index``; its
+    key, or why it was not stored."""
     key = f"{index:032x}"
-    cache.store(key, np.full((n, 3, 8, 8), index, np.uint8), np.ones(n, bool), [None] * n, source=f"set {index}")
+    images = np.full((n, 3, 8, 8), index, np.uint8)
+    why_not = cache.store(key, images, np.ones(n, bool), [None] * n, source=f"set {index}")
+    if why_not is not None:
+        return why_not
     if used is not None:
         for suffix in (".u8", ".json"):
             os.utime(cache.cache_dir() / f"{key}{suffix}", (used, used))
@@ -49,15 +53,20 @@ def test_storing_beyond_the_limit_removes_the_entries_used_longest_ago(folder, m
 def test_an_entry_larger_than_the_limit_is_not_stored_and_the_others_are_kept(folder, monkeypatch):
     monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "3K")
     kept = put(1)
-    put(2, n=20)  # 3,840 bytes
+    why_not = put(2, n=20)  # 3,840 bytes
     assert [e.key for e in cache.entries()] == [kept]
+    assert why_not == (
+        "decoded images not kept in the cache: they take 3.84 kB, more than the limit of 3 kB "
+        "($AGEMETRIC_CACHE_LIMIT); the next run decodes them again"
+    )
 
 
 def test_an_entry_is_not_stored_when_it_would_fill_the_disk(folder, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**12, 10**12, cache.KEEP_FREE + 1000))
-    put(1, n=10)  # 1,920 bytes would leave less than KEEP_FREE
+    why_not, disk = put(1, n=10), f"the disk of {folder}"  # 1,920 bytes would leave less than KEEP_FREE
     assert cache.entries() == []
+    assert why_not == f"decoded images not kept in the cache: their 1.92 kB would leave less than 1 GB free on {disk}"
     put(2, n=5)  # 960 bytes fit
     assert len(cache.entries()) == 1
 
@@ -78,11 +87,26 @@ def test_a_mistyped_limit_is_an_error_before_anything_is_decoded(folder, monkeyp
     assert calls == []
 
 
-def test_a_zero_limit_decodes_without_storing(folder, monkeypatch, utk_dir):
+def test_a_zero_limit_decodes_without_storing_or_a_note(folder, monkeypatch, utk_dir):
     monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "0")
     ds = plugins.create("dataset", "utkface", root=utk_dir)
-    arrays = decode(ds, ds.records(), size=16, cache=True)
-    assert len(arrays.images) == 6 and cache.entries() == []
+    notes = []
+    arrays = decode(ds, ds.records(), size=16, cache=True, note=notes.append)
+    assert len(arrays.images) == 6 and cache.entries() == [] and notes == []
+
+
+def test_decode_says_when_its_images_could_not_be_kept(folder, monkeypatch, utk_dir):
+    ds = plugins.create("dataset", "utkface", root=utk_dir)
+    notes = []
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "1K")
+    decode(ds, ds.records(), size=16, cache=True, note=notes.append)
+    folder.parent.joinpath("a-file").write_text("")
+    monkeypatch.setenv("AGEMETRIC_CACHE", str(folder.parent / "a-file"))  # not a folder: cannot be written
+    monkeypatch.delenv("AGEMETRIC_CACHE_LIMIT")
+    arrays = decode(ds, ds.records(), size=16, cache=True, note=notes.append)
+    assert len(arrays.images) == 6
+    assert notes[0].startswith("decoded images not kept in the cache: they take 6.14 kB, more than the limit of 1 kB")
+    assert notes[1] == f"decoded images not kept in the cache ({folder.parent / 'a-file'}): File exists"
 
 
 def test_clear_removes_entries_and_stopped_writes_but_not_other_files(folder):
@@ -100,9 +124,9 @@ def test_agemetric_cache_lists_where_the_images_came_from_and_clears(folder, utk
     listing = runner.invoke(app, ["cache"])
     assert listing.exit_code == 0, listing.output
     header, row, summary = listing.output.splitlines()  # piped: tab-separated lines
-    assert header.split("\t") == ["images from", "images", "pixels", "GB", "last used"]
+    assert header.split("\t") == ["images from", "images", "pixels", "size", "last used"]
     assert row.split("\t")[:3] == [f"UTKFace {utk_dir}", "8", "16x16"]  # 2 of them unreadable
-    assert summary.startswith(f"{folder}: 1 entries,") and "(limit 20.00 GB)" in summary
+    assert summary.startswith(f"{folder}: 1 entries,") and "(limit 20 GB)" in summary
     cleared = runner.invoke(app, ["cache", "--clear"])
     assert cleared.exit_code == 0 and cleared.output.startswith(f"{folder}: removed 1 entries,")
     assert cache.entries() == []

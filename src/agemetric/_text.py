@@ -39,3 +39,16 @@ def shortened(value: object, most: int = SHOWN) -> str:
     full = repr(value)
     text = printable(full[: 4 * most])  # a value of megabytes is cut before it is escaped
     return text if len(text) <= most and len(full) <= 4 * most else text[: most - 3] + "..."
+
+
+def size_text(n: int) -> str:
+    """A number of bytes in decimal units, three significant digits.
+
+    Examples:
+        >>> size_text(512), size_text(6_144), size_text(1_165_000_000), size_text(20 * 10**9)
+        ('512 B', '6.14 kB', '1.17 GB', '20 GB')
+    """
+    for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+    return f"{n} B"

@@ -274,10 +274,11 @@ def describe_run(config: RunConfig, device: torch.device) -> str:
 
     model, training = config.model, config.training
     bf16 = uses_bf16(model.bf16, device.type)
+    epochs = f"{training.epochs} epoch" + ("s" if training.epochs != 1 else "")
     return (
         f"run: backbone {model.backbone} (weights {training.weights}), loss {model.loss} (margin {model.margin:g}), "
         f"miner {model.miner}, retriever {model.retriever} (k {model.k}); optimiser {training.optimizer} "
-        f"(lr {training.lr:g}), batch {training.batch_size}, {training.epochs} epochs"
+        f"(lr {training.lr:g}), batch {training.batch_size}, {epochs}"
         + (f" or {training.time_budget:g} s" if training.time_budget else "")
         + f"; device {device}, bf16 {'on' if bf16 else 'off'}"
     )

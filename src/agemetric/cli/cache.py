@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from agemetric._text import printable
+from agemetric._text import printable, size_text
 from agemetric.cli._common import console, guarded
 
 
@@ -30,26 +30,21 @@ def cache(
     folder = escape(printable(str(image_cache.cache_dir())))
     if clear:
         n, freed = image_cache.clear()
-        console.print(f"{folder}: removed {n} entries, {_gigabytes(freed)}", soft_wrap=True, highlight=False)
+        console.print(f"{folder}: removed {n} entries, {size_text(freed)}", soft_wrap=True, highlight=False)
         return
     entries = image_cache.entries()
     if entries:
         table = Table(header_style="bold")
         for column, justify in (("images from", "left"), ("images", "right"), ("pixels", "right")):
             table.add_column(column, justify=justify)
-        table.add_column("GB", justify="right")
+        table.add_column("size", justify="right")
         table.add_column("last used")
         for e in entries:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used))
             pixels = f"{e.size}x{e.size}" if e.size else "-"
-            row = (escape(printable(e.source or "-")), f"{e.n:,}", pixels, f"{e.bytes / 1e9:.2f}", when)
+            row = (escape(printable(e.source or "-")), f"{e.n:,}", pixels, size_text(e.bytes), when)
             table.add_row(*row)
         console.print(table)
     total = sum(e.bytes for e in entries)
-    summary = f"{folder}: {len(entries)} entries, {_gigabytes(total)} (limit {_gigabytes(limit)})"
+    summary = f"{folder}: {len(entries)} entries, {size_text(total)} (limit {size_text(limit)})"
     console.print(summary, soft_wrap=True, highlight=False)
-
-
-def _gigabytes(n: int) -> str:
-    """``"1.23 GB"``."""
-    return f"{n / 1e9:.2f} GB"

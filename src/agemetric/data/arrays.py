@@ -72,6 +72,7 @@ def decode(
     workers: int = 2,
     cache: bool = False,
     framer: Framer | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> FaceArrays:
     """Decode ``records`` into a `FaceArrays` of ``size`` x ``size`` images.
 
@@ -86,14 +87,16 @@ def decode(
             ``decode_threads`` load its images.
         cache: read and write the decoded pixels in the disk cache (`agemetric.data.cache`).
         framer: the face framing applied before resizing (default: the whole image).
+        note: called with a sentence for the user when the decoded images could not be kept in
+            the cache (over its size limit, a full disk, a folder that cannot be written).
     """
     loading = min(workers, dataset.decode_threads or workers)
     chip = getattr(framer, "chip_size", None) if cache else None
     if chip and size < chip:  # the framed chips are cached once, at the framer's side, then resized
-        images, ok, reasons, notes = _decoded(dataset, records, chip, progress, loading, cache, framer)
+        images, ok, reasons, notes = _decoded(dataset, records, chip, progress, loading, cache, framer, note)
         images = _resized(images, size, workers)
     else:
-        images, ok, reasons, notes = _decoded(dataset, records, size, progress, loading, cache, framer)
+        images, ok, reasons, notes = _decoded(dataset, records, size, progress, loading, cache, framer, note)
     unreadable = Skipped()
     for record, reason in zip(records, reasons, strict=True):
         if reason is not None:
@@ -110,7 +113,9 @@ def decode(
     )
 
 
-def _decoded(dataset, records, size, progress, workers, cache, framer) -> tuple[np.ndarray, np.ndarray, list, list]:
+def _decoded(
+    dataset, records, size, progress, workers, cache, framer, note
+) -> tuple[np.ndarray, np.ndarray, list, list]:
     """`_decode_all()` through the disk cache when ``cache`` is on."""
     if not cache:
         return _decode_all(dataset, records, size, progress, workers, framer)
@@ -122,7 +127,9 @@ def _decoded(dataset, records, size, progress, workers, cache, framer) -> tuple[
             progress(len(records))
         return hit
     decoded = _decode_all(dataset, records, size, progress, workers, framer)
-    image_cache.store(key, *decoded, source=_source(dataset, framer))
+    why_not = image_cache.store(key, *decoded, source=_source(dataset, framer))
+    if why_not is not None and note is not None:
+        note(why_not)
     return decoded
 
 

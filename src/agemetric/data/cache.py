@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from agemetric._text import size_text
 from agemetric.errors import AgemetricError
 from agemetric.interfaces import FaceDataset, FaceRecord
 
@@ -85,14 +86,20 @@ def store(
     reasons: list[str | None],
     notes: list[str | None] | None = None,
     source: str = "",
-) -> None:
+) -> str | None:
     """Write a decoded result atomically, making room under the size limit first (see the module's
-    text); ``source`` names the images in `entries()`. A failure to write, or an entry the limit or
-    the disk has no room for, only costs the next run a decode."""
+    text); ``source`` names the images in `entries()`.
+
+    Returns:
+        ``None`` when stored (or when the limit is 0: nothing is stored by choice), else why not,
+        in a sentence for the user: the limit or the disk has no room, or the folder cannot be
+        written. Not storing only costs the next run a decode.
+    """
     folder = cache_dir()
     try:
-        if not _make_room(folder, key, images.nbytes):
-            return
+        why_not = _make_room(folder, key, images.nbytes)
+        if why_not is not None:
+            return why_not or None
         base = folder / key
         _atomic_write(base.with_suffix(".u8"), images.tobytes())
         meta = {
@@ -105,8 +112,13 @@ def store(
             "source": source,
         }
         _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())
-    except OSError:
-        pass
+    except OSError as exc:
+        return f"{_NOT_KEPT} ({folder}): {exc.strerror or exc}"
+    return None
+
+
+#: how every reason `store()` gives starts
+_NOT_KEPT = "decoded images not kept in the cache"
 
 
 @dataclass(frozen=True)
@@ -177,18 +189,30 @@ def limit() -> int:
     return int(float(match[1]) * _UNITS[match[2].upper()])
 
 
-def _make_room(folder: Path, key: str, needed: int) -> bool:
-    """Remove the entries used longest ago until ``needed`` more bytes fit under the limit; whether
-    the new entry may be written (it fits the limit, and the disk keeps `KEEP_FREE` bytes free)."""
+def _make_room(folder: Path, key: str, needed: int) -> str | None:
+    """Remove the entries used longest ago until ``needed`` more bytes fit under the limit.
+
+    Returns:
+        ``None`` when the new entry may be written; otherwise why not (``""`` for a limit of 0):
+        it is larger than the limit, or writing it would leave the disk less than `KEEP_FREE`.
+    """
     cap = limit()
+    if cap == 0:
+        return ""
     if needed > cap:
-        return False
+        return (
+            f"{_NOT_KEPT}: they take {size_text(needed)}, more than the limit of {size_text(cap)} "
+            "($AGEMETRIC_CACHE_LIMIT); the next run decodes them again"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     kept = [e for e in entries() if e.key != key]
     total = sum(e.bytes for e in kept)
     while kept and total + needed > cap:
         total -= _remove(kept.pop().key)
-    return shutil.disk_usage(folder).free - needed >= KEEP_FREE
+    if shutil.disk_usage(folder).free - needed < KEEP_FREE:
+        free = f"less than {size_text(KEEP_FREE)} free on the disk of {folder}"
+        return f"{_NOT_KEPT}: their {size_text(needed)} would leave {free}"
+    return None
 
 
 def _remove(key: str) -> int:

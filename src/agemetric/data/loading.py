@@ -52,6 +52,7 @@ def decode_records(
         progress=reporter.bar("decode", len(records)),
         cache=config.data.cache,
         framer=make_framer(config),
+        note=lambda text: reporter.note(text, warning=True),
     )
     if len(arrays) < 2:
         raise AgemetricError(
