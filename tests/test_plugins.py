@@ -180,6 +180,18 @@ ENTRY_PLUGIN = textwrap.dedent("""
         def hello(name: str = "world"):
             # a command added by a plugin
             print(f"hello {name} from entrytest")
+
+        @cli.command()
+        def boom():
+            assert name_of("x") == "y"  # a bug in the plugin's command
+
+        @cli.command()
+        def ask():
+            from agemetric import plugins
+            plugins.create("loss", "no-such-loss")
+
+    def name_of(x):
+        return x
 """)
 
 
@@ -249,6 +261,37 @@ def test_plugin_adds_a_command_beside_a_broken_command_hook(entry_point_dir):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "hello plugins from entrytest"
     assert "register_commands raised RuntimeError: command hook broke" in result.stderr
+
+
+def test_a_plugin_command_s_errors_are_one_line_and_agemetric_plugins_lists_its_commands(entry_point_dir):
+    boom = _cli(["boom"], entry_point_dir)
+    assert boom.returncode == 1 and "Traceback" not in boom.stderr
+    where = entry_point_dir / "agemetric_entrytest.py"
+    assert boom.stderr.splitlines()[-1] == (
+        f"Error: plugin 'entrytest' 1.2.3 ({where}:21, in boom) raised AssertionError: "
+        'assert name_of("x") == "y"  # a bug in the plugin\'s command (agemetric --debug shows the traceback)'
+    )
+    ask = _cli(["ask"], entry_point_dir)
+    assert ask.returncode == 2 and ask.stderr.splitlines()[-1].startswith("Error: unknown loss 'no-such-loss'; known:")
+    listed = _cli(["plugins", "--json"], entry_point_dir)
+    (entrytest,) = [p for p in json.loads(listed.stdout) if p["name"] == "entrytest"]
+    assert entrytest["registered"] == {"loss": ["entry-loss"], "command": ["hello", "boom", "ask"]}
+
+
+def test_a_plugin_in_a_namespace_package_is_named_when_its_code_raises(tmp_path):
+    (tmp_path / "acme").mkdir()  # no __init__.py: a namespace package, as companies lay out plugins
+    (tmp_path / "acme" / "agemetric_tools.py").write_text(
+        "from agemetric import hookimpl\n\n@hookimpl\ndef register_commands(cli):\n"
+        "    @cli.command()\n    def fail():\n        raise ValueError('in a namespace package')\n"
+    )
+    dist = tmp_path / "acme_tools-2.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tools\nVersion: 2.0\n")
+    (dist / "entry_points.txt").write_text("[agemetric]\nacme = acme.agemetric_tools\n")
+    done = _cli(["fail"], tmp_path)
+    assert done.returncode == 1, done.stderr
+    where = tmp_path / "acme" / "agemetric_tools.py"
+    assert f"Error: plugin 'acme' 2.0 ({where}:7, in fail) raised ValueError: in a namespace package" in done.stderr
 
 
 def test_agemetric_load_plugins_narrows_loading(entry_point_dir):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import linecache
 import os
 import sys
 import time
@@ -68,6 +69,8 @@ _registries: dict[str, dict[str, Entry]] = {}
 load_errors: list[tuple[str, str]] = []
 #: Installed plugins that ``AGEMETRIC_LOAD_PLUGINS`` did not name, so were not loaded.
 left_out: list[str] = []
+#: plugin name -> the commands it added (filled by the ``agemetric`` command line when it starts).
+commands: dict[str, list[str]] = {}
 
 _tracing = os.environ.get("AGEMETRIC_TRACE_HOOKS", "").strip().lower() not in ("", "0", "false", "no", "off")
 
@@ -446,10 +449,29 @@ def create(kind: str, name: str, /, **kwargs):
     return component
 
 
-def blame(exc: BaseException) -> str | None:
-    """Which third-party plugin's code raised ``exc``: ``"plugin 'x' 1.0 (x/losses.py:12, in compute)"``,
-    from the deepest frame of its traceback inside a plugin's package, or ``None`` when no
-    plugin's code is on it (an error of agemetric's own, or of a library it calls).
+@dataclass(frozen=True)
+class Blame:
+    """Where in a third-party plugin's code an exception was raised (see `blame()`)."""
+
+    plugin: str
+    version: str | None
+    path: str
+    line: int
+    function: str
+
+    def __str__(self) -> str:
+        version = f" {self.version}" if self.version else ""
+        return f"plugin {self.plugin!r}{version} ({self.path}:{self.line}, in {self.function})"
+
+    def source(self) -> str:
+        """The line of code itself (``""`` when the file cannot be read)."""
+        return linecache.getline(self.path, self.line).strip()
+
+
+def blame(exc: BaseException) -> Blame | None:
+    """Which third-party plugin's code raised ``exc`` (``plugin 'x' 1.0 (x/losses.py:12, in
+    compute)`` as text): the deepest frame of its traceback inside a plugin's package, or ``None``
+    when no plugin's code is on it (an error of agemetric's own, or of a library it calls).
 
     Examples:
         >>> blame(ValueError("raised here, by no plugin")) is None
@@ -461,24 +483,22 @@ def blame(exc: BaseException) -> str | None:
         path = frame.f_code.co_filename
         for root, name in roots.items():
             if path == root or path.startswith(root + os.sep):
-                found = name, path, line, frame.f_code.co_name
-    if found is None:
-        return None
-    name, path, line, function = found
-    version = f" {_versions[name]}" if name in _versions else ""
-    return f"plugin {name!r}{version} ({path}:{line}, in {function})"
+                found = Blame(name, _versions.get(name), path, line, frame.f_code.co_name)
+    return found
 
 
 def _plugin_roots() -> dict[str, str]:
-    """The folder (or single file) of each third-party plugin module's top-level package -> the
-    plugin's name; agemetric's own folder is never one."""
+    """The folder (or single file) of each third-party plugin's package -> the plugin's name:
+    its module's top-level package, or, inside a namespace package (which has no file), the first
+    package below it that has one; agemetric's own folder is never one."""
     own = os.path.dirname(os.path.abspath(__file__))
     roots = {}
     for name, plugin in pm.list_name_plugin():
         if name in BUILT_IN or not isinstance(plugin, types.ModuleType):
             continue
-        top = sys.modules.get(plugin.__name__.partition(".")[0])
-        file = getattr(top, "__file__", None)
+        parts = plugin.__name__.split(".")
+        files = (getattr(sys.modules.get(".".join(parts[: i + 1])), "__file__", None) for i in range(len(parts)))
+        file = next((f for f in files if f), None)
         if not file:
             continue
         file = os.path.abspath(file)
@@ -500,6 +520,9 @@ def plugin_info() -> list[PluginInfo]:
     for kind in KINDS:
         for entry in registry(kind).values():
             infos[entry.plugin].registered.setdefault(kind, []).append(entry.name)
+    for plugin, names in commands.items():
+        if plugin in infos:
+            infos[plugin].registered["command"] = list(names)
     for plugin, message in load_errors:
         if plugin == ENV_FILTER:  # not a plugin: said on its own
             continue

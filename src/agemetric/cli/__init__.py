@@ -73,9 +73,35 @@ def main() -> None:
 
     if "--trace-hooks" in sys.argv[1:]:  # plugins load before typer parses options
         plugins.set_tracing(True)
-    guarded(lambda: plugins.call_each("register_commands", {"cli": app}))()
+    guarded(_add_plugin_commands)()
     warn_plugin_errors()
     app()  # typer ends a command whose reader went away (| head) quietly, with exit code 1
+
+
+def _add_plugin_commands() -> None:
+    """Call the plugins' ``register_commands``; each command a plugin adds gets agemetric's error
+    handling (one line, naming the plugin for an exception in its code) and is recorded as the
+    plugin's in `agemetric.plugins.commands` (``agemetric plugins`` lists it)."""
+    from agemetric import plugins
+    from agemetric.cli._common import guarded
+
+    first = 0
+
+    def arguments(plugin: str) -> dict:
+        nonlocal first
+        first = len(app.registered_commands)
+        return {"cli": app}
+
+    def added(plugin: str) -> str:
+        infos = app.registered_commands[first:]
+        names = [info.name or typer.main.get_command_name(info.callback.__name__) for info in infos]
+        for info in infos:
+            info.callback = guarded(info.callback)
+        if names:
+            plugins.commands[plugin] = names
+        return ": " + (", ".join(names) or "-")
+
+    plugins.call_each("register_commands", arguments, added)
 
 
 __all__ = ["app", "main"]

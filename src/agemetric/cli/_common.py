@@ -194,7 +194,7 @@ def guarded(fn):
             where = None if state.debug else blame(exc)
             if where is None:
                 raise
-            said = (str(exc).strip().splitlines() or [""])[0]
+            said = (str(exc).strip().splitlines() or [""])[0] or where.source()  # a bare assert: its line
             said = said if len(said) <= 300 else said[:297] + "..."
             print_error(f"{where} raised {type(exc).__name__}: {said} (agemetric --debug shows the traceback)")
             raise typer.Exit(1) from None
