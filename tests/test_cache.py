@@ -61,6 +61,20 @@ def test_an_entry_larger_than_the_limit_is_not_stored_and_the_others_are_kept(fo
     )
 
 
+def test_a_lowered_limit_shrinks_the_cache_at_the_next_store_and_the_listing_says_so(folder, monkeypatch):
+    put(1, used=1000)
+    second = put(2, used=2000)
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "3K")
+    listing = runner.invoke(app, ["cache"])
+    assert "(limit 3 kB); over the limit: the next run that stores images removes" in listing.output
+    assert put(3, n=20).startswith("decoded images not kept")  # too large itself: the others still shrink
+    assert [e.key for e in cache.entries()] == [second]
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "0")
+    assert put(4) == f"{4:032x}" and cache.entries() == []  # 0: nothing stored, nothing kept
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "twenty")
+    assert runner.invoke(app, ["cache", "--clear"]).exit_code == 0  # clearing needs no limit
+
+
 def test_an_entry_is_not_stored_when_it_would_fill_the_disk(folder, monkeypatch):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**12, 10**12, cache.KEEP_FREE + 1000))

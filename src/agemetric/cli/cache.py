@@ -26,12 +26,12 @@ def cache(
     """
     from agemetric.data import cache as image_cache
 
-    limit = image_cache.limit()
     folder = escape(printable(str(image_cache.cache_dir())))
     if clear:
         n, freed = image_cache.clear()
         console.print(f"{folder}: removed {n} entries, {size_text(freed)}", soft_wrap=True, highlight=False)
         return
+    limit = image_cache.limit()
     entries = image_cache.entries()
     if entries:
         table = Table(header_style="bold")
@@ -47,4 +47,6 @@ def cache(
         console.print(table)
     total = sum(e.bytes for e in entries)
     summary = f"{folder}: {len(entries)} entries, {size_text(total)} (limit {size_text(limit)})"
+    if total > limit:
+        summary += "; over the limit: the next run that stores images removes the entries used longest ago"
     console.print(summary, soft_wrap=True, highlight=False)

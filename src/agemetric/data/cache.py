@@ -9,9 +9,9 @@ modification time. Files are written to a temporary name and renamed.
 
 Location: ``$AGEMETRIC_CACHE`` or ``~/.cache/agemetric``. The folder is kept under a size limit
 (``$AGEMETRIC_CACHE_LIMIT``, default 20G; ``0`` stores nothing): storing a new entry first removes
-the entries used longest ago, and an entry that would leave the disk with less than 1 GB free is
-not stored. ``agemetric cache`` lists the entries and ``agemetric cache --clear`` removes them;
-deleting the folder is always safe.
+the entries used longest ago (all that a lowered limit no longer holds), and an entry that would
+leave the disk with less than 1 GB free is not stored. ``agemetric cache`` lists the entries and
+``agemetric cache --clear`` removes them; deleting the folder is always safe.
 """
 
 from __future__ import annotations
@@ -190,25 +190,27 @@ def limit() -> int:
 
 
 def _make_room(folder: Path, key: str, needed: int) -> str | None:
-    """Remove the entries used longest ago until ``needed`` more bytes fit under the limit.
+    """Remove the entries used longest ago until the folder, with ``needed`` more bytes if they
+    fit, is under the limit (a lowered limit shrinks it at the next store).
 
     Returns:
         ``None`` when the new entry may be written; otherwise why not (``""`` for a limit of 0):
         it is larger than the limit, or writing it would leave the disk less than `KEEP_FREE`.
     """
     cap = limit()
+    fits = needed <= cap
+    kept = [e for e in entries() if e.key != key]
+    total = sum(e.bytes for e in kept)
+    while kept and total + (needed if fits else 0) > cap:
+        total -= _remove(kept.pop().key)
     if cap == 0:
         return ""
-    if needed > cap:
+    if not fits:
         return (
             f"{_NOT_KEPT}: they take {size_text(needed)}, more than the limit of {size_text(cap)} "
             "($AGEMETRIC_CACHE_LIMIT); the next run decodes them again"
         )
     folder.mkdir(parents=True, exist_ok=True)
-    kept = [e for e in entries() if e.key != key]
-    total = sum(e.bytes for e in kept)
-    while kept and total + needed > cap:
-        total -= _remove(kept.pop().key)
     if shutil.disk_usage(folder).free - needed < KEEP_FREE:
         free = f"less than {size_text(KEEP_FREE)} free on the disk of {folder}"
         return f"{_NOT_KEPT}: their {size_text(needed)} would leave {free}"
