@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -374,6 +375,23 @@ def test_cross_batch_memory_keeps_pml_s_losses_and_refuses_what_it_cannot_feed()
         CrossBatchMemory(L1RegressionLoss(), embedding_size=4)
     with pytest.raises(TypeError, match="does not support ProxyAnchorLoss: agemetric's pair and triplet losses"):
         CrossBatchMemory(pml_losses.ProxyAnchorLoss(3, 4), embedding_size=4)
+    with pytest.raises(ValueError, match=r"use AgeToleranceMiner\(margin\) alone"):
+        CrossBatchMemory(RevisedContrastiveLoss(), 4, miner=AgeToleranceMiner(4, miner=AllPairsMiner()))
+    with pytest.raises(ValueError, match="a batch of 8 embeddings is larger than memory_size=6"):
+        CrossBatchMemory(RevisedContrastiveLoss(), embedding_size=4, memory_size=6)(emb, ages)
+
+
+def test_cross_batch_memory_warns_once_when_a_pml_loss_would_pair_float_ages_by_equality():
+    emb, ages = torch.randn(8, 4), torch.arange(20.0, 28.0) + 0.5
+    memory = CrossBatchMemory(pml_losses.ContrastiveLoss(), embedding_size=4, memory_size=16)
+    with pytest.warns(UserWarning, match=r"pairs equal labels only.*pass miner=AgeToleranceMiner\(margin\)") as said:
+        memory(emb, ages)
+        memory(emb, ages)
+    assert len(said) == 1 and said[0].filename == __file__  # once, at the line that called the memory
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CrossBatchMemory(pml_losses.ContrastiveLoss(), embedding_size=4, memory_size=16)(emb, ages.long())  # classes
+        CrossBatchMemory(RevisedContrastiveLoss(), embedding_size=4, memory_size=16)(emb, ages)  # margin decides
 
 
 def test_wrong_arguments_are_value_errors_and_pml_conversions_are_named():

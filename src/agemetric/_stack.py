@@ -17,3 +17,11 @@ def stacklevel_outside(*places: str) -> int:
     while frame is not None and frame.f_code.co_filename.startswith(places):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def torch_module_files() -> str:
+    """torch's module machinery (``nn.Module.__call__`` and its hooks), the folder between a
+    module (a loss) and the line that called it."""
+    import torch.nn.modules
+
+    return os.path.dirname(os.path.abspath(torch.nn.modules.__file__)) + os.sep

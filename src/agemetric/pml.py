@@ -22,6 +22,7 @@ triplets are kept and agemetric decides which are similar by the age margin.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
+from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside, torch_module_files
 from agemetric.interfaces import Loss, Miner
 from agemetric.interfaces.checks import check_finite, check_margin, describe
 from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
@@ -177,11 +179,40 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
                 f"CrossBatchMemory does not support {type(loss).__name__}: agemetric's pair and triplet losses, or "
                 f"one of PML's: {', '.join(self.supported_losses())}"
             )
+        if isinstance(miner, AgeToleranceMiner) and miner.miner is not None:
+            raise ValueError(
+                "miner: an AgeToleranceMiner with a miner of its own mines within one batch; the memory gives it "
+                "references: use AgeToleranceMiner(margin) alone"
+            )
         super().__init__(loss, embedding_size, memory_size, miner, **kwargs)
+        self._warned_equality = False
 
     @classmethod
     def check_loss_support(cls, loss_name: str) -> None:
         """Done in ``__init__``, by the loss's type (PML's check goes by the class name alone)."""
+
+    def forward(self, embeddings, labels, indices_tuple=None, enqueue_mask=None):
+        """As PML's (the loss of a batch against the memory, which it then joins), with a
+        `ValueError` for a batch larger than the memory, and a warning (once) when a PML loss
+        without a miner is given float ages, which it would pair by equality."""
+        if enqueue_mask is None and len(embeddings) > self.memory_size:
+            raise ValueError(
+                f"a batch of {len(embeddings)} embeddings is larger than memory_size={self.memory_size}: "
+                "make the memory at least a batch"
+            )
+        if self.miner is None and not isinstance(self.loss, Loss) and labels.is_floating_point():
+            self._warn_equality()
+        return super().forward(embeddings, labels, indices_tuple, enqueue_mask)
+
+    def _warn_equality(self) -> None:
+        if self._warned_equality:
+            return
+        self._warned_equality = True
+        warnings.warn(
+            f"CrossBatchMemory({type(self.loss).__name__}) without a miner pairs equal labels only, so float ages "
+            "are nearly all negatives (warned once): pass miner=AgeToleranceMiner(margin)",
+            stacklevel=stacklevel_outside(AGEMETRIC_FILES, torch_module_files()),
+        )
 
 
 __all__ = ["AgeToleranceMiner", "CrossBatchMemory", "IndicesTuple", "from_indices_tuple", "to_indices_tuple"]

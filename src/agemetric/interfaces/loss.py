@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import abc
-import os
 import warnings
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from agemetric import functional as F
-from agemetric._stack import stacklevel_outside
+from agemetric._stack import stacklevel_outside, torch_module_files
 from agemetric.errors import PluginError
 from agemetric.interfaces.checks import (
     check_finite,
@@ -189,7 +187,7 @@ class Loss(nn.Module, abc.ABC):
             f"{distinct} different values, so the loss is 0 (warned once). A miner that "
             "compares labels for equality finds none among unique float ages: mine with "
             "agemetric.pml.AgeToleranceMiner",
-            stacklevel=stacklevel_outside(__file__, _TORCH_NN),  # the line that called the loss
+            stacklevel=stacklevel_outside(__file__, torch_module_files()),  # the line that called the loss
         )
 
     def every(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
@@ -205,7 +203,3 @@ class Loss(nn.Module, abc.ABC):
     @abc.abstractmethod
     def compute(self, embeddings: torch.Tensor, labels: torch.Tensor, indices: Indices) -> torch.Tensor:
         """Compute the loss for checked, non-empty indices."""
-
-
-#: torch's module machinery (``nn.Module.__call__`` and its hooks), between a loss and its caller
-_TORCH_NN = str(Path(torch.nn.modules.__file__).parent) + os.sep
