@@ -121,7 +121,8 @@ def test_bad_weights_files_are_clear_errors(tmp_path):
 
     with pytest.raises(AgemetricError, match=r"no such file .*missing.pt' \(SmallCNN takes 'none' or a state-dict"):
         plugins.create("backbone", "small_cnn", weights=str(tmp_path / "missing.pt"))
-    with pytest.raises(AgemetricError, match=r"no such file 'imagenett' \(ResNet18 takes 'none', 'imagenet' or a"):
+    takes = r"\(ResNet18 takes 'none', 'imagenet', 'IMAGENET1K_V1', 'DEFAULT' or a state-dict file\)"
+    with pytest.raises(AgemetricError, match=rf"no such file 'imagenett' {takes}; did you mean 'imagenet'\?"):
         plugins.create("backbone", "resnet18", weights="imagenett")
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(AgemetricError, match="cannot read"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import torch
@@ -114,8 +115,11 @@ class TrunkBackbone(Backbone):
         path = Path(path)
         if not path.is_file():
             names = "".join(f", {name!r}" for name in self.weight_names)
+            close = difflib.get_close_matches(str(path), ["none", *self.weight_names], n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AgemetricError(
-                f"weights: no such file {str(path)!r} ({type(self).__name__} takes 'none'{names} or a state-dict file)"
+                f"weights: no such file {str(path)!r} ({type(self).__name__} takes 'none'{names} or a state-dict "
+                f"file){hint}"
             )
         state = load_torch(path, "weights")
         for key in ("backbone", "state_dict"):

@@ -76,7 +76,12 @@ class TorchvisionBackbone(TrunkBackbone):
         ((2, 70), None)
     """
 
-    weight_names = ("imagenet",)
+    @property
+    def weight_names(self) -> tuple[str, ...]:
+        """``"imagenet"`` and torchvision's names of this architecture's weights (``IMAGENET1K_V2``)."""
+        import torchvision
+
+        return ("imagenet", *torchvision.models.get_model_weights(self.arch).__members__)
 
     arch: str
     features: int
