@@ -50,9 +50,20 @@ class CrashingLoss(Loss):
         return scale(embeddings[:, :1])
 
 
+class LateCrashingLoss(Loss):
+    calls = 0
+
+    def compute(self, embeddings, labels, indices):
+        LateCrashingLoss.calls += 1
+        if LateCrashingLoss.calls > 10:  # in the second epoch (29 faces, batches of 8, an age and a gender loss)
+            raise MemoryError("out of memory")
+        return embeddings.abs().mean()
+
+
 @hookimpl
 def register_losses(register):
     register("crashing-loss", CrashingLoss)
+    register("late-crashing-loss", LateCrashingLoss)
 """
 
 
@@ -397,6 +408,14 @@ def test_an_exception_inside_a_plugin_s_code_names_the_plugin_and_the_line(tmp_p
     assert "Traceback" not in done.stderr and not (tmp_path / "r").exists()
     debug = cli(tmp_path, "--debug", *args, pythonpath=site)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "KeyError: 'missing'" in debug.stderr
+
+
+def test_a_run_that_fails_after_a_checkpoint_keeps_it_and_says_how_to_resume(tmp_path):
+    args = ["run", *TINY, "--epochs", "3", "--loss", "late-crashing-loss", "--set", "dataset_options.n=40"]
+    done = cli(tmp_path, *args, "--out", "r", pythonpath=plugin_dir(tmp_path))
+    assert done.returncode == 1, done.stderr
+    assert "the run stopped; its last checkpoint is kept: agemetric run --resume r continues it" in done.stdout
+    assert "raised MemoryError: out of memory" in done.stderr and (tmp_path / "r" / "checkpoint.pt").is_file()
 
 
 def test_the_documented_table_lists_every_case():

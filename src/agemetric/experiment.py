@@ -30,7 +30,7 @@ from agemetric.evaluation import gender_accuracies, machine, score, snapshot_tak
 from agemetric.reporting import SILENT, Reporter
 from agemetric.runs import RunFolder, checkpoint_settings, comparable_settings
 from agemetric.spec import ModelSpec, build_parts
-from agemetric.training import load_checkpoint, train
+from agemetric.training import Interrupted, TrainingDiverged, load_checkpoint, train
 
 
 @dataclass
@@ -142,9 +142,14 @@ def run(
 
             write_run_figures(folder.path)
         return RunResult(folder.path, metrics, estimator, history)
-    except BaseException:
+    except BaseException as exc:
         if folder is not None and resume is None and not (folder.checkpoint.exists() or folder.finished):
             folder.discard()  # nothing to resume or keep (refused, or stopped before a checkpoint): nothing left
+        elif folder is not None and folder.checkpoint.exists() and not isinstance(exc, Interrupted | TrainingDiverged):
+            reporter.note(
+                f"the run stopped; its last checkpoint is kept: agemetric run --resume {folder.path} continues it",
+                warning=True,
+            )
         raise
     finally:
         if folder is not None:
