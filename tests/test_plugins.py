@@ -164,6 +164,7 @@ def test_trace_hooks_prints_loads_hook_calls_and_creations(register_inline, caps
 
 
 ENTRY_PLUGIN = textwrap.dedent("""
+    import typer
     from agemetric import hookimpl
     from agemetric.default_plugins.revised_contrastive import RevisedContrastiveLoss
 
@@ -189,6 +190,15 @@ ENTRY_PLUGIN = textwrap.dedent("""
         def ask():
             from agemetric import plugins
             plugins.create("loss", "no-such-loss")
+
+        @cli.command()
+        def stop():
+            raise typer.Exit(3)  # the command's own exit code
+
+        @cli.command()
+        def misuse():
+            from agemetric.functional import pair_l1_distances
+            pair_l1_distances(None, None, None)  # raised inside agemetric: its traceback is kept
 
     def name_of(x):
         return x
@@ -268,14 +278,32 @@ def test_a_plugin_command_s_errors_are_one_line_and_agemetric_plugins_lists_its_
     assert boom.returncode == 1 and "Traceback" not in boom.stderr
     where = entry_point_dir / "agemetric_entrytest.py"
     assert boom.stderr.splitlines()[-1] == (
-        f"Error: plugin 'entrytest' 1.2.3 ({where}:21, in boom) raised AssertionError: "
+        f"Error: plugin 'entrytest' 1.2.3 ({where}:22, in boom) raised AssertionError: "
         'assert name_of("x") == "y"  # a bug in the plugin\'s command (agemetric --debug shows the traceback)'
     )
     ask = _cli(["ask"], entry_point_dir)
     assert ask.returncode == 2 and ask.stderr.splitlines()[-1].startswith("Error: unknown loss 'no-such-loss'; known:")
+    stop = _cli(["stop"], entry_point_dir)
+    assert stop.returncode == 3 and not any(line.startswith("Error") for line in stop.stderr.splitlines())
+    misuse = _cli(["misuse"], entry_point_dir)
+    assert misuse.returncode == 1 and "Traceback" in misuse.stderr and "agemetric/functional.py" in misuse.stderr
     listed = _cli(["plugins", "--json"], entry_point_dir)
     (entrytest,) = [p for p in json.loads(listed.stdout) if p["name"] == "entrytest"]
-    assert entrytest["registered"] == {"loss": ["entry-loss"], "command": ["hello", "boom", "ask"]}
+    commands = ["hello", "boom", "ask", "stop", "misuse"]
+    assert entrytest["registered"] == {"loss": ["entry-loss"], "command": commands}
+
+
+def test_an_entry_point_named_as_one_of_agemetric_s_own_plugins_is_skipped(tmp_path):
+    (tmp_path / "impostor.py").write_text("from agemetric import hookimpl\n")
+    dist = tmp_path / "impostor-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[agemetric]\nagemetric.small_cnn = impostor\n")
+    done = _cli(["plugins"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = "entry point 'agemetric.small_cnn' = 'impostor' has the name of one of agemetric's own plugins"
+    assert said in done.stderr
+    assert "small_cnn" in done.stdout and "Traceback" not in done.stderr
 
 
 def test_a_plugin_in_a_namespace_package_is_named_when_its_code_raises(tmp_path):

@@ -165,6 +165,9 @@ def _load_third_party() -> None:
         if allowed is not None and canonical(ep.name) not in allowed:
             left_out.append(ep.name)
             continue
+        if ep.name in BUILT_IN:  # it would take the place of one of agemetric's own plugins
+            _failed(ep.name, f"entry point {ep.name!r} = {ep.value!r} has the name of one of agemetric's own plugins")
+            continue
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
             continue
         started = time.perf_counter()
@@ -471,39 +474,49 @@ class Blame:
 def blame(exc: BaseException) -> Blame | None:
     """Which third-party plugin's code raised ``exc`` (``plugin 'x' 1.0 (x/losses.py:12, in
     compute)`` as text): the deepest frame of its traceback inside a plugin's package, or ``None``
-    when no plugin's code is on it (an error of agemetric's own, or of a library it calls).
+    when no plugin's code is on it, or when agemetric's own code is below that frame (an error of
+    agemetric's own, or of a library agemetric calls, keeps its traceback).
 
     Examples:
         >>> blame(ValueError("raised here, by no plugin")) is None
         True
     """
     roots = _plugin_roots()
+    own = _own_folder()
     found = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
-        path = frame.f_code.co_filename
-        for root, name in roots.items():
-            if path == root or path.startswith(root + os.sep):
-                found = Blame(name, _versions.get(name), path, line, frame.f_code.co_name)
+        path = os.path.abspath(frame.f_code.co_filename)
+        plugin = next((name for root, name in roots.items() if path == root or path.startswith(root + os.sep)), None)
+        if plugin is not None:
+            found = Blame(plugin, _versions.get(plugin), path, line, frame.f_code.co_name)
+        elif found is not None and path.startswith(own):
+            found = None  # agemetric's code, called by the plugin, raised it
     return found
+
+
+def _own_folder() -> str:
+    return os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _plugin_roots() -> dict[str, str]:
     """The folder (or single file) of each third-party plugin's package -> the plugin's name:
-    its module's top-level package, or, inside a namespace package (which has no file), the first
-    package below it that has one; agemetric's own folder is never one."""
-    own = os.path.dirname(os.path.abspath(__file__))
+    its module's (or, for a plugin object, its class's module's) top-level package, or, inside a
+    namespace package (which has no file), the first package below it that has one. agemetric's
+    own folder and the standard library's modules are never one."""
+    own = _own_folder()
     roots = {}
     for name, plugin in pm.list_name_plugin():
-        if name in BUILT_IN or not isinstance(plugin, types.ModuleType):
+        module = plugin.__name__ if isinstance(plugin, types.ModuleType) else getattr(plugin, "__module__", None)
+        if name in BUILT_IN or not isinstance(module, str) or module.partition(".")[0] in sys.stdlib_module_names:
             continue
-        parts = plugin.__name__.split(".")
+        parts = module.split(".")
         files = (getattr(sys.modules.get(".".join(parts[: i + 1])), "__file__", None) for i in range(len(parts)))
         file = next((f for f in files if f), None)
         if not file:
             continue
         file = os.path.abspath(file)
         root = os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
-        if not (root == own or own.startswith(root + os.sep)):
+        if not (root + os.sep).startswith(own) and not own.startswith(root + os.sep):
             roots[root] = name
     return roots
 

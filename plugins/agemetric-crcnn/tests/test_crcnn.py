@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from agemetric_crcnn import CRCNNCompare, CRCNNLoss
 from agemetric_crcnn.functional import SWAP, candidate_ages, pair_features, relation
-from agemetric_crcnn.retriever import select_references
+from agemetric_crcnn.loss import CRCNNLoss
+from agemetric_crcnn.retriever import CRCNNCompare, select_references
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 import torch
-from agemetric_pml import LOSSES
+from agemetric_pml.losses import LOSSES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

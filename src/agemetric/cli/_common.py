@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-import click
 import typer
 from rich.console import Console, ConsoleDimensions
 from rich.markup import escape
@@ -21,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agemetric._text import printable
+from agemetric.cli._commands import CommandLineError
 from agemetric.errors import AgemetricError
 from agemetric.reporting import Bar, Reporter
 
@@ -186,7 +186,7 @@ def guarded(fn):
                 raise
             err_console.print("[yellow]Interrupted.[/]")
             raise typer.Exit(130) from None
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (typer.Exit, typer.Abort, CommandLineError):  # a command's own exit, or a usage error
             raise
         except Exception as exc:
             from agemetric.plugins import blame
