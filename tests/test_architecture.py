@@ -5,11 +5,14 @@ long file or function is a hint to look at its design, never a limit to fold cod
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).parent.parent
 SRC = ROOT / "src"
@@ -191,19 +194,22 @@ def test_the_library_s_errors_name_settings_not_command_line_options():
     assert wrong == []
 
 
-def test_the_command_line_starts_without_importing_torch():
-    """``agemetric --help`` (and so tab completion) imports neither agemetric's default plugins nor
-    torch, nor do the installed plugins of this repository: it starts in a fraction of a second."""
-    code = textwrap.dedent("""
+@pytest.mark.parametrize("command", ["--help", "cache"])
+def test_the_command_line_starts_without_importing_torch(command, tmp_path):
+    """``agemetric --help`` (and so tab completion) and ``agemetric cache`` import neither
+    agemetric's default plugins nor torch, nor do the installed plugins of this repository: they
+    take a fraction of a second."""
+    code = textwrap.dedent(f"""
         import sys
         from agemetric.cli import main
-        sys.argv = ["agemetric", "--help"]
+        sys.argv = ["agemetric", "{command}"]
         try:
             main()
         except SystemExit:
             pass
         print(sorted(m for m in ("torch", "agemetric.default_plugins") if m in sys.modules), file=sys.stderr)
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert "Usage: agemetric" in done.stdout, done.stderr
+    env = {**os.environ, "AGEMETRIC_CACHE": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert ("Usage: agemetric" if command == "--help" else f"{tmp_path}: 0 entries") in done.stdout, done.stderr
     assert done.stderr.strip().splitlines()[-1] == "[]"

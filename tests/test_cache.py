@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import namedtuple
 
 import numpy as np
@@ -53,10 +54,10 @@ def test_storing_beyond_the_limit_removes_the_entries_used_longest_ago(folder, m
 def test_an_entry_larger_than_the_limit_is_not_stored_and_the_others_are_kept(folder, monkeypatch):
     monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "3K")
     kept = put(1)
-    why_not = put(2, n=20)  # 3,840 bytes
+    why_not = put(2, n=20)  # 3,840 bytes of pixels, 4,170 with the metadata
     assert [e.key for e in cache.entries()] == [kept]
     assert why_not == (
-        "decoded images not kept in the cache: they take 3.84 kB, more than the limit of 3 kB "
+        "decoded images not kept in the cache: they take 4.17 kB, more than the limit of 3 kB "
         "($AGEMETRIC_CACHE_LIMIT); the next run decodes them again"
     )
 
@@ -77,11 +78,11 @@ def test_a_lowered_limit_shrinks_the_cache_at_the_next_store_and_the_listing_say
 
 def test_an_entry_is_not_stored_when_it_would_fill_the_disk(folder, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**12, 10**12, cache.KEEP_FREE + 1000))
-    why_not, disk = put(1, n=10), f"the disk of {folder}"  # 1,920 bytes would leave less than KEEP_FREE
+    monkeypatch.setattr(cache.shutil, "disk_usage", lambda path: usage(10**12, 10**12, cache.KEEP_FREE + 1500))
+    why_not, disk = put(1, n=10), f"the disk of {folder}"  # 2,128 bytes would leave less than KEEP_FREE
     assert cache.entries() == []
-    assert why_not == f"decoded images not kept in the cache: their 1.92 kB would leave less than 1 GB free on {disk}"
-    put(2, n=5)  # 960 bytes fit
+    assert why_not == f"decoded images not kept in the cache: their 2.13 kB would leave less than 1 GB free on {disk}"
+    put(2, n=5)  # 1,168 bytes fit
     assert len(cache.entries()) == 1
 
 
@@ -119,17 +120,32 @@ def test_decode_says_when_its_images_could_not_be_kept(folder, monkeypatch, utk_
     monkeypatch.delenv("AGEMETRIC_CACHE_LIMIT")
     arrays = decode(ds, ds.records(), size=16, cache=True, note=notes.append)
     assert len(arrays.images) == 6
-    assert notes[0].startswith("decoded images not kept in the cache: they take 6.14 kB, more than the limit of 1 kB")
+    assert notes[0].startswith("decoded images not kept in the cache: they take 6.64 kB, more than the limit of 1 kB")
     assert notes[1] == f"decoded images not kept in the cache ({folder.parent / 'a-file'}): File exists"
 
 
-def test_clear_removes_entries_and_stopped_writes_but_not_other_files(folder):
+def test_clear_removes_entries_and_stopped_writes_but_not_writes_in_progress_or_other_files(folder):
     put(1), put(2)
-    folder.joinpath(f".{1:032x}.u8.abc.tmp").write_bytes(b"half")
+    stopped, writing = folder / f".{1:032x}.u8.abc.tmp", folder / f".{3:032x}.u8.def.tmp"
+    stopped.write_bytes(b"half"), writing.write_bytes(b"going")
+    os.utime(stopped, (time.time() - 2 * cache.STALE, time.time() - 2 * cache.STALE))
     folder.joinpath("notes.txt").write_text("mine")
     held = sum(p.stat().st_size for p in folder.iterdir() if p.suffix in (".u8", ".json"))
-    assert cache.clear() == (2, held)
-    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    assert cache.clear() == (2, held + 4)
+    assert sorted(p.name for p in folder.iterdir()) == [writing.name, "notes.txt"]
+
+
+def test_the_limit_counts_the_metadata_and_stopped_writes(folder, monkeypatch):
+    stopped = folder / f".{9:032x}.u8.abc.tmp"
+    folder.mkdir()
+    stopped.write_bytes(b"x" * 5000)
+    os.utime(stopped, (time.time() - 2 * cache.STALE, time.time() - 2 * cache.STALE))
+    monkeypatch.setenv("AGEMETRIC_CACHE_LIMIT", "4300")  # two entries of 1,920 pixel bytes and 208 of metadata
+    put(1, used=1000), put(2)
+    assert not stopped.exists()
+    assert len(cache.entries()) == 2 and sum(p.stat().st_size for p in folder.iterdir()) <= 4300
+    put(3)
+    assert len(cache.entries()) == 2 and sum(p.stat().st_size for p in folder.iterdir()) <= 4300
 
 
 def test_agemetric_cache_lists_where_the_images_came_from_and_clears(folder, utk_dir):
@@ -144,3 +160,15 @@ def test_agemetric_cache_lists_where_the_images_came_from_and_clears(folder, utk
     cleared = runner.invoke(app, ["cache", "--clear"])
     assert cleared.exit_code == 0 and cleared.output.startswith(f"{folder}: removed 1 entries,")
     assert cache.entries() == []
+
+
+def test_clear_names_a_file_it_cannot_remove(folder, monkeypatch):
+    key = put(1)
+
+    def refuse(path, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(type(folder), "unlink", refuse)
+    done = runner.invoke(app, ["cache", "--clear"])
+    assert done.exit_code == 2
+    assert f"Error: cannot remove {folder / key}.u8: Permission denied" in done.output.replace("\n", "")

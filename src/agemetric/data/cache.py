@@ -26,12 +26,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agemetric._text import size_text
 from agemetric.errors import AgemetricError
-from agemetric.interfaces import FaceDataset, FaceRecord
+
+if TYPE_CHECKING:
+    from agemetric.interfaces import FaceDataset, FaceRecord
 
 FORMAT = 3  # 2: framing notes in the metadata; 3: keyed by file content
 
@@ -42,6 +45,8 @@ KEEP_FREE = 10**9
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _ENTRY = re.compile(r"[0-9a-f]{32}")
 _ORPHAN = re.compile(r"\.[0-9a-f]{32}\.(u8|json)\..*\.tmp")  # a write that was stopped (_atomic_write)
+#: seconds after which a temporary file is taken for a stopped write, not one in progress
+STALE = 3600
 
 
 def cache_dir() -> Path:
@@ -96,22 +101,23 @@ def store(
         written. Not storing only costs the next run a decode.
     """
     folder = cache_dir()
+    meta = {
+        "format": FORMAT,
+        "n": int(images.shape[0]),
+        "size": int(images.shape[-1]),
+        "ok": ok.tolist(),
+        "reasons": reasons,
+        "notes": notes if notes and any(notes) else None,
+        "source": source,
+    }
+    meta_bytes = json.dumps(meta).encode()
     try:
-        why_not = _make_room(folder, key, images.nbytes)
+        why_not = _make_room(folder, key, images.nbytes + len(meta_bytes))
         if why_not is not None:
             return why_not or None
         base = folder / key
         _atomic_write(base.with_suffix(".u8"), images.tobytes())
-        meta = {
-            "format": FORMAT,
-            "n": int(images.shape[0]),
-            "size": int(images.shape[-1]),
-            "ok": ok.tolist(),
-            "reasons": reasons,
-            "notes": notes if notes and any(notes) else None,
-            "source": source,
-        }
-        _atomic_write(base.with_suffix(".json"), json.dumps(meta).encode())
+        _atomic_write(base.with_suffix(".json"), meta_bytes)
     except OSError as exc:
         return f"{_NOT_KEPT} ({folder}): {exc.strerror or exc}"
     return None
@@ -156,15 +162,19 @@ def entries() -> list[Entry]:
 
 
 def clear() -> tuple[int, int]:
-    """Remove every entry (and stopped writes' temporary files); ``(entries, bytes)`` removed.
-    Other files in the folder are left alone."""
-    folder = cache_dir()
-    removed = [_remove(e.key) for e in entries()]
-    if folder.is_dir():
-        for orphan in folder.iterdir():
-            if _ORPHAN.fullmatch(orphan.name):
-                orphan.unlink(missing_ok=True)
-    return len(removed), sum(removed)
+    """Remove every entry, and the temporary files of writes stopped more than an hour ago (a
+    younger one may be another run's write in progress); ``(entries, bytes)`` removed. Other files
+    in the folder are left alone.
+
+    Raises:
+        AgemetricError: a file cannot be removed (the message names it).
+    """
+    try:
+        removed = [_remove(e.key) for e in entries()]
+        stale = sum(_remove_file(path) for path in _orphans(cache_dir(), STALE))
+    except OSError as exc:
+        raise AgemetricError(f"cannot remove {exc.filename}: {exc.strerror or exc}") from None
+    return len(removed), sum(removed) + stale
 
 
 def limit() -> int:
@@ -199,6 +209,8 @@ def _make_room(folder: Path, key: str, needed: int) -> str | None:
     """
     cap = limit()
     fits = needed <= cap
+    for path in _orphans(folder, STALE):  # writes stopped long ago hold space no entry counts
+        _remove_file(path)
     kept = [e for e in entries() if e.key != key]
     total = sum(e.bytes for e in kept)
     while kept and total + (needed if fits else 0) > cap:
@@ -219,15 +231,33 @@ def _make_room(folder: Path, key: str, needed: int) -> str | None:
 
 def _remove(key: str) -> int:
     """Delete an entry's files; the bytes they held."""
-    freed = 0
-    for suffix in (".u8", ".json"):
-        path = cache_dir() / f"{key}{suffix}"
+    return sum(_remove_file(cache_dir() / f"{key}{suffix}") for suffix in (".u8", ".json"))
+
+
+def _remove_file(path: Path) -> int:
+    """Delete a file (one already gone is no error); the bytes it held."""
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return size
+
+
+def _orphans(folder: Path, older_than: float) -> list[Path]:
+    """The temporary files of writes stopped (or still going) that were last written more than
+    ``older_than`` seconds ago."""
+    if not folder.is_dir():
+        return []
+    now = time.time()
+    found = []
+    for path in folder.iterdir():
         try:
-            freed += path.stat().st_size
-            path.unlink()
+            if _ORPHAN.fullmatch(path.name) and now - path.stat().st_mtime > older_than:
+                found.append(path)
         except FileNotFoundError:
-            pass
-    return freed
+            continue
+    return found
 
 
 def _entry_files(folder: Path) -> list[Path]:
