@@ -373,6 +373,17 @@ def test_cross_batch_memory_keeps_pml_s_losses_and_refuses_what_it_cannot_feed()
     assert torch.isfinite(pml(emb, ages))
     with pytest.raises(TypeError, match="scores single images"):
         CrossBatchMemory(L1RegressionLoss(), embedding_size=4)
+
+    class TripletsOnly(Loss):
+        accepts = Triplets
+
+        def compute(self, embeddings, labels, indices):
+            return embeddings.sum()
+
+    with pytest.raises(TypeError, match="takes triplets, and the memory's own .* pairs are not: give it a miner"):
+        CrossBatchMemory(TripletsOnly(), embedding_size=4)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'distance'"):
+        CrossBatchMemory(RevisedContrastiveLoss(), embedding_size=4, distance=None)
     with pytest.raises(TypeError, match="does not support ProxyAnchorLoss: agemetric's pair and triplet losses"):
         CrossBatchMemory(pml_losses.ProxyAnchorLoss(3, 4), embedding_size=4)
     with pytest.raises(ValueError, match=r"use AgeToleranceMiner\(margin\) alone"):

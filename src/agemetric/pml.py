@@ -145,11 +145,11 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
         embedding_size: the embeddings' width ``D``.
         memory_size: how many embeddings the memory keeps.
         miner: a PML miner taking ``ref_emb`` (`AgeToleranceMiner`), or ``None``.
-        **kwargs: PML's own options.
 
     Raises:
-        TypeError: an agemetric loss that scores single images (``Samples``), or a PML loss
-            PML's wrapper does not support.
+        TypeError: an agemetric loss that scores single images (``Samples``), one over triplets
+            alone without a miner (the memory's own pairs are not triplets), or a PML loss PML's
+            wrapper does not support.
 
     Examples:
         >>> from agemetric.losses import RevisedContrastiveLoss
@@ -167,12 +167,16 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
         embedding_size: int,
         memory_size: int = 1024,
         miner: BaseMiner | None = None,
-        **kwargs: Any,
     ):
         if isinstance(loss, Loss) and not (loss.takes(Pairs) or loss.takes(Triplets)):
             raise TypeError(
                 f"{describe(loss)} scores single images (Samples), which a memory of other batches' embeddings "
                 "does not feed; CrossBatchMemory wraps losses over pairs or triplets"
+            )
+        if isinstance(loss, Loss) and not loss.takes(Pairs) and miner is None:
+            raise TypeError(
+                f"{describe(loss)} takes triplets, and the memory's own (batch, memory) pairs are not: give it a "
+                "miner that returns triplets with references (a PML triplet miner)"
             )
         if not isinstance(loss, Loss) and type(loss).__name__ not in self.supported_losses():
             raise TypeError(
@@ -184,7 +188,7 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
                 "miner: an AgeToleranceMiner with a miner of its own mines within one batch; the memory gives it "
                 "references: use AgeToleranceMiner(margin) alone"
             )
-        super().__init__(loss, embedding_size, memory_size, miner, **kwargs)
+        super().__init__(loss, embedding_size, memory_size, miner)
         self._warned_equality = False
 
     @classmethod
