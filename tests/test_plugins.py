@@ -200,6 +200,14 @@ ENTRY_PLUGIN = textwrap.dedent("""
             from agemetric.functional import pair_l1_distances
             pair_l1_distances(None, None, None)  # raised inside agemetric: its traceback is kept
 
+        tools = typer.Typer()
+
+        @tools.command()
+        def explode():
+            raise OSError("in a group")
+
+        cli.add_typer(tools, name="tools")
+
     def name_of(x):
         return x
 """)
@@ -214,6 +222,10 @@ HOOKFAIL_PLUGIN = textwrap.dedent("""
 
     @hookimpl
     def register_commands(cli):
+        @cli.command()
+        def half():
+            print("a command of a hook that then failed")
+
         raise RuntimeError("command hook broke")
 """)
 
@@ -289,7 +301,11 @@ def test_a_plugin_command_s_errors_are_one_line_and_agemetric_plugins_lists_its_
     assert misuse.returncode == 1 and "Traceback" in misuse.stderr and "agemetric/functional.py" in misuse.stderr
     listed = _cli(["plugins", "--json"], entry_point_dir)
     (entrytest,) = [p for p in json.loads(listed.stdout) if p["name"] == "entrytest"]
-    commands = ["hello", "boom", "ask", "stop", "misuse"]
+    explode = _cli(["tools", "explode"], entry_point_dir)
+    assert explode.returncode == 1 and "in explode) raised OSError: in a group" in explode.stderr
+    half = _cli(["half"], entry_point_dir)
+    assert half.returncode == 2 and "No such command 'half'" in half.stderr
+    commands = ["hello", "boom", "ask", "stop", "misuse", "tools"]
     assert entrytest["registered"] == {"loss": ["entry-loss"], "command": commands}
 
 

@@ -79,29 +79,47 @@ def main() -> None:
 
 
 def _add_plugin_commands() -> None:
-    """Call the plugins' ``register_commands``; each command a plugin adds gets agemetric's error
-    handling (one line, naming the plugin for an exception in its code) and is recorded as the
-    plugin's in `agemetric.plugins.commands` (``agemetric plugins`` lists it)."""
+    """Call the plugins' ``register_commands``; each command a plugin adds (also inside a group it
+    adds with ``add_typer``) gets agemetric's error handling (one line, naming the plugin for an
+    exception in its code) and is recorded as the plugin's in `agemetric.plugins.commands`
+    (``agemetric plugins`` lists it). A hook that raises leaves none of its commands behind."""
     from agemetric import plugins
-    from agemetric.cli._common import guarded
 
-    first = 0
+    start: tuple[int, int] | None = None  # where the plugin being called began adding, until it returns
+
+    def take_back() -> None:  # the commands of a hook that raised
+        if start is not None:
+            del app.registered_commands[start[0] :], app.registered_groups[start[1] :]
 
     def arguments(plugin: str) -> dict:
-        nonlocal first
-        first = len(app.registered_commands)
+        nonlocal start
+        take_back()
+        start = len(app.registered_commands), len(app.registered_groups)
         return {"cli": app}
 
     def added(plugin: str) -> str:
-        infos = app.registered_commands[first:]
-        names = [info.name or typer.main.get_command_name(info.callback.__name__) for info in infos]
-        for info in infos:
-            info.callback = guarded(info.callback)
+        nonlocal start
+        commands, groups = app.registered_commands[start[0] :], app.registered_groups[start[1] :]
+        start = None
+        _guard_commands(commands, groups)
+        names = [info.name or typer.main.get_command_name(info.callback.__name__) for info in commands]
+        names += [group.name or group.typer_instance.info.name for group in groups]
         if names:
             plugins.commands[plugin] = names
-        return ": " + (", ".join(names) or "-")
+        return ": " + (", ".join(str(name) for name in names) or "-")
 
     plugins.call_each("register_commands", arguments, added)
+    take_back()
+
+
+def _guard_commands(commands: list, groups: list) -> None:
+    """Give each command, and each command of the groups (at any depth), `guarded`'s handling."""
+    from agemetric.cli._common import guarded
+
+    for info in commands:
+        info.callback = guarded(info.callback)
+    for group in groups:
+        _guard_commands(group.typer_instance.registered_commands, group.typer_instance.registered_groups)
 
 
 __all__ = ["app", "main"]
