@@ -156,9 +156,9 @@ def test_agemetric_cache_lists_where_the_images_came_from_and_clears(folder, utk
     header, row, summary = listing.output.splitlines()  # piped: tab-separated lines
     assert header.split("\t") == ["images from", "images", "pixels", "size", "last used"]
     assert row.split("\t")[:3] == [f"UTKFace {utk_dir}", "8", "16x16"]  # 2 of them unreadable
-    assert summary.startswith(f"{folder}: 1 entries,") and "(limit 20 GB)" in summary
+    assert summary.startswith(f"{folder}: 1 entry,") and "(limit 20 GB)" in summary
     cleared = runner.invoke(app, ["cache", "--clear"])
-    assert cleared.exit_code == 0 and cleared.output.startswith(f"{folder}: removed 1 entries,")
+    assert cleared.exit_code == 0 and cleared.output.startswith(f"{folder}: removed 1 entry,")
     assert cache.entries() == []
 
 

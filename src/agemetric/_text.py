@@ -45,10 +45,11 @@ def size_text(n: int) -> str:
     """A number of bytes in decimal units, three significant digits.
 
     Examples:
-        >>> size_text(512), size_text(6_144), size_text(1_165_000_000), size_text(20 * 10**9)
-        ('512 B', '6.14 kB', '1.17 GB', '20 GB')
+        >>> size_text(512), size_text(6_144), size_text(999_600), size_text(1_165_000_000), size_text(20 * 10**9)
+        ('512 B', '6.14 kB', '1 MB', '1.17 GB', '20 GB')
     """
     for unit, scale in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}" if n / scale < 100 else f"{n / scale:.0f} {unit}"
+        shown = float(f"{n / scale:.3g}")  # rounded first: 999,600 bytes are 1 MB, not 1000 kB
+        if shown >= 1 and (shown < 1000 or unit == "TB"):
+            return f"{shown:g} {unit}" if shown < 1000 else f"{shown:.0f} {unit}"
     return f"{n} B"

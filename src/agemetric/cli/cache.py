@@ -29,7 +29,7 @@ def cache(
     folder = escape(printable(str(image_cache.cache_dir())))
     if clear:
         n, freed = image_cache.clear()
-        console.print(f"{folder}: removed {n} entries, {size_text(freed)}", soft_wrap=True, highlight=False)
+        console.print(f"{folder}: removed {_entries(n)}, {size_text(freed)}", soft_wrap=True, highlight=False)
         return
     limit = image_cache.limit()
     entries = image_cache.entries()
@@ -46,7 +46,11 @@ def cache(
             table.add_row(*row)
         console.print(table)
     total = sum(e.bytes for e in entries)
-    summary = f"{folder}: {len(entries)} entries, {size_text(total)} (limit {size_text(limit)})"
+    summary = f"{folder}: {_entries(len(entries))}, {size_text(total)} (limit {size_text(limit)})"
     if total > limit:
         summary += "; over the limit: the next run that stores images removes the entries used longest ago"
     console.print(summary, soft_wrap=True, highlight=False)
+
+
+def _entries(n: int) -> str:
+    return f"{n} entry" if n == 1 else f"{n} entries"
