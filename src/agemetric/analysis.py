@@ -61,7 +61,9 @@ class FaceResult:
         age: the estimate in years, or ``None`` when the face was not estimated (see ``note``).
         low / high: the calibrated interval's ends, or ``None`` (a model without intervals).
         p_under: the probability of being under the age asked for, or ``None``.
-        note: the framer's note when it fell back, e.g. ``"no face found: centre framing"``.
+        note: the framer's note when it fell back: for a face not estimated, what went wrong
+            (``"no face found"``, the part of the framer's ``"no face found: centre framing"``
+            before the colon).
     """
 
     box: tuple[int, int, int, int] | None
@@ -358,8 +360,8 @@ def _own_pixels(box: tuple[int, int, int, int] | None, shown: tuple[int, int], s
 def _result(face, estimates: Estimates | None, row: int | None, shown: tuple[int, int], size: tuple[int, int]):
     """A found face as a `FaceResult`, its box in the photo's own pixels."""
     box = _own_pixels(face.box, shown, size)
-    if row is None:
-        return FaceResult(box, None, note=face.note)
+    if row is None:  # what went wrong, not what the framer did instead: nothing was estimated from that
+        return FaceResult(box, None, note=face.note.partition(": ")[0])
     value = estimates.row(row)
     return FaceResult(box, value["age"], value["low"], value["high"], value["under"], face.note)
 

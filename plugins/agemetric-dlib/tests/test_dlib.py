@@ -371,7 +371,7 @@ def test_predict_every_face_of_each_photo_as_json_csv_and_drawn(aligned_run, tmp
     assert len(group["faces"]) == 2 and all(0 < f["age"] < 90 for f in group["faces"])
     assert _inside(group["faces"][0]["box"], 330, 150, 240)
     none = {"box": None, "age": None, "low": None, "high": None}
-    assert empty["faces"] == [{**none, "note": "no face found: centre framing"}]
+    assert empty["faces"] == [{**none, "note": "no face found"}]
     assert "empty.png: no face found" in result.stderr
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["empty.jpg", "group.jpg"]
     as_csv = runner.invoke(app, ["predict", str(aligned_run), str(photos / "group.jpg")])  # piped: CSV

@@ -16,8 +16,10 @@ class Face:
         image: the region the network sees (then centre-cropped to a square and resized).
         box: where the face is in the photo, ``(left, top, right, bottom)`` in pixels, or ``None``
             when the framer did not locate it (the whole photo or a fixed region).
-        note: why the framer fell back to something other than what it promises (e.g. ``"no face
-            found: centre framing"``), else ``None``; runs count and list these.
+        note: why the framer fell back to something other than what it promises, then after
+            ``": "`` what it did instead (``"no face found: centre framing"``), else ``None``; runs
+            count and list these, and ``analyze()`` reports the part before the colon for a face
+            it does not estimate.
 
     Examples:
         What a framer returns (``center`` does not locate the face, so ``box`` is ``None``):
