@@ -136,14 +136,34 @@ def test_too_few_faces_is_a_one_line_error():
         choose(train, emb, ages, k_model=20)
 
 
+def test_copies_of_a_face_do_not_count_as_evidence():
+    """The same photo given several times (the same embedding, the same age) would estimate
+    itself exactly under leave-one-out and count as independent evidence; copies are held out
+    together and weigh as one face, so with the training gallery the decision is the one the
+    different faces alone give (faces that carry no information stay out of the gallery), and
+    copies of too few faces are refused."""
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        train, emb, ages = _domain(rng, n=15, shift=0.0)
+        alone = choose(train, emb, ages, k_model=20)
+        copied = choose(train, np.repeat(emb, 3, axis=0), np.repeat(ages, 3), k_model=20)
+        assert (copied.adapted, copied.chosen) == (alone.adapted, alone.chosen), seed
+        assert copied.gain == pytest.approx(alone.gain) and copied.mae_after == pytest.approx(alone.mae_after)
+        assert copied.mae_before_se == pytest.approx(alone.mae_before_se)
+    train, emb, ages = _domain(np.random.default_rng(0), n=2)
+    with pytest.raises(AgemetricError, match="at least 10 different labelled faces .* of your 24, only 2 differ"):
+        choose(train, np.repeat(emb, 12, axis=0), np.repeat(ages, 12), k_model=20)
+
+
 # -- a run and a bundle, adapted --------------------------------------------------------------------
 
 
 def _clustered_faces(n_per: int = 12):
-    """Faces of two kinds (two images repeated), labelled 8 and 75: your faces tell their ages
-    exactly; the small run's gallery of random faces cannot."""
+    """Faces of two kinds (two images, each in ``n_per`` slightly different versions), labelled 8
+    and 75: your faces tell their ages; the small run's gallery of random faces cannot."""
     base = random_face_arrays(2, 32, seed=42)
-    images = base.images.repeat_interleave(n_per, dim=0)
+    noise = torch.randint(-4, 5, (2 * n_per, *base.images.shape[1:]), generator=torch.Generator().manual_seed(0))
+    images = (base.images.repeat_interleave(n_per, dim=0).int() + noise).clamp(0, 255).to(torch.uint8)
     ages = torch.tensor([8.0] * n_per + [75.0] * n_per)
     return images, ages
 

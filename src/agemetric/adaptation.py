@@ -193,10 +193,11 @@ class _IntervalForm:
 
 
 def _loo(neighbours: _Neighbours, mix: Mix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-out estimates of your faces ``rows``, each from the other faces of ``rows``."""
+    """Leave-one-out estimates of your faces ``rows``, each from the other faces of ``rows`` but
+    its copies (the same embedding: the same photo given twice would estimate itself)."""
     allowed = np.zeros((len(rows), len(neighbours.ages)), dtype=bool)
     allowed[:, rows] = True
-    allowed[np.arange(len(rows)), rows] = False
+    allowed &= neighbours.user_dist[rows] > 0  # the face itself and its copies
     return neighbours.estimate(mix, rows, allowed)
 
 
@@ -253,16 +254,17 @@ def choose(
     n, everyone = len(ages), np.arange(len(ages))
     ci = intervals or {}
     form = _IntervalForm(ci.get("level", 0.9), ci.get("offset", 1.0), ci.get("normalised", True))
-    mixes = candidates(n, len(train), k_model)
+    group = _copies(embeddings)  # copies of a photo are one face to the folds and the statistics
+    mixes = candidates(int(group.max()) + 1, len(train), k_model)
     neighbours = _Neighbours(train, embeddings, ages, max(m.k for m in mixes))
-    fold_list = [np.sort(f) for f in np.array_split(np.random.default_rng(seed).permutation(n), min(folds, n))]
+    fold_list = _folds(group, folds, seed)
 
     # the model as it is never sees your faces: its estimates need no hold-out
     before_estimate, before_spread = neighbours.estimate(mixes[0], everyone, np.zeros((n, n), dtype=bool))
     before = np.abs(before_estimate - ages)
     after, inside = _nested(neighbours, mixes, form, fold_list)
-    gain = before - after  # (n,) paired
-    gain_mean, gain_se = float(gain.mean()), float(gain.std(ddof=1) / math.sqrt(n))
+    gain = _per_face(before - after, group)  # paired, one value per different face
+    gain_mean, gain_se = float(gain.mean()), float(gain.std(ddof=1) / math.sqrt(len(gain)))
     adapted = gain_mean - Z_95 * gain_se > 0
     chosen, maes = _select(neighbours, mixes, everyone)
     if adapted:
@@ -281,9 +283,9 @@ def choose(
         reason=_reason(n, adapted, gain_mean, gain_se),
         n_faces=n,
         mae_before=float(before.mean()),
-        mae_before_se=float(before.std(ddof=1) / math.sqrt(n)),
+        mae_before_se=_standard_error(before, group),
         mae_after=float(after.mean()),
-        mae_after_se=float(after.std(ddof=1) / math.sqrt(n)),
+        mae_after_se=_standard_error(after, group),
         gain=gain_mean if adapted else 0.0,
         gain_low=gain_mean - Z_95 * gain_se if adapted else 0.0,
         coverage_before=coverage_before,
@@ -292,6 +294,34 @@ def choose(
         intervals=form.fields(quantile, n),
         candidates=list(zip(mixes, maes, strict=True)),
     )
+
+
+def _copies(embeddings: np.ndarray) -> np.ndarray:
+    """``(n,)`` a number per different face, in the order they first appear: copies of a photo
+    (the same embedding) share one."""
+    _, first, inverse = np.unique(embeddings, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first)] = np.arange(len(first))
+    return rank[inverse.reshape(-1)]
+
+
+def _per_face(values: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """``values`` ``(n,)`` averaged over the copies of each different face: ``(faces,)``."""
+    return np.bincount(group, weights=values) / np.bincount(group)
+
+
+def _standard_error(values: np.ndarray, group: np.ndarray) -> float:
+    """The standard error of the mean of ``values`` over the different faces (copies of a photo
+    are not independent measurements)."""
+    per_face = _per_face(values, group)
+    return float(per_face.std(ddof=1) / math.sqrt(len(per_face)))
+
+
+def _folds(group: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Your faces dealt at random into at most ``folds`` folds, copies of a face in the same one."""
+    groups = int(group.max()) + 1
+    dealt = np.array_split(np.random.default_rng(seed).permutation(groups), min(folds, groups))
+    return [np.flatnonzero(np.isin(group, part)) for part in dealt]
 
 
 def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +339,12 @@ def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> 
         )
     if not np.isfinite(ages).all():
         raise AgemetricError("your faces' ages must be finite numbers")
+    different = int(_copies(embeddings).max()) + 1 if n else 0
+    if different < MIN_FACES:
+        raise AgemetricError(
+            f"adapting needs at least {MIN_FACES} different labelled faces of your photos; of your {n}, only "
+            f"{different} differ (the others are copies of them)"
+        )
     return embeddings, ages
 
 

@@ -425,3 +425,12 @@ def test_the_face_preset_builds_its_recipe_and_takes_a_training_step():
     out = est.training_loss(x, data.ages, data.genders)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("side", [1, 8, 19])
+def test_a_photo_too_small_to_search_falls_back_without_calling_dlib(side):
+    framer = DlibAlignFramer()
+    photo = Image.fromarray(np.zeros((side, side + 3, 3), np.uint8))
+    assert framer.boxes(photo) == []
+    (face,) = framer.faces(photo)
+    assert face.note == "no face found: centre framing" and face.box is None

@@ -64,6 +64,11 @@ def _box_from_points(points: np.ndarray):
     return dlib.rectangle(round(centre - side / 2), round(top), round(centre + side / 2), round(top + side))
 
 
+#: the smallest photo side searched for faces: the detectors find none smaller (MTCNN's smallest
+#: face is 20 px), and dlib's HOG detector fails on an image of 8 px (an error, then a crash)
+MIN_SIDE = 20
+
+
 class DlibAlignFramer(Framer):
     """Faces found by dlib's detectors, each aligned on its 5 landmarks into a square chip.
 
@@ -125,7 +130,10 @@ class DlibAlignFramer(Framer):
         return self.size
 
     def boxes(self, image: Image.Image) -> list[tuple[int, int, int, int]]:
-        """Face boxes ``(left, top, right, bottom)`` in the photo's pixels, largest first."""
+        """Face boxes ``(left, top, right, bottom)`` in the photo's pixels, largest first (none in
+        a photo with a side under `MIN_SIDE` pixels, which no detector here can search)."""
+        if min(image.size) < MIN_SIDE:
+            return []
         scale = min(1.0, self.detect_side / max(image.size))
         small = (
             image
