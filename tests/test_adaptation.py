@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -277,6 +278,26 @@ def test_adapt_command_errors(tmp_path, make_run, your_faces):
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1, result.output
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine" and not (tmp_path / "a").exists()
+
+
+def test_ages_are_checked_before_any_photo_is_read_from_a_run_and_a_bundle(tmp_path, make_run, monkeypatch):
+    estimator = make_run(tmp_path / "run")
+    export_bundle(tmp_path / "run", tmp_path / "bundle", "torchscript")
+    bundle = Bundle(tmp_path / "bundle")
+    images, _ = _clustered_faces()
+    photos = list(images.permute(0, 2, 3, 1).numpy())
+    cases = [
+        (None, "give one age per face (24 faces, no ages)"),
+        ([30.0] * 23, "give one age per face (24 faces, 23 ages)"),
+        ([30.0] * 23 + [-5], "age -5 of face 23 is not a number of years between 0 and 150"),
+        ([500] + [30.0] * 23, "age 500 of face 0 is not a number of years between 0 and 150"),
+        (["thirty"] + [30.0] * 23, "age 'thirty' of face 0 is not a number of years"),
+    ]
+    monkeypatch.setattr(AgeEstimator, "as_batch", lambda *a: pytest.fail("a photo was read before the ages"))
+    for ages, message in cases:
+        for model in (estimator, bundle):
+            with pytest.raises(AgemetricError, match=re.escape(message)):
+                model.adapt(photos, ages)
 
 
 def test_too_many_faces_is_a_one_line_error_before_any_work():

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from agemetric._records import AGE_RANGE
+from agemetric._text import shortened
 from agemetric.errors import AgemetricError
 from agemetric.estimates import age_spread, conformal_quantile, interval, interval_scale, mean_age
 
@@ -324,9 +326,42 @@ def _folds(group: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(np.isin(group, part)) for part in dealt]
 
 
+def checked_ages(ages, n: int) -> np.ndarray:
+    """Your ``n`` faces' ages as float64 ``(n,)``, each a number of years in `AGE_RANGE`.
+
+    Raises:
+        AgemetricError: no ages, not one per face, or one that is not a number of years (named).
+
+    Examples:
+        >>> checked_ages([34, "61"], 2)
+        array([34., 61.])
+        >>> checked_ages([34, -5], 2)
+        Traceback (most recent call last):
+        ...
+        agemetric.errors.AgemetricError: adapt: age -5 of face 1 is not a number of years between 0 and 150
+    """
+    if ages is None:
+        raise AgemetricError(f"adapt: give one age per face ({n} faces, no ages)")
+    try:
+        values = np.asarray(ages, dtype=np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is not None and values.shape != (n,):
+        raise AgemetricError(f"adapt: give one age per face ({n} faces, {values.size} ages)")
+    low, high = AGE_RANGE
+    bad = range(n) if values is None else np.flatnonzero(~((values >= low) & (values <= high)))  # NaN too
+    if len(bad):
+        i = int(bad[0])
+        raise AgemetricError(
+            f"adapt: age {shortened(list(ages)[i])} of face {i} is not a number of years between {low:g} and {high:g}"
+        )
+    return values
+
+
 def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Your faces' ``(embeddings float32, ages float64)``, checked against the gallery."""
-    embeddings, ages = np.asarray(embeddings, np.float32), np.asarray(ages, np.float64)
+    embeddings = np.asarray(embeddings, np.float32)
+    ages = checked_ages(ages, len(embeddings))
     n, dim = len(ages), train.embeddings.shape[1]
     if embeddings.shape != (n, dim):
         raise AgemetricError(f"your faces' embeddings must be ({n}, {dim}), got {tuple(embeddings.shape)}")
@@ -337,8 +372,6 @@ def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> 
             f"adapting takes at most {MAX_FACES:,} labelled faces, got {n:,}; choose a random subset "
             f"(agemetric adapt --limit {MAX_FACES}), or train on them"
         )
-    if not np.isfinite(ages).all():
-        raise AgemetricError("your faces' ages must be finite numbers")
     different = int(_copies(embeddings).max()) + 1 if n else 0
     if different < MIN_FACES:
         raise AgemetricError(

@@ -44,7 +44,7 @@ import numpy as np
 from agemetric._folders import replacing_folder
 from agemetric._imaging import checked_box, crop_box
 from agemetric._text import shortened
-from agemetric.adaptation import Adaptation, GalleryArrays, adapt
+from agemetric.adaptation import Adaptation, GalleryArrays, adapt, checked_ages
 from agemetric.analysis import Photo, PhotoResult, analyze
 from agemetric.bundle_files import (
     GALLERY,
@@ -219,10 +219,8 @@ class Bundle:
             ages: ``(n,)`` their true ages.
             seed: how faces are dealt into cross-validation folds.
         """
+        ages = checked_ages(ages, len(faces)).astype(np.float32)  # before any photo is read
         embeddings, _ = self.embed(faces)
-        ages = np.asarray(ages, dtype=np.float32)
-        if ages.shape != (len(embeddings),):
-            raise AgemetricError(f"adapt: give one age per face ({len(embeddings)} faces, {ages.size} ages)")
         train = GalleryArrays(self.embeddings, self.ages, self.genders, self.weights)
         report, new = adapt(train, GalleryArrays(embeddings, ages), self.k, self.intervals, seed)
         self.embeddings, self.ages, self.genders, self.weights = new.embeddings, new.ages, new.genders, new.weights

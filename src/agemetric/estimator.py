@@ -383,10 +383,10 @@ class AgeEstimator(nn.Module):
         if isinstance(faces, FaceArrays):
             images, ages, genders = faces.images, faces.ages, faces.genders
         else:
+            from agemetric.adaptation import checked_ages
+
+            ages = checked_ages(ages, len(faces))  # before any photo is read
             images, genders = self.as_batch(faces), None
-            if ages is None or len(ages) != len(images):
-                got = "no" if ages is None else len(ages)
-                raise AgemetricError(f"adapt: give one age per photo ({len(images)} photos, {got} ages)")
         report = self.gallery.adapt(self.embed(images), torch.as_tensor(ages, dtype=torch.float32), genders, seed)
         self.spec = dataclasses.replace(self.spec, k=report.chosen.k)
         return report
