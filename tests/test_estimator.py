@@ -65,6 +65,11 @@ def test_save_and_load_give_the_same_predictions(tmp_path):
     again = AgeEstimator.load(tmp_path / "model.pt")
     assert torch.allclose(again.predict(data.images[:6]), before)
     assert again.spec == est.spec and again.spec.multitask
+    from_folder = AgeEstimator.load(str(tmp_path))  # a run folder: its model.pt
+    assert torch.allclose(from_folder.predict(data.images[:6]), before)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(AgemetricError, match="empty is a folder without a model.pt: give a run folder or a model"):
+        AgeEstimator.load(tmp_path / "empty")
 
 
 def test_model_files_of_the_first_format_still_load(tmp_path):

@@ -69,13 +69,23 @@ def test_a_huge_photo_is_decoded_reduced(tmp_path):
             np.zeros((3, 20, 20), np.uint8),
             r"got shape \(3, 20, 20\) \(channels first",
         ),
-        (np.zeros((20, 20), np.uint8), r"expected an \(H, W, 3\) RGB array"),
+        (np.zeros((20, 20, 2), np.uint8), r"expected an \(H, W, 3\) RGB, \(H, W, 4\) RGBA or \(H, W\) grey array"),
+        (np.zeros((0, 20), np.uint8), r"got shape \(0, 20\)"),
         (12, "expected a file path, a PIL image or a uint8"),
     ],
 )
 def test_in_memory_images_are_checked(item, message):
     with pytest.raises(AgemetricError, match=message):
         as_image(item)
+
+
+@pytest.mark.parametrize("shape", [(20, 30), (20, 30, 1), (20, 30, 4)])
+def test_grey_and_rgba_arrays_become_rgb_as_the_same_pil_images_do(shape):
+    pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    image = as_image(pixels)
+    assert image.mode == "RGB" and image.size == (30, 20)
+    expected = as_image(Image.fromarray(pixels.squeeze(-1) if shape[-1] == 1 else pixels))
+    assert np.array_equal(np.asarray(image), np.asarray(expected))
 
 
 def test_a_batch_must_have_the_model_s_size_and_dtype():

@@ -402,8 +402,14 @@ class AgeEstimator(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path) -> AgeEstimator:
-        """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file; anything
-        in it that does not fit is a one-line error naming the file."""
+        """Rebuild an estimator (parts by name, weights, gallery) from `save()`'s file, or from the
+        ``model.pt`` of a run folder given as the folder; anything in it that does not fit is a
+        one-line error naming the file."""
         from agemetric.model_file import read_model
 
-        return read_model(cls, Path(path))
+        path = Path(path)
+        if path.is_dir():
+            if not (path / "model.pt").is_file():
+                raise AgemetricError(f"{path} is a folder without a model.pt: give a run folder or a model file")
+            path = path / "model.pt"
+        return read_model(cls, path)

@@ -95,7 +95,8 @@ def to_rgb(image: Image.Image, max_side: int = MAX_SIDE) -> Image.Image:
 
 
 def as_image(item, what: str = "image") -> Image.Image:
-    """A path, a PIL image, or a uint8 ``(H, W, 3)`` numpy array or torch tensor -> RGB PIL image.
+    """A path, a PIL image, or a uint8 ``(H, W, 3)`` (RGB), ``(H, W, 4)`` (RGBA) or ``(H, W)``
+    (grey) numpy array or torch tensor -> RGB PIL image.
 
     Raises:
         AgemetricError: for anything else, saying what was expected (a float array, values
@@ -114,10 +115,18 @@ def as_image(item, what: str = "image") -> Image.Image:
         if item.dtype != np.uint8:
             hint = " (scale a 0-1 float image by 255 and convert it to uint8)" if item.dtype.kind == "f" else ""
             raise AgemetricError(f"{what}: expected uint8 pixels 0-255, got dtype {item.dtype}{hint}")
+        if item.ndim == 3 and item.shape[2] == 1:  # one channel: grey
+            item = item[:, :, 0]
+        grey_or_rgba = (item.ndim == 2 or (item.ndim == 3 and item.shape[2] == 4)) and min(item.shape[:2]) >= 1
+        if grey_or_rgba:  # as PIL images of those modes are: alpha over white, grey as RGB
+            return to_rgb(Image.fromarray(np.ascontiguousarray(item)))
         if item.ndim != 3 or item.shape[2] != 3 or min(item.shape[:2]) < 1:
-            channels_first = item.ndim == 3 and item.shape[0] == 3
+            channels_first = item.ndim == 3 and item.shape[0] in (1, 3, 4)
             hint = " (channels first? use .permute(1, 2, 0) or .transpose(1, 2, 0))" if channels_first else ""
-            raise AgemetricError(f"{what}: expected an (H, W, 3) RGB array, got shape {tuple(item.shape)}{hint}")
+            raise AgemetricError(
+                f"{what}: expected an (H, W, 3) RGB, (H, W, 4) RGBA or (H, W) grey array, got shape "
+                f"{tuple(item.shape)}{hint}"
+            )
         return Image.fromarray(np.ascontiguousarray(item))
     raise AgemetricError(
         f"{what}: expected a file path, a PIL image or a uint8 (H, W, 3) array/tensor, got {type(item).__name__}"
