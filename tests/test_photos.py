@@ -214,3 +214,9 @@ def test_predicting_photos_whose_framing_fell_back_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         photo_batch([photos[0]], 4, Framer())  # every face found: nothing to say
+    estimator = AgeEstimator.from_config(resolve("quick", sets=["image_size=32", "k=3"]))
+    estimator.fit_gallery(random_face_arrays(10, size=32))
+    estimator._framer = Framer()
+    with pytest.warns(UserWarning, match="fell back") as said:
+        estimator.predict(photos)
+    assert said[0].filename == __file__  # the user's line, past agemetric's and torch's frames

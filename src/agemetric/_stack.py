@@ -19,9 +19,11 @@ def stacklevel_outside(*places: str) -> int:
     return level
 
 
-def torch_module_files() -> str:
-    """torch's module machinery (``nn.Module.__call__`` and its hooks), the folder between a
-    module (a loss) and the line that called it."""
-    import torch.nn.modules
-
-    return os.path.dirname(os.path.abspath(torch.nn.modules.__file__)) + os.sep
+def torch_files() -> str:
+    """torch's own folder (``nn.Module.__call__`` and its hooks, ``torch.no_grad`` as a
+    decorator): the frames between agemetric's code and the line that called it. Nothing matches
+    when torch is not loaded (a bundle run with onnxruntime)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not getattr(torch, "__file__", None):
+        return "\0"  # no file name starts with it
+    return os.path.dirname(os.path.abspath(torch.__file__)) + os.sep

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from agemetric._imaging import to_square
-from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside
+from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside, torch_files
 from agemetric.errors import AgemetricError
 
 #: photos are decoded at most this large (longer side, pixels); JPEGs are decoded at a reduced
@@ -266,7 +266,7 @@ def photo_batch(inputs, size: int, framer: Callable | None, what: str = "images"
         warnings.warn(
             f"{len(noted)} of {len(items)} photo(s) fell back, e.g. {noted[0]}: their estimates are of that framing "
             "(analyze() leaves such faces unestimated)",
-            stacklevel=stacklevel_outside(AGEMETRIC_FILES),
+            stacklevel=stacklevel_outside(AGEMETRIC_FILES, torch_files()),
         )
     return np.stack(pixels) if pixels else _empty(size)
 

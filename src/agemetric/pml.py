@@ -30,7 +30,7 @@ from pytorch_metric_learning import losses as pml_losses
 from pytorch_metric_learning.miners import BaseMiner
 
 from agemetric import functional as F
-from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside, torch_module_files
+from agemetric._stack import AGEMETRIC_FILES, stacklevel_outside, torch_files
 from agemetric.interfaces import Loss, Miner
 from agemetric.interfaces.checks import check_finite, check_margin, describe
 from agemetric.types import IndicesTuple, Pairs, Samples, Triplets, from_indices_tuple
@@ -215,7 +215,7 @@ class CrossBatchMemory(pml_losses.CrossBatchMemory):
         warnings.warn(
             f"CrossBatchMemory({type(self.loss).__name__}) without a miner pairs equal labels only, so float ages "
             "are nearly all negatives (warned once): pass miner=AgeToleranceMiner(margin)",
-            stacklevel=stacklevel_outside(AGEMETRIC_FILES, torch_module_files()),
+            stacklevel=stacklevel_outside(AGEMETRIC_FILES, torch_files()),
         )
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from agemetric import functional as F
-from agemetric._stack import stacklevel_outside, torch_module_files
+from agemetric._stack import stacklevel_outside, torch_files
 from agemetric.errors import PluginError
 from agemetric.interfaces.checks import (
     check_finite,
@@ -187,7 +187,7 @@ class Loss(nn.Module, abc.ABC):
             f"{distinct} different values, so the loss is 0 (warned once). A miner that "
             "compares labels for equality finds none among unique float ages: mine with "
             "agemetric.pml.AgeToleranceMiner",
-            stacklevel=stacklevel_outside(__file__, torch_module_files()),  # the line that called the loss
+            stacklevel=stacklevel_outside(__file__, torch_files()),  # the line that called the loss
         )
 
     def every(self, embeddings: torch.Tensor, labels: torch.Tensor) -> Indices:
