@@ -126,6 +126,9 @@ def test_faces_of_a_shifted_domain_are_used_and_lower_the_error():
     assert report.mae_after < report.mae_before - 5 and report.gain_low > 0
     assert report.coverage_before < 0.5 and 0.8 <= report.coverage_after <= 1.0
     assert report.intervals["level"] == 0.9 and report.intervals["n_calibration"] == 40
+    said = str(report).splitlines()
+    assert said[0] == f"Adapted: {report.reason}." and said[1] == f"gallery: {report.chosen}"
+    assert said[2].startswith("MAE on your 40 faces, cross-validated: ") and said[3].startswith("90 % intervals")
 
 
 INTERVALS = {"level": 0.9, "quantile": 1.5, "offset": 1.0, "normalised": True, "n_calibration": 100}

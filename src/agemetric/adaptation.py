@@ -120,6 +120,20 @@ class Adaptation:
     intervals: dict | None
     candidates: list[tuple[Mix, float]] = field(default_factory=list)
 
+    def __str__(self) -> str:
+        """The decision in a few lines, as ``agemetric adapt`` says it (``print(report)``)."""
+        gallery = str(self.chosen) if self.adapted else "training faces (kept)"
+        lines = [
+            f"{'Adapted' if self.adapted else 'Kept'}: {self.reason}.",
+            f"gallery: {gallery}",
+            f"MAE on your {self.n_faces} faces, cross-validated: {self.mae_before:.2f} +- {self.mae_before_se:.2f} "
+            f"-> {self.mae_after:.2f} +- {self.mae_after_se:.2f}",
+        ]
+        if self.coverage_after is not None:
+            before = "-" if self.coverage_before is None else f"{100 * self.coverage_before:.1f}"
+            lines.append(f"{100 * self.level:.0f} % intervals, coverage %: {before} -> {100 * self.coverage_after:.1f}")
+        return "\n".join(lines)
+
     def to_dict(self) -> dict:
         """Plain values (``model.pt``, ``bundle.json`` and ``adaptation.json`` store them)."""
         out = asdict(self)
