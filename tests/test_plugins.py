@@ -230,22 +230,22 @@ HOOKFAIL_PLUGIN = textwrap.dedent("""
 """)
 
 
+def _installed(site: Path, name: str, version: str, entry_points: str) -> None:
+    """A distribution ``name`` ``version`` installed on the path ``site`` (its dist-info folder),
+    declaring ``entry_points`` (``NAME = module`` lines) in the ``agemetric`` group."""
+    dist = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[agemetric]\n{entry_points}\n")
+
+
 @pytest.fixture
 def entry_point_dir(tmp_path):
     """A package with an ``agemetric`` entry point, installed as a dist-info folder on a path."""
     (tmp_path / "agemetric_entrytest.py").write_text(ENTRY_PLUGIN)
-    dist = tmp_path / "agemetric_entrytest-1.2.3.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: agemetric-entrytest\nVersion: 1.2.3\n")
-    (dist / "entry_points.txt").write_text("[agemetric]\nentrytest = agemetric_entrytest\n")
+    _installed(tmp_path, "agemetric-entrytest", "1.2.3", "entrytest = agemetric_entrytest")
     (tmp_path / "broken.py").write_text("raise ImportError('missing dependency xyz')\n")
-    (dist.parent / "agemetric_broken-0.1.dist-info").mkdir()
-    (dist.parent / "agemetric_broken-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: agemetric-broken\nVersion: 0.1\n"
-    )
-    (dist.parent / "agemetric_broken-0.1.dist-info" / "entry_points.txt").write_text(
-        "[agemetric]\nbroken = broken\nhookfail = hookfail\n"
-    )
+    _installed(tmp_path, "agemetric-broken", "0.1", "broken = broken\nhookfail = hookfail")
     (tmp_path / "hookfail.py").write_text(HOOKFAIL_PLUGIN)
     return tmp_path
 
@@ -311,10 +311,7 @@ def test_a_plugin_command_s_errors_are_one_line_and_agemetric_plugins_lists_its_
 
 def test_an_entry_point_named_as_one_of_agemetric_s_own_plugins_is_skipped(tmp_path):
     (tmp_path / "impostor.py").write_text("from agemetric import hookimpl\n")
-    dist = tmp_path / "impostor-0.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[agemetric]\nagemetric.small_cnn = impostor\n")
+    _installed(tmp_path, "impostor", "0.1", "agemetric.small_cnn = impostor")
     done = _cli(["plugins"], tmp_path)
     assert done.returncode == 0, done.stderr
     said = "entry point 'agemetric.small_cnn' = 'impostor' has the name of one of agemetric's own plugins"
@@ -328,10 +325,7 @@ def test_a_plugin_in_a_namespace_package_is_named_when_its_code_raises(tmp_path)
         "from agemetric import hookimpl\n\n@hookimpl\ndef register_commands(cli):\n"
         "    @cli.command()\n    def fail():\n        raise ValueError('in a namespace package')\n"
     )
-    dist = tmp_path / "acme_tools-2.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-tools\nVersion: 2.0\n")
-    (dist / "entry_points.txt").write_text("[agemetric]\nacme = acme.agemetric_tools\n")
+    _installed(tmp_path, "acme-tools", "2.0", "acme = acme.agemetric_tools")
     done = _cli(["fail"], tmp_path)
     assert done.returncode == 1, done.stderr
     where = tmp_path / "acme" / "agemetric_tools.py"

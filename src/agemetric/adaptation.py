@@ -266,12 +266,11 @@ def choose(
     Returns:
         The decision, its evidence and the recalibrated intervals.
     """
-    embeddings, ages = _checked(train, embeddings, ages)
+    embeddings, ages, group = _checked(train, embeddings, ages)  # group: copies of a photo share one
     n, everyone = len(ages), np.arange(len(ages))
     ci = intervals or {}
     form = _IntervalForm(ci.get("level", 0.9), ci.get("offset", 1.0), ci.get("normalised", True))
-    group = _copies(embeddings)  # copies of a photo are one face to the folds and the statistics
-    mixes = candidates(int(group.max()) + 1, len(train), k_model)
+    mixes = candidates(int(group.max()) + 1, len(train), k_model)  # copies: one face to the folds and statistics
     neighbours = _Neighbours(train, embeddings, ages, max(m.k for m in mixes))
     fold_list = _folds(group, folds, seed)
 
@@ -372,8 +371,11 @@ def checked_ages(ages, n: int) -> np.ndarray:
     return values
 
 
-def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Your faces' ``(embeddings float32, ages float64)``, checked against the gallery."""
+def _checked(
+    train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Your faces' ``(embeddings float32, ages float64, copies)``, checked against the gallery;
+    ``copies`` is `_copies()` of the embeddings."""
     embeddings = np.asarray(embeddings, np.float32)
     ages = checked_ages(ages, len(embeddings))
     n, dim = len(ages), train.embeddings.shape[1]
@@ -386,13 +388,14 @@ def _checked(train: GalleryArrays, embeddings: np.ndarray, ages: np.ndarray) -> 
             f"adapting takes at most {MAX_FACES:,} labelled faces, got {n:,}; choose a random subset "
             f"(agemetric adapt --limit {MAX_FACES}), or train on them"
         )
-    different = int(_copies(embeddings).max()) + 1 if n else 0
+    group = _copies(embeddings)
+    different = int(group.max()) + 1 if n else 0
     if different < MIN_FACES:
         raise AgemetricError(
             f"adapting needs at least {MIN_FACES} different labelled faces of your photos; of your {n}, only "
             f"{different} differ (the others are copies of them)"
         )
-    return embeddings, ages
+    return embeddings, ages, group
 
 
 def _reason(n: int, adapted: bool, gain: float, se: float) -> str:

@@ -29,6 +29,7 @@ from importlib import metadata
 import pluggy
 
 from agemetric import hookspecs
+from agemetric._stack import AGEMETRIC_FILES
 from agemetric._text import SHOWN, printable, shortened
 from agemetric._version import __version__
 from agemetric.errors import PluginError
@@ -482,20 +483,15 @@ def blame(exc: BaseException) -> Blame | None:
         True
     """
     roots = _plugin_roots()
-    own = _own_folder()
     found = None
     for frame, line in traceback.walk_tb(exc.__traceback__):
         path = os.path.abspath(frame.f_code.co_filename)
         plugin = next((name for root, name in roots.items() if path == root or path.startswith(root + os.sep)), None)
         if plugin is not None:
             found = Blame(plugin, _versions.get(plugin), path, line, frame.f_code.co_name)
-        elif found is not None and path.startswith(own):
+        elif found is not None and path.startswith(AGEMETRIC_FILES):
             found = None  # agemetric's code, called by the plugin, raised it
     return found
-
-
-def _own_folder() -> str:
-    return os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
 def _plugin_roots() -> dict[str, str]:
@@ -503,7 +499,6 @@ def _plugin_roots() -> dict[str, str]:
     its module's (or, for a plugin object, its class's module's) top-level package, or, inside a
     namespace package (which has no file), the first package below it that has one. agemetric's
     own folder and the standard library's modules are never one."""
-    own = _own_folder()
     roots = {}
     for name, plugin in pm.list_name_plugin():
         module = plugin.__name__ if isinstance(plugin, types.ModuleType) else getattr(plugin, "__module__", None)
@@ -516,7 +511,7 @@ def _plugin_roots() -> dict[str, str]:
             continue
         file = os.path.abspath(file)
         root = os.path.dirname(file) if os.path.basename(file) == "__init__.py" else file
-        if not (root + os.sep).startswith(own) and not own.startswith(root + os.sep):
+        if not (root + os.sep).startswith(AGEMETRIC_FILES) and not AGEMETRIC_FILES.startswith(root + os.sep):
             roots[root] = name
     return roots
 

@@ -151,11 +151,10 @@ def entries() -> list[Entry]:
         except (OSError, ValueError):
             meta = {}
         try:
-            stat = data.stat()
-            used = max(stat.st_mtime, meta_file.stat().st_mtime) if meta else stat.st_mtime
-            size = stat.st_size + (meta_file.stat().st_size if meta else 0)
+            stats = [data.stat(), *([meta_file.stat()] if meta else [])]
         except OSError:  # removed meanwhile
             continue
+        used, size = max(st.st_mtime for st in stats), sum(st.st_size for st in stats)
         n, px = meta.get("n", 0), meta.get("size", 0)
         found.append(Entry(data.stem, meta.get("source") or "", n, px, size, used))
     return sorted(found, key=lambda e: e.last_used, reverse=True)
