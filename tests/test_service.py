@@ -188,5 +188,5 @@ def _running(pid: int) -> bool:
     """Whether process ``pid`` exists and has not ended (a zombie, ended but not yet reaped, has)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or reaped between the open and the read
         return False
